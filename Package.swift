@@ -1,0 +1,62 @@
+// swift-tools-version: 6.0
+// EscrowFleet: zero-touch device management over MQTT.
+// Modules are cut by what they may touch (see docs/ARCHITECTURE.md):
+//   EscrowCore    pure domain + wire contract (no I/O, no C)
+//   MQTT          the only importer of CMosquitto
+//   Storage       the only importer of CSQLite
+//   Identity      the only importer of COpenSSL
+import PackageDescription
+
+let package = Package(
+    name: "EscrowFleet",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "escrowd", targets: ["escrowd"]),
+        .executable(name: "escrowctl", targets: ["escrowctl"]),
+        .executable(name: "escrow-agent", targets: ["escrow-agent"]),
+        .executable(name: "fleetsim", targets: ["fleetsim"]),
+    ],
+    targets: [
+        // C libraries from Debian, each wrapped once.
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // Pure domain and wire contract.
+        .target(name: "EscrowCore"),
+
+        // Thin edges.
+        .target(name: "MQTT", dependencies: ["CMosquitto"]),
+        .target(name: "Storage", dependencies: ["CSQLite"]),
+        .target(name: "Identity", dependencies: ["COpenSSL"]),
+        .target(name: "Broker", dependencies: ["EscrowCore", "Identity"]),
+
+        // Products' libraries.
+        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT"]),
+        .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
+        .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
+        .target(name: "FleetEngine", dependencies: ["EscrowCore", "EscrowAgent"], path: "Simulator/FleetEngine"),
+
+        // Executables: parse arguments, wire parts, run.
+        .executableTarget(name: "escrowd", dependencies: ["ControlPlane"]),
+        .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"]),
+        .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"]),
+        .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "OperatorCLI"], path: "Simulator/fleetsim"),
+
+        // Tests.
+        .target(name: "TestSupport", dependencies: ["EscrowCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "EscrowCoreTests", dependencies: ["EscrowCore", "EscrowAgent", "TestSupport"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
+        .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "MQTT", "TestSupport"]),
+    ]
+)
+
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [
+        .enableUpcomingFeature("ExistentialAny"),
+    ]
+}

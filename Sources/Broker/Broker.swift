@@ -1,0 +1,1 @@
+// Broker module placeholder; replaced by its implementation.

@@ -1,0 +1,1 @@
+// ControlPlane module placeholder; replaced by its implementation.

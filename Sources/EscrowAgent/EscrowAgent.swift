@@ -1,0 +1,1 @@
+// EscrowAgent module placeholder; replaced by its implementation.

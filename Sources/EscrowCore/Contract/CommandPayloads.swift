@@ -1,0 +1,80 @@
+import Foundation
+
+/// `accounts/{accountId}/cmd/{command}`, operator to platform, QoS 1.
+///
+/// The account in the topic is the account acted in; the broker's ACL decides who may publish
+/// there, so nothing in the payload can widen an operator's reach.
+public struct CommandEnvelope: Codable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    /// Client-chosen idempotency key, `[A-Za-z0-9._-]{1,64}`; a replay returns the first reply.
+    public var requestId: String
+    /// The command's arguments (see `CommandName` and topics.md).
+    public var args: JSONValue
+    public init(requestId: String, args: JSONValue = .object([:])) { self.requestId = requestId; self.args = args }
+}
+
+/// `accounts/{accountId}/reply/{requestId}` (and the MQTT 5 response topic when given), QoS 1.
+public struct CommandReply: Codable, Equatable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    public var requestId: String
+    public var ok: Bool
+    public var result: JSONValue?
+    public var error: WireError?
+    public init(requestId: String, result: JSONValue) { self.requestId = requestId; ok = true; self.result = result; error = nil }
+    public init(requestId: String, error: WireError) { self.requestId = requestId; ok = false; result = nil; self.error = error }
+}
+
+/// Every command the platform understands.
+public enum CommandName: String, CaseIterable, Sendable {
+    case accountCreate = "account.create"
+    case accountList = "account.list"
+    case operatorCreate = "operator.create"
+    case deviceProvision = "device.provision"
+    case deviceList = "device.list"
+    case deviceShow = "device.show"
+    case transferRequest = "transfer.request"
+    case transferList = "transfer.list"
+    case transferShow = "transfer.show"
+    case transferApprove = "transfer.approve"
+    case transferReject = "transfer.reject"
+    case transferCancel = "transfer.cancel"
+    case profilePut = "profile.put"
+    case profileList = "profile.list"
+    case configPush = "config.push"
+    case configStatus = "config.status"
+}
+
+/// `accounts/{accountId}/events/{type}`, platform to the account's operators, QoS 1.
+public enum EventType: String, Codable, Sendable, CaseIterable {
+    case accountCreated = "account.created"
+    case deviceProvisioned = "device.provisioned"
+    case transferRequested = "transfer.requested"
+    case transferApproved = "transfer.approved"
+    case transferRejected = "transfer.rejected"
+    case transferCancelled = "transfer.cancelled"
+    case transferExpired = "transfer.expired"
+    case transferCompleted = "transfer.completed"
+    case deviceHeld = "device.held"
+    case deviceActivated = "device.activated"
+    case deviceOnline = "device.online"
+    case deviceOffline = "device.offline"
+    case configPushed = "config.pushed"
+    case configApplied = "config.applied"
+    case configRejected = "config.rejected"
+    case commandFailed = "command.failed"
+}
+
+public struct Event: Codable, Equatable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    public var type: EventType
+    public var at: Date
+    public var account: AccountID
+    public var deviceId: DeviceID?
+    public var transferId: String?
+    public var details: [String: JSONValue]
+    public init(type: EventType, at: Date, account: AccountID, deviceId: DeviceID? = nil,
+                transferId: String? = nil, details: [String: JSONValue] = [:]) {
+        self.type = type; self.at = at; self.account = account; self.deviceId = deviceId
+        self.transferId = transferId; self.details = details
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+
+/// A device's mode: escrow (lightweight, waiting for an owner) or normal (activated).
+public enum DeviceMode: String, Codable, Sendable, CaseIterable { case escrow, normal }
+
+/// `devices/{id}/status`, device to platform, QoS 1, retained. The will message is the same
+/// payload with `state: offline`.
+public struct DeviceStatus: Codable, Equatable, Sendable {
+    public enum State: String, Codable, Sendable { case online, offline }
+    public var schema: Int = WireCodec.schemaVersion
+    public var state: State
+    public var mode: DeviceMode?
+    public var configVersion: Int?
+    public var agentVersion: String?
+    public init(state: State, mode: DeviceMode? = nil, configVersion: Int? = nil, agentVersion: String? = nil) {
+        self.state = state; self.mode = mode; self.configVersion = configVersion; self.agentVersion = agentVersion
+    }
+}
+
+/// `devices/{id}/heartbeat`, device to platform, QoS 0.
+public struct Heartbeat: Codable, Equatable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    public var seq: Int
+    public var mode: DeviceMode
+    public var uptime: Int
+    public var configVersion: Int
+    public init(seq: Int, mode: DeviceMode, uptime: Int, configVersion: Int) {
+        self.seq = seq; self.mode = mode; self.uptime = uptime; self.configVersion = configVersion
+    }
+}
+
+/// `devices/{id}/config`, platform to device, QoS 1, retained: the desired configuration.
+public struct DeviceConfig: Codable, Equatable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    /// Strictly increasing per device; the agent ignores a version <= the applied one.
+    public var version: Int
+    public var mode: DeviceMode
+    /// Seconds between heartbeats, 5...86400.
+    public var heartbeatInterval: Int
+    /// The account that owns the device once this configuration is applied.
+    public var owner: AccountID
+    /// The owner's settings, opaque to the platform.
+    public var settings: [String: JSONValue]
+    /// PEM certificate issued for the new owner on activation (answer to `devices/{id}/csr`).
+    public var certificate: String?
+    public init(version: Int, mode: DeviceMode, heartbeatInterval: Int, owner: AccountID,
+                settings: [String: JSONValue] = [:], certificate: String? = nil) {
+        self.version = version; self.mode = mode; self.heartbeatInterval = heartbeatInterval
+        self.owner = owner; self.settings = settings; self.certificate = certificate
+    }
+    public static let heartbeatRange = 5...86_400
+    public static let defaultEscrowHeartbeat = 300
+}
+
+/// `devices/{id}/config/ack`, device to platform, QoS 1.
+public struct ConfigAck: Codable, Equatable, Sendable {
+    public enum Result: String, Codable, Sendable { case applied, rejected }
+    public var schema: Int = WireCodec.schemaVersion
+    public var version: Int
+    public var result: Result
+    public var reason: String?
+    public init(version: Int, result: Result, reason: String? = nil) {
+        self.version = version; self.result = result; self.reason = reason
+    }
+}
+
+/// `devices/{id}/csr`, device to platform, QoS 1: a PEM certificate signing request for the
+/// identity the device will use after activation.
+public struct CertificateRequest: Codable, Equatable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    public var csr: String
+    public init(csr: String) { self.csr = csr }
+}
+
+/// `devices/{id}/error`, platform to device, QoS 0: why a device's message was refused.
+public struct DeviceErrorReport: Codable, Equatable, Sendable {
+    public var schema: Int = WireCodec.schemaVersion
+    public var code: ErrorCode
+    public var message: String
+    public var topic: String
+    public init(code: ErrorCode, message: String, topic: String) {
+        self.code = code; self.message = message; self.topic = topic
+    }
+}

@@ -1,0 +1,78 @@
+/// The MQTT topic tree of `topics.md`, as code: builders and one parser.
+///
+/// The tree is cut so a broker can enforce isolation with pattern ACLs:
+/// a device touches only `devices/{its id}/...`, an account's operators only
+/// `accounts/{their account}/...`.
+public enum Topic: Equatable, Sendable {
+    // Device <-> platform.
+    case deviceStatus(DeviceID)
+    case deviceHeartbeat(DeviceID)
+    case deviceConfig(DeviceID)
+    case deviceConfigAck(DeviceID)
+    case deviceCSR(DeviceID)
+    case deviceError(DeviceID)
+    // Operator <-> platform.
+    case accountCommand(AccountID, command: String)
+    case accountReply(AccountID, requestID: String)
+    case accountEvent(AccountID, type: EventType)
+
+    public var path: String {
+        switch self {
+        case .deviceStatus(let d): return "devices/\(d)/status"
+        case .deviceHeartbeat(let d): return "devices/\(d)/heartbeat"
+        case .deviceConfig(let d): return "devices/\(d)/config"
+        case .deviceConfigAck(let d): return "devices/\(d)/config/ack"
+        case .deviceCSR(let d): return "devices/\(d)/csr"
+        case .deviceError(let d): return "devices/\(d)/error"
+        case .accountCommand(let a, let c): return "accounts/\(a)/cmd/\(c)"
+        case .accountReply(let a, let r): return "accounts/\(a)/reply/\(r)"
+        case .accountEvent(let a, let t): return "accounts/\(a)/events/\(t.rawValue)"
+        }
+    }
+
+    /// Parses a concrete topic; nil when it is not part of the contract.
+    public init?(path: String) {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 3 else { return nil }
+        switch parts[0] {
+        case "devices":
+            guard let d = DeviceID(parts[1]) else { return nil }
+            switch Array(parts[2...]) {
+            case ["status"]: self = .deviceStatus(d)
+            case ["heartbeat"]: self = .deviceHeartbeat(d)
+            case ["config"]: self = .deviceConfig(d)
+            case ["config", "ack"]: self = .deviceConfigAck(d)
+            case ["csr"]: self = .deviceCSR(d)
+            case ["error"]: self = .deviceError(d)
+            default: return nil
+            }
+        case "accounts":
+            guard parts.count == 4, let a = AccountID(parts[1]), !parts[3].isEmpty else { return nil }
+            switch parts[2] {
+            case "cmd": self = .accountCommand(a, command: parts[3])
+            case "reply": self = .accountReply(a, requestID: parts[3])
+            case "events":
+                guard let t = EventType(rawValue: parts[3]) else { return nil }
+                self = .accountEvent(a, type: t)
+            default: return nil
+            }
+        default: return nil
+        }
+    }
+}
+
+/// Subscription filters used by the platform and by operators.
+public enum TopicFilter {
+    /// escrowd's shared subscriptions: several escrowd processes split the device load.
+    public static let sharedGroup = "escrowd"
+    public static func shared(_ filter: String) -> String { "$share/\(sharedGroup)/\(filter)" }
+    public static let allStatus = "devices/+/status"
+    public static let allHeartbeats = "devices/+/heartbeat"
+    public static let allConfigAcks = "devices/+/config/ack"
+    public static let allCSRs = "devices/+/csr"
+    public static let allCommands = "accounts/+/cmd/+"
+    public static func events(_ account: AccountID, type: EventType? = nil) -> String {
+        "accounts/\(account)/events/\(type?.rawValue ?? "+")"
+    }
+    public static func replies(_ account: AccountID) -> String { "accounts/\(account)/reply/+" }
+}

@@ -1,0 +1,94 @@
+import Foundation
+
+/// The one JSON encoding of the wire: sorted keys, ISO-8601 dates, no escaping of `/`.
+public enum WireCodec {
+    /// Every payload carries `"schema": 1`; other values are refused with `unsupported_schema`.
+    public static let schemaVersion = 1
+    /// Payloads larger than this are refused with `too_large` before any parsing.
+    public static let maxPayloadBytes = 256 * 1024
+    /// Device payloads (heartbeat, status, ack, csr) are small: anything larger is hostile.
+    public static let maxDevicePayloadBytes = 16 * 1024
+
+    public static var encoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }
+    public static var decoder: JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }
+
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        // Encoding our own value types cannot fail; a failure is a programming error.
+        do { return Array(try encoder.encode(value)) } catch { fatalError("encoding \(T.self) failed: \(error)") }
+    }
+
+    /// Decodes a versioned payload, mapping every failure to a documented `WireError`.
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>, limit: Int = maxPayloadBytes) throws(WireError) -> T {
+        guard bytes.count <= limit else {
+            throw WireError(.tooLarge, "payload is \(bytes.count) bytes; the limit is \(limit)")
+        }
+        let data = Data(bytes)
+        let probe: SchemaProbe
+        do { probe = try decoder.decode(SchemaProbe.self, from: data) } catch {
+            throw WireError(.malformed, "payload is not a JSON object: \(describe(error))")
+        }
+        guard let schema = probe.schema else {
+            throw WireError(.malformed, "payload has no \"schema\" field; expected \"schema\": \(schemaVersion)")
+        }
+        guard schema == schemaVersion else {
+            throw WireError(.unsupportedSchema, "schema \(schema) is not supported; this platform speaks schema \(schemaVersion)")
+        }
+        do { return try decoder.decode(T.self, from: data) } catch {
+            throw WireError(.malformed, describe(error))
+        }
+    }
+
+    /// A one-line description of a decoding error that names the field.
+    public static func describe(_ error: any Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        func path(_ p: [any CodingKey]) -> String {
+            p.isEmpty ? "payload" : p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch e {
+        case .typeMismatch(let t, let c): return "\(path(c.codingPath)): expected \(t)"
+        case .valueNotFound(let t, let c): return "\(path(c.codingPath)): expected \(t), found null"
+        case .keyNotFound(let k, let c): return "\(path(c.codingPath + [k])): required field is missing"
+        case .dataCorrupted(let c): return "\(path(c.codingPath)): \(c.debugDescription)"
+        @unknown default: return "\(e)"
+        }
+    }
+
+    private struct SchemaProbe: Decodable {
+        let schema: Int?
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: K.self)
+            schema = try? c.decodeIfPresent(Int.self, forKey: .schema)
+        }
+        enum K: String, CodingKey { case schema }
+    }
+}
+
+/// Stable error codes of the contract (`topics.md`, "Errors").
+public enum ErrorCode: String, Codable, Sendable, CaseIterable {
+    case malformed
+    case unsupportedSchema = "unsupported_schema"
+    case tooLarge = "too_large"
+    case unknownCommand = "unknown_command"
+    case invalidArgument = "invalid_argument"
+    case notFound = "not_found"
+    case forbidden
+    case conflict
+    case storageUnavailable = "storage_unavailable"
+    case internalError = "internal"
+}
+
+public struct WireError: Error, Equatable, Codable, Sendable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+    public init(_ code: ErrorCode, _ message: String) { self.code = code; self.message = message }
+    public var description: String { "\(code.rawValue): \(message)" }
+}

@@ -1,0 +1,1 @@
+// Identity module placeholder; replaced by its implementation.

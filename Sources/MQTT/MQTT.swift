@@ -1,0 +1,1 @@
+// MQTT module placeholder; replaced by its implementation.

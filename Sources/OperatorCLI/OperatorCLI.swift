@@ -1,0 +1,1 @@
+// OperatorCLI module placeholder; replaced by its implementation.

@@ -1,0 +1,1 @@
+// Storage module placeholder; replaced by its implementation.
