@@ -1,0 +1,60 @@
+import Foundation
+
+/// One change of holder in a device's chain of custody.
+/// Each entry carries the hash of the previous one, so a rewritten history is detectable.
+public struct CustodyEntry: Codable, Equatable, Sendable {
+    public enum Decision: String, Codable, Sendable { case provisioned, held, activated }
+    public var deviceId: DeviceID
+    public var seq: Int
+    public var holder: AccountID
+    public var previousHolder: AccountID?
+    public var at: Date
+    public var transferId: String?
+    public var decision: Decision
+    public var previousHash: String
+    public var hash: String
+
+    /// The hash that precedes the first entry.
+    public static let genesis = String(repeating: "0", count: 64)
+
+    /// Builds the next entry after `previous` (nil for the first).
+    public static func next(after previous: CustodyEntry?, device: DeviceID, holder: AccountID,
+                            at: Date, transferId: String?, decision: Decision) -> CustodyEntry {
+        var e = CustodyEntry(deviceId: device, seq: (previous?.seq ?? 0) + 1, holder: holder,
+                             previousHolder: previous?.holder, at: at, transferId: transferId,
+                             decision: decision, previousHash: previous?.hash ?? genesis, hash: "")
+        e.hash = e.computedHash
+        return e
+    }
+
+    /// SHA-256 over a canonical line of every field but `hash`. Dates at millisecond precision.
+    public var computedHash: String {
+        let ms = Int64((at.timeIntervalSince1970 * 1000).rounded())
+        let line = [deviceId.rawValue, String(seq), holder.rawValue, previousHolder?.rawValue ?? "",
+                    String(ms), transferId ?? "", decision.rawValue, previousHash].joined(separator: "|")
+        return SHA256.hex(Array(line.utf8))
+    }
+}
+
+public enum CustodyChain {
+    public struct Verification: Codable, Equatable, Sendable {
+        public var valid: Bool
+        public var entries: Int
+        /// The first entry that does not verify, and why.
+        public var brokenAt: Int?
+        public var problem: String?
+    }
+
+    public static func verify(_ chain: [CustodyEntry]) -> Verification {
+        var previous: CustodyEntry?
+        for (i, e) in chain.enumerated() {
+            let expectedPrev = previous?.hash ?? CustodyEntry.genesis
+            if e.seq != i + 1 { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(i + 1) has sequence number \(e.seq)") }
+            if e.previousHash != expectedPrev { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) does not link to entry \(e.seq - 1)") }
+            if e.previousHolder != previous?.holder { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) names a previous holder that did not hold the device") }
+            if e.hash != e.computedHash { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) was altered (hash mismatch)") }
+            previous = e
+        }
+        return .init(valid: true, entries: chain.count, brokenAt: nil, problem: nil)
+    }
+}
