@@ -1,0 +1,261 @@
+import Foundation
+
+/// Arguments and results of every command (`accounts/{accountId}/cmd/{command}`).
+/// The account in the topic is the account acted in; payloads never name the actor.
+public enum Commands {
+    // MARK: accounts and operators (platform administrators: `accounts/platform/cmd/...`)
+    public struct AccountCreate: Codable, Equatable, Sendable {
+        public var id: AccountID
+        public var name: String
+        public var kind: Account.Kind
+        public var managedBy: AccountID?
+        public init(id: AccountID, name: String, kind: Account.Kind, managedBy: AccountID? = nil) {
+            self.id = id; self.name = name; self.kind = kind; self.managedBy = managedBy
+        }
+    }
+    public struct AccountListResult: Codable, Equatable, Sendable { public var accounts: [Account] }
+
+    public struct OperatorCreate: Codable, Equatable, Sendable {
+        public var username: String
+        public var password: String
+        public var account: AccountID
+        public init(username: String, password: String, account: AccountID) {
+            self.username = username; self.password = password; self.account = account
+        }
+    }
+    public struct OperatorResult: Codable, Equatable, Sendable {
+        public var username: String
+        public var account: AccountID
+        /// Accounts this operator may act in (its own plus those its account manages).
+        public var reach: [AccountID]
+    }
+
+    // MARK: provisioning
+    public struct DeviceProvision: Codable, Equatable, Sendable {
+        /// Explicit ids, or `prefix` + `count` (+ `start`, default 1) for a range like `sim-000001`.
+        public var deviceIds: [DeviceID]?
+        public var prefix: String?
+        public var count: Int?
+        public var start: Int?
+        /// Issue a certificate identity per device and return its bundle (default true).
+        public var issueIdentity: Bool?
+        public init(deviceIds: [DeviceID]? = nil, prefix: String? = nil, count: Int? = nil, start: Int? = nil, issueIdentity: Bool? = nil) {
+            self.deviceIds = deviceIds; self.prefix = prefix; self.count = count; self.start = start; self.issueIdentity = issueIdentity
+        }
+        public static let maxPerCommand = 1_000
+    }
+    /// What a factory writes onto a device: the minimum to identify it and reach the platform.
+    public struct DeviceBundle: Codable, Equatable, Sendable {
+        public var deviceId: DeviceID
+        public var certificate: String
+        public var privateKey: String
+        /// The CA that signed the broker's server certificate (what the device trusts).
+        public var brokerCA: String
+        public var brokerURL: String
+        public var fingerprint: String
+        public init(deviceId: DeviceID, certificate: String, privateKey: String, brokerCA: String, brokerURL: String, fingerprint: String) {
+            self.deviceId = deviceId; self.certificate = certificate; self.privateKey = privateKey
+            self.brokerCA = brokerCA; self.brokerURL = brokerURL; self.fingerprint = fingerprint
+        }
+    }
+    public struct DeviceProvisionResult: Codable, Equatable, Sendable {
+        public var provisioned: [DeviceID]
+        public var bundles: [DeviceBundle]
+        public var refused: [Transfer.Refusal]
+    }
+
+    public struct DeviceList: Codable, Equatable, Sendable {
+        public var state: DeviceView.State?
+        public var online: Bool?
+        public var prefix: String?
+        public var limit: Int?
+        public var offset: Int?
+        public init(state: DeviceView.State? = nil, online: Bool? = nil, prefix: String? = nil, limit: Int? = nil, offset: Int? = nil) {
+            self.state = state; self.online = online; self.prefix = prefix; self.limit = limit; self.offset = offset
+        }
+    }
+    public struct DeviceListResult: Codable, Equatable, Sendable {
+        public var devices: [DeviceView]
+        public var total: Int
+    }
+    public struct DeviceShow: Codable, Equatable, Sendable {
+        public var deviceId: DeviceID
+        public init(deviceId: DeviceID) { self.deviceId = deviceId }
+    }
+    public struct DeviceShowResult: Codable, Equatable, Sendable {
+        public var device: DeviceView
+        public var custody: [CustodyEntry]
+        public var verification: CustodyChain.Verification
+    }
+
+    // MARK: transfers
+    public struct TransferRequest: Codable, Equatable, Sendable {
+        public var to: AccountID
+        public var deviceIds: [DeviceID]
+        public var note: String?
+        /// Seconds until the request expires (default 7 days, 60 s ... 90 days).
+        public var expiresIn: Int?
+        public init(to: AccountID, deviceIds: [DeviceID], note: String? = nil, expiresIn: Int? = nil) {
+            self.to = to; self.deviceIds = deviceIds; self.note = note; self.expiresIn = expiresIn
+        }
+        public static let expiryRange = 1...(90 * 24 * 3600)
+    }
+    public struct TransferList: Codable, Equatable, Sendable {
+        public enum Direction: String, Codable, Sendable { case incoming, outgoing, all }
+        public var direction: Direction?
+        public var status: Transfer.Status?
+        public init(direction: Direction? = nil, status: Transfer.Status? = nil) { self.direction = direction; self.status = status }
+    }
+    public struct TransferListResult: Codable, Equatable, Sendable { public var transfers: [TransferView] }
+    public struct TransferRef: Codable, Equatable, Sendable {
+        public var transferId: String
+        public init(transferId: String) { self.transferId = transferId }
+    }
+    public struct TransferApprove: Codable, Equatable, Sendable {
+        public var transferId: String
+        /// Omit to approve every pending device.
+        public var deviceIds: [DeviceID]?
+        public var action: ApprovalAction
+        /// Profile for the initial configuration (default: the account's default profile).
+        public var profile: String?
+        public init(transferId: String, deviceIds: [DeviceID]? = nil, action: ApprovalAction, profile: String? = nil) {
+            self.transferId = transferId; self.deviceIds = deviceIds; self.action = action; self.profile = profile
+        }
+    }
+    public struct TransferReject: Codable, Equatable, Sendable {
+        public var transferId: String
+        public var deviceIds: [DeviceID]?
+        public var reason: String
+        public init(transferId: String, deviceIds: [DeviceID]? = nil, reason: String) {
+            self.transferId = transferId; self.deviceIds = deviceIds; self.reason = reason
+        }
+    }
+    public struct TransferResult: Codable, Equatable, Sendable {
+        public var transfer: TransferView
+        /// Devices decided by this command.
+        public var decided: [DeviceID]
+        /// Devices named but not decided, each with its reason.
+        public var refused: [Transfer.Refusal]
+    }
+
+    // MARK: configuration
+    public struct ProfilePut: Codable, Equatable, Sendable {
+        public var name: String
+        public var settings: [String: JSONValue]
+        public var heartbeatInterval: Int?
+        public var makeDefault: Bool?
+        public init(name: String, settings: [String: JSONValue], heartbeatInterval: Int? = nil, makeDefault: Bool? = nil) {
+            self.name = name; self.settings = settings; self.heartbeatInterval = heartbeatInterval; self.makeDefault = makeDefault
+        }
+    }
+    public struct Profile: Codable, Equatable, Sendable {
+        public var name: String
+        public var version: Int
+        public var settings: [String: JSONValue]
+        public var heartbeatInterval: Int
+        public var isDefault: Bool
+        public init(name: String, version: Int, settings: [String: JSONValue], heartbeatInterval: Int, isDefault: Bool) {
+            self.name = name; self.version = version; self.settings = settings; self.heartbeatInterval = heartbeatInterval; self.isDefault = isDefault
+        }
+        public static let builtinDefault = Profile(name: "default", version: 0, settings: [:], heartbeatInterval: 60, isDefault: true)
+    }
+    public struct ProfileListResult: Codable, Equatable, Sendable { public var profiles: [Profile] }
+
+    public struct ConfigPush: Codable, Equatable, Sendable {
+        /// Devices of the account to configure; omit with `all: true` for every active device.
+        public var deviceIds: [DeviceID]?
+        public var all: Bool?
+        /// Push this profile (default: the account's default profile) ...
+        public var profile: String?
+        /// ... or these settings.
+        public var settings: [String: JSONValue]?
+        public var heartbeatInterval: Int?
+        public init(deviceIds: [DeviceID]? = nil, all: Bool? = nil, profile: String? = nil, settings: [String: JSONValue]? = nil, heartbeatInterval: Int? = nil) {
+            self.deviceIds = deviceIds; self.all = all; self.profile = profile; self.settings = settings; self.heartbeatInterval = heartbeatInterval
+        }
+    }
+    public struct ConfigPushResult: Codable, Equatable, Sendable {
+        public var pushed: [ConfigStatusEntry]
+        public var refused: [Transfer.Refusal]
+    }
+    public struct ConfigStatus: Codable, Equatable, Sendable {
+        public var deviceIds: [DeviceID]?
+        public init(deviceIds: [DeviceID]? = nil) { self.deviceIds = deviceIds }
+    }
+    public struct ConfigStatusEntry: Codable, Equatable, Sendable {
+        public enum State: String, Codable, Sendable { case none, pending, applied, rejected }
+        public var deviceId: DeviceID
+        public var desiredVersion: Int
+        public var appliedVersion: Int
+        public var state: State
+        public var reason: String?
+        public init(deviceId: DeviceID, desiredVersion: Int, appliedVersion: Int, state: State, reason: String? = nil) {
+            self.deviceId = deviceId; self.desiredVersion = desiredVersion; self.appliedVersion = appliedVersion; self.state = state; self.reason = reason
+        }
+    }
+    public struct ConfigStatusResult: Codable, Equatable, Sendable { public var devices: [ConfigStatusEntry] }
+}
+
+/// A device as operators see it.
+public struct DeviceView: Codable, Equatable, Sendable {
+    public enum State: String, Codable, Sendable, CaseIterable { case escrow, active }
+    public var id: DeviceID
+    public var owner: AccountID
+    public var state: State
+    public var mode: DeviceMode
+    public var online: Bool
+    public var lastSeen: Date?
+    public var createdAt: Date
+    public var agentVersion: String?
+    public var fingerprint: String?
+    public var configVersion: Int
+    public var appliedVersion: Int
+    public var configState: Commands.ConfigStatusEntry.State
+    public var pendingTransfer: String?
+    public init(id: DeviceID, owner: AccountID, state: State, mode: DeviceMode, online: Bool, lastSeen: Date?, createdAt: Date,
+                agentVersion: String?, fingerprint: String?, configVersion: Int, appliedVersion: Int,
+                configState: Commands.ConfigStatusEntry.State, pendingTransfer: String?) {
+        self.id = id; self.owner = owner; self.state = state; self.mode = mode; self.online = online; self.lastSeen = lastSeen
+        self.createdAt = createdAt; self.agentVersion = agentVersion; self.fingerprint = fingerprint
+        self.configVersion = configVersion; self.appliedVersion = appliedVersion; self.configState = configState
+        self.pendingTransfer = pendingTransfer
+    }
+}
+
+/// A transfer request as operators see it.
+public struct TransferView: Codable, Equatable, Sendable {
+    public struct Item: Codable, Equatable, Sendable {
+        public var deviceId: DeviceID
+        public var outcome: String
+        public var action: ApprovalAction?
+        public var reason: String?
+        public init(deviceId: DeviceID, outcome: String, action: ApprovalAction? = nil, reason: String? = nil) {
+            self.deviceId = deviceId; self.outcome = outcome; self.action = action; self.reason = reason
+        }
+    }
+    public var id: String
+    public var from: AccountID
+    public var to: AccountID
+    public var note: String?
+    public var createdAt: Date
+    public var expiresAt: Date
+    public var status: Transfer.Status
+    public var counts: [String: Int]
+    /// Omitted in listings.
+    public var items: [Item]?
+
+    public init(_ t: Transfer, includeItems: Bool) {
+        id = t.id; from = t.from; to = t.to; note = t.note; createdAt = t.createdAt; expiresAt = t.expiresAt
+        status = t.status
+        var c: [String: Int] = [:]
+        for d in t.order { c[t.items[d]?.name ?? "pending", default: 0] += 1 }
+        counts = c
+        items = includeItems ? t.order.map { d in
+            switch t.items[d] ?? .pending {
+            case .approved(let a): Item(deviceId: d, outcome: "approved", action: a)
+            case .rejected(let r): Item(deviceId: d, outcome: "rejected", reason: r)
+            case let o: Item(deviceId: d, outcome: o.name)
+            }
+        } : nil
+    }
+}
