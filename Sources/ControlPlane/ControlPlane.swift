@@ -1,1 +1,398 @@
-// ControlPlane module placeholder; replaced by its implementation.
+import Foundation
+import EscrowCore
+import MQTT
+import Storage
+
+/// `escrowd`'s service: consumes device and operator messages, keeps the ledger, publishes
+/// replies, events and configurations. One actor owns the ledger, so every change is serial.
+public actor ControlPlane {
+    public struct Options: Sendable {
+        /// SQLite database file.
+        public var databasePath: String
+        /// Re-publish unacknowledged configurations this often (also at start-up and after a reconnect).
+        public var reconcileInterval: Duration = .seconds(30)
+        /// Persist devices' last-seen times at least this often.
+        public var lastSeenFlushInterval: Duration = .seconds(5)
+        /// Commit batched config acks and presence this often.
+        public var ackFlushInterval: Duration = .milliseconds(100)
+        /// Look for expired transfer requests this often.
+        public var expirySweepInterval: Duration = .seconds(1)
+        /// Use `$share/escrowd/...` for device and command topics so several instances split the load.
+        public var sharedSubscriptions = true
+        public init(databasePath: String) { self.databasePath = databasePath }
+    }
+
+    /// What the broker must know about accounts and operators (for ACL and password files).
+    public struct AccessSnapshot: Sendable {
+        public var accounts: [Account]
+        public var operators: [(username: String, account: AccountID, passwordHash: String)]
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var heartbeats = 0
+        public var commands = 0
+        public var commandErrors = 0
+        public var deviceErrors = 0
+        public var acks = 0
+        public var configsPublished = 0
+    }
+
+    let options: Options
+    let client: MQTTClient
+    let log: Log
+    let ledger: Ledger
+    var processor: CommandProcessor
+    let onAccessChanged: @Sendable (AccessSnapshot) -> Void
+    public private(set) var counters = Counters()
+
+    // Soft state, committed in batches.
+    private var known: Set<DeviceID> = []
+    private var lastSeen: [DeviceID: (at: Date, mode: DeviceMode)] = [:]
+    private var presence: [DeviceID: DeviceStatus] = [:]
+    private var online: [DeviceID: Bool] = [:]
+    private var pendingAcks: [(DeviceID, ConfigAck)] = []
+    private var tasks: [Task<Void, Never>] = []
+
+    public init(options: Options, client: MQTTClient, credentials: (any Credentials)? = nil, log: Log,
+                onAccessChanged: @escaping @Sendable (AccessSnapshot) -> Void = { _ in }) throws {
+        self.options = options
+        self.client = client
+        self.log = log
+        self.ledger = try Ledger(path: options.databasePath)
+        self.processor = CommandProcessor(ledger: ledger, credentials: credentials, now: { Date() }, newID: {
+            String(UUID().uuidString.lowercased().prefix(13))
+        })
+        self.onAccessChanged = onAccessChanged
+    }
+
+    /// The current access snapshot (what the broker's ACL and password files must say).
+    public func accessSnapshot() throws -> AccessSnapshot {
+        AccessSnapshot(accounts: try ledger.accounts(), operators: try ledger.operators().map { ($0.username, $0.account, $0.passwordHash) })
+    }
+
+    /// Subscribes, recovers what a crash left behind, and processes messages until cancelled.
+    public func run() async throws {
+        known = Set(try ledger.allDeviceIDs())
+        let share = options.sharedSubscriptions
+        func f(_ s: String) -> String { share ? TopicFilter.shared(s) : s }
+        // Status is retained: a plain subscription re-delivers every device's presence after a restart
+        // (shared subscriptions receive no retained messages).
+        _ = try await client.subscribe([
+            (TopicFilter.allStatus, .atLeastOnce),
+            (f(TopicFilter.allHeartbeats), .atMostOnce),
+            (f(TopicFilter.allConfigAcks), .atLeastOnce),
+            (f(TopicFilter.allCSRs), .atLeastOnce),
+            (f(TopicFilter.allCommands), .atLeastOnce),
+        ])
+        try drainOutbox()
+        reconcile()
+        log(.info, "serving \(known.count) devices; subscribed to device and command topics")
+        startTimers()
+        let events = client.events
+        let eventTask = Task { [weak self] in
+            for await e in events {
+                guard let self else { return }
+                if case .connected = e { await self.reconnected() }
+            }
+        }
+        tasks.append(eventTask)
+        for await message in client.messages {
+            handle(message)
+        }
+        stop()
+    }
+
+    public func stop() {
+        for t in tasks { t.cancel() }
+        tasks.removeAll()
+        flushAcks()
+        flushLastSeen()
+    }
+
+    private func startTimers() {
+        func every(_ d: Duration, _ body: @escaping @Sendable (ControlPlane) async -> Void) -> Task<Void, Never> {
+            Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: d)
+                    guard let self, !Task.isCancelled else { return }
+                    await body(self)
+                }
+            }
+        }
+        tasks.append(every(options.ackFlushInterval) { await $0.flushAcks() })
+        tasks.append(every(options.lastSeenFlushInterval) { await $0.flushLastSeen() })
+        tasks.append(every(options.reconcileInterval) { await $0.reconcile() })
+        tasks.append(every(options.expirySweepInterval) { await $0.sweepExpired() })
+    }
+
+    private func reconnected() {
+        log(.info, "broker connection re-established; reconciling configurations")
+        try? drainOutbox()
+        reconcile()
+    }
+
+    // MARK: dispatch
+
+    /// Handles one incoming message. Never throws: bad input is answered, not fatal.
+    public func handle(_ m: MQTTMessage) {
+        guard let topic = Topic(path: m.topic) else { return }
+        switch topic {
+        case .accountCommand(let account, let command): handleCommand(account: account, command: command, message: m)
+        case .deviceHeartbeat(let d): heartbeat(d, m)
+        case .deviceStatus(let d): status(d, m)
+        case .deviceConfigAck(let d): ack(d, m)
+        case .deviceCSR(let d): csr(d, m)
+        case .deviceConfig, .deviceError, .accountReply, .accountEvent: return
+        }
+    }
+
+    // MARK: commands
+
+    private func handleCommand(account: AccountID, command: String, message m: MQTTMessage) {
+        counters.commands += 1
+        let envelope: CommandEnvelope
+        do {
+            envelope = try WireCodec.decode(CommandEnvelope.self, from: m.payload)
+        } catch {
+            fail(account: account, command: command, requestID: nil, error: error, response: m.properties)
+            return
+        }
+        guard Identifier.isValid(envelope.requestId) else {
+            fail(account: account, command: command, requestID: nil,
+                 error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties)
+            return
+        }
+        do {
+            if let stored = try ledger.storedReply(account: account, requestID: envelope.requestId) {
+                log(.debug, "replay of \(account)/\(envelope.requestId): returning the first reply")
+                reply(account: account, requestID: envelope.requestId, payload: stored, response: m.properties)
+                return
+            }
+            var effects = Effects()
+            let payload: [UInt8] = try ledger.db.transaction { _ in
+                let outcome = try processor.execute(account: account, command: command, args: envelope.args)
+                let bytes = WireCodec.encode(CommandReply(requestId: envelope.requestId, result: outcome.result))
+                if outcome.mutating {
+                    try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: bytes, at: Date())
+                    for e in outcome.effects.events { try ledger.enqueue(.event(e)) }
+                }
+                effects = outcome.effects
+                return bytes
+            }
+            // Committed: now the world may hear of it.
+            reply(account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
+            afterCommit(effects)
+        } catch {
+            fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties)
+        }
+    }
+
+    private func afterCommit(_ effects: Effects) {
+        for d in effects.configs { known.insert(d) }
+        try? drainOutbox()
+        publishConfigs(effects.configs)
+        if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        if !effects.configs.isEmpty || !effects.events.isEmpty {
+            known = Set((try? ledger.allDeviceIDs()) ?? Array(known))
+        }
+    }
+
+    private func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties) {
+        counters.commandErrors += 1
+        let wire = Self.wireError(error)
+        log(.info, "command \(account)/\(command.prefix(64)) failed: \(wire)")
+        if let requestID {
+            reply(account: account, requestID: requestID, payload: WireCodec.encode(CommandReply(requestId: requestID, error: wire)), response: response)
+        } else if let rt = response.responseTopic, rt.hasPrefix("accounts/\(account)/reply/") {
+            publish(rt, WireCodec.encode(CommandReply(requestId: "", error: wire)), properties: .init(correlationData: response.correlationData))
+        }
+        let event = Event(type: .commandFailed, at: Date(), account: account, details: [
+            "command": .string(String(command.prefix(64))), "requestId": requestID.map(JSONValue.string) ?? .null,
+            "code": .string(wire.code.rawValue), "message": .string(wire.message),
+        ])
+        publish(Outbound.event(event))
+    }
+
+    static func wireError(_ error: any Error) -> WireError {
+        switch error {
+        case let e as WireError: return e
+        case let e as DomainError: return e.wire
+        case let e as SQLiteError where e.isFull || e.isReadOnly || e.isIOError || e.isBusy:
+            return WireError(.storageUnavailable, "the control plane cannot write its database (\(e.message)); nothing was changed, retry later")
+        case let e as SQLiteError where e.isConstraint:
+            return WireError(.conflict, "the change conflicts with existing state; nothing was changed")
+        default: return WireError(.internalError, "unexpected error: \(error)")
+        }
+    }
+
+    private func reply(account: AccountID, requestID: String, payload: [UInt8], response: MQTTProperties) {
+        publish(Topic.accountReply(account, requestID: requestID).path, payload)
+        // Honour an MQTT 5 response topic only inside the same account's reply tree: the
+        // control plane is privileged and must not be steered into another account's topics.
+        if let rt = response.responseTopic, rt.hasPrefix("accounts/\(account)/reply/"), rt != Topic.accountReply(account, requestID: requestID).path {
+            publish(rt, payload, properties: .init(correlationData: response.correlationData))
+        } else if response.correlationData != nil, response.responseTopic == Topic.accountReply(account, requestID: requestID).path {
+            publish(Topic.accountReply(account, requestID: requestID).path, payload, properties: .init(correlationData: response.correlationData))
+        }
+    }
+
+    // MARK: publishing
+
+    private func publish(_ topic: String, _ payload: [UInt8], retain: Bool = false, properties: MQTTProperties = .init()) {
+        do { _ = try client.publishNoWait(topic, payload, qos: .atLeastOnce, retain: retain, properties: properties) } catch {
+            log(.warn, "publish to \(topic) failed: \(error)")
+        }
+    }
+    private func publish(_ o: Outbound) { publish(o.topic, o.payload, retain: o.retain) }
+
+    /// Publishes committed events in order, then forgets them. Survives a crash in between:
+    /// what is still in the outbox at start-up is published then (at-least-once).
+    private func drainOutbox() throws {
+        while true {
+            let batch = try ledger.outbox(limit: 5_000)
+            guard let last = batch.last else { return }
+            for (_, o) in batch { publish(o) }
+            try ledger.deleteOutbox(through: last.id)
+        }
+    }
+
+    private func publishConfigs(_ devices: [DeviceID]) {
+        for d in devices {
+            guard let payload = try? ledger.desiredConfigPayload(d) else { continue }
+            publish(Topic.deviceConfig(d).path, payload, retain: true)
+            counters.configsPublished += 1
+        }
+    }
+
+    /// Re-publishes every configuration not yet acknowledged: heals a broker that lost retained messages.
+    public func reconcile() {
+        do {
+            let pending = try ledger.unconverged()
+            if !pending.isEmpty { log(.info, "reconciling \(pending.count) unacknowledged configurations") }
+            publishConfigs(pending)
+        } catch {
+            log(.warn, "reconciliation skipped: \(error)")
+        }
+    }
+
+    public func sweepExpired() {
+        do {
+            for id in try ledger.expiredOpenTransfers(now: Date()) {
+                var effects = Effects()
+                try ledger.db.transaction { _ in
+                    guard var t = try ledger.transfer(id) else { return }
+                    let at = Date()
+                    let transition = try t.apply(.expire(now: at), now: at)
+                    try processor.apply(transition, of: t, action: nil, profile: nil, at: at, &effects)
+                    for e in effects.events { try ledger.enqueue(.event(e)) }
+                }
+                log(.info, "transfer \(id) expired")
+                afterCommit(effects)
+            }
+        } catch {
+            log(.warn, "expiry sweep failed: \(error)")
+        }
+    }
+
+    // MARK: devices
+
+    private func deviceError(_ d: DeviceID, topic: String, _ e: WireError) {
+        counters.deviceErrors += 1
+        publish(Topic.deviceError(d).path, WireCodec.encode(DeviceErrorReport(code: e.code, message: e.message, topic: topic)))
+    }
+
+    private func heartbeat(_ d: DeviceID, _ m: MQTTMessage) {
+        do {
+            let hb = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            counters.heartbeats += 1
+            lastSeen[d] = (Date(), hb.mode)
+        } catch {
+            deviceError(d, topic: m.topic, error)
+        }
+    }
+
+    private func status(_ d: DeviceID, _ m: MQTTMessage) {
+        guard !m.payload.isEmpty else { return } // a cleared retained status
+        do {
+            let s = try WireCodec.decode(DeviceStatus.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            presence[d] = s
+            let isOnline = s.state == .online
+            if online[d] != isOnline {
+                online[d] = isOnline
+                if let owner = try? ledger.owner(of: d) {
+                    publish(Outbound.event(Event(type: isOnline ? .deviceOnline : .deviceOffline, at: Date(), account: owner, deviceId: d,
+                                                 details: ["mode": s.mode.map { .string($0.rawValue) } ?? .null])))
+                }
+            }
+        } catch {
+            deviceError(d, topic: m.topic, error)
+        }
+    }
+
+    private func ack(_ d: DeviceID, _ m: MQTTMessage) {
+        do {
+            let a = try WireCodec.decode(ConfigAck.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            counters.acks += 1
+            pendingAcks.append((d, a))
+            if pendingAcks.count >= 2_000 { flushAcks() }
+        } catch {
+            deviceError(d, topic: m.topic, error)
+        }
+    }
+
+    private func csr(_ d: DeviceID, _ m: MQTTMessage) {
+        do {
+            let r = try WireCodec.decode(CertificateRequest.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
+        } catch {
+            deviceError(d, topic: m.topic, Self.wireError(error))
+        }
+    }
+
+    /// Commits batched acks and presence; emits config events after the commit.
+    public func flushAcks() {
+        guard !pendingAcks.isEmpty || !presence.isEmpty else { return }
+        let acks = pendingAcks, statuses = presence
+        var events: [Event] = []
+        do {
+            try ledger.db.transaction { _ in
+                let at = Date()
+                for (d, s) in statuses {
+                    try ledger.recordPresence(d, online: s.state == .online, mode: s.mode, agentVersion: s.agentVersion, at: at)
+                }
+                for (d, a) in acks {
+                    guard let r = try ledger.recordAck(d, a) else { continue }
+                    switch r.state {
+                    case .applied: events.append(Event(type: .configApplied, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "mode": r.mode.map { .string($0.rawValue) } ?? .null]))
+                    case .rejected: events.append(Event(type: .configRejected, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "reason": .string(a.reason ?? "")]))
+                    default: break
+                    }
+                }
+                for e in events { try ledger.enqueue(.event(e)) }
+            }
+            pendingAcks.removeFirst(acks.count)
+            for d in statuses.keys where presence[d] == statuses[d] { presence[d] = nil }
+            try drainOutbox()
+        } catch {
+            // Keep the batch: it is retried at the next flush (and devices re-ack on reconciliation).
+            log(.warn, "could not commit \(acks.count) acks: \(error)")
+        }
+    }
+
+    public func flushLastSeen() {
+        guard !lastSeen.isEmpty else { return }
+        let batch = lastSeen
+        do {
+            try ledger.db.transaction { _ in
+                for (d, v) in batch { try ledger.recordLastSeen(d, at: v.at, mode: v.mode) }
+            }
+            lastSeen.removeAll(keepingCapacity: true)
+        } catch {
+            log(.warn, "could not persist last-seen times: \(error)")
+        }
+    }
+}

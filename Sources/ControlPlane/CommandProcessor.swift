@@ -1,0 +1,314 @@
+import Foundation
+import EscrowCore
+import Storage
+
+/// Executes operator commands against the ledger. Each command runs in one transaction;
+/// its reply and effects are released only after the commit.
+struct CommandProcessor {
+    let ledger: Ledger
+    let credentials: (any Credentials)?
+    var now: () -> Date
+    var newID: () -> String
+
+    struct Outcome {
+        var result: JSONValue
+        var effects: Effects
+        /// Read-only commands are not remembered for replay (re-running them changes nothing).
+        var mutating: Bool
+    }
+
+    func execute(account: AccountID, command name: String, args: JSONValue) throws -> Outcome {
+        guard let command = CommandName(rawValue: name) else {
+            throw DomainError(.unknownCommand, "unknown command '\(name.prefix(64))'; known: \(CommandName.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if account != .platform, try ledger.account(account) == nil {
+            throw DomainError.notFound("account \(account)")
+        }
+        var fx = Effects()
+        let result: JSONValue
+        switch command {
+        case .accountCreate: result = try encode(accountCreate(account, decode(args), &fx))
+        case .accountList: return Outcome(result: try encode(accountList(account)), effects: fx, mutating: false)
+        case .operatorCreate: result = try encode(operatorCreate(account, decode(args), &fx))
+        case .deviceProvision: result = try encode(provision(account, decode(args), &fx))
+        case .deviceList:
+            let a: Commands.DeviceList = try decode(args)
+            let (devices, total) = try ledger.devices(owner: account, filter: a)
+            return Outcome(result: try encode(Commands.DeviceListResult(devices: devices, total: total)), effects: fx, mutating: false)
+        case .deviceShow: return Outcome(result: try encode(deviceShow(account, decode(args))), effects: fx, mutating: false)
+        case .transferRequest: result = try encode(transferRequest(account, decode(args), &fx))
+        case .transferList:
+            let a: Commands.TransferList = try decode(args)
+            let ts = try ledger.transfers(for: account, direction: a.direction ?? .all).filter { a.status == nil || $0.status == a.status }
+            return Outcome(result: try encode(Commands.TransferListResult(transfers: ts.map { TransferView($0, includeItems: false) })), effects: fx, mutating: false)
+        case .transferShow:
+            let a: Commands.TransferRef = try decode(args)
+            let t = try visibleTransfer(a.transferId, to: account)
+            return Outcome(result: try encode(TransferView(t, includeItems: true)), effects: fx, mutating: false)
+        case .transferApprove:
+            let a: Commands.TransferApprove = try decode(args)
+            result = try encode(decide(account, a.transferId, .approve(devices: a.deviceIds, action: a.action, by: account), profile: a.profile, &fx))
+        case .transferReject:
+            let a: Commands.TransferReject = try decode(args)
+            guard !a.reason.isEmpty, a.reason.count <= 500 else { throw DomainError.invalid("reason must be 1 to 500 characters") }
+            result = try encode(decide(account, a.transferId, .reject(devices: a.deviceIds, reason: a.reason, by: account), profile: nil, &fx))
+        case .transferCancel:
+            let a: Commands.TransferRef = try decode(args)
+            result = try encode(decide(account, a.transferId, .cancel(by: account), profile: nil, &fx))
+        case .profilePut:
+            let a: Commands.ProfilePut = try decode(args)
+            try requireRealAccount(account)
+            guard Identifier.isValid(a.name) else { throw DomainError.invalid("profile name must match [A-Za-z0-9._-]{1,64}") }
+            if let h = a.heartbeatInterval, !DeviceConfig.heartbeatRange.contains(h) {
+                throw DomainError.invalid("heartbeatInterval must be within \(DeviceConfig.heartbeatRange)")
+            }
+            result = try encode(ledger.putProfile(account, a))
+        case .profileList:
+            return Outcome(result: try encode(Commands.ProfileListResult(profiles: ledger.profiles(account))), effects: fx, mutating: false)
+        case .configPush: result = try encode(configPush(account, decode(args), &fx))
+        case .configStatus:
+            let a: Commands.ConfigStatus = try decode(args)
+            return Outcome(result: try encode(Commands.ConfigStatusResult(devices: ledger.configStatus(owner: account, ids: a.deviceIds))), effects: fx, mutating: false)
+        }
+        return Outcome(result: result, effects: fx, mutating: true)
+    }
+
+    // MARK: accounts and operators
+
+    private func requirePlatform(_ account: AccountID, _ what: String) throws {
+        guard account == .platform else { throw DomainError.forbidden("\(what) is for platform administrators (accounts/platform/cmd/...)") }
+    }
+    private func requireRealAccount(_ account: AccountID) throws {
+        guard account != .platform else { throw DomainError.invalid("the platform account holds no devices; act in a real account") }
+    }
+
+    private func accountCreate(_ account: AccountID, _ a: Commands.AccountCreate, _ fx: inout Effects) throws -> Account {
+        try requirePlatform(account, "account.create")
+        guard a.id != .platform else { throw DomainError.invalid("'platform' is reserved") }
+        guard !a.name.isEmpty, a.name.count <= 200 else { throw DomainError.invalid("name must be 1 to 200 characters") }
+        if try ledger.account(a.id) != nil { throw DomainError.conflict("account \(a.id) already exists") }
+        if let m = a.managedBy {
+            guard let manager = try ledger.account(m) else { throw DomainError.notFound("managing account \(m)") }
+            guard a.kind == .customer, manager.kind != .customer else {
+                throw DomainError.invalid("only a customer account can be managed, and only by a provisioner or reseller")
+            }
+        }
+        let acct = Account(id: a.id, name: a.name, kind: a.kind, managedBy: a.managedBy)
+        try ledger.insert(acct, at: now())
+        if a.kind == .provisioner, let credentials {
+            let ca = try credentials.newAuthority(for: a.id)
+            try ledger.insertAuthority(a.id, certificate: ca.certificate, privateKey: ca.privateKey)
+        }
+        fx.notify(.accountCreated, [a.id] + (a.managedBy.map { [$0] } ?? []), at: now(), details: ["kind": .string(a.kind.rawValue)])
+        fx.accessChanged = true
+        return acct
+    }
+
+    private func accountList(_ account: AccountID) throws -> Commands.AccountListResult {
+        let all = try ledger.accounts()
+        if account == .platform { return .init(accounts: all) }
+        let reach = Set(AccessPolicy.accounts(reachableBy: account, in: all))
+        return .init(accounts: all.filter { reach.contains($0.id) })
+    }
+
+    private func operatorCreate(_ account: AccountID, _ a: Commands.OperatorCreate, _ fx: inout Effects) throws -> Commands.OperatorResult {
+        try requirePlatform(account, "operator.create")
+        guard Identifier.isValid(a.username), a.username.hasPrefix("op-") || a.username.hasPrefix("svc-") else {
+            // Device ids are usernames on the device listener; a separate namespace keeps
+            // the ACL's device patterns from ever applying to an operator.
+            throw DomainError.invalid("operator usernames start with 'op-' and match [A-Za-z0-9._-]{1,64}")
+        }
+        guard a.password.count >= 8, a.password.count <= 256 else { throw DomainError.invalid("password must be 8 to 256 characters") }
+        guard try ledger.account(a.account) != nil else { throw DomainError.notFound("account \(a.account)") }
+        if try ledger.operatorExists(a.username) { throw DomainError.conflict("operator \(a.username) already exists") }
+        let hash = credentials?.passwordHash(a.password) ?? "plain:" + a.password
+        try ledger.insertOperator(a.username, account: a.account, passwordHash: hash, at: now())
+        fx.accessChanged = true
+        return .init(username: a.username, account: a.account, reach: AccessPolicy.accounts(reachableBy: a.account, in: try ledger.accounts()))
+    }
+
+    // MARK: devices
+
+    private func provision(_ account: AccountID, _ a: Commands.DeviceProvision, _ fx: inout Effects) throws -> Commands.DeviceProvisionResult {
+        try requireRealAccount(account)
+        guard let acct = try ledger.account(account), acct.kind == .provisioner else {
+            throw DomainError.forbidden("only a provisioner account creates escrow devices")
+        }
+        var ids: [DeviceID] = a.deviceIds ?? []
+        if let prefix = a.prefix {
+            guard let count = a.count, count > 0 else { throw DomainError.invalid("with prefix, give count > 0") }
+            let start = a.start ?? 1
+            for n in start..<(start + min(count, Commands.DeviceProvision.maxPerCommand + 1)) {
+                let s = String(n)
+                guard let id = DeviceID(prefix + String(repeating: "0", count: max(0, 6 - s.count)) + s) else {
+                    throw DomainError.invalid("prefix '\(prefix)' does not make valid device ids")
+                }
+                ids.append(id)
+            }
+        }
+        guard !ids.isEmpty else { throw DomainError.invalid("name devices with deviceIds, or prefix and count") }
+        guard ids.count <= Commands.DeviceProvision.maxPerCommand else {
+            throw DomainError.invalid("at most \(Commands.DeviceProvision.maxPerCommand) devices per command; send several")
+        }
+        var fresh: [DeviceID] = [], refused: [Transfer.Refusal] = []
+        var seen = Set<DeviceID>()
+        for id in ids where seen.insert(id).inserted {
+            if try ledger.deviceExists(id) { refused.append(.init(deviceId: id, reason: "device \(id) already exists")) } else { fresh.append(id) }
+        }
+        var identities: [DeviceID: IssuedIdentity] = [:]
+        if a.issueIdentity ?? true, let credentials, !fresh.isEmpty {
+            guard let ca = try ledger.authority(account) else { throw DomainError(.internalError, "account \(account) has no certificate authority") }
+            for i in try credentials.issue(fresh, authority: ca) { identities[i.device] = i }
+        }
+        let at = now()
+        for id in fresh {
+            let i = identities[id]
+            try ledger.insertDevice(id, provisioner: account, fingerprint: i?.fingerprint, serial: i?.serial, at: at)
+            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .provisioned)
+        }
+        if !fresh.isEmpty {
+            fx.notify(.deviceProvisioned, [account], at: at, details: ["count": .number(Double(fresh.count)), "devices": .array(fresh.prefix(100).map { .string($0.rawValue) })])
+        }
+        let bundles = fresh.compactMap { id -> Commands.DeviceBundle? in
+            guard let i = identities[id], let key = i.privateKey, let credentials else { return nil }
+            return .init(deviceId: id, certificate: i.certificate, privateKey: key, brokerCA: credentials.brokerCA,
+                         brokerURL: credentials.deviceBrokerURL, fingerprint: i.fingerprint)
+        }
+        return .init(provisioned: fresh, bundles: bundles, refused: refused)
+    }
+
+    private func deviceShow(_ account: AccountID, _ a: Commands.DeviceShow) throws -> Commands.DeviceShowResult {
+        // A device of another account is reported exactly like an unknown one.
+        guard let d = try ledger.device(a.deviceId), d.owner == account else { throw DomainError.notFound("device \(a.deviceId) in account \(account)") }
+        let chain = try ledger.custody(a.deviceId)
+        return .init(device: d, custody: chain, verification: CustodyChain.verify(chain))
+    }
+
+    // MARK: transfers
+
+    private func visibleTransfer(_ id: String, to account: AccountID) throws -> Transfer {
+        guard let t = try ledger.transfer(id), t.from == account || t.to == account else { throw DomainError.notFound("transfer \(id.prefix(64)) in account \(account)") }
+        return t
+    }
+
+    private func transferRequest(_ account: AccountID, _ a: Commands.TransferRequest, _ fx: inout Effects) throws -> Commands.TransferResult {
+        try requireRealAccount(account)
+        guard let to = try ledger.account(a.to) else { throw DomainError.notFound("account \(a.to)") }
+        if let n = a.note, n.count > 500 { throw DomainError.invalid("note is at most 500 characters") }
+        let lifetime = TimeInterval(a.expiresIn ?? Int(Transfer.defaultLifetime))
+        guard Commands.TransferRequest.expiryRange.contains(Int(lifetime)) else {
+            throw DomainError.invalid("expiresIn must be within 1 s and 90 days")
+        }
+        let (eligible, refused) = try TransferPolicy.eligibility(requester: account, to: to.id, requested: a.deviceIds,
+                                                                 known: ledger.candidates(a.deviceIds))
+        guard !eligible.isEmpty else {
+            throw DomainError.conflict("no requested device is eligible: " + refused.prefix(3).map(\.reason).joined(separator: "; "))
+        }
+        let at = now()
+        let t = Transfer(id: "tr-" + newID(), from: account, to: to.id, note: a.note, createdAt: at, expiresAt: at.addingTimeInterval(lifetime), devices: eligible)
+        try ledger.insert(t)
+        fx.notify(.transferRequested, [t.from, t.to], at: at, transfer: t.id,
+                  details: ["from": .string(t.from.rawValue), "to": .string(t.to.rawValue), "devices": .number(Double(eligible.count)),
+                            "note": a.note.map(JSONValue.string) ?? .null, "expiresAt": .string(ISO8601DateFormatter().string(from: t.expiresAt))])
+        return .init(transfer: TransferView(t, includeItems: false), decided: eligible, refused: refused)
+    }
+
+    private func decide(_ account: AccountID, _ id: String, _ event: Transfer.Event, profile: String?, _ fx: inout Effects) throws -> Commands.TransferResult {
+        var t = try visibleTransfer(id, to: account)
+        var chosenProfile: Commands.Profile?
+        if case .approve(_, .activate, _) = event {
+            chosenProfile = try profile.map { name in
+                guard let p = try ledger.profile(account, name: name) else { throw DomainError.notFound("profile \(name) in account \(account)") }
+                return p
+            } ?? ledger.profile(account, name: nil) ?? Commands.Profile.builtinDefault
+        }
+        let at = now()
+        let transition = try t.apply(event, now: at)
+        var action: ApprovalAction?
+        if case .approve(_, let a, _) = event { action = a }
+        try apply(transition, of: t, action: action, profile: chosenProfile, at: at, &fx)
+        return .init(transfer: TransferView(t, includeItems: false), decided: transition.decided, refused: transition.refused)
+    }
+
+    /// Executes a transfer transition's effects inside the current transaction.
+    func apply(_ transition: Transfer.Transition, of t: Transfer, action: ApprovalAction?, profile: Commands.Profile?, at: Date, _ fx: inout Effects) throws {
+        try ledger.save(t, decided: transition.decided, at: at)
+        for effect in transition.effects {
+            switch effect {
+            case .activate(let d, let owner):
+                try ledger.setOwner(d, owner: owner, activatedAt: at)
+                try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated)
+                let config = try ledger.pushConfig(d, owner: owner, mode: .normal, profile: profile ?? .builtinDefault, certificate: nil, at: at)
+                fx.configs.append(d)
+                fx.notify(.deviceActivated, [owner], at: at, device: d, transfer: t.id, details: ["configVersion": .number(Double(config.version))])
+                fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version))])
+            case .hold(let d, let owner):
+                try ledger.setOwner(d, owner: owner, activatedAt: nil)
+                try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .held)
+                fx.notify(.deviceHeld, [owner], at: at, device: d, transfer: t.id)
+            case .release:
+                break // the device stays with the sender, free for another request
+            case .notify(let type, let accounts, let devices):
+                var details: [String: JSONValue] = ["count": .number(Double(devices.count)), "status": .string(t.status.rawValue)]
+                details["devices"] = .array(devices.prefix(1000).map { .string($0.rawValue) })
+                if type == .transferApproved, let action { details["action"] = .string(action.rawValue) }
+                fx.notify(type, accounts, at: at, transfer: t.id, details: details)
+            }
+        }
+        if !t.isOpen, transition.effects.contains(where: { if case .notify = $0 { true } else { false } }) {
+            fx.notify(.transferCompleted, [t.from, t.to], at: at, transfer: t.id, details: ["status": .string(t.status.rawValue)])
+        }
+    }
+
+    // MARK: configuration
+
+    private func configPush(_ account: AccountID, _ a: Commands.ConfigPush, _ fx: inout Effects) throws -> Commands.ConfigPushResult {
+        try requireRealAccount(account)
+        var profile: Commands.Profile
+        if let settings = a.settings {
+            profile = .init(name: "adhoc", version: 0, settings: settings, heartbeatInterval: a.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
+        } else if let name = a.profile {
+            guard let p = try ledger.profile(account, name: name) else { throw DomainError.notFound("profile \(name) in account \(account)") }
+            profile = p
+        } else {
+            profile = try ledger.profile(account, name: nil) ?? .builtinDefault
+        }
+        if let h = a.heartbeatInterval {
+            guard DeviceConfig.heartbeatRange.contains(h) else { throw DomainError.invalid("heartbeatInterval must be within \(DeviceConfig.heartbeatRange)") }
+            profile.heartbeatInterval = h
+        }
+        if WireCodec.encode(JSONValue.object(profile.settings)).count > ConfigValidation.maxConfigBytes - 1024 {
+            throw DomainError(.tooLarge, "settings exceed the \(ConfigValidation.maxConfigBytes)-byte configuration limit")
+        }
+        let targets: [DeviceID]
+        if a.all == true {
+            targets = try ledger.devices(owner: account, filter: .init(state: .active, limit: 20_000)).devices.map(\.id)
+        } else if let ids = a.deviceIds, !ids.isEmpty {
+            targets = ids
+        } else {
+            throw DomainError.invalid("name devices with deviceIds, or all: true")
+        }
+        var pushed: [Commands.ConfigStatusEntry] = [], refused: [Transfer.Refusal] = []
+        let at = now()
+        for id in Set(targets).sorted() {
+            guard let d = try ledger.device(id), d.owner == account else {
+                refused.append(.init(deviceId: id, reason: "device \(id) is not a device of \(account)")); continue
+            }
+            guard d.state == .active else { refused.append(.init(deviceId: id, reason: "device \(id) is in escrow; approve a transfer to activate it")); continue }
+            let c = try ledger.pushConfig(id, owner: account, mode: .normal, profile: profile, certificate: nil, at: at)
+            fx.configs.append(id)
+            fx.notify(.configPushed, [account], at: at, device: id, details: ["version": .number(Double(c.version))])
+            pushed.append(.init(deviceId: id, desiredVersion: c.version, appliedVersion: d.appliedVersion, state: .pending))
+        }
+        return .init(pushed: pushed, refused: refused)
+    }
+
+    // MARK: coding
+
+    private func decode<T: Decodable>(_ args: JSONValue) throws -> T {
+        do { return try args.decode(T.self) } catch {
+            throw DomainError(.invalidArgument, "args: " + WireCodec.describe(error))
+        }
+    }
+    private func encode<T: Encodable>(_ value: T) throws -> JSONValue { try JSONValue(encoding: value) }
+}

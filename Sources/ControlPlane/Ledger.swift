@@ -1,0 +1,332 @@
+import Foundation
+import EscrowCore
+import Storage
+
+/// The control plane's durable state: every read and write of the SQLite database goes here.
+/// Not thread-safe by itself: the `ControlPlane` actor is its only user.
+final class Ledger {
+    let db: Database
+
+    init(path: String) throws {
+        db = try Database(path: path)
+        try db.migrate(Schema.migrations)
+    }
+
+    // MARK: accounts
+    func account(_ id: AccountID) throws -> Account? {
+        try db.query("SELECT id, name, kind, managed_by FROM accounts WHERE id = ?", [.text(id.rawValue)]).first.map(Self.account)
+    }
+    func accounts() throws -> [Account] {
+        try db.query("SELECT id, name, kind, managed_by FROM accounts ORDER BY id").map(Self.account)
+    }
+    func insert(_ a: Account, at: Date) throws {
+        try db.execute("INSERT INTO accounts (id, name, kind, managed_by, created_at) VALUES (?, ?, ?, ?, ?)",
+                       [.text(a.id.rawValue), .text(a.name), .text(a.kind.rawValue), a.managedBy.map { .text($0.rawValue) } ?? .null, .real(at.timeIntervalSince1970)])
+    }
+    private static func account(_ r: Row) -> Account {
+        Account(id: AccountID(r.string("id"))!, name: r.string("name"), kind: Account.Kind(rawValue: r.string("kind")) ?? .customer,
+                managedBy: r.optionalString("managed_by").flatMap(AccountID.init))
+    }
+
+    // MARK: operators
+    struct OperatorRecord { var username: String; var account: AccountID; var passwordHash: String }
+    func operators() throws -> [OperatorRecord] {
+        try db.query("SELECT username, account_id, password_hash FROM operators ORDER BY username").map {
+            OperatorRecord(username: $0.string("username"), account: AccountID($0.string("account_id"))!, passwordHash: $0.string("password_hash"))
+        }
+    }
+    func operatorExists(_ username: String) throws -> Bool {
+        try !db.query("SELECT 1 FROM operators WHERE username = ?", [.text(username)]).isEmpty
+    }
+    func insertOperator(_ username: String, account: AccountID, passwordHash: String, at: Date) throws {
+        try db.execute("INSERT INTO operators (username, account_id, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                       [.text(username), .text(account.rawValue), .text(passwordHash), .real(at.timeIntervalSince1970)])
+    }
+
+    // MARK: devices
+    static let deviceColumns = """
+        d.id, d.owner, d.provisioner, d.state, d.mode, d.online, d.last_seen, d.created_at, d.agent_version, d.fingerprint,
+        d.desired_version, d.applied_version, d.config_state, d.config_reason,
+        (SELECT transfer_id FROM transfer_items ti WHERE ti.device_id = d.id AND ti.outcome = 'pending') AS pending_transfer
+        """
+    func device(_ id: DeviceID) throws -> DeviceView? {
+        try db.query("SELECT \(Self.deviceColumns) FROM devices d WHERE d.id = ?", [.text(id.rawValue)]).first.map(Self.deviceView)
+    }
+    func deviceExists(_ id: DeviceID) throws -> Bool {
+        try !db.query("SELECT 1 FROM devices WHERE id = ?", [.text(id.rawValue)]).isEmpty
+    }
+    func devices(owner: AccountID, filter: Commands.DeviceList) throws -> (devices: [DeviceView], total: Int) {
+        var sql = " FROM devices d WHERE d.owner = ?"
+        var params: [SQLValue] = [.text(owner.rawValue)]
+        if let s = filter.state { sql += " AND d.state = ?"; params.append(.text(s.rawValue)) }
+        if let o = filter.online { sql += " AND d.online = ?"; params.append(.integer(o ? 1 : 0)) }
+        if let p = filter.prefix { sql += " AND substr(d.id, 1, ?) = ?"; params += [.integer(Int64(p.utf8.count)), .text(p)] }
+        let total = Int(try db.query("SELECT count(*) AS n" + sql, params).first?.int("n") ?? 0)
+        let limit = min(max(filter.limit ?? 1000, 1), 20_000), offset = max(filter.offset ?? 0, 0)
+        let rows = try db.query("SELECT \(Self.deviceColumns)" + sql + " ORDER BY d.id LIMIT ? OFFSET ?", params + [.integer(Int64(limit)), .integer(Int64(offset))])
+        return (rows.map(Self.deviceView), total)
+    }
+    func allDeviceIDs() throws -> [DeviceID] {
+        try db.query("SELECT id FROM devices").compactMap { DeviceID($0.string("id")) }
+    }
+    func candidates(_ ids: [DeviceID]) throws -> [DeviceID: TransferPolicy.Candidate] {
+        var out: [DeviceID: TransferPolicy.Candidate] = [:]
+        for id in ids {
+            guard let r = try db.query("""
+                SELECT d.owner, d.state, (SELECT transfer_id FROM transfer_items ti WHERE ti.device_id = d.id AND ti.outcome = 'pending') AS p
+                FROM devices d WHERE d.id = ?
+                """, [.text(id.rawValue)]).first else { continue }
+            out[id] = .init(id: id, owner: AccountID(r.string("owner"))!, inEscrow: r.string("state") == "escrow", pendingTransfer: r.optionalString("p"))
+        }
+        return out
+    }
+    func insertDevice(_ id: DeviceID, provisioner: AccountID, fingerprint: String?, serial: String?, at: Date) throws {
+        try db.execute("""
+            INSERT INTO devices (id, owner, provisioner, created_at, fingerprint, cert_serial) VALUES (?, ?, ?, ?, ?, ?)
+            """, [.text(id.rawValue), .text(provisioner.rawValue), .text(provisioner.rawValue), .real(at.timeIntervalSince1970),
+                  fingerprint.map { .text($0) } ?? .null, serial.map { .text($0) } ?? .null])
+    }
+    func setOwner(_ id: DeviceID, owner: AccountID, activatedAt: Date?) throws {
+        if let at = activatedAt {
+            try db.execute("UPDATE devices SET owner = ?, state = 'active', activated_at = ? WHERE id = ?",
+                           [.text(owner.rawValue), .real(at.timeIntervalSince1970), .text(id.rawValue)])
+        } else {
+            try db.execute("UPDATE devices SET owner = ? WHERE id = ?", [.text(owner.rawValue), .text(id.rawValue)])
+        }
+    }
+    func owner(of id: DeviceID) throws -> AccountID? {
+        try db.query("SELECT owner FROM devices WHERE id = ?", [.text(id.rawValue)]).first.flatMap { AccountID($0.string("owner")) }
+    }
+    private static func deviceView(_ r: Row) -> DeviceView {
+        DeviceView(id: DeviceID(r.string("id"))!, owner: AccountID(r.string("owner"))!,
+                   state: DeviceView.State(rawValue: r.string("state")) ?? .escrow,
+                   mode: DeviceMode(rawValue: r.string("mode")) ?? .escrow, online: r.int("online") != 0,
+                   lastSeen: r.optionalDouble("last_seen").map(Date.init(timeIntervalSince1970:)),
+                   createdAt: Date(timeIntervalSince1970: r.double("created_at")),
+                   agentVersion: r.optionalString("agent_version"), fingerprint: r.optionalString("fingerprint"),
+                   configVersion: Int(r.int("desired_version")), appliedVersion: Int(r.int("applied_version")),
+                   configState: .init(rawValue: r.string("config_state")) ?? .none, pendingTransfer: r.optionalString("pending_transfer"))
+    }
+
+    // MARK: presence and acks (batched by DeviceIngest)
+    func recordPresence(_ id: DeviceID, online: Bool, mode: DeviceMode?, agentVersion: String?, at: Date) throws {
+        try db.execute("""
+            UPDATE devices SET online = ?, mode = coalesce(?, mode), agent_version = coalesce(?, agent_version),
+                last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?
+            """, [.integer(online ? 1 : 0), mode.map { .text($0.rawValue) } ?? .null, agentVersion.map { .text($0) } ?? .null,
+                  .real(at.timeIntervalSince1970), .text(id.rawValue)])
+    }
+    func recordLastSeen(_ id: DeviceID, at: Date, mode: DeviceMode) throws {
+        try db.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?), mode = ? WHERE id = ?",
+                       [.real(at.timeIntervalSince1970), .text(mode.rawValue), .text(id.rawValue)])
+    }
+    /// Applies a device's ack; returns the state it moved to, or nil when the ack is stale or unknown.
+    func recordAck(_ id: DeviceID, _ ack: ConfigAck) throws -> (owner: AccountID, state: Commands.ConfigStatusEntry.State, mode: DeviceMode?)? {
+        guard let r = try db.query("SELECT owner, desired_version, applied_version, config_state FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
+        let desired = Int(r.int("desired_version")), applied = Int(r.int("applied_version"))
+        let owner = AccountID(r.string("owner"))!
+        switch ack.result {
+        case .applied:
+            // An ack of an older version (re-ack after a stale delivery) moves nothing backwards.
+            guard ack.version > applied || (ack.version == desired && r.string("config_state") != "applied") else { return nil }
+            guard ack.version <= desired else { return nil }
+            let mode = try configMode(id, version: ack.version)
+            let state = ack.version == desired ? "applied" : "pending"
+            try db.execute("UPDATE devices SET applied_version = ?, config_state = ?, config_reason = NULL, mode = coalesce(?, mode) WHERE id = ?",
+                           [.integer(Int64(ack.version)), .text(state), mode.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
+            return (owner, .init(rawValue: state)!, mode)
+        case .rejected:
+            guard ack.version == desired, r.string("config_state") == "pending" else { return nil }
+            try db.execute("UPDATE devices SET config_state = 'rejected', config_reason = ? WHERE id = ?",
+                           [.text(ack.reason ?? "rejected by the device"), .text(id.rawValue)])
+            return (owner, .rejected, nil)
+        }
+    }
+    private func configMode(_ id: DeviceID, version: Int) throws -> DeviceMode? {
+        guard let r = try db.query("SELECT payload FROM configs WHERE device_id = ? AND version = ?", [.text(id.rawValue), .integer(Int64(version))]).first,
+              let c = try? WireCodec.decode(DeviceConfig.self, from: r.blob("payload"), limit: .max) else { return nil }
+        return c.mode
+    }
+
+    // MARK: configuration
+    /// Records a new desired configuration for a device, with the next version. Returns it.
+    func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date) throws -> DeviceConfig {
+        let r = try db.query("SELECT desired_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first
+        let version = Int(r?.int("desired_version") ?? 0) + 1
+        let config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
+                                  settings: profile.settings, certificate: certificate)
+        try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
+                       [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
+        try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL WHERE id = ?",
+                       [.integer(Int64(version)), .text(id.rawValue)])
+        return config
+    }
+    func desiredConfigPayload(_ id: DeviceID) throws -> [UInt8]? {
+        try db.query("""
+            SELECT c.payload FROM devices d JOIN configs c ON c.device_id = d.id AND c.version = d.desired_version WHERE d.id = ?
+            """, [.text(id.rawValue)]).first?.blob("payload")
+    }
+    /// Devices whose desired configuration is not yet acknowledged.
+    func unconverged() throws -> [DeviceID] {
+        try db.query("SELECT id FROM devices WHERE config_state = 'pending'").compactMap { DeviceID($0.string("id")) }
+    }
+    func configStatus(owner: AccountID, ids: [DeviceID]?) throws -> [Commands.ConfigStatusEntry] {
+        let rows: [Row]
+        if let ids {
+            rows = try ids.compactMap { try db.query("SELECT id, desired_version, applied_version, config_state, config_reason FROM devices WHERE id = ? AND owner = ?", [.text($0.rawValue), .text(owner.rawValue)]).first }
+        } else {
+            rows = try db.query("SELECT id, desired_version, applied_version, config_state, config_reason FROM devices WHERE owner = ? AND state = 'active' ORDER BY id", [.text(owner.rawValue)])
+        }
+        return rows.map { r in
+            .init(deviceId: DeviceID(r.string("id"))!, desiredVersion: Int(r.int("desired_version")), appliedVersion: Int(r.int("applied_version")),
+                  state: .init(rawValue: r.string("config_state")) ?? .none, reason: r.optionalString("config_reason"))
+        }
+    }
+
+    // MARK: profiles
+    func profile(_ account: AccountID, name: String?) throws -> Commands.Profile? {
+        let rows = try name.map { try db.query("SELECT * FROM profiles WHERE account_id = ? AND name = ?", [.text(account.rawValue), .text($0)]) }
+            ?? db.query("SELECT * FROM profiles WHERE account_id = ? AND is_default = 1", [.text(account.rawValue)])
+        return rows.first.map(Self.profile)
+    }
+    func profiles(_ account: AccountID) throws -> [Commands.Profile] {
+        try db.query("SELECT * FROM profiles WHERE account_id = ? ORDER BY name", [.text(account.rawValue)]).map(Self.profile)
+    }
+    func putProfile(_ account: AccountID, _ p: Commands.ProfilePut) throws -> Commands.Profile {
+        let existing = try profile(account, name: p.name)
+        let hasDefault = try profile(account, name: nil) != nil
+        let makeDefault = p.makeDefault ?? (existing?.isDefault ?? !hasDefault)
+        if makeDefault { try db.execute("UPDATE profiles SET is_default = 0 WHERE account_id = ?", [.text(account.rawValue)]) }
+        let profile = Commands.Profile(name: p.name, version: (existing?.version ?? 0) + 1, settings: p.settings,
+                                       heartbeatInterval: p.heartbeatInterval ?? existing?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval,
+                                       isDefault: makeDefault)
+        let settings = String(decoding: WireCodec.encode(JSONValue.object(p.settings)), as: UTF8.self)
+        try db.execute("""
+            INSERT INTO profiles (account_id, name, version, settings, heartbeat_interval, is_default) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, settings = excluded.settings,
+                heartbeat_interval = excluded.heartbeat_interval, is_default = excluded.is_default
+            """, [.text(account.rawValue), .text(p.name), .integer(Int64(profile.version)), .text(settings),
+                  .integer(Int64(profile.heartbeatInterval)), .integer(makeDefault ? 1 : 0)])
+        return profile
+    }
+    private static func profile(_ r: Row) -> Commands.Profile {
+        let settings = (try? WireCodec.decoder.decode([String: JSONValue].self, from: Data(r.string("settings").utf8))) ?? [:]
+        return .init(name: r.string("name"), version: Int(r.int("version")), settings: settings,
+                     heartbeatInterval: Int(r.int("heartbeat_interval")), isDefault: r.int("is_default") != 0)
+    }
+
+    // MARK: transfers
+    func insert(_ t: Transfer) throws {
+        try db.execute("INSERT INTO transfers (id, from_account, to_account, note, created_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [.text(t.id), .text(t.from.rawValue), .text(t.to.rawValue), t.note.map { .text($0) } ?? .null,
+                        .real(t.createdAt.timeIntervalSince1970), .real(t.expiresAt.timeIntervalSince1970), .text(t.status.rawValue)])
+        for (i, d) in t.order.enumerated() {
+            try db.execute("INSERT INTO transfer_items (transfer_id, position, device_id, outcome) VALUES (?, ?, ?, 'pending')",
+                           [.text(t.id), .integer(Int64(i)), .text(d.rawValue)])
+        }
+    }
+    func transfer(_ id: String) throws -> Transfer? {
+        guard let r = try db.query("SELECT * FROM transfers WHERE id = ?", [.text(id)]).first else { return nil }
+        let items = try db.query("SELECT device_id, outcome, action, reason FROM transfer_items WHERE transfer_id = ? ORDER BY position", [.text(id)])
+        var t = Transfer(id: r.string("id"), from: AccountID(r.string("from_account"))!, to: AccountID(r.string("to_account"))!,
+                         note: r.optionalString("note"), createdAt: Date(timeIntervalSince1970: r.double("created_at")),
+                         expiresAt: Date(timeIntervalSince1970: r.double("expires_at")),
+                         devices: items.compactMap { DeviceID($0.string("device_id")) })
+        for i in items {
+            guard let d = DeviceID(i.string("device_id")) else { continue }
+            switch i.string("outcome") {
+            case "approved": t.items[d] = .approved(ApprovalAction(rawValue: i.optionalString("action") ?? "") ?? .activate)
+            case "rejected": t.items[d] = .rejected(reason: i.optionalString("reason") ?? "")
+            case "cancelled": t.items[d] = .cancelled
+            case "expired": t.items[d] = .expired
+            default: t.items[d] = .pending
+            }
+        }
+        return t
+    }
+    func transfers(for account: AccountID, direction: Commands.TransferList.Direction) throws -> [Transfer] {
+        let sql: String
+        switch direction {
+        case .incoming: sql = "SELECT id FROM transfers WHERE to_account = ? ORDER BY created_at DESC"
+        case .outgoing: sql = "SELECT id FROM transfers WHERE from_account = ? ORDER BY created_at DESC"
+        case .all: sql = "SELECT id FROM transfers WHERE from_account = ?1 OR to_account = ?1 ORDER BY created_at DESC"
+        }
+        return try db.query(sql, [.text(account.rawValue)]).compactMap { try transfer($0.string("id")) }
+    }
+    /// Saves the outcomes of `decided` devices and the request's status.
+    func save(_ t: Transfer, decided: [DeviceID], at: Date) throws {
+        for d in decided {
+            let o = t.items[d] ?? .pending
+            var action: SQLValue = .null, reason: SQLValue = .null
+            if case .approved(let a) = o { action = .text(a.rawValue) }
+            if case .rejected(let r) = o { reason = .text(r) }
+            try db.execute("UPDATE transfer_items SET outcome = ?, action = ?, reason = ?, decided_at = ? WHERE transfer_id = ? AND device_id = ?",
+                           [.text(o.name), action, reason, .real(at.timeIntervalSince1970), .text(t.id), .text(d.rawValue)])
+        }
+        try db.execute("UPDATE transfers SET status = ? WHERE id = ?", [.text(t.status.rawValue), .text(t.id)])
+    }
+    func expiredOpenTransfers(now: Date) throws -> [String] {
+        try db.query("SELECT id FROM transfers WHERE status IN ('pending', 'partially_approved') AND expires_at <= ?", [.real(now.timeIntervalSince1970)]).map { $0.string("id") }
+    }
+
+    // MARK: custody
+    func custody(_ id: DeviceID) throws -> [CustodyEntry] {
+        try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq", [.text(id.rawValue)]).map { r in
+            CustodyEntry(deviceId: DeviceID(r.string("device_id"))!, seq: Int(r.int("seq")), holder: AccountID(r.string("holder"))!,
+                         previousHolder: r.optionalString("previous_holder").flatMap(AccountID.init),
+                         at: Date(timeIntervalSince1970: r.double("at")), transferId: r.optionalString("transfer_id"),
+                         decision: .init(rawValue: r.string("decision")) ?? .provisioned,
+                         previousHash: r.string("previous_hash"), hash: r.string("hash"))
+        }
+    }
+    func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision) throws {
+        let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map { r in
+            CustodyEntry(deviceId: id, seq: Int(r.int("seq")), holder: AccountID(r.string("holder"))!,
+                         previousHolder: r.optionalString("previous_holder").flatMap(AccountID.init),
+                         at: Date(timeIntervalSince1970: r.double("at")), transferId: r.optionalString("transfer_id"),
+                         decision: .init(rawValue: r.string("decision")) ?? .provisioned, previousHash: r.string("previous_hash"), hash: r.string("hash"))
+        }
+        // Millisecond precision keeps the stored time and the hashed time identical.
+        let ms = (at.timeIntervalSince1970 * 1000).rounded() / 1000
+        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: Date(timeIntervalSince1970: ms), transferId: transfer, decision: decision)
+        try db.execute("""
+            INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, previous_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
+                  .real(ms), transfer.map { .text($0) } ?? .null, .text(decision.rawValue), .text(e.previousHash), .text(e.hash)])
+    }
+
+    // MARK: idempotency and outbox
+    func storedReply(account: AccountID, requestID: String) throws -> [UInt8]? {
+        try db.query("SELECT reply FROM requests WHERE account_id = ? AND request_id = ?", [.text(account.rawValue), .text(requestID)]).first?.blob("reply")
+    }
+    func storeReply(account: AccountID, requestID: String, command: String, reply: [UInt8], at: Date) throws {
+        try db.execute("INSERT INTO requests (account_id, request_id, command, reply, created_at) VALUES (?, ?, ?, ?, ?)",
+                       [.text(account.rawValue), .text(requestID), .text(command), .blob(reply), .real(at.timeIntervalSince1970)])
+    }
+    func pruneReplies(olderThan: Date) throws {
+        try db.execute("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
+    }
+    func enqueue(_ o: Outbound) throws {
+        try db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", [.text(o.topic), .blob(o.payload)])
+    }
+    func outbox(limit: Int) throws -> [(id: Int64, message: Outbound)] {
+        try db.query("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {
+            ($0.int("id"), Outbound(topic: $0.string("topic"), payload: $0.blob("payload")))
+        }
+    }
+    func deleteOutbox(through id: Int64) throws {
+        try db.execute("DELETE FROM outbox WHERE id <= ?", [.integer(id)])
+    }
+
+    // MARK: certificate authorities
+    func authority(_ account: AccountID) throws -> (certificate: String, privateKey: String)? {
+        try db.query("SELECT certificate, private_key FROM authorities WHERE account_id = ?", [.text(account.rawValue)]).first.map {
+            ($0.string("certificate"), $0.string("private_key"))
+        }
+    }
+    func insertAuthority(_ account: AccountID, certificate: String, privateKey: String) throws {
+        try db.execute("INSERT INTO authorities (account_id, certificate, private_key) VALUES (?, ?, ?)",
+                       [.text(account.rawValue), .text(certificate), .text(privateKey)])
+    }
+}

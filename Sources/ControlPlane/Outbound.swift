@@ -1,0 +1,31 @@
+import EscrowCore
+
+/// A message the control plane will publish once the change behind it is committed.
+public struct Outbound: Equatable, Sendable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var retain: Bool
+    public init(topic: String, payload: [UInt8], retain: Bool = false) {
+        self.topic = topic; self.payload = payload; self.retain = retain
+    }
+
+    public static func event(_ e: Event) -> Outbound {
+        Outbound(topic: Topic.accountEvent(e.account, type: e.type).path, payload: WireCodec.encode(e))
+    }
+}
+
+/// Everything a committed change asks the I/O layer to do.
+struct Effects {
+    var events: [Event] = []
+    /// Devices whose desired configuration changed: publish it (retained).
+    var configs: [DeviceID] = []
+    /// Accounts or operators changed: regenerate the broker's ACL and password file.
+    var accessChanged = false
+
+    mutating func notify(_ type: EventType, _ accounts: [AccountID], at: Date, device: DeviceID? = nil,
+                         transfer: String? = nil, details: [String: JSONValue] = [:]) {
+        for a in Set(accounts).sorted() {
+            events.append(Event(type: type, at: at, account: a, deviceId: device, transferId: transfer, details: details))
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Storage
+
+/// The control plane's numbered schema migrations. Append only; never edit a shipped one.
+enum Schema {
+    static let migrations: [Migration] = [
+        Migration(version: 1, name: "initial", sql: """
+        CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            managed_by TEXT REFERENCES accounts(id),
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE operators (
+            username TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES accounts(id),
+            provisioner TEXT NOT NULL REFERENCES accounts(id),
+            state TEXT NOT NULL DEFAULT 'escrow',          -- escrow | active
+            mode TEXT NOT NULL DEFAULT 'escrow',           -- what the device last reported
+            online INTEGER NOT NULL DEFAULT 0,
+            last_seen REAL,
+            created_at REAL NOT NULL,
+            activated_at REAL,
+            agent_version TEXT,
+            fingerprint TEXT,
+            cert_serial TEXT,
+            desired_version INTEGER NOT NULL DEFAULT 0,
+            applied_version INTEGER NOT NULL DEFAULT 0,
+            config_state TEXT NOT NULL DEFAULT 'none',     -- none | pending | applied | rejected
+            config_reason TEXT,
+            csr TEXT
+        );
+        CREATE INDEX devices_owner ON devices(owner, id);
+        CREATE INDEX devices_unconverged ON devices(id) WHERE config_state = 'pending';
+        CREATE TABLE configs (
+            device_id TEXT NOT NULL REFERENCES devices(id),
+            version INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (device_id, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE transfers (
+            id TEXT PRIMARY KEY,
+            from_account TEXT NOT NULL REFERENCES accounts(id),
+            to_account TEXT NOT NULL REFERENCES accounts(id),
+            note TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            status TEXT NOT NULL
+        );
+        CREATE INDEX transfers_open ON transfers(expires_at) WHERE status IN ('pending', 'partially_approved');
+        CREATE INDEX transfers_from ON transfers(from_account);
+        CREATE INDEX transfers_to ON transfers(to_account);
+        CREATE TABLE transfer_items (
+            transfer_id TEXT NOT NULL REFERENCES transfers(id),
+            position INTEGER NOT NULL,
+            device_id TEXT NOT NULL REFERENCES devices(id),
+            outcome TEXT NOT NULL,                          -- pending | approved | rejected | cancelled | expired
+            action TEXT,
+            reason TEXT,
+            decided_at REAL,
+            PRIMARY KEY (transfer_id, device_id)
+        ) WITHOUT ROWID;
+        -- A device is in at most one pending request: enforced by the database too.
+        CREATE UNIQUE INDEX transfer_items_one_pending ON transfer_items(device_id) WHERE outcome = 'pending';
+        CREATE TABLE custody (
+            device_id TEXT NOT NULL REFERENCES devices(id),
+            seq INTEGER NOT NULL,
+            holder TEXT NOT NULL,
+            previous_holder TEXT,
+            at REAL NOT NULL,
+            transfer_id TEXT,
+            decision TEXT NOT NULL,
+            previous_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (device_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE profiles (
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            settings TEXT NOT NULL,
+            heartbeat_interval INTEGER NOT NULL,
+            is_default INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (account_id, name)
+        ) WITHOUT ROWID;
+        CREATE TABLE requests (
+            account_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            command TEXT NOT NULL,
+            reply BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (account_id, request_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL
+        );
+        CREATE TABLE authorities (
+            account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+            certificate TEXT NOT NULL,
+            private_key TEXT NOT NULL
+        );
+        """),
+    ]
+}
