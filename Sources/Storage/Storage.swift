@@ -1,1 +1,0 @@
-// Storage module placeholder; replaced by its implementation.
