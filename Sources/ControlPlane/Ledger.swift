@@ -23,16 +23,16 @@ final class Ledger {
         try db.execute("INSERT INTO accounts (id, name, kind, managed_by, created_at) VALUES (?, ?, ?, ?, ?)",
                        [.text(a.id.rawValue), .text(a.name), .text(a.kind.rawValue), a.managedBy.map { .text($0.rawValue) } ?? .null, .real(at.timeIntervalSince1970)])
     }
-    private static func account(_ r: Row) -> Account {
-        Account(id: AccountID(r.string("id"))!, name: r.string("name"), kind: Account.Kind(rawValue: r.string("kind")) ?? .customer,
-                managedBy: r.optionalString("managed_by").flatMap(AccountID.init))
+    private static func account(_ r: Row) throws -> Account {
+        Account(id: AccountID(try r.string("id"))!, name: try r.string("name"), kind: Account.Kind(rawValue: try r.string("kind")) ?? .customer,
+                managedBy: try r.optionalString("managed_by").flatMap(AccountID.init))
     }
 
     // MARK: operators
     struct OperatorRecord { var username: String; var account: AccountID; var passwordHash: String }
     func operators() throws -> [OperatorRecord] {
         try db.query("SELECT username, account_id, password_hash FROM operators ORDER BY username").map {
-            OperatorRecord(username: $0.string("username"), account: AccountID($0.string("account_id"))!, passwordHash: $0.string("password_hash"))
+            OperatorRecord(username: try $0.string("username"), account: AccountID(try $0.string("account_id"))!, passwordHash: try $0.string("password_hash"))
         }
     }
     func operatorExists(_ username: String) throws -> Bool {
@@ -67,7 +67,7 @@ final class Ledger {
         return (rows.map(Self.deviceView), total)
     }
     func allDeviceIDs() throws -> [DeviceID] {
-        try db.query("SELECT id FROM devices").compactMap { DeviceID($0.string("id")) }
+        try db.query("SELECT id FROM devices").compactMap { DeviceID(try $0.string("id")) }
     }
     func candidates(_ ids: [DeviceID]) throws -> [DeviceID: TransferPolicy.Candidate] {
         var out: [DeviceID: TransferPolicy.Candidate] = [:]
@@ -76,7 +76,7 @@ final class Ledger {
                 SELECT d.owner, d.state, (SELECT transfer_id FROM transfer_items ti WHERE ti.device_id = d.id AND ti.outcome = 'pending') AS p
                 FROM devices d WHERE d.id = ?
                 """, [.text(id.rawValue)]).first else { continue }
-            out[id] = .init(id: id, owner: AccountID(r.string("owner"))!, inEscrow: r.string("state") == "escrow", pendingTransfer: r.optionalString("p"))
+            out[id] = .init(id: id, owner: AccountID(try r.string("owner"))!, inEscrow: try r.string("state") == "escrow", pendingTransfer: try r.optionalString("p"))
         }
         return out
     }
@@ -95,17 +95,17 @@ final class Ledger {
         }
     }
     func owner(of id: DeviceID) throws -> AccountID? {
-        try db.query("SELECT owner FROM devices WHERE id = ?", [.text(id.rawValue)]).first.flatMap { AccountID($0.string("owner")) }
+        try db.query("SELECT owner FROM devices WHERE id = ?", [.text(id.rawValue)]).first.flatMap { AccountID(try $0.string("owner")) }
     }
-    private static func deviceView(_ r: Row) -> DeviceView {
-        DeviceView(id: DeviceID(r.string("id"))!, owner: AccountID(r.string("owner"))!,
-                   state: DeviceView.State(rawValue: r.string("state")) ?? .escrow,
-                   mode: DeviceMode(rawValue: r.string("mode")) ?? .escrow, online: r.int("online") != 0,
-                   lastSeen: r.optionalDouble("last_seen").map(Date.init(timeIntervalSince1970:)),
-                   createdAt: Date(timeIntervalSince1970: r.double("created_at")),
-                   agentVersion: r.optionalString("agent_version"), fingerprint: r.optionalString("fingerprint"),
-                   configVersion: Int(r.int("desired_version")), appliedVersion: Int(r.int("applied_version")),
-                   configState: .init(rawValue: r.string("config_state")) ?? .none, pendingTransfer: r.optionalString("pending_transfer"))
+    private static func deviceView(_ r: Row) throws -> DeviceView {
+        DeviceView(id: DeviceID(try r.string("id"))!, owner: AccountID(try r.string("owner"))!,
+                   state: DeviceView.State(rawValue: try r.string("state")) ?? .escrow,
+                   mode: DeviceMode(rawValue: try r.string("mode")) ?? .escrow, online: try r.int("online") != 0,
+                   lastSeen: try r.optionalDouble("last_seen").map(Date.init(timeIntervalSince1970:)),
+                   createdAt: Date(timeIntervalSince1970: try r.double("created_at")),
+                   agentVersion: try r.optionalString("agent_version"), fingerprint: try r.optionalString("fingerprint"),
+                   configVersion: Int(try r.int("desired_version")), appliedVersion: Int(try r.int("applied_version")),
+                   configState: .init(rawValue: try r.string("config_state")) ?? .none, pendingTransfer: try r.optionalString("pending_transfer"))
     }
 
     // MARK: presence and acks (batched by DeviceIngest)
@@ -123,12 +123,12 @@ final class Ledger {
     /// Applies a device's ack; returns the state it moved to, or nil when the ack is stale or unknown.
     func recordAck(_ id: DeviceID, _ ack: ConfigAck) throws -> (owner: AccountID, state: Commands.ConfigStatusEntry.State, mode: DeviceMode?)? {
         guard let r = try db.query("SELECT owner, desired_version, applied_version, config_state FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
-        let desired = Int(r.int("desired_version")), applied = Int(r.int("applied_version"))
-        let owner = AccountID(r.string("owner"))!
+        let desired = Int(try r.int("desired_version")), applied = Int(try r.int("applied_version"))
+        let owner = AccountID(try r.string("owner"))!
         switch ack.result {
         case .applied:
             // An ack of an older version (re-ack after a stale delivery) moves nothing backwards.
-            guard ack.version > applied || (ack.version == desired && r.string("config_state") != "applied") else { return nil }
+            guard ack.version > applied || (ack.version == desired && try r.string("config_state") != "applied") else { return nil }
             guard ack.version <= desired else { return nil }
             let mode = try configMode(id, version: ack.version)
             let state = ack.version == desired ? "applied" : "pending"
@@ -136,7 +136,7 @@ final class Ledger {
                            [.integer(Int64(ack.version)), .text(state), mode.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
             return (owner, .init(rawValue: state)!, mode)
         case .rejected:
-            guard ack.version == desired, r.string("config_state") == "pending" else { return nil }
+            guard ack.version == desired, try r.string("config_state") == "pending" else { return nil }
             try db.execute("UPDATE devices SET config_state = 'rejected', config_reason = ? WHERE id = ?",
                            [.text(ack.reason ?? "rejected by the device"), .text(id.rawValue)])
             return (owner, .rejected, nil)
@@ -144,7 +144,7 @@ final class Ledger {
     }
     private func configMode(_ id: DeviceID, version: Int) throws -> DeviceMode? {
         guard let r = try db.query("SELECT payload FROM configs WHERE device_id = ? AND version = ?", [.text(id.rawValue), .integer(Int64(version))]).first,
-              let c = try? WireCodec.decode(DeviceConfig.self, from: r.blob("payload"), limit: .max) else { return nil }
+              let c = try? WireCodec.decode(DeviceConfig.self, from: try r.blob("payload"), limit: .max) else { return nil }
         return c.mode
     }
 
@@ -168,7 +168,7 @@ final class Ledger {
     }
     /// Devices whose desired configuration is not yet acknowledged.
     func unconverged() throws -> [DeviceID] {
-        try db.query("SELECT id FROM devices WHERE config_state = 'pending'").compactMap { DeviceID($0.string("id")) }
+        try db.query("SELECT id FROM devices WHERE config_state = 'pending'").compactMap { DeviceID(try $0.string("id")) }
     }
     func configStatus(owner: AccountID, ids: [DeviceID]?) throws -> [Commands.ConfigStatusEntry] {
         let rows: [Row]
@@ -178,8 +178,8 @@ final class Ledger {
             rows = try db.query("SELECT id, desired_version, applied_version, config_state, config_reason FROM devices WHERE owner = ? AND state = 'active' ORDER BY id", [.text(owner.rawValue)])
         }
         return rows.map { r in
-            .init(deviceId: DeviceID(r.string("id"))!, desiredVersion: Int(r.int("desired_version")), appliedVersion: Int(r.int("applied_version")),
-                  state: .init(rawValue: r.string("config_state")) ?? .none, reason: r.optionalString("config_reason"))
+            .init(deviceId: DeviceID(try r.string("id"))!, desiredVersion: Int(try r.int("desired_version")), appliedVersion: Int(try r.int("applied_version")),
+                  state: .init(rawValue: try r.string("config_state")) ?? .none, reason: try r.optionalString("config_reason"))
         }
     }
 
@@ -209,10 +209,10 @@ final class Ledger {
                   .integer(Int64(profile.heartbeatInterval)), .integer(makeDefault ? 1 : 0)])
         return profile
     }
-    private static func profile(_ r: Row) -> Commands.Profile {
-        let settings = (try? WireCodec.decoder.decode([String: JSONValue].self, from: Data(r.string("settings").utf8))) ?? [:]
-        return .init(name: r.string("name"), version: Int(r.int("version")), settings: settings,
-                     heartbeatInterval: Int(r.int("heartbeat_interval")), isDefault: r.int("is_default") != 0)
+    private static func profile(_ r: Row) throws -> Commands.Profile {
+        let settings = (try? WireCodec.decoder.decode([String: JSONValue].self, from: Data(try r.string("settings").utf8))) ?? [:]
+        return .init(name: try r.string("name"), version: Int(try r.int("version")), settings: settings,
+                     heartbeatInterval: Int(try r.int("heartbeat_interval")), isDefault: try r.int("is_default") != 0)
     }
 
     // MARK: transfers
@@ -228,15 +228,15 @@ final class Ledger {
     func transfer(_ id: String) throws -> Transfer? {
         guard let r = try db.query("SELECT * FROM transfers WHERE id = ?", [.text(id)]).first else { return nil }
         let items = try db.query("SELECT device_id, outcome, action, reason FROM transfer_items WHERE transfer_id = ? ORDER BY position", [.text(id)])
-        var t = Transfer(id: r.string("id"), from: AccountID(r.string("from_account"))!, to: AccountID(r.string("to_account"))!,
-                         note: r.optionalString("note"), createdAt: Date(timeIntervalSince1970: r.double("created_at")),
-                         expiresAt: Date(timeIntervalSince1970: r.double("expires_at")),
-                         devices: items.compactMap { DeviceID($0.string("device_id")) })
+        var t = Transfer(id: try r.string("id"), from: AccountID(try r.string("from_account"))!, to: AccountID(try r.string("to_account"))!,
+                         note: try r.optionalString("note"), createdAt: Date(timeIntervalSince1970: try r.double("created_at")),
+                         expiresAt: Date(timeIntervalSince1970: try r.double("expires_at")),
+                         devices: items.compactMap { DeviceID(try $0.string("device_id")) })
         for i in items {
-            guard let d = DeviceID(i.string("device_id")) else { continue }
-            switch i.string("outcome") {
-            case "approved": t.items[d] = .approved(ApprovalAction(rawValue: i.optionalString("action") ?? "") ?? .activate)
-            case "rejected": t.items[d] = .rejected(reason: i.optionalString("reason") ?? "")
+            guard let d = DeviceID(try i.string("device_id")) else { continue }
+            switch try i.string("outcome") {
+            case "approved": t.items[d] = .approved(ApprovalAction(rawValue: try i.optionalString("action") ?? "") ?? .activate)
+            case "rejected": t.items[d] = .rejected(reason: try i.optionalString("reason") ?? "")
             case "cancelled": t.items[d] = .cancelled
             case "expired": t.items[d] = .expired
             default: t.items[d] = .pending
@@ -251,7 +251,7 @@ final class Ledger {
         case .outgoing: sql = "SELECT id FROM transfers WHERE from_account = ? ORDER BY created_at DESC"
         case .all: sql = "SELECT id FROM transfers WHERE from_account = ?1 OR to_account = ?1 ORDER BY created_at DESC"
         }
-        return try db.query(sql, [.text(account.rawValue)]).compactMap { try transfer($0.string("id")) }
+        return try db.query(sql, [.text(account.rawValue)]).compactMap { try transfer(try $0.string("id")) }
     }
     /// Saves the outcomes of `decided` devices and the request's status.
     func save(_ t: Transfer, decided: [DeviceID], at: Date) throws {
@@ -266,25 +266,25 @@ final class Ledger {
         try db.execute("UPDATE transfers SET status = ? WHERE id = ?", [.text(t.status.rawValue), .text(t.id)])
     }
     func expiredOpenTransfers(now: Date) throws -> [String] {
-        try db.query("SELECT id FROM transfers WHERE status IN ('pending', 'partially_approved') AND expires_at <= ?", [.real(now.timeIntervalSince1970)]).map { $0.string("id") }
+        try db.query("SELECT id FROM transfers WHERE status IN ('pending', 'partially_approved') AND expires_at <= ?", [.real(now.timeIntervalSince1970)]).map { try $0.string("id") }
     }
 
     // MARK: custody
     func custody(_ id: DeviceID) throws -> [CustodyEntry] {
         try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq", [.text(id.rawValue)]).map { r in
-            CustodyEntry(deviceId: DeviceID(r.string("device_id"))!, seq: Int(r.int("seq")), holder: AccountID(r.string("holder"))!,
-                         previousHolder: r.optionalString("previous_holder").flatMap(AccountID.init),
-                         at: Date(timeIntervalSince1970: r.double("at")), transferId: r.optionalString("transfer_id"),
-                         decision: .init(rawValue: r.string("decision")) ?? .provisioned,
-                         previousHash: r.string("previous_hash"), hash: r.string("hash"))
+            CustodyEntry(deviceId: DeviceID(try r.string("device_id"))!, seq: Int(try r.int("seq")), holder: AccountID(try r.string("holder"))!,
+                         previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
+                         at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
+                         decision: .init(rawValue: try r.string("decision")) ?? .provisioned,
+                         previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
         }
     }
     func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision) throws {
         let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map { r in
-            CustodyEntry(deviceId: id, seq: Int(r.int("seq")), holder: AccountID(r.string("holder"))!,
-                         previousHolder: r.optionalString("previous_holder").flatMap(AccountID.init),
-                         at: Date(timeIntervalSince1970: r.double("at")), transferId: r.optionalString("transfer_id"),
-                         decision: .init(rawValue: r.string("decision")) ?? .provisioned, previousHash: r.string("previous_hash"), hash: r.string("hash"))
+            CustodyEntry(deviceId: id, seq: Int(try r.int("seq")), holder: AccountID(try r.string("holder"))!,
+                         previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
+                         at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
+                         decision: .init(rawValue: try r.string("decision")) ?? .provisioned, previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
         }
         // Millisecond precision keeps the stored time and the hashed time identical.
         let ms = (at.timeIntervalSince1970 * 1000).rounded() / 1000
@@ -312,7 +312,7 @@ final class Ledger {
     }
     func outbox(limit: Int) throws -> [(id: Int64, message: Outbound)] {
         try db.query("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {
-            ($0.int("id"), Outbound(topic: $0.string("topic"), payload: $0.blob("payload")))
+            (try $0.int("id"), Outbound(topic: try $0.string("topic"), payload: try $0.blob("payload")))
         }
     }
     func deleteOutbox(through id: Int64) throws {
@@ -322,7 +322,7 @@ final class Ledger {
     // MARK: certificate authorities
     func authority(_ account: AccountID) throws -> (certificate: String, privateKey: String)? {
         try db.query("SELECT certificate, private_key FROM authorities WHERE account_id = ?", [.text(account.rawValue)]).first.map {
-            ($0.string("certificate"), $0.string("private_key"))
+            (try $0.string("certificate"), try $0.string("private_key"))
         }
     }
     func insertAuthority(_ account: AccountID, certificate: String, privateKey: String) throws {

@@ -1,3 +1,4 @@
+import Foundation
 import EscrowCore
 
 /// A message the control plane will publish once the change behind it is committed.

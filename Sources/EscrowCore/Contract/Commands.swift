@@ -13,7 +13,7 @@ public enum Commands {
             self.id = id; self.name = name; self.kind = kind; self.managedBy = managedBy
         }
     }
-    public struct AccountListResult: Codable, Equatable, Sendable { public var accounts: [Account] }
+    public struct AccountListResult: Codable, Equatable, Sendable { public var accounts: [Account]  public init(accounts: [Account]) { self.accounts = accounts } }
 
     public struct OperatorCreate: Codable, Equatable, Sendable {
         public var username: String
@@ -24,6 +24,7 @@ public enum Commands {
         }
     }
     public struct OperatorResult: Codable, Equatable, Sendable {
+        public init(username: String, account: AccountID, reach: [AccountID]) { self.username = username; self.account = account; self.reach = reach }
         public var username: String
         public var account: AccountID
         /// Accounts this operator may act in (its own plus those its account manages).
@@ -59,6 +60,7 @@ public enum Commands {
         }
     }
     public struct DeviceProvisionResult: Codable, Equatable, Sendable {
+        public init(provisioned: [DeviceID], bundles: [DeviceBundle], refused: [Transfer.Refusal]) { self.provisioned = provisioned; self.bundles = bundles; self.refused = refused }
         public var provisioned: [DeviceID]
         public var bundles: [DeviceBundle]
         public var refused: [Transfer.Refusal]
@@ -75,6 +77,7 @@ public enum Commands {
         }
     }
     public struct DeviceListResult: Codable, Equatable, Sendable {
+        public init(devices: [DeviceView], total: Int) { self.devices = devices; self.total = total }
         public var devices: [DeviceView]
         public var total: Int
     }
@@ -83,6 +86,7 @@ public enum Commands {
         public init(deviceId: DeviceID) { self.deviceId = deviceId }
     }
     public struct DeviceShowResult: Codable, Equatable, Sendable {
+        public init(device: DeviceView, custody: [CustodyEntry], verification: CustodyChain.Verification) { self.device = device; self.custody = custody; self.verification = verification }
         public var device: DeviceView
         public var custody: [CustodyEntry]
         public var verification: CustodyChain.Verification
@@ -106,7 +110,7 @@ public enum Commands {
         public var status: Transfer.Status?
         public init(direction: Direction? = nil, status: Transfer.Status? = nil) { self.direction = direction; self.status = status }
     }
-    public struct TransferListResult: Codable, Equatable, Sendable { public var transfers: [TransferView] }
+    public struct TransferListResult: Codable, Equatable, Sendable { public var transfers: [TransferView]  public init(transfers: [TransferView]) { self.transfers = transfers } }
     public struct TransferRef: Codable, Equatable, Sendable {
         public var transferId: String
         public init(transferId: String) { self.transferId = transferId }
@@ -131,6 +135,7 @@ public enum Commands {
         }
     }
     public struct TransferResult: Codable, Equatable, Sendable {
+        public init(transfer: TransferView, decided: [DeviceID], refused: [Transfer.Refusal]) { self.transfer = transfer; self.decided = decided; self.refused = refused }
         public var transfer: TransferView
         /// Devices decided by this command.
         public var decided: [DeviceID]
@@ -159,7 +164,7 @@ public enum Commands {
         }
         public static let builtinDefault = Profile(name: "default", version: 0, settings: [:], heartbeatInterval: 60, isDefault: true)
     }
-    public struct ProfileListResult: Codable, Equatable, Sendable { public var profiles: [Profile] }
+    public struct ProfileListResult: Codable, Equatable, Sendable { public var profiles: [Profile]  public init(profiles: [Profile]) { self.profiles = profiles } }
 
     public struct ConfigPush: Codable, Equatable, Sendable {
         /// Devices of the account to configure; omit with `all: true` for every active device.
@@ -175,6 +180,7 @@ public enum Commands {
         }
     }
     public struct ConfigPushResult: Codable, Equatable, Sendable {
+        public init(pushed: [ConfigStatusEntry], refused: [Transfer.Refusal]) { self.pushed = pushed; self.refused = refused }
         public var pushed: [ConfigStatusEntry]
         public var refused: [Transfer.Refusal]
     }
@@ -193,7 +199,7 @@ public enum Commands {
             self.deviceId = deviceId; self.desiredVersion = desiredVersion; self.appliedVersion = appliedVersion; self.state = state; self.reason = reason
         }
     }
-    public struct ConfigStatusResult: Codable, Equatable, Sendable { public var devices: [ConfigStatusEntry] }
+    public struct ConfigStatusResult: Codable, Equatable, Sendable { public var devices: [ConfigStatusEntry]  public init(devices: [ConfigStatusEntry]) { self.devices = devices } }
 }
 
 /// A device as operators see it.

@@ -43,6 +43,9 @@ public enum CustodyChain {
         /// The first entry that does not verify, and why.
         public var brokenAt: Int?
         public var problem: String?
+        public init(valid: Bool, entries: Int, brokenAt: Int?, problem: String?) {
+            self.valid = valid; self.entries = entries; self.brokenAt = brokenAt; self.problem = problem
+        }
     }
 
     public static func verify(_ chain: [CustodyEntry]) -> Verification {
