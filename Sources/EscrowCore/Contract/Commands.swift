@@ -13,7 +13,7 @@ public enum Commands {
             self.id = id; self.name = name; self.kind = kind; self.managedBy = managedBy
         }
     }
-    public struct AccountListResult: Codable, Equatable, Sendable { public var accounts: [Account]  public init(accounts: [Account]) { self.accounts = accounts } }
+    public struct AccountListResult: Codable, Equatable, Sendable { public var accounts: [Account]; public init(accounts: [Account]) { self.accounts = accounts } }
 
     public struct OperatorCreate: Codable, Equatable, Sendable {
         public var username: String
@@ -110,7 +110,7 @@ public enum Commands {
         public var status: Transfer.Status?
         public init(direction: Direction? = nil, status: Transfer.Status? = nil) { self.direction = direction; self.status = status }
     }
-    public struct TransferListResult: Codable, Equatable, Sendable { public var transfers: [TransferView]  public init(transfers: [TransferView]) { self.transfers = transfers } }
+    public struct TransferListResult: Codable, Equatable, Sendable { public var transfers: [TransferView]; public init(transfers: [TransferView]) { self.transfers = transfers } }
     public struct TransferRef: Codable, Equatable, Sendable {
         public var transferId: String
         public init(transferId: String) { self.transferId = transferId }
@@ -164,7 +164,7 @@ public enum Commands {
         }
         public static let builtinDefault = Profile(name: "default", version: 0, settings: [:], heartbeatInterval: 60, isDefault: true)
     }
-    public struct ProfileListResult: Codable, Equatable, Sendable { public var profiles: [Profile]  public init(profiles: [Profile]) { self.profiles = profiles } }
+    public struct ProfileListResult: Codable, Equatable, Sendable { public var profiles: [Profile]; public init(profiles: [Profile]) { self.profiles = profiles } }
 
     public struct ConfigPush: Codable, Equatable, Sendable {
         /// Devices of the account to configure; omit with `all: true` for every active device.
@@ -199,7 +199,7 @@ public enum Commands {
             self.deviceId = deviceId; self.desiredVersion = desiredVersion; self.appliedVersion = appliedVersion; self.state = state; self.reason = reason
         }
     }
-    public struct ConfigStatusResult: Codable, Equatable, Sendable { public var devices: [ConfigStatusEntry]  public init(devices: [ConfigStatusEntry]) { self.devices = devices } }
+    public struct ConfigStatusResult: Codable, Equatable, Sendable { public var devices: [ConfigStatusEntry]; public init(devices: [ConfigStatusEntry]) { self.devices = devices } }
 }
 
 /// A device as operators see it.
