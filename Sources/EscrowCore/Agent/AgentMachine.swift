@@ -90,7 +90,9 @@ public struct AgentMachine: Equatable, Sendable {
                     .scheduleHeartbeat(seconds: state.heartbeatInterval)]
         case (_, .heartbeatDue):
             return []
-        case (.online, .message(let topic, let payload)):
+        case (.online, .message(let topic, let payload)), (.connecting, .message(let topic, let payload)):
+            // A message proves the link is up even if `.connected` has not been fed yet
+            // (a retained configuration can overtake the connection event after a reconnect).
             guard topic == configTopic else { return [.log("ignoring message on unexpected topic \(topic)")] }
             return receiveConfig(payload)
         case (_, .message):

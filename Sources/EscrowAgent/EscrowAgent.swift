@@ -1,1 +1,0 @@
-// EscrowAgent module placeholder; replaced by its implementation.
