@@ -188,6 +188,7 @@ public final class Database: @unchecked Sendable {
     /// changes when `body` throws. The connection is locked for the whole call, so no other thread's
     /// statements or transactions can interleave. `body` must not hand the database to another
     /// thread and wait for it (that thread would block on the lock).
+    @discardableResult
     public func transaction<T>(_ body: (Database) throws -> T) throws -> T {
         try withLock {
             let depth = transactionDepth
