@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Storage
+import Storage
 
 @Suite struct DatabaseTests {
     @Test func openCreatesTheFile() throws {
@@ -234,5 +234,18 @@ import Testing
         // Trailing whitespace, semicolons and comments are fine.
         try db.execute("INSERT INTO m VALUES (3);  -- comment\n")
         #expect(throws: SQLiteError.self) { try db.execute("   ") }
+    }
+}
+
+@Suite struct SchemaChangeTests {
+    @Test func renamedColumnIsSeenByACachedStatement() throws {
+        let dir = try TemporaryDirectory()
+        let db = try Database(path: dir.path())
+        try db.executeScript("CREATE TABLE s (old_name); INSERT INTO s VALUES (1);")
+        #expect(try db.query("SELECT * FROM s")[0].columns == ["old_name"])
+        try db.execute("ALTER TABLE s RENAME COLUMN old_name TO new_name")
+        let row = try db.query("SELECT * FROM s")[0]
+        #expect(row.columns == ["new_name"])
+        #expect(try row.int("new_name") == 1)
     }
 }

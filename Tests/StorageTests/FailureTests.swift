@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Testing
-@testable import Storage
+import Storage
 
 /// What happens when the disk, the permissions or the process fail underneath the database.
 @Suite struct FailureTests {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Storage
+import Storage
 
 @Suite struct MigrationTests {
     static let v1 = Migration(version: 1, name: "devices", sql: """

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Storage
+import Storage
 
 private struct Abort: Error {}
 
