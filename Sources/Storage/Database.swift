@@ -6,7 +6,8 @@ import Foundation
 /// Every call runs with the connection's lock held, so calls from different threads are
 /// serialized and a `transaction` keeps the connection to itself until it commits or rolls back.
 /// The lock is recursive: a transaction body (which runs on the calling thread) keeps using
-/// the same `Database`, and nested `transaction` calls become savepoints.
+/// the same `Database`, and nested `transaction` calls become savepoints. Calls block the calling
+/// thread while they wait for the lock, so keep transactions short (a 20,000-row batch takes tens of ms).
 ///
 /// Durability: the file is in WAL mode with `synchronous=FULL`, so when `execute` (outside a
 /// transaction) or `transaction` returns, the change has been fsynced to the WAL and survives
@@ -25,7 +26,7 @@ public final class Database: @unchecked Sendable {
     private var transactionDepth = 0
 
     /// Cached prepared statements kept at most; SQL built at run time must not grow the cache forever.
-    static let statementCacheLimit = 256
+    public static let statementCacheLimit = 256
 
     /// Opens (creating if needed) a database file for reading and writing, in WAL mode with
     /// `synchronous=FULL`, foreign keys enforced, and waiting up to `busyTimeout` for other
@@ -188,6 +189,7 @@ public final class Database: @unchecked Sendable {
     /// changes when `body` throws. The connection is locked for the whole call, so no other thread's
     /// statements or transactions can interleave. `body` must not hand the database to another
     /// thread and wait for it (that thread would block on the lock).
+    @discardableResult
     public func transaction<T>(_ body: (Database) throws -> T) throws -> T {
         try withLock {
             let depth = transactionDepth
@@ -269,5 +271,5 @@ public final class Database: @unchecked Sendable {
     }
 
     /// Number of prepared statements currently cached (for tests and diagnostics).
-    var cachedStatementCount: Int { withLock { statements.count } }
+    public var cachedStatementCount: Int { withLock { statements.count } }
 }

@@ -95,16 +95,18 @@ final class Statement {
     }
 
     /// Makes the statement ready for its next use; errors were already reported by `step`.
+    /// Column names are forgotten too: a schema change may rename them before the next use.
     func reset() {
         sqlite3_reset(pointer)
         sqlite3_clear_bindings(pointer)
+        columnIndex = nil
     }
 
-    /// The current row. Column names are re-read when the column count changes (schema change re-prepare).
+    /// The current row; column names are read once per execution and shared by its rows.
     func currentRow() -> Row {
         let count = Int(sqlite3_column_count(pointer))
         let columns: ColumnIndex
-        if let cached = columnIndex, cached.names.count == count {
+        if let cached = columnIndex {
             columns = cached
         } else {
             columns = ColumnIndex(names: (0..<count).map { String(cString: sqlite3_column_name(pointer, Int32($0))) })
