@@ -105,7 +105,7 @@ struct CommandProcessor {
     }
 
     private func accountList(_ account: AccountID) throws -> Commands.AccountListResult {
-        let all = try ledger.accounts()
+        let all = try ledger.accounts().filter { $0.id != .platform }
         if account == .platform { return .init(accounts: all) }
         let reach = Set(AccessPolicy.accounts(reachableBy: account, in: all))
         return .init(accounts: all.filter { reach.contains($0.id) })

@@ -26,6 +26,7 @@ public actor ControlPlane {
     public struct AccessSnapshot: Sendable {
         public var accounts: [Account]
         public var operators: [(username: String, account: AccountID, passwordHash: String)]
+        public var authoritiesList: [(account: AccountID, certificate: String, privateKey: String)]
     }
 
     public struct Counters: Sendable, Equatable {
@@ -67,7 +68,9 @@ public actor ControlPlane {
 
     /// The current access snapshot (what the broker's ACL and password files must say).
     public func accessSnapshot() throws -> AccessSnapshot {
-        AccessSnapshot(accounts: try ledger.accounts(), operators: try ledger.operators().map { ($0.username, $0.account, $0.passwordHash) })
+        AccessSnapshot(accounts: try ledger.accounts().filter { $0.id != .platform },
+                       operators: try ledger.operators().map { ($0.username, $0.account, $0.passwordHash) },
+                       authoritiesList: try ledger.authorities())
     }
 
     /// Subscribes, recovers what a crash left behind, and processes messages until cancelled.

@@ -330,3 +330,11 @@ final class Ledger {
                        [.text(account.rawValue), .text(certificate), .text(privateKey)])
     }
 }
+
+extension Ledger {
+    func authorities() throws -> [(account: AccountID, certificate: String, privateKey: String)] {
+        try db.query("SELECT account_id, certificate, private_key FROM authorities ORDER BY account_id").map {
+            (AccountID(try $0.string("account_id"))!, try $0.string("certificate"), try $0.string("private_key"))
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import EscrowCore
+import MQTT
+import Broker
+import Identity
+
+/// `escrowd` as a whole: the data directory, the broker it manages (or the external one it
+/// uses), the MQTT connection, and the `ControlPlane` service.
+public final class Daemon: Sendable {
+    public struct Settings: Sendable {
+        public var dataDirectory: String
+        /// nil: start and manage a local mosquitto. Otherwise `mqtt://` or `mqtts://` URL.
+        public var externalBroker: String?
+        public var username = "svc-escrowd"
+        public var password: String?
+        public var bindHost = "127.0.0.1"
+        public var devicePort = 8883
+        public var operatorPort = 1883
+        /// The host name devices use to reach the broker (goes into bundles and the server certificate).
+        public var publicHost = "127.0.0.1"
+        public var reconcileInterval: Duration = .seconds(30)
+        public var mqttVersion: MQTTVersion = .v5
+        public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
+    }
+
+    public let settings: Settings
+    public let layout: BrokerLayout
+    let log: Log
+    let broker: ManagedBroker?
+    let client: MQTTClient
+    public let service: ControlPlane
+    let credentials: IdentityCredentials
+    let platformCA: CertificateAuthority
+
+    public var databasePath: String { settings.dataDirectory + "/escrow.db" }
+    /// `key = value` file escrowctl reads for the platform administrator (mode 0600).
+    public var adminCredentialsPath: String { settings.dataDirectory + "/admin.conf" }
+    public var brokerPID: Int32? { broker?.pid }
+
+    public init(settings: Settings, log: Log) throws {
+        self.settings = settings
+        self.log = log
+        let dir = settings.dataDirectory
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        layout = BrokerLayout(dataDirectory: dir)
+        try layout.createDirectories()
+
+        // The platform CA signs the broker's server certificate; devices trust it.
+        let caCert = dir + "/platform-ca.pem", caKey = dir + "/platform-ca.key"
+        if FileManager.default.fileExists(atPath: caCert) {
+            platformCA = try CertificateAuthority.load(certificatePath: caCert, keyPath: caKey)
+        } else {
+            platformCA = try CertificateAuthority.create(commonName: "EscrowFleet platform CA")
+            try platformCA.save(certificatePath: caCert, keyPath: caKey)
+        }
+        let deviceURL = settings.externalBroker ?? "mqtts://\(settings.publicHost):\(settings.devicePort)"
+        credentials = IdentityCredentials(brokerCA: try platformCA.certificate.pem(), deviceBrokerURL: deviceURL)
+
+        let password = try settings.password ?? Self.secret(at: dir + "/escrowd.secret")
+        var options: MQTTOptions
+        if let url = settings.externalBroker {
+            options = try MQTTOptions.parse(url: url, clientID: "escrowd")
+            broker = nil
+        } else {
+            options = MQTTOptions(clientID: "escrowd", host: settings.bindHost, port: settings.operatorPort)
+            if !FileManager.default.fileExists(atPath: layout.serverCertificate) {
+                try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"])))
+            }
+            let plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
+                                  operatorHost: settings.bindHost, operatorPort: settings.operatorPort)
+            try layout.install(plan: plan, acl: "", passwords: "")
+            broker = ManagedBroker(layout: layout, plan: plan)
+        }
+        options.username = settings.username
+        options.password = password
+        options.version = settings.mqttVersion
+        options.cleanSession = true
+        client = try MQTTClient(options)
+        var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
+        cpOptions.reconcileInterval = settings.reconcileInterval
+        let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username
+        let log = self.log
+        service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot in
+            do {
+                try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (username, password))
+                if let managed { try managed.reload() }
+                log(.info, "broker access files rewritten (\(snapshot.accounts.count) accounts, \(snapshot.operators.count) operators)")
+            } catch {
+                log(.error, "could not update broker access files: \(error)")
+            }
+        })
+    }
+
+    /// Writes the ACL, the password file and the device trust bundle from the ledger's accounts.
+    static func writeAccess(_ s: ControlPlane.AccessSnapshot, layout: BrokerLayout, platformCA: CertificateAuthority,
+                            controlPlane: (username: String, password: String)) throws {
+        let operators = s.operators.map { op in
+            (username: op.username, accounts: op.account == .platform ? ["platform"] : AccessPolicy.accounts(reachableBy: op.account, in: s.accounts).map(\.rawValue))
+        }
+        let acl = try ACLFile.render(ACLInput(controlPlaneUser: controlPlane.username, operators: operators))
+        let passwords = try PasswordFile.render([(controlPlane.username, MosquittoPassword.hash(password: controlPlane.password))]
+                                               + s.operators.map { ($0.username, $0.passwordHash) })
+        try writeBrokerFile(acl, to: layout.aclFile, mode: 0o644)
+        try writeBrokerFile(passwords, to: layout.passwordFile, mode: 0o600)
+        var authorities = [platformCA]
+        for a in s.authorities { authorities.append(try CertificateAuthority(certificatePEM: a.certificate, keyPEM: a.privateKey)) }
+        try layout.installTrust(authorities: authorities)
+    }
+
+    /// Starts the broker (when managed), connects and serves until `shutdown()`.
+    public func run() async throws {
+        var snapshot = try await service.accessSnapshot()
+        let password = try settings.password ?? Self.secret(at: settings.dataDirectory + "/escrowd.secret")
+        if !snapshot.operators.contains(where: { $0.username == "op-admin" }) {
+            // First start: a platform administrator for escrowctl, with a random password.
+            let admin = try Self.secret(at: settings.dataDirectory + "/admin.secret")
+            try await service.bootstrapAdmin(username: "op-admin", passwordHash: credentials.passwordHash(admin))
+            snapshot = try await service.accessSnapshot()
+        }
+        let admin = try Self.secret(at: settings.dataDirectory + "/admin.secret")
+        let brokerURL = settings.externalBroker.map { $0.replacingOccurrences(of: "mqtts://", with: "mqtt://") } ?? "mqtt://\(settings.bindHost):\(settings.operatorPort)"
+        try writeSecretFile(adminCredentialsPath, """
+            # escrowctl settings for the platform administrator (written by escrowd)
+            broker = \(brokerURL)
+            user = op-admin
+            password = \(admin)
+            account = platform
+            """)
+        if let broker {
+            try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, password))
+            let log = self.log
+            broker.onEvent = { e in log(.info, "broker: \(e)") }
+            try await broker.start()
+            log(.info, "managed mosquitto started (pid \(broker.pid ?? 0)): devices on mqtts://\(settings.bindHost):\(settings.devicePort), operators on mqtt://\(settings.bindHost):\(settings.operatorPort)")
+        }
+        try await client.connect()
+        log(.info, "connected to the broker as \(settings.username)")
+        try await service.run()
+    }
+
+    public func shutdown() async {
+        await service.stop()
+        await client.disconnect()
+        if let broker { await broker.stop() }
+    }
+
+    /// The configuration an external broker needs (printed by `escrowd --print-broker-config`).
+    public func externalBrokerConfiguration() -> String {
+        let plan = BrokerPlan(layout: layout, deviceHost: "0.0.0.0", devicePort: settings.devicePort,
+                              operatorHost: "0.0.0.0", operatorPort: settings.operatorPort)
+        return describeForExternalBroker(plan)
+    }
+
+    /// Reads a secret from `path`, creating a random one (mode 0600) the first time.
+    static func secret(at path: String) throws -> String {
+        if let s = try? String(contentsOfFile: path, encoding: .utf8), !s.isEmpty { return s.trimmingCharacters(in: .whitespacesAndNewlines) }
+        var bytes = [UInt8](repeating: 0, count: 18)
+        var rng = SystemRandomNumberGenerator()
+        for i in bytes.indices { bytes[i] = rng.next() }
+        let s = Data(bytes).base64EncodedString().replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "+", with: "-")
+        try writeSecretFile(path, s)
+        return s
+    }
+}
+
+func writeSecretFile(_ path: String, _ text: String) throws {
+    try writeBrokerFile(text + "\n", to: path, mode: 0o600)
+}
+
+extension ControlPlane.AccessSnapshot {
+    var authorities: [(account: AccountID, certificate: String, privateKey: String)] { authoritiesList }
+}
+
+extension ControlPlane {
+    /// Creates the platform administrator login if it does not exist.
+    public func bootstrapAdmin(username: String, passwordHash: String) throws {
+        guard try !ledger.operatorExists(username) else { return }
+        try ledger.db.transaction { _ in
+            if try ledger.account(.platform) == nil {
+                try ledger.insert(Account(id: .platform, name: "Platform administrators", kind: .provisioner), at: Date())
+            }
+            try ledger.insertOperator(username, account: .platform, passwordHash: passwordHash, at: Date())
+        }
+    }
+}
