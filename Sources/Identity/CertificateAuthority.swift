@@ -46,8 +46,9 @@ public final class CertificateAuthority: @unchecked Sendable {
                 (NID_basic_constraints, "critical,CA:TRUE"),
                 (NID_key_usage, "critical,keyCertSign,cRLSign"),
                 (NID_subject_key_identifier, "hash"),
-                (NID_authority_key_identifier, "keyid:always"),
             ]).add(to: x)
+            // A second pass: the AKI of a self-signed certificate reads the SKI just added.
+            try ExtensionList(issuer: x, subject: x, [(NID_authority_key_identifier, "keyid:always")]).add(to: x)
         }
         try check(X509_sign(x, key.pointer, EVP_sha256()) > 0, "X509_sign(CA)")
         return try CertificateAuthority(certificate: Certificate(owning: x), key: key)
