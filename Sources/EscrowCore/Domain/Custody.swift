@@ -14,6 +14,12 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
     public var previousHash: String
     public var hash: String
 
+    public init(deviceId: DeviceID, seq: Int, holder: AccountID, previousHolder: AccountID?, at: Date, transferId: String?,
+                decision: Decision, previousHash: String, hash: String) {
+        self.deviceId = deviceId; self.seq = seq; self.holder = holder; self.previousHolder = previousHolder; self.at = at
+        self.transferId = transferId; self.decision = decision; self.previousHash = previousHash; self.hash = hash
+    }
+
     /// The hash that precedes the first entry.
     public static let genesis = String(repeating: "0", count: 64)
 
