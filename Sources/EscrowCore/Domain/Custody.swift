@@ -20,6 +20,9 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
     /// Builds the next entry after `previous` (nil for the first).
     public static func next(after previous: CustodyEntry?, device: DeviceID, holder: AccountID,
                             at: Date, transferId: String?, decision: Decision) -> CustodyEntry {
+        // Whole seconds: the wire's ISO-8601 dates carry no fraction, and a hash over a
+        // fraction would no longer verify after an entry has crossed the wire.
+        let at = Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down))
         var e = CustodyEntry(deviceId: device, seq: (previous?.seq ?? 0) + 1, holder: holder,
                              previousHolder: previous?.holder, at: at, transferId: transferId,
                              decision: decision, previousHash: previous?.hash ?? genesis, hash: "")
