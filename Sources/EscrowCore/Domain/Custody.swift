@@ -52,7 +52,8 @@ public enum CustodyChain {
         var previous: CustodyEntry?
         for (i, e) in chain.enumerated() {
             let expectedPrev = previous?.hash ?? CustodyEntry.genesis
-            if e.seq != i + 1 { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(i + 1) has sequence number \(e.seq)") }
+            // brokenAt is the position in the chain (1-based), not the entry's own (possibly forged) seq.
+            if e.seq != i + 1 { return .init(valid: false, entries: chain.count, brokenAt: i + 1, problem: "entry \(i + 1) has sequence number \(e.seq)") }
             if e.previousHash != expectedPrev { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) does not link to entry \(e.seq - 1)") }
             if e.previousHolder != previous?.holder { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) names a previous holder that did not hold the device") }
             if e.hash != e.computedHash { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) was altered (hash mismatch)") }
