@@ -119,6 +119,11 @@ public struct AgentMachine: Equatable, Sendable {
                     .log("could not persist configuration \(config.version): \(reason)")]
         case (_, .persisted), (_, .persistFailed):
             return []
+        case (.applying, .connected) where !linkUp:
+            // Reconnected before the write finished: re-subscribe and announce the state in force;
+            // the ack follows `.persisted` (heartbeats resume then).
+            linkUp = true
+            return [.subscribe(configTopic), statusEffect()]
         case (.online, .connected), (.applying, .connected):
             return []
         case (.online, .boot), (.connecting, .boot), (.applying, .boot):
