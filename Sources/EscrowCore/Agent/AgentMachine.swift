@@ -60,11 +60,11 @@ public struct AgentMachine: Equatable, Sendable {
 
     public mutating func handle(_ event: Event, now: Date = Date()) -> [Effect] {
         switch (phase, event) {
+        case (.stopped, _):
+            return []
         case (_, .stop):
             phase = .stopped
             return [.cancelHeartbeat, .publish(topic: statusTopic, payload: will.payload, qos: 1, retain: true), .disconnect]
-        case (.stopped, _):
-            return []
         case (.booting, .boot):
             phase = .connecting
             return [.log("booting in \(state.mode.rawValue) mode, configuration version \(state.appliedVersion)"), .connect]
