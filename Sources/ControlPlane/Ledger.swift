@@ -62,9 +62,12 @@ final class Ledger {
         if let o = filter.online { sql += " AND d.online = ?"; params.append(.integer(o ? 1 : 0)) }
         if let p = filter.prefix { sql += " AND substr(d.id, 1, ?) = ?"; params += [.integer(Int64(p.utf8.count)), .text(p)] }
         let total = Int(try db.query("SELECT count(*) AS n" + sql, params).first?.int("n") ?? 0)
-        let limit = min(max(filter.limit ?? 1000, 1), 20_000), offset = max(filter.offset ?? 0, 0)
+        let limit = min(max(filter.limit ?? 100, 1), 1_000), offset = max(filter.offset ?? 0, 0)
         let rows = try db.query("SELECT \(Self.deviceColumns)" + sql + " ORDER BY d.id LIMIT ? OFFSET ?", params + [.integer(Int64(limit)), .integer(Int64(offset))])
         return (try rows.map(Self.deviceView), total)
+    }
+    func activeDeviceIDs(owner: AccountID) throws -> [DeviceID] {
+        try db.query("SELECT id FROM devices WHERE owner = ? AND state = 'active' ORDER BY id", [.text(owner.rawValue)]).compactMap { DeviceID(try $0.string("id")) }
     }
     func allDeviceIDs() throws -> [DeviceID] {
         try db.query("SELECT id FROM devices").compactMap { DeviceID(try $0.string("id")) }
@@ -287,14 +290,13 @@ final class Ledger {
                          at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
                          decision: .init(rawValue: try r.string("decision")) ?? .provisioned, previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
         }
-        // Millisecond precision keeps the stored time and the hashed time identical.
-        let ms = (at.timeIntervalSince1970 * 1000).rounded() / 1000
-        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: Date(timeIntervalSince1970: ms), transferId: transfer, decision: decision)
+        // `next` rounds the time to the second, as the wire carries it: stored and hashed times agree.
+        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision)
         try db.execute("""
             INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, previous_hash, hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
-                  .real(ms), transfer.map { .text($0) } ?? .null, .text(decision.rawValue), .text(e.previousHash), .text(e.hash)])
+                  .real(e.at.timeIntervalSince1970), transfer.map { .text($0) } ?? .null, .text(decision.rawValue), .text(e.previousHash), .text(e.hash)])
     }
 
     // MARK: idempotency and outbox
