@@ -38,7 +38,7 @@ public final class ManagedBroker: Sendable {
     }
 
     private struct State {
-        var process: Process?
+        var process: ChildProcess?
         var stopping = false
         var launchedAt = ContinuousClock.now
         var consecutiveRestarts = 0
@@ -126,42 +126,25 @@ public final class ManagedBroker: Sendable {
         }
     }
 
+    /// Blocking form of `stop()`, for shutdown paths that cannot await.
+    public func stopSynchronously() { terminate(grace: options.stopGrace) }
+
     // MARK: - Internals
 
-    private func launch() throws(BrokerError) -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: options.executable)
-        process.arguments = ["-c", configFile]
-        var output: FileHandle? = nil
-        if let outputFile {
-            _ = FileManager.default.createFile(atPath: outputFile, contents: nil)
-            if let handle = FileHandle(forWritingAtPath: outputFile) {
-                output = handle
-                process.standardOutput = handle
-                process.standardError = handle
-            }
-        } else {
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
+    private func launch() throws(BrokerError) -> ChildProcess {
+        let process = try state.withLock { s throws(BrokerError) -> ChildProcess in
+            s.stopping = false
+            let p = try ChildProcess(executable: options.executable, arguments: ["-c", configFile],
+                                     outputPath: outputFile) { [weak self] p in self?.exited(p) }
+            s.process = p
+            s.launchedAt = .now
+            return p
         }
-        process.terminationHandler = { [weak self] p in self?.exited(p) }
-        do {
-            try state.withLock { s in
-                s.stopping = false
-                try process.run()
-                s.process = process
-                s.launchedAt = .now
-            }
-        } catch {
-            try? output?.close()
-            throw BrokerError.launchFailed("\(options.executable): \(error)")
-        }
-        try? output?.close() // the child holds its own copy
         if let pidFile { try? "\(process.processIdentifier)\n".write(toFile: pidFile, atomically: true, encoding: .utf8) }
         return process
     }
 
-    private func exited(_ process: Process) {
+    private func exited(_ process: ChildProcess) {
         let status = process.terminationStatus
         let decision: (expected: Bool, attempt: Int?, backoff: Duration) = state.withLock { s in
             guard s.process === process else { return (true, nil, .zero) }
@@ -188,7 +171,7 @@ public final class ManagedBroker: Sendable {
 
     /// Blocking: SIGTERM, wait up to `grace`, SIGKILL, wait.
     private func terminate(grace: Duration) {
-        let process = state.withLock { s -> Process? in
+        let process = state.withLock { s -> ChildProcess? in
             s.stopping = true
             return s.process
         }
@@ -202,7 +185,7 @@ public final class ManagedBroker: Sendable {
         removePidFile()
     }
 
-    private static func waitForExit(_ process: Process, timeout: Duration) -> Bool {
+    private static func waitForExit(_ process: ChildProcess, timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now >= deadline { return false }

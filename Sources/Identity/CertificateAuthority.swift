@@ -130,9 +130,11 @@ public final class CertificateAuthority: @unchecked Sendable {
         defer { X509_CRL_free(crl) }
         try check(X509_CRL_set_version(crl, 1) == 1, "X509_CRL_set_version")
         try check(X509_CRL_set_issuer_name(crl, X509_get_subject_name(certificate.pointer)) == 1, "X509_CRL_set_issuer_name")
-        let now = try checkNotNil(X509_gmtime_adj(nil, 0), "X509_gmtime_adj")
+        let thisUpdate = Int64(Date().timeIntervalSince1970)
+        let now = try checkNotNil(ASN1_TIME_set(nil, time_t(thisUpdate)), "ASN1_TIME_set")
         defer { ASN1_TIME_free(now) }
-        let next = try checkNotNil(X509_time_adj_ex(nil, Int32(validityDays), 0, nil), "X509_time_adj_ex")
+        var base = time_t(thisUpdate)
+        let next = try checkNotNil(X509_time_adj_ex(nil, Int32(validityDays), 0, &base), "X509_time_adj_ex")
         defer { ASN1_TIME_free(next) }
         try check(X509_CRL_set1_lastUpdate(crl, now) == 1, "X509_CRL_set1_lastUpdate")
         try check(X509_CRL_set1_nextUpdate(crl, next) == 1, "X509_CRL_set1_nextUpdate")
@@ -154,7 +156,7 @@ public final class CertificateAuthority: @unchecked Sendable {
         try check(X509_CRL_sort(crl) == 1, "X509_CRL_sort")
         let number = try checkNotNil(ASN1_INTEGER_new(), "ASN1_INTEGER_new")
         defer { ASN1_INTEGER_free(number) }
-        try check(ASN1_INTEGER_set_int64(number, Int64(Date().timeIntervalSince1970)) == 1, "ASN1_INTEGER_set_int64")
+        try check(ASN1_INTEGER_set_int64(number, thisUpdate) == 1, "ASN1_INTEGER_set_int64")
         try check(X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0) == 1, "X509_CRL_add1_ext_i2d(crlNumber)")
         var ctx = X509V3_CTX()
         X509V3_set_ctx(&ctx, certificate.pointer, nil, nil, crl, 0)

@@ -146,6 +146,12 @@ final class BrokerFixture: @unchecked Sendable {
         dir.remove()
     }
 
+    /// Synchronous cleanup for `defer`.
+    func close() {
+        broker.stopSynchronously()
+        dir.remove()
+    }
+
     // MARK: clients
 
     func deviceTLS(_ id: String) -> [String] {
@@ -166,9 +172,10 @@ final class BrokerFixture: @unchecked Sendable {
 
     /// Starts a subscriber for `topics` that exits after `count` messages, and waits for its SUBACK.
     func sub(_ auth: [String], _ topics: [String], count: Int = 1, timeout: Int = 5) throws -> Spawned {
-        let s = try Spawned("/usr/bin/mosquitto_sub", auth + ["-V", "5", "-d", "-q", "1", "-C", "\(count)", "-W", "\(timeout)",
+        // stdbuf: mosquitto_sub's stdout is a pipe here, fully buffered without it.
+        let s = try Spawned("/usr/bin/stdbuf", ["-oL", "/usr/bin/mosquitto_sub"] + auth + ["-V", "5", "-d", "-q", "1", "-C", "\(count)", "-W", "\(timeout)",
                                                                "-F", "MSG %t %p"] + topics.flatMap { ["-t", $0] })
-        s.wait(until: { $0.contains("SUBACK") }, timeout: 5)
+        s.wait(until: { $0.contains("SUBACK") }, timeout: 10)
         return s
     }
 
