@@ -1,4 +1,5 @@
 import Foundation
+import Subprocess
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -8,6 +9,7 @@ import Glibc
 public enum BrokerEvent: Sendable, Equatable {
     case started(pid: Int32)
     /// The process ended; `expected` is true after `stop()`.
+    /// `status` is the exit code, or 128 + the signal number when a signal ended it (as a shell reports it).
     case exited(status: Int32, expected: Bool)
     /// An unexpected exit was followed by a relaunch (`attempt` counts from 1).
     case restarted(pid: Int32, attempt: Int)
@@ -87,18 +89,18 @@ public final class ManagedBroker: Sendable {
 
     /// The running broker's pid.
     public var pid: Int32? {
-        state.withLock { s in s.process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+        state.withLock { s in s.process.flatMap { $0.isRunning ? $0.pid : nil } }
     }
 
     /// Launches mosquitto and waits until all endpoints accept connections.
     public func start() async throws(BrokerError) {
         killOrphan()
         let process = try launch()
-        emit(.started(pid: process.processIdentifier))
+        emit(.started(pid: process.pid))
         let deadline = ContinuousClock.now + options.startTimeout
         while true {
             if !process.isRunning {
-                throw BrokerError.exitedDuringStartup(status: process.terminationStatus, output: outputTail())
+                throw BrokerError.exitedDuringStartup(status: (process.exitStatus ?? -1), output: outputTail())
             }
             if readinessEndpoints.allSatisfy({ Self.accepts(host: $0.host, port: $0.port) }) { return }
             if ContinuousClock.now >= deadline {
@@ -134,18 +136,21 @@ public final class ManagedBroker: Sendable {
     private func launch() throws(BrokerError) -> ChildProcess {
         let process = try state.withLock { s throws(BrokerError) -> ChildProcess in
             s.stopping = false
-            let p = try ChildProcess(executable: options.executable, arguments: ["-c", configFile],
-                                     outputPath: outputFile) { [weak self] p in self?.exited(p) }
+            let p: ChildProcess
+            do { p = try ChildProcess.spawn(options.executable, ["-c", configFile], stdout: outputFile) } catch {
+                throw BrokerError.launchFailed("\(error)")
+            }
+            p.onExit { [weak self] _ in self?.exited(p) }
             s.process = p
             s.launchedAt = .now
             return p
         }
-        if let pidFile { try? "\(process.processIdentifier)\n".write(toFile: pidFile, atomically: true, encoding: .utf8) }
+        if let pidFile { try? "\(process.pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8) }
         return process
     }
 
     private func exited(_ process: ChildProcess) {
-        let status = process.terminationStatus
+        let status = process.exitStatus ?? -1
         let decision: (expected: Bool, attempt: Int?, backoff: Duration) = state.withLock { s in
             guard s.process === process else { return (true, nil, .zero) }
             if s.stopping { return (true, nil, .zero) }
@@ -165,7 +170,7 @@ public final class ManagedBroker: Sendable {
         let delay = Double(decision.backoff.components.seconds) + Double(decision.backoff.components.attoseconds) / 1e18
         DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [weak self] in
             guard let self, !self.state.withLock({ $0.stopping }) else { return }
-            if let p = try? self.launch() { self.emit(.restarted(pid: p.processIdentifier, attempt: attempt)) }
+            if let p = try? self.launch() { self.emit(.restarted(pid: p.pid, attempt: attempt)) }
         }
     }
 
@@ -175,23 +180,8 @@ public final class ManagedBroker: Sendable {
             s.stopping = true
             return s.process
         }
-        guard let process, process.isRunning else { removePidFile(); return }
-        let pid = process.processIdentifier
-        kill(pid, SIGTERM)
-        if !Self.waitForExit(process, timeout: grace) {
-            kill(pid, SIGKILL)
-            _ = Self.waitForExit(process, timeout: .seconds(5))
-        }
+        process?.terminate(grace: grace)
         removePidFile()
-    }
-
-    private static func waitForExit(_ process: ChildProcess, timeout: Duration) -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now >= deadline { return false }
-            usleep(10_000)
-        }
-        return true
     }
 
     private func removePidFile() { if let pidFile { unlink(pidFile) } }

@@ -198,7 +198,7 @@ struct BrokerLiveTests {
             if ContinuousClock.now > deadline { break }
         }
         #expect(seen.first == .started(pid: first))
-        #expect(seen.contains(.exited(status: SIGKILL, expected: false)))
+        #expect(seen.contains(.exited(status: 128 + SIGKILL, expected: false)))
         guard case .restarted(let second, 1)? = seen.last else { Issue.record("no restart: \(seen)"); return }
         #expect(second != first)
         var up = false
