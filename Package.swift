@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "TestSupport"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "TestSupport"]),
     ]
 )

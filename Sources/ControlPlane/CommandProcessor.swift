@@ -310,6 +310,14 @@ struct CommandProcessor {
         return .init(pushed: pushed, refused: refused)
     }
 
+    /// A device's certificate signing request must be a PEM CSR for its own id.
+    func validateCSR(_ pem: String, device: DeviceID) throws {
+        guard pem.contains("-----BEGIN CERTIFICATE REQUEST-----"), pem.contains("-----END CERTIFICATE REQUEST-----") else {
+            throw WireError(.invalidArgument, "csr: expected a PEM certificate signing request")
+        }
+        try credentials?.validate(csr: pem, device: device)
+    }
+
     // MARK: coding
 
     private func decode<T: Decodable>(_ args: JSONValue) throws -> T {

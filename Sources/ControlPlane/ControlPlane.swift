@@ -352,6 +352,7 @@ public actor ControlPlane {
         do {
             let r = try WireCodec.decode(CertificateRequest.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
             guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            try processor.validateCSR(r.csr, device: d)
             try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
         } catch {
             deviceError(d, topic: m.topic, Self.wireError(error))

@@ -9,6 +9,8 @@ public protocol Credentials: Sendable {
     func issue(_ devices: [DeviceID], authority: (certificate: String, privateKey: String)) throws -> [IssuedIdentity]
     /// Signs a device's certificate signing request with the new owner's authority.
     func sign(csr: String, device: DeviceID, authority: (certificate: String, privateKey: String)) throws -> IssuedIdentity
+    /// Throws unless `csr` parses, is self-signed correctly, and names `device` as its CN.
+    func validate(csr: String, device: DeviceID) throws
     /// The mosquitto password-file hash of an operator password.
     func passwordHash(_ password: String) -> String
     /// What a device trusts to verify the broker, and the URL it connects to.

@@ -32,5 +32,13 @@ public struct IdentityCredentials: Credentials {
         return IssuedIdentity(device: device, certificate: try cert.pem(), privateKey: nil, fingerprint: cert.sha256Fingerprint, serial: cert.serialNumberHex)
     }
 
+    public func validate(csr: String, device: DeviceID) throws {
+        let request = try CertificateSigningRequest(pem: csr)
+        guard request.verifySignature() else { throw WireError(.invalidArgument, "csr: the signature does not verify") }
+        guard request.commonName == device.rawValue else {
+            throw WireError(.invalidArgument, "csr: its CN is '\(request.commonName)', expected the device id \(device)")
+        }
+    }
+
     public func passwordHash(_ password: String) -> String { MosquittoPassword.hash(password: password) }
 }

@@ -4,7 +4,7 @@ import MQTT
 
 /// An operator's view of the broker: sends commands, collects replies and events.
 public actor OperatorProbe {
-    public let client: MQTTClient
+    public nonisolated let client: MQTTClient
     private var replies: [String: CommandReply] = [:]
     public private(set) var events: [Event] = []
     private var pump: Task<Void, Never>?
