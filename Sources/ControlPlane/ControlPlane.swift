@@ -66,6 +66,13 @@ public actor ControlPlane {
         self.onAccessChanged = onAccessChanged
     }
 
+    /// Fault injection for tests and drills: makes the database refuse writes as a read-only
+    /// disk does (SQLITE_READONLY), or lifts that. A tmpfs cannot be remounted read-only while
+    /// escrowd holds its files open, so this is how the read-only promise is exercised.
+    public func injectReadOnlyStorage(_ on: Bool) throws {
+        try ledger.db.execute("PRAGMA query_only = \(on ? 1 : 0)")
+    }
+
     /// The current access snapshot (what the broker's ACL and password files must say).
     public func accessSnapshot() throws -> AccessSnapshot {
         AccessSnapshot(accounts: try ledger.accounts().filter { $0.id != .platform },

@@ -128,7 +128,7 @@ struct HostileInputTests {
         let devices = (1...4).map { "dev-00000\($0)" }
         _ = try await op.send("oem", "device.provision", ["deviceIds": ids(devices), "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
         let t = try await op.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(["dev-000002"])]).result(Commands.TransferResult.self)
-        let before = try Self.snapshot(p.dir.file("escrow.db"))
+        let before = try Self.snapshot(p.databasePath)
         let countersBefore = await p.service.counters
 
         var rng = Seeded(state: seed)
@@ -192,7 +192,7 @@ struct HostileInputTests {
         let refused = await p.service.counters.commandErrors - countersBefore.commandErrors
         #expect(refused >= commandCases * 9 / 10, "\(refused) of \(commandCases) refused")
         await p.service.flushAcks()
-        let after = try Self.snapshot(p.dir.file("escrow.db"))
+        let after = try Self.snapshot(p.databasePath)
         #expect(before == after, "state changed: \(Array(Set(after).symmetricDifference(Set(before))).prefix(5))")
         // Replies carry stable codes.
         let failures = await op.events(of: .commandFailed)

@@ -17,11 +17,14 @@ final class PlatformFixture: @unchecked Sendable {
     private var agents: [AgentRuntime] = []
     private var agentTasks: [Task<Void, Never>] = []
 
-    init(sweep: Duration = .milliseconds(100)) async throws {
+    var databasePath: String
+
+    init(sweep: Duration = .milliseconds(100), databaseDirectory: String? = nil) async throws {
         broker = try MosquittoBroker(BrokerConfig(maxQueuedMessages: 100_000))
         dir = try TempDirectory(prefix: "cp")
         escrowd = try MQTTClient(MQTTOptions(clientID: "escrowd-test", port: broker.port))
-        var options = ControlPlane.Options(databasePath: dir.file("escrow.db"))
+        databasePath = (databaseDirectory ?? dir.path) + "/escrow.db"
+        var options = ControlPlane.Options(databasePath: databasePath)
         options.expirySweepInterval = sweep
         options.reconcileInterval = .seconds(2)
         service = try ControlPlane(options: options, client: escrowd, log: .silent)
