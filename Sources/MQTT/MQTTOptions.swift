@@ -9,6 +9,8 @@ public struct MQTTOptions: Sendable, Equatable {
     public var cleanSession: Bool = true
     /// Seconds; libmosquitto requires >= 5.
     public var keepAlive: Int = 60
+    /// An automatic reconnect that has no CONNACK after this long is abandoned and retried with backoff.
+    public var connectTimeout: Duration = .seconds(5)
     public var username: String?
     public var password: String?
     public var will: MQTTWill?

@@ -46,6 +46,8 @@ final class MosquittoConnection: @unchecked Sendable {
         var closingDeadline: ContinuousClock.Instant?
         var loopExitWaiters: [CheckedContinuation<Void, Never>] = []
         var reconnectAttempt = 0
+        /// When the pending automatic reconnect was started; bounded by `options.connectTimeout`.
+        var reconnectStartedAt: ContinuousClock.Instant?
         /// Why the connection last failed (connect failures are reported from this).
         var lastFailure: MQTTError?
         var random = SystemRandomNumberGenerator()
@@ -161,6 +163,7 @@ final class MosquittoConnection: @unchecked Sendable {
         let (waiter, subscriptions) = state.withLock { state in
             state.phase = state.phase == .closing ? .closing : .connected
             state.reconnectAttempt = 0
+            state.reconnectStartedAt = nil
             state.lastFailure = nil
             defer { state.connectWaiter = nil }
             return (state.connectWaiter, state.subscriptions)
@@ -539,10 +542,14 @@ final class MosquittoConnection: @unchecked Sendable {
     private func runLoop() {
         while !shouldStop() {
             let rc = mosquitto_loop(handle, 100, 1)
-            if rc == MOSQ_ERR_SUCCESS.rawValue { continue }
+            if rc == MOSQ_ERR_SUCCESS.rawValue {
+                abandonStalledReconnect()
+                continue
+            }
             let saved = errno
             guard let delay = connectionDown(rc: rc, errno: saved) else { break }
             guard sleep(for: delay) else { break }
+            state.withLock { $0.reconnectStartedAt = clock.now }
             let reconnect = mosquitto_reconnect_async(handle)
             if reconnect != MOSQ_ERR_SUCCESS.rawValue {
                 let saved = errno
@@ -558,6 +565,22 @@ final class MosquittoConnection: @unchecked Sendable {
             return state.loopExitWaiters
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// A reconnect whose TCP connection opened but whose CONNACK never came (a broker caught mid
+    /// start-up, a half-open path) would otherwise wait a whole keepalive: drop it and back off again.
+    private func abandonStalledReconnect() {
+        let stalled = state.withLock { state -> Bool in
+            guard state.phase == .reconnecting, let started = state.reconnectStartedAt else { return false }
+            guard clock.now - started > options.connectTimeout else { return false }
+            state.reconnectStartedAt = nil
+            state.lastFailure = MQTTError(kind: .timeout, operation: "reconnect to \(options.host):\(options.port)", code: 0, message: "no CONNACK within \(options.connectTimeout)")
+            return true
+        }
+        if stalled {
+            let fd = mosquitto_socket(handle)
+            if fd >= 0 { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        }
     }
 
     /// Decides what follows a dead connection: a reconnect delay, or nil to end the loop thread.

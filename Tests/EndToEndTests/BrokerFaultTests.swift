@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import EscrowCore
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Broker crash and a paused control plane", .serialized, .timeLimit(.minutes(4)))
+struct BrokerFaultTests {
+    @Test("mosquitto SIGKILLed with configurations in flight: devices return, escrowd resubscribes and re-delivers what was lost")
+    func brokerCrash() async throws {
+        let platform = try await PlatformSession()
+        let oem = try await platform.account("oem", kind: .provisioner)
+        let acme = try await platform.account("acme", kind: .customer)
+        let files = try TempDirectory(prefix: "bundles")
+        let names = (1...6).map { "brk-00000\($0)" }
+        let confs = try await platform.provision(names, by: oem, account: "oem", into: files)
+        let agents = try names.map { try AgentProcess(config: confs[$0]!) }
+        defer { for a in agents { a.process.terminate() } }
+        try await waitUntil("all agents online") {
+            try await oem.send("oem", "device.list", ["online": true]).result(Commands.DeviceListResult.self).total == names.count
+        }
+        let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(names)]).result(Commands.TransferResult.self)
+        let brokerPID = try #require(platform.escrowd.brokerPID)
+        _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"]).result(Commands.TransferResult.self)
+        // The retained configurations are at most milliseconds old: the broker has not saved them.
+        kill(brokerPID, SIGKILL)
+        try await waitUntil(timeout: .seconds(15), "escrowd's supervisor restarts the broker") {
+            if let pid = platform.escrowd.brokerPID, pid != brokerPID, kill(pid, 0) == 0 { return true }
+            return false
+        }
+        let acme2 = try await platform.operatorProbe(user: "op-acme", password: "pw-acme-secret", accounts: ["acme"])
+        do {
+            try await waitUntil(timeout: .seconds(60), "every device converges after the broker crash") {
+                guard let s = try? await acme2.send("acme", "config.status", [:], timeout: .seconds(3)).result(Commands.ConfigStatusResult.self).devices else { return false }
+                return s.count == names.count && s.allSatisfy { $0.state == .applied }
+            }
+        } catch {
+            Issue.record("escrowd log:\n\(platform.escrowd.logTail(4000))\nagent log:\n\(agents[0].logTail())")
+            throw error
+        }
+        for a in agents { #expect(a.persistedMode == "normal", "\(a.logTail())") }
+        try await waitUntil(timeout: .seconds(30), "every device is back online") {
+            (try? await acme2.send("acme", "device.list", ["online": true], timeout: .seconds(3)).result(Commands.DeviceListResult.self).total) == names.count
+        }
+        let log = platform.escrowd.logTail(20_000)
+        #expect(log.contains("restarted"), "the supervisor reported the restart")
+        await acme2.close()
+        await platform.close()
+    }
+
+    @Test("escrowd paused with SIGSTOP while 2,000 devices ack and heartbeat: after SIGCONT no ack is lost")
+    func pausedControlPlane() async throws {
+        let platform = try await PlatformSession()
+        let oem = try await platform.account("oem", kind: .provisioner)
+        let acme = try await platform.account("acme", kind: .customer)
+        let n = 2_000
+        for start in stride(from: 1, through: n, by: 1_000) {
+            _ = try await oem.send("oem", "device.provision", ["prefix": "stop-", "start": .number(Double(start)), "count": 1_000, "issueIdentity": false], timeout: .seconds(30))
+                .result(Commands.DeviceProvisionResult.self)
+        }
+        let all = (1...n).map { String(format: "stop-%06d", $0) }
+        let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(all)], timeout: .seconds(30)).result(Commands.TransferResult.self)
+        let responder = try await DeviceResponder(escrowd: platform.escrowd)
+        _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"], timeout: .seconds(30)).result(Commands.TransferResult.self)
+        platform.escrowd.signal(SIGSTOP)
+        // While escrowd sleeps, the devices ack everything they got and keep heartbeating.
+        try await waitUntil(timeout: .seconds(30), "the devices acked the configurations published before the pause") { await responder.acked.count > 0 }
+        for i in 0..<5_000 {
+            _ = try? responder.client.publishNoWait("devices/\(all[i % n])/heartbeat", WireCodec.encode(Heartbeat(seq: i, mode: .normal, uptime: i, configVersion: 1)), qos: .atMostOnce)
+        }
+        try await Task.sleep(for: .seconds(3)) // a real pause: the point is that time passes while escrowd is stopped
+        platform.escrowd.signal(SIGCONT)
+        try await waitUntil(timeout: .seconds(60), "all 2,000 acks are recorded") {
+            guard let s = try? await acme.send("acme", "config.status", [:], timeout: .seconds(5)).result(Commands.ConfigStatusResult.self).devices else { return false }
+            return s.count == n && s.allSatisfy { $0.state == .applied }
+        }
+        await responder.close()
+        await platform.close()
+    }
+}
