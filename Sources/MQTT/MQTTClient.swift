@@ -1,0 +1,76 @@
+/// One MQTT connection over libmosquitto with automatic, jittered reconnect.
+///
+/// Incoming messages and connection events arrive on `messages` and `events` (unbounded buffers; keep
+/// consuming them). Subscriptions are remembered and restored after every reconnect. A client is
+/// single-use: after `disconnect()` (or a lost connection with `reconnect == nil`) create a new one.
+public final class MQTTClient: Sendable {
+    public let options: MQTTOptions
+    /// Every incoming message, in arrival order. Finishes on `disconnect()`.
+    public let messages: AsyncStream<MQTTMessage>
+    /// Connection lifecycle events. Finishes on `disconnect()`.
+    public let events: AsyncStream<MQTTConnectionEvent>
+    let connection: MosquittoConnection
+
+    /// Validates and applies the options (TLS files, will, credentials); does not connect yet.
+    public init(_ options: MQTTOptions) throws {
+        self.options = options
+        let (messages, messageSink) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .unbounded)
+        let (events, eventSink) = AsyncStream.makeStream(of: MQTTConnectionEvent.self, bufferingPolicy: .unbounded)
+        self.messages = messages
+        self.events = events
+        connection = try MosquittoConnection(options: options, messageSink: messageSink, eventSink: eventSink)
+    }
+
+    deinit {
+        connection.shutdownWithoutWaiting()
+    }
+
+    /// Connects and returns after a successful CONNACK. Throws `.unreachable`, `.refused` (CONNACK reason in
+    /// `code`), `.tls` or `.timeout`; after a failure `connect` may be called again.
+    public func connect(timeout: Duration = .seconds(10)) async throws {
+        _ = try await connection.connect(timeout: timeout)
+    }
+
+    /// QoS 1: returns after PUBACK (a PUBACK reason >= 0x80 on MQTT 5 throws, 135 as `.notAuthorized`);
+    /// survives reconnects (libmosquitto resends), fails with `.disconnected` on `disconnect()`.
+    /// QoS 0: returns once libmosquitto has queued it. Returns the message id.
+    @discardableResult
+    public func publish(_ topic: String, _ payload: [UInt8], qos: QoS = .atLeastOnce, retain: Bool = false,
+                        properties: MQTTProperties = .init()) async throws -> Int32 {
+        try await connection.publish(topic, payload, qos: qos, retain: retain, properties: properties, awaitAck: true)
+    }
+
+    /// Queues a message and returns its id without waiting for PUBACK (bulk sends; thousands may be queued).
+    @discardableResult
+    public func publishNoWait(_ topic: String, _ payload: [UInt8], qos: QoS = .atLeastOnce, retain: Bool = false,
+                              properties: MQTTProperties = .init()) throws -> Int32 {
+        try connection.publishNoWait(topic, payload, qos: qos, retain: retain, properties: properties)
+    }
+
+    /// Subscribes and returns the SUBACK codes in `filters` order (granted QoS, or >= 0x80 on failure).
+    /// Filters are remembered and re-subscribed after every reconnect until `unsubscribe`.
+    @discardableResult
+    public func subscribe(_ filters: [(String, QoS)]) async throws -> [Int] {
+        try await connection.subscribe(filters)
+    }
+
+    /// `subscribe([(filter, qos)])`.
+    @discardableResult
+    public func subscribe(_ filter: String, qos: QoS = .atLeastOnce) async throws -> Int {
+        try await connection.subscribe([(filter, qos)])[0]
+    }
+
+    /// Unsubscribes (and forgets) the filters; returns after UNSUBACK.
+    public func unsubscribe(_ filters: [String]) async throws {
+        try await connection.unsubscribe(filters)
+    }
+
+    /// Clean DISCONNECT (the will is not published), stops the network thread, fails pending waits with
+    /// `.disconnected` and finishes both streams. Idempotent.
+    public func disconnect() async {
+        await connection.disconnect()
+    }
+
+    /// True between a CONNACK and the next connection loss or `disconnect()`.
+    public var isConnected: Bool { connection.isConnected }
+}

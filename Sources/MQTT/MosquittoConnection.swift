@@ -1,0 +1,636 @@
+import CMosquitto
+import Foundation
+import Synchronization
+
+/// `mosquitto_lib_init` exactly once per process, on first use.
+enum MosquittoLibrary {
+    static let initialised: Int32 = mosquitto_lib_init()
+}
+
+/// Owns one `mosquitto*` (destroyed in deinit), runs its network loop on a dedicated thread, and turns
+/// libmosquitto callbacks into continuation resumptions and stream elements.
+///
+/// `@unchecked Sendable` is safe because:
+/// - all Swift state is in `state` (a `Mutex`); the continuations are only yielded to / resumed;
+/// - option setters and `mosquitto_connect_async` run only while no loop thread exists;
+/// - with `mosquitto_threaded_set(true)` libmosquitto locks internally for publish/subscribe/unsubscribe/
+///   disconnect from any thread and leaves all socket I/O to the loop thread;
+/// - `mosquitto_loop`/`mosquitto_reconnect_async` and every callback run only on the loop thread, which
+///   retains this object until it exits, so `obj` (an unretained pointer to self) is valid in callbacks
+///   and the handle is destroyed only after the loop thread is gone.
+final class MosquittoConnection: @unchecked Sendable {
+    enum Phase: Equatable {
+        /// Not connected and no loop thread; `connect()` allowed.
+        case idle
+        /// First connect in progress.
+        case connecting
+        case connected
+        /// Connection lost, automatic reconnect in progress.
+        case reconnecting
+        /// `disconnect()` in progress.
+        case closing
+        /// Terminal: streams finished.
+        case closed
+    }
+
+    struct State {
+        var phase: Phase = .idle
+        var connectWaiter: CheckedContinuation<Result<Bool, MQTTError>, Never>?
+        var publishWaiters: [Int32: (topic: String, continuation: CheckedContinuation<Result<Void, MQTTError>, Never>)] = [:]
+        var subscribeWaiters: [Int32: CheckedContinuation<Result<[Int], MQTTError>, Never>] = [:]
+        var unsubscribeWaiters: [Int32: CheckedContinuation<Result<Void, MQTTError>, Never>] = [:]
+        /// Remembered subscriptions, in first-subscribed order; re-sent after every reconnect.
+        var subscriptions: [(filter: String, qos: QoS)] = []
+        var loopRunning = false
+        var stopRequested = false
+        var closingDeadline: ContinuousClock.Instant?
+        var loopExitWaiters: [CheckedContinuation<Void, Never>] = []
+        var reconnectAttempt = 0
+        /// Why the connection last failed (connect failures are reported from this).
+        var lastFailure: MQTTError?
+        var random = SystemRandomNumberGenerator()
+    }
+
+    let handle: OpaquePointer
+    let options: MQTTOptions
+    let state = Mutex(State())
+    let messageSink: AsyncStream<MQTTMessage>.Continuation
+    let eventSink: AsyncStream<MQTTConnectionEvent>.Continuation
+    private let clock = ContinuousClock()
+
+    init(options: MQTTOptions, messageSink: AsyncStream<MQTTMessage>.Continuation,
+         eventSink: AsyncStream<MQTTConnectionEvent>.Continuation) throws {
+        _ = MosquittoLibrary.initialised
+        guard let handle = mosquitto_new(options.clientID, options.cleanSession, nil) else {
+            let saved = errno
+            throw MQTTError(kind: saved == EINVAL ? .invalidArgument : .library, operation: "mosquitto_new",
+                            code: MOSQ_ERR_ERRNO.rawValue,
+                            message: saved == EINVAL ? "invalid client id (an empty id requires cleanSession)"
+                                                     : String(cString: strerror(saved)))
+        }
+        self.handle = handle
+        self.options = options
+        self.messageSink = messageSink
+        self.eventSink = eventSink
+        mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
+        try configure()
+        installCallbacks()
+    }
+
+    deinit {
+        mosquitto_destroy(handle)
+    }
+
+    // MARK: Setup
+
+    private func check(_ operation: String, _ rc: Int32) throws {
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+            throw MQTTError.library(operation, rc, errno: errno, tls: options.tls != nil)
+        }
+    }
+
+    private func configure() throws {
+        try check("mosquitto_threaded_set", mosquitto_threaded_set(handle, true))
+        let protocolVersion = options.version == .v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311
+        try check("set protocol version", mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, protocolVersion))
+        let inflight = Int32(min(max(options.maxInflight, 1), 65535))
+        try check("set maxInflight", mosquitto_int_option(handle, MOSQ_OPT_SEND_MAXIMUM, inflight))
+        if options.username != nil || options.password != nil {
+            try check("mosquitto_username_pw_set", mosquitto_username_pw_set(handle, options.username, options.password))
+        }
+        if let will = options.will {
+            let rc = will.payload.withUnsafeBytes { bytes in
+                mosquitto_will_set(handle, will.topic, Int32(bytes.count), bytes.baseAddress,
+                                   Int32(will.qos.rawValue), will.retain)
+            }
+            try check("mosquitto_will_set(\(will.topic))", rc)
+        }
+        if let tls = options.tls {
+            let rc = mosquitto_tls_set(handle, tls.caFile, nil, tls.certFile, tls.keyFile, nil)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                let base = MQTTError.library("mosquitto_tls_set", rc, errno: errno)
+                throw MQTTError(kind: base.kind, operation: base.operation, code: rc,
+                                message: base.message + " (caFile \(tls.caFile), certFile \(tls.certFile ?? "-"), keyFile \(tls.keyFile ?? "-"): files must exist and be readable; cert and key come together)")
+            }
+            try check("mosquitto_tls_insecure_set", mosquitto_tls_insecure_set(handle, false))
+        }
+    }
+
+    private static func connection(_ obj: UnsafeMutableRawPointer?) -> MosquittoConnection {
+        Unmanaged<MosquittoConnection>.fromOpaque(obj!).takeUnretainedValue()
+    }
+
+    private func installCallbacks() {
+        mosquitto_connect_v5_callback_set(handle) { _, obj, rc, flags, _ in
+            MosquittoConnection.connection(obj).didConnect(rc: rc, flags: flags)
+        }
+        mosquitto_disconnect_v5_callback_set(handle) { _, obj, rc, _ in
+            let saved = errno
+            MosquittoConnection.connection(obj).didDisconnect(rc: rc, errno: saved)
+        }
+        mosquitto_publish_v5_callback_set(handle) { _, obj, mid, reason, _ in
+            MosquittoConnection.connection(obj).didPublish(mid: mid, reason: reason)
+        }
+        mosquitto_message_v5_callback_set(handle) { _, obj, message, props in
+            guard let message else { return }
+            MosquittoConnection.connection(obj).didReceive(message.pointee, props)
+        }
+        mosquitto_subscribe_v5_callback_set(handle) { _, obj, mid, count, granted, _ in
+            let codes = granted.map { Array(UnsafeBufferPointer(start: $0, count: Int(count))).map(Int.init) } ?? []
+            MosquittoConnection.connection(obj).didSubscribe(mid: mid, granted: codes)
+        }
+        mosquitto_unsubscribe_v5_callback_set(handle) { _, obj, mid, _ in
+            MosquittoConnection.connection(obj).didUnsubscribe(mid: mid)
+        }
+    }
+
+    // MARK: Callbacks (loop thread)
+
+    private func didConnect(rc: Int32, flags: Int32) {
+        if rc != 0 {
+            let error = MQTTError.connack(rc, version: options.version)
+            let waiter = state.withLock { state in
+                state.lastFailure = error
+                defer { state.connectWaiter = nil }
+                return state.connectWaiter
+            }
+            waiter?.resume(returning: .failure(error))
+            return
+        }
+        let sessionPresent = flags & 1 != 0
+        let (waiter, subscriptions) = state.withLock { state in
+            state.phase = state.phase == .closing ? .closing : .connected
+            state.reconnectAttempt = 0
+            state.lastFailure = nil
+            defer { state.connectWaiter = nil }
+            return (state.connectWaiter, state.subscriptions)
+        }
+        // Re-subscribe before anyone learns we are connected, so the SUBSCRIBE is queued first.
+        for qos in [QoS.atMostOnce, .atLeastOnce] {
+            let filters = subscriptions.filter { $0.qos == qos }.map(\.filter)
+            if !filters.isEmpty { _ = sendSubscribe(filters, qos: qos, mid: nil) }
+        }
+        eventSink.yield(.connected(sessionPresent: sessionPresent))
+        waiter?.resume(returning: .success(sessionPresent))
+    }
+
+    private func didDisconnect(rc: Int32, errno saved: Int32) {
+        let wasConnected = state.withLock { state in
+            let wasConnected = state.phase == .connected
+            if rc != 0 {
+                let tlsDuringConnect = options.tls != nil && state.phase != .connected
+                state.lastFailure = state.lastFailure ?? MQTTError.library(
+                    "connection to \(options.host):\(options.port)", rc, errno: saved,
+                    connecting: state.phase != .connected, tls: tlsDuringConnect)
+            }
+            return wasConnected
+        }
+        if wasConnected {
+            let reason = rc == 0 ? "disconnected" : MQTTError.library("connection", rc, errno: saved).message
+            eventSink.yield(.disconnected(reason: reason))
+        }
+    }
+
+    private func didPublish(mid: Int32, reason: Int32) {
+        guard let waiter = state.withLock({ $0.publishWaiters.removeValue(forKey: mid) }) else { return }
+        if reason >= 0x80 {
+            waiter.continuation.resume(returning: .failure(.puback(reason, topic: waiter.topic)))
+        } else {
+            waiter.continuation.resume(returning: .success(()))
+        }
+    }
+
+    private func didReceive(_ message: mosquitto_message, _ props: OpaquePointer?) {
+        let topic = String(cString: message.topic)
+        let payload: [UInt8] = message.payload.map {
+            Array(UnsafeRawBufferPointer(start: $0, count: Int(message.payloadlen)))
+        } ?? []
+        messageSink.yield(MQTTMessage(topic: topic, payload: payload,
+                                      qos: QoS(rawValue: Int(message.qos)) ?? .atLeastOnce,
+                                      retain: message.retain, properties: Self.readProperties(props)))
+    }
+
+    private func didSubscribe(mid: Int32, granted: [Int]) {
+        state.withLock { $0.subscribeWaiters.removeValue(forKey: mid) }?.resume(returning: .success(granted))
+    }
+
+    private func didUnsubscribe(mid: Int32) {
+        state.withLock { $0.unsubscribeWaiters.removeValue(forKey: mid) }?.resume(returning: .success(()))
+    }
+
+    // MARK: Properties
+
+    static func readProperties(_ props: OpaquePointer?) -> MQTTProperties {
+        var result = MQTTProperties()
+        guard let props else { return result }
+        var text: UnsafeMutablePointer<CChar>?
+        if mosquitto_property_read_string(props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &text, false) != nil,
+           let text {
+            result.responseTopic = String(cString: text)
+            free(text)
+        }
+        var data: UnsafeMutableRawPointer?
+        var length: UInt16 = 0
+        if mosquitto_property_read_binary(props, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), &data, &length, false) != nil {
+            result.correlationData = data.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(length))) } ?? []
+            free(data)
+        }
+        var cursor: OpaquePointer? = props
+        var skipFirst = false
+        while let current = cursor {
+            var name: UnsafeMutablePointer<CChar>?
+            var value: UnsafeMutablePointer<CChar>?
+            cursor = mosquitto_property_read_string_pair(current, Int32(MQTT_PROP_USER_PROPERTY.rawValue),
+                                                         &name, &value, skipFirst)
+            if cursor != nil, let name, let value {
+                result.userProperties.append((String(cString: name), String(cString: value)))
+            }
+            free(name)
+            free(value)
+            skipFirst = true
+        }
+        return result
+    }
+
+    /// Builds a libmosquitto property list (caller frees with `mosquitto_property_free_all`).
+    static func makeProperties(_ properties: MQTTProperties) throws -> OpaquePointer? {
+        var list: OpaquePointer?
+        func check(_ rc: Int32, _ what: String) throws {
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                mosquitto_property_free_all(&list)
+                throw MQTTError.library("add MQTT 5 property \(what)", rc)
+            }
+        }
+        if let topic = properties.responseTopic {
+            try check(mosquitto_property_add_string(&list, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), topic), "response topic")
+        }
+        if let data = properties.correlationData {
+            guard data.count <= 65535 else { throw MQTTError.invalid("publish", "correlation data exceeds 65535 bytes") }
+            let rc = data.withUnsafeBytes {
+                mosquitto_property_add_binary(&list, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), $0.baseAddress, UInt16($0.count))
+            }
+            try check(rc, "correlation data")
+        }
+        for (name, value) in properties.userProperties {
+            try check(mosquitto_property_add_string_pair(&list, Int32(MQTT_PROP_USER_PROPERTY.rawValue), name, value),
+                      "user property \(name)")
+        }
+        return list
+    }
+
+    // MARK: Operations (any thread)
+
+    /// Starts the first connection; resumes after CONNACK (sessionPresent) or with the failure.
+    func connect(timeout: Duration) async throws -> Bool {
+        try state.withLock { state in
+            switch state.phase {
+            case .idle:
+                state.phase = .connecting
+                state.stopRequested = false
+                state.lastFailure = nil
+                state.reconnectAttempt = 0
+            case .connecting, .connected, .reconnecting:
+                throw MQTTError.invalid("connect", "already connected or connecting")
+            case .closing, .closed:
+                throw MQTTError.disconnected("connect", "this client was disconnected; create a new MQTTClient")
+            }
+        }
+        let timeoutTask = Task { [weak self] in
+            try await Task.sleep(for: timeout)
+            self?.failConnect(MQTTError(kind: .timeout, operation: "connect to \(self?.options.host ?? ""):\(self?.options.port ?? 0)",
+                                        code: MOSQ_ERR_TIMEOUT.rawValue,
+                                        message: "no CONNACK within \(timeout); is the broker up and the port right?"))
+        }
+        defer { timeoutTask.cancel() }
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<Bool, MQTTError>, Never>) in
+                state.withLock { $0.connectWaiter = continuation }
+                let rc = mosquitto_connect_async(handle, options.host, Int32(options.port), Int32(options.keepAlive))
+                if rc != MOSQ_ERR_SUCCESS.rawValue {
+                    failConnect(.library("connect to \(options.host):\(options.port)", rc, errno: errno, connecting: true,
+                                         tls: options.tls != nil))
+                    return
+                }
+                startLoopThread()
+            }
+        } onCancel: {
+            failConnect(MQTTError(kind: .timeout, operation: "connect", code: MOSQ_ERR_TIMEOUT.rawValue,
+                                  message: "connect was cancelled"))
+        }
+        switch result {
+        case .success(let sessionPresent):
+            return sessionPresent
+        case .failure(let error):
+            state.withLock { $0.stopRequested = true }
+            await loopExited()
+            state.withLock { state in
+                if state.phase == .connecting || state.phase == .connected { state.phase = .idle }
+            }
+            throw error
+        }
+    }
+
+    private func failConnect(_ error: MQTTError) {
+        let waiter = state.withLock { state in
+            defer { state.connectWaiter = nil }
+            return state.connectWaiter
+        }
+        waiter?.resume(returning: .failure(error))
+    }
+
+    /// Queues a PUBLISH; with `await` the result arrives with PUBACK (QoS 1).
+    func publish(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool, properties: MQTTProperties,
+                 awaitAck: Bool) async throws -> Int32 {
+        let props = options.version == .v5 ? try Self.makeProperties(properties) : nil
+        defer { if props != nil { var p = props; mosquitto_property_free_all(&p) } }
+        let operation = "publish to \(topic)"
+        var mid: Int32 = 0
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, MQTTError>, Never>) in
+            // The lock is held across mosquitto_publish_v5 so PUBACK cannot overtake the waiter's registration.
+            state.withLock { state in
+                if let error = Self.unusable(state.phase, operation) {
+                    continuation.resume(returning: .failure(error))
+                    return
+                }
+                let rc = payload.withUnsafeBytes { bytes in
+                    mosquitto_publish_v5(handle, &mid, topic, Int32(bytes.count), bytes.baseAddress,
+                                         Int32(qos.rawValue), retain, props)
+                }
+                if rc != MOSQ_ERR_SUCCESS.rawValue {
+                    continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
+                } else if awaitAck && qos == .atLeastOnce {
+                    state.publishWaiters[mid] = (topic, continuation)
+                } else {
+                    continuation.resume(returning: .success(()))
+                }
+            }
+        }
+        try result.get()
+        return mid
+    }
+
+    /// Fire-and-forget publish: returns the message id once libmosquitto has queued it.
+    func publishNoWait(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool,
+                       properties: MQTTProperties) throws -> Int32 {
+        let operation = "publish to \(topic)"
+        if let error = state.withLock({ Self.unusable($0.phase, operation) }) { throw error }
+        var props = options.version == .v5 ? try Self.makeProperties(properties) : nil
+        defer { if props != nil { mosquitto_property_free_all(&props) } }
+        var mid: Int32 = 0
+        let rc = payload.withUnsafeBytes { bytes in
+            mosquitto_publish_v5(handle, &mid, topic, Int32(bytes.count), bytes.baseAddress,
+                                 Int32(qos.rawValue), retain, props)
+        }
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.library(operation, rc, errno: errno) }
+        return mid
+    }
+
+    private static func unusable(_ phase: Phase, _ operation: String) -> MQTTError? {
+        switch phase {
+        case .connecting, .connected, .reconnecting: return nil
+        case .idle: return .disconnected(operation, "not connected; call connect() first")
+        case .closing, .closed: return .disconnected(operation, "the client was disconnected")
+        }
+    }
+
+    /// Sends SUBSCRIBE for `filters` at one QoS; returns the libmosquitto rc. Call with or without the lock
+    /// (it takes none).
+    private func sendSubscribe(_ filters: [String], qos: QoS, mid: UnsafeMutablePointer<Int32>?) -> Int32 {
+        withCStrings(filters) { pointers in
+            mosquitto_subscribe_multiple(handle, mid, Int32(filters.count), pointers, Int32(qos.rawValue), 0, nil)
+        }
+    }
+
+    func subscribe(_ filters: [(String, QoS)]) async throws -> [Int] {
+        guard !filters.isEmpty else { return [] }
+        var granted = [Int](repeating: 0x80, count: filters.count)
+        for qos in [QoS.atMostOnce, .atLeastOnce] {
+            let indices = filters.indices.filter { filters[$0].1 == qos }
+            guard !indices.isEmpty else { continue }
+            let group = indices.map { filters[$0].0 }
+            let operation = "subscribe to \(group.joined(separator: ", "))"
+            let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[Int], MQTTError>, Never>) in
+                state.withLock { state in
+                    if let error = Self.unusable(state.phase, operation) {
+                        continuation.resume(returning: .failure(error))
+                        return
+                    }
+                    var mid: Int32 = 0
+                    let rc = sendSubscribe(group, qos: qos, mid: &mid)
+                    guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                        continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
+                        return
+                    }
+                    for filter in group {
+                        if let i = state.subscriptions.firstIndex(where: { $0.filter == filter }) {
+                            state.subscriptions[i].qos = qos
+                        } else {
+                            state.subscriptions.append((filter, qos))
+                        }
+                    }
+                    state.subscribeWaiters[mid] = continuation
+                }
+            }
+            let codes = try result.get()
+            for (offset, index) in indices.enumerated() where offset < codes.count { granted[index] = codes[offset] }
+        }
+        return granted
+    }
+
+    func unsubscribe(_ filters: [String]) async throws {
+        guard !filters.isEmpty else { return }
+        let operation = "unsubscribe from \(filters.joined(separator: ", "))"
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, MQTTError>, Never>) in
+            state.withLock { state in
+                state.subscriptions.removeAll { filters.contains($0.filter) }
+                if let error = Self.unusable(state.phase, operation) {
+                    continuation.resume(returning: .failure(error))
+                    return
+                }
+                var mid: Int32 = 0
+                let rc = withCStrings(filters) { pointers in
+                    mosquitto_unsubscribe_multiple(handle, &mid, Int32(filters.count), pointers, nil)
+                }
+                guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                    continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
+                    return
+                }
+                state.unsubscribeWaiters[mid] = continuation
+            }
+        }
+        try result.get()
+    }
+
+    var isConnected: Bool { state.withLock { $0.phase == .connected } }
+
+    /// Sends DISCONNECT (no will), waits (bounded) for the loop thread, fails every waiter, finishes streams.
+    func disconnect() async {
+        let proceed = state.withLock { state -> Bool in
+            if state.phase == .closed { return false }
+            state.phase = .closing
+            state.closingDeadline = clock.now.advanced(by: .seconds(2))
+            return true
+        }
+        guard proceed else { return }
+        if mosquitto_disconnect_v5(handle, 0, nil) != MOSQ_ERR_SUCCESS.rawValue {
+            state.withLock { $0.stopRequested = true }
+        }
+        await loopExited()
+        close()
+    }
+
+    /// From the client's deinit: cannot wait; the loop thread finishes the DISCONNECT and exits on its own.
+    func shutdownWithoutWaiting() {
+        let proceed = state.withLock { state -> Bool in
+            if state.phase == .closed { return false }
+            state.phase = .closing
+            state.closingDeadline = clock.now.advanced(by: .seconds(2))
+            return true
+        }
+        guard proceed else { return }
+        if mosquitto_disconnect_v5(handle, 0, nil) != MOSQ_ERR_SUCCESS.rawValue {
+            state.withLock { $0.stopRequested = true }
+        }
+        close()
+    }
+
+    /// Terminal: fails all waiters with `.disconnected`, finishes both streams.
+    private func close() {
+        let state = self.state.withLock { state in
+            let copy = (connectWaiter: state.connectWaiter, publishWaiters: state.publishWaiters,
+                        subscribeWaiters: state.subscribeWaiters, unsubscribeWaiters: state.unsubscribeWaiters)
+            state.phase = .closed
+            state.connectWaiter = nil
+            state.publishWaiters = [:]
+            state.subscribeWaiters = [:]
+            state.unsubscribeWaiters = [:]
+            return copy
+        }
+        let error = MQTTError.disconnected("wait for broker reply", "the client was disconnected before the broker replied")
+        state.connectWaiter?.resume(returning: .failure(error))
+        for waiter in state.publishWaiters.values { waiter.continuation.resume(returning: .failure(error)) }
+        for waiter in state.subscribeWaiters.values { waiter.resume(returning: .failure(error)) }
+        for waiter in state.unsubscribeWaiters.values { waiter.resume(returning: .failure(error)) }
+        messageSink.finish()
+        eventSink.finish()
+    }
+
+    /// Test hook: drops the TCP connection without DISCONNECT, as if the network failed (the will fires).
+    func dropConnectionForTesting() {
+        let fd = mosquitto_socket(handle)
+        if fd >= 0 { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    // MARK: Loop thread
+
+    private func startLoopThread() {
+        state.withLock { $0.loopRunning = true }
+        let thread = Thread { [self] in runLoop() }
+        thread.name = "mqtt-loop-\(options.clientID)"
+        thread.start()
+    }
+
+    private func shouldStop() -> Bool {
+        state.withLock { state in
+            state.stopRequested || state.closingDeadline.map { clock.now >= $0 } ?? false
+        }
+    }
+
+    private func runLoop() {
+        while !shouldStop() {
+            let rc = mosquitto_loop(handle, 100, 1)
+            if rc == MOSQ_ERR_SUCCESS.rawValue { continue }
+            let saved = errno
+            guard let delay = connectionDown(rc: rc, errno: saved) else { break }
+            guard sleep(for: delay) else { break }
+            let reconnect = mosquitto_reconnect_async(handle)
+            if reconnect != MOSQ_ERR_SUCCESS.rawValue {
+                let saved = errno
+                state.withLock { state in
+                    state.lastFailure = .library("reconnect to \(options.host):\(options.port)", reconnect,
+                                                 errno: saved, connecting: true, tls: options.tls != nil)
+                }
+            }
+        }
+        let waiters = state.withLock { state in
+            state.loopRunning = false
+            defer { state.loopExitWaiters = [] }
+            return state.loopExitWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Decides what follows a dead connection: a reconnect delay, or nil to end the loop thread.
+    private func connectionDown(rc: Int32, errno saved: Int32) -> Duration? {
+        enum Outcome { case stop, stopAndClose(MQTTError), retry(Int, Duration, [CheckedContinuation<Result<[Int], MQTTError>, Never>], [CheckedContinuation<Result<Void, MQTTError>, Never>]) }
+        let outcome = state.withLock { state -> Outcome in
+            let failure = state.lastFailure ?? .library("connection to \(options.host):\(options.port)", rc, errno: saved,
+                                                        connecting: state.phase != .connected, tls: options.tls != nil)
+            switch state.phase {
+            case .idle, .closing, .closed:
+                return .stop
+            case .connecting:
+                let waiter = state.connectWaiter
+                state.connectWaiter = nil
+                waiter?.resume(returning: .failure(failure))
+                return .stop
+            case .connected, .reconnecting:
+                if state.stopRequested { return .stop }
+                guard let backoff = options.reconnect else { return .stopAndClose(failure) }
+                state.phase = .reconnecting
+                state.lastFailure = nil
+                state.reconnectAttempt += 1
+                let delay = backoff.delay(attempt: state.reconnectAttempt - 1, random: &state.random)
+                // SUBSCRIBE/UNSUBSCRIBE are not resent by libmosquitto; remembered filters are re-sent on reconnect.
+                let subs = Array(state.subscribeWaiters.values)
+                let unsubs = Array(state.unsubscribeWaiters.values)
+                state.subscribeWaiters = [:]
+                state.unsubscribeWaiters = [:]
+                return .retry(state.reconnectAttempt, delay, subs, unsubs)
+            }
+        }
+        switch outcome {
+        case .stop:
+            return nil
+        case .stopAndClose(let failure):
+            eventSink.yield(.disconnected(reason: "automatic reconnect is off: \(failure.message)"))
+            close()
+            return nil
+        case .retry(let attempt, let delay, let subs, let unsubs):
+            let error = MQTTError.disconnected("wait for SUBACK/UNSUBACK",
+                                               "connection lost before the broker replied; remembered subscriptions are restored on reconnect")
+            for waiter in subs { waiter.resume(returning: .failure(error)) }
+            for waiter in unsubs { waiter.resume(returning: .failure(error)) }
+            eventSink.yield(.reconnecting(attempt: attempt, delay: delay))
+            return delay
+        }
+    }
+
+    /// Sleeps in short slices so disconnect() and deinit stay responsive; false if asked to stop.
+    private func sleep(for delay: Duration) -> Bool {
+        let deadline = clock.now.advanced(by: delay)
+        while clock.now < deadline {
+            if shouldStop() { return false }
+            let remaining = Backoff.nanoseconds(clock.now.duration(to: deadline))
+            usleep(useconds_t(max(1, min(remaining / 1000, 20_000))))
+        }
+        return !shouldStop()
+    }
+
+    private func loopExited() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let running = state.withLock { state -> Bool in
+                if state.loopRunning { state.loopExitWaiters.append(continuation) }
+                return state.loopRunning
+            }
+            if !running { continuation.resume() }
+        }
+    }
+}
+
+/// Calls `body` with a C array of C strings valid for the duration of the call.
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to put in a generated mosquitto.conf. The plain listener on 127.0.0.1 is always present.
+public struct BrokerConfig: Sendable {
+    public struct TLSListener: Sendable {
+        public var caFile: String
+        public var certFile: String
+        public var keyFile: String
+        public var requireCertificate: Bool
+        public var useIdentityAsUsername: Bool
+        /// 0 picks a free port when the broker starts.
+        public var port: Int
+        public init(caFile: String, certFile: String, keyFile: String,
+                    requireCertificate: Bool = true, useIdentityAsUsername: Bool = true, port: Int = 0) {
+            self.caFile = caFile; self.certFile = certFile; self.keyFile = keyFile
+            self.requireCertificate = requireCertificate; self.useIdentityAsUsername = useIdentityAsUsername
+            self.port = port
+        }
+    }
+
+    public var allowAnonymous: Bool = true
+    /// Users written with `mosquitto_passwd -b`; nil means no password file.
+    public var passwords: [String: String]? = nil
+    /// Raw `acl_file` contents; nil means no ACL file.
+    public var acl: String? = nil
+    public var tls: TLSListener? = nil
+    public var persistence: Bool = false
+    public var autosaveInterval: Int = 1800
+    public var maxQueuedMessages: Int = 1000
+    /// Appended verbatim, one per line, after everything else.
+    public var extraLines: [String] = []
+
+    public init(allowAnonymous: Bool = true, passwords: [String: String]? = nil, acl: String? = nil,
+                tls: TLSListener? = nil, persistence: Bool = false, autosaveInterval: Int = 1800,
+                maxQueuedMessages: Int = 1000, extraLines: [String] = []) {
+        self.allowAnonymous = allowAnonymous; self.passwords = passwords; self.acl = acl; self.tls = tls
+        self.persistence = persistence; self.autosaveInterval = autosaveInterval
+        self.maxQueuedMessages = maxQueuedMessages; self.extraLines = extraLines
+    }
+}
+
+/// A real Mosquitto broker in a child process on a free loopback port, with its own temp directory.
+/// Stopped (SIGTERM, then SIGKILL) by `stop()` or deinit; only its own process is ever signalled.
+public final class MosquittoBroker: Sendable {
+    public static let installHint = "apt-get install -y mosquitto"
+
+    public let port: Int
+    public let tlsPort: Int?
+    public let config: BrokerConfig
+    public let directory: TempDirectory
+    public let configPath: String
+    public let logPath: String
+    public let persistenceDirectory: String
+    private let executable: String
+    private let running = Mutex<Process?>(nil)
+
+    public var host: String { "127.0.0.1" }
+    /// `mqtt://127.0.0.1:port`.
+    public var url: String { "mqtt://127.0.0.1:\(port)" }
+
+    /// Writes the config and starts the broker; returns once it accepts TCP connections.
+    public init(_ config: BrokerConfig = BrokerConfig(), startTimeout: Duration = .seconds(10)) throws {
+        guard let executable = locateExecutable("mosquitto") else {
+            throw TestSupportError("mosquitto broker binary not found in /usr/sbin or /usr/bin; install it with `\(Self.installHint)`")
+        }
+        self.executable = executable
+        self.config = config
+        directory = try TempDirectory(prefix: "mosquitto")
+        port = try freePort()
+        if let tls = config.tls { tlsPort = tls.port == 0 ? try freePort() : tls.port } else { tlsPort = nil }
+        configPath = directory.file("mosquitto.conf")
+        logPath = directory.file("mosquitto.log")
+        persistenceDirectory = try directory.subdirectory("data")
+        try writeConfig()
+        try start(timeout: startTimeout)
+    }
+
+    /// The broker's process id, or nil when it is not running.
+    public var pid: Int32? {
+        running.withLock { process in process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+    }
+
+    public var isRunning: Bool { pid != nil }
+
+    /// The last `lines` lines of the broker log (startup errors included).
+    public func logTail(lines: Int = 30) -> String {
+        guard let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return "(no log at \(logPath))" }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    }
+
+    /// Sends `signal` to the broker process (SIGHUP reloads password and ACL files).
+    public func kill(signal: Int32) {
+        guard let pid else { return }
+        _ = Glibc.kill(pid, signal)
+    }
+
+    /// Stops the broker and starts it again on the same ports with the same data directory.
+    /// `graceful: false` uses SIGKILL, so nothing since the last persistence save survives.
+    public func restart(graceful: Bool = true, startTimeout: Duration = .seconds(10)) throws {
+        stop(graceful: graceful)
+        try start(timeout: startTimeout)
+    }
+
+    /// SIGTERM (or SIGKILL when not graceful), escalating to SIGKILL after `grace`; waits for exit.
+    public func stop(graceful: Bool = true, grace: Duration = .seconds(5)) {
+        let process = running.withLock { process -> Process? in
+            defer { process = nil }
+            return process
+        }
+        guard let process, process.isRunning else { return }
+        let pid = process.processIdentifier
+        _ = Glibc.kill(pid, graceful ? SIGTERM : SIGKILL)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: grace)
+        while process.isRunning && clock.now < deadline { usleep(5_000) }
+        if process.isRunning { _ = Glibc.kill(pid, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
+
+    private func start(timeout: Duration) throws {
+        guard FileManager.default.fileExists(atPath: logPath) || FileManager.default.createFile(atPath: logPath, contents: nil),
+              let log = FileHandle(forWritingAtPath: logPath) else {
+            throw TestSupportError("cannot open broker log \(logPath)")
+        }
+        log.seekToEndOfFile()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["-c", configPath]
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        process.currentDirectoryURL = URL(fileURLWithPath: directory.path)
+        do { try process.run() } catch {
+            throw TestSupportError("failed to launch \(executable): \(error); install it with `\(Self.installHint)`")
+        }
+        try? log.close()
+        running.withLock { $0 = process }
+
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        let ports = [port] + (tlsPort.map { [$0] } ?? [])
+        while !ports.allSatisfy({ canConnect(port: $0) }) {
+            if !process.isRunning {
+                running.withLock { $0 = nil }
+                throw TestSupportError("mosquitto exited with status \(process.terminationStatus) during startup on port \(port). Log tail:\n\(logTail())")
+            }
+            if clock.now >= deadline {
+                stop(graceful: false)
+                throw TestSupportError("mosquitto did not accept connections on port(s) \(ports) within \(timeout). Log tail:\n\(logTail())")
+            }
+            usleep(10_000)
+        }
+    }
+
+    private func writeConfig() throws {
+        var lines: [String] = [
+            "# generated by TestSupport.MosquittoBroker",
+            "per_listener_settings false",
+            "allow_anonymous \(config.allowAnonymous)",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp_format %H:%M:%S",
+            "max_queued_messages \(config.maxQueuedMessages)",
+        ]
+        if getuid() == 0 { lines.append("user root") }
+        if config.persistence {
+            lines += ["persistence true", "persistence_location \(persistenceDirectory)/",
+                      "autosave_interval \(config.autosaveInterval)"]
+        } else {
+            lines.append("persistence false")
+        }
+        if let passwords = config.passwords {
+            let file = directory.file("passwd")
+            _ = FileManager.default.createFile(atPath: file, contents: nil)
+            let tool = locateExecutable("mosquitto_passwd") ?? "/usr/bin/mosquitto_passwd"
+            for (user, password) in passwords.sorted(by: { $0.key < $1.key }) {
+                try runCommand(tool, ["-b", file, user, password], installHint: Self.installHint)
+            }
+            lines.append("password_file \(file)")
+        }
+        if let acl = config.acl {
+            let file = directory.file("acl")
+            try acl.write(toFile: file, atomically: true, encoding: .utf8)
+            lines.append("acl_file \(file)")
+        }
+        lines += ["", "listener \(port) 127.0.0.1"]
+        if let tls = config.tls, let tlsPort {
+            lines += [
+                "", "listener \(tlsPort) 127.0.0.1",
+                "cafile \(tls.caFile)", "certfile \(tls.certFile)", "keyfile \(tls.keyFile)",
+                "require_certificate \(tls.requireCertificate)",
+                "use_identity_as_username \(tls.useIdentityAsUsername)",
+            ]
+        }
+        lines += config.extraLines
+        try (lines.joined(separator: "\n") + "\n").write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+}

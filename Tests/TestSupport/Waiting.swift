@@ -1,0 +1,48 @@
+import Foundation
+
+/// Polls `condition` (every `interval`) until it holds, or throws naming `what` after `timeout`.
+/// Polling inside a bounded wait is fine; a bare sleep as synchronisation is not.
+public func waitUntil(
+    timeout: Duration = .seconds(10),
+    _ what: String,
+    interval: Duration = .milliseconds(20),
+    condition: () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while true {
+        if try await condition() { return }
+        if clock.now >= deadline {
+            throw TestSupportError("timed out after \(timeout) waiting until \(what)")
+        }
+        try await Task.sleep(for: interval)
+    }
+}
+
+/// The first element of `stream` matching `predicate`, or an error naming `what` after `timeout`.
+/// Non-matching elements are consumed and dropped. Only one task may iterate a stream at a time.
+public func firstElement<Element: Sendable>(
+    of stream: AsyncStream<Element>,
+    timeout: Duration = .seconds(10),
+    _ what: String = "a matching element",
+    where predicate: @escaping @Sendable (Element) -> Bool = { _ in true }
+) async throws -> Element {
+    try await withThrowingTaskGroup(of: Element?.self) { group in
+        group.addTask {
+            for await element in stream where predicate(element) { return element }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw TestSupportError("timed out after \(timeout) waiting for \(what)")
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else {
+            throw TestSupportError("stream finished while waiting for \(what)")
+        }
+        guard let element = first else {
+            throw TestSupportError("stream finished while waiting for \(what)")
+        }
+        return element
+    }
+}
