@@ -29,7 +29,8 @@ let package = Package(
         .target(name: "MQTT", dependencies: ["CMosquitto"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
         .target(name: "Identity", dependencies: ["COpenSSL"]),
-        .target(name: "Broker", dependencies: ["EscrowCore", "Identity"]),
+        .target(name: "Subprocess"),
+        .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "Subprocess"]),
 
         // Products' libraries.
         .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT"]),
@@ -44,14 +45,14 @@ let package = Package(
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "OperatorCLI"], path: "Simulator/fleetsim"),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["EscrowCore"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "Subprocess"], path: "Tests/TestSupport"),
         .testTarget(name: "EscrowCoreTests", dependencies: ["EscrowCore", "EscrowAgent", "TestSupport"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "MQTT", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "TestSupport"]),
     ]
 )
 

@@ -47,9 +47,11 @@ struct CommandProcessor {
             return Outcome(result: try encode(TransferView(t, includeItems: true)), effects: fx, mutating: false)
         case .transferApprove:
             let a: Commands.TransferApprove = try decode(args)
+            if a.deviceIds?.isEmpty == true { throw DomainError.invalid("deviceIds is empty; omit it to approve every pending device") }
             result = try encode(decide(account, a.transferId, .approve(devices: a.deviceIds, action: a.action, by: account), profile: a.profile, &fx))
         case .transferReject:
             let a: Commands.TransferReject = try decode(args)
+            if a.deviceIds?.isEmpty == true { throw DomainError.invalid("deviceIds is empty; omit it to reject every pending device") }
             guard !a.reason.isEmpty, a.reason.count <= 500 else { throw DomainError.invalid("reason must be 1 to 500 characters") }
             result = try encode(decide(account, a.transferId, .reject(devices: a.deviceIds, reason: a.reason, by: account), profile: nil, &fx))
         case .transferCancel:
@@ -99,7 +101,9 @@ struct CommandProcessor {
             let ca = try credentials.newAuthority(for: a.id)
             try ledger.insertAuthority(a.id, certificate: ca.certificate, privateKey: ca.privateKey)
         }
-        fx.notify(.accountCreated, [a.id] + (a.managedBy.map { [$0] } ?? []), at: now(), details: ["kind": .string(a.kind.rawValue)])
+        fx.notify(.accountCreated, [.platform, a.id] + (a.managedBy.map { [$0] } ?? []), at: now(),
+                  details: ["id": .string(a.id.rawValue), "name": .string(a.name), "kind": .string(a.kind.rawValue),
+                            "managedBy": a.managedBy.map { .string($0.rawValue) } ?? .null])
         fx.accessChanged = true
         return acct
     }
@@ -167,7 +171,7 @@ struct CommandProcessor {
             try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .provisioned)
         }
         if !fresh.isEmpty {
-            fx.notify(.deviceProvisioned, [account], at: at, details: ["count": .number(Double(fresh.count)), "devices": .array(fresh.prefix(100).map { .string($0.rawValue) })])
+            fx.notify(.deviceProvisioned, [account], at: at, details: Effects.deviceList(fresh))
         }
         let bundles = fresh.compactMap { id -> Commands.DeviceBundle? in
             guard let i = identities[id], let key = i.privateKey, let credentials else { return nil }
@@ -208,7 +212,7 @@ struct CommandProcessor {
         let t = Transfer(id: "tr-" + newID(), from: account, to: to.id, note: a.note, createdAt: at, expiresAt: at.addingTimeInterval(lifetime), devices: eligible)
         try ledger.insert(t)
         fx.notify(.transferRequested, [t.from, t.to], at: at, transfer: t.id,
-                  details: ["from": .string(t.from.rawValue), "to": .string(t.to.rawValue), "devices": .number(Double(eligible.count)),
+                  details: ["from": .string(t.from.rawValue), "to": .string(t.to.rawValue), "count": .number(Double(eligible.count)),
                             "note": a.note.map(JSONValue.string) ?? .null, "expiresAt": .string(ISO8601DateFormatter().string(from: t.expiresAt))])
         return .init(transfer: TransferView(t, includeItems: false), decided: eligible, refused: refused)
     }
@@ -240,23 +244,26 @@ struct CommandProcessor {
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated)
                 let config = try ledger.pushConfig(d, owner: owner, mode: .normal, profile: profile ?? .builtinDefault, certificate: nil, at: at)
                 fx.configs.append(d)
-                fx.notify(.deviceActivated, [owner], at: at, device: d, transfer: t.id, details: ["configVersion": .number(Double(config.version))])
-                fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version))])
+                let profileName: JSONValue = .string((profile ?? .builtinDefault).name)
+                fx.notify(.deviceActivated, [owner], at: at, device: d, transfer: t.id,
+                          details: ["from": .string(t.from.rawValue), "profile": profileName, "configVersion": .number(Double(config.version))])
+                fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": profileName])
             case .hold(let d, let owner):
                 try ledger.setOwner(d, owner: owner, activatedAt: nil)
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .held)
-                fx.notify(.deviceHeld, [owner], at: at, device: d, transfer: t.id)
+                fx.notify(.deviceHeld, [owner], at: at, device: d, transfer: t.id, details: ["from": .string(t.from.rawValue)])
             case .release:
                 break // the device stays with the sender, free for another request
             case .notify(let type, let accounts, let devices):
-                var details: [String: JSONValue] = ["count": .number(Double(devices.count)), "status": .string(t.status.rawValue)]
-                details["devices"] = .array(devices.prefix(1000).map { .string($0.rawValue) })
+                var details = Effects.deviceList(devices)
                 if type == .transferApproved, let action { details["action"] = .string(action.rawValue) }
+                if type == .transferRejected, case .rejected(let reason)? = devices.first.flatMap({ t.items[$0] }) { details["reason"] = .string(reason) }
                 fx.notify(type, accounts, at: at, transfer: t.id, details: details)
             }
         }
         if !t.isOpen, transition.effects.contains(where: { if case .notify = $0 { true } else { false } }) {
-            fx.notify(.transferCompleted, [t.from, t.to], at: at, transfer: t.id, details: ["status": .string(t.status.rawValue)])
+            let counts = TransferView(t, includeItems: false).counts.mapValues { JSONValue.number(Double($0)) }
+            fx.notify(.transferCompleted, [t.from, t.to], at: at, transfer: t.id, details: ["status": .string(t.status.rawValue), "counts": .object(counts)])
         }
     }
 
@@ -282,7 +289,7 @@ struct CommandProcessor {
         }
         let targets: [DeviceID]
         if a.all == true {
-            targets = try ledger.devices(owner: account, filter: .init(state: .active, limit: 20_000)).devices.map(\.id)
+            targets = try ledger.activeDeviceIDs(owner: account)
         } else if let ids = a.deviceIds, !ids.isEmpty {
             targets = ids
         } else {
@@ -297,7 +304,7 @@ struct CommandProcessor {
             guard d.state == .active else { refused.append(.init(deviceId: id, reason: "device \(id) is in escrow; approve a transfer to activate it")); continue }
             let c = try ledger.pushConfig(id, owner: account, mode: .normal, profile: profile, certificate: nil, at: at)
             fx.configs.append(id)
-            fx.notify(.configPushed, [account], at: at, device: id, details: ["version": .number(Double(c.version))])
+            fx.notify(.configPushed, [account], at: at, device: id, details: ["version": .number(Double(c.version)), "profile": .string(profile.name)])
             pushed.append(.init(deviceId: id, desiredVersion: c.version, appliedVersion: d.appliedVersion, state: .pending))
         }
         return .init(pushed: pushed, refused: refused)

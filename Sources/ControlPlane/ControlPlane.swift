@@ -326,7 +326,9 @@ public actor ControlPlane {
                 online[d] = isOnline
                 if let owner = try? ledger.owner(of: d) {
                     publish(Outbound.event(Event(type: isOnline ? .deviceOnline : .deviceOffline, at: Date(), account: owner, deviceId: d,
-                                                 details: ["mode": s.mode.map { .string($0.rawValue) } ?? .null])))
+                                                 details: ["mode": s.mode.map { .string($0.rawValue) } ?? .null,
+                                                           "configVersion": s.configVersion.map { .number(Double($0)) } ?? .null,
+                                                           "agentVersion": s.agentVersion.map { .string($0) } ?? .null])))
                 }
             }
         } catch {

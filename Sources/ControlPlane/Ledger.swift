@@ -62,9 +62,12 @@ final class Ledger {
         if let o = filter.online { sql += " AND d.online = ?"; params.append(.integer(o ? 1 : 0)) }
         if let p = filter.prefix { sql += " AND substr(d.id, 1, ?) = ?"; params += [.integer(Int64(p.utf8.count)), .text(p)] }
         let total = Int(try db.query("SELECT count(*) AS n" + sql, params).first?.int("n") ?? 0)
-        let limit = min(max(filter.limit ?? 1000, 1), 20_000), offset = max(filter.offset ?? 0, 0)
+        let limit = min(max(filter.limit ?? 100, 1), 1_000), offset = max(filter.offset ?? 0, 0)
         let rows = try db.query("SELECT \(Self.deviceColumns)" + sql + " ORDER BY d.id LIMIT ? OFFSET ?", params + [.integer(Int64(limit)), .integer(Int64(offset))])
-        return (rows.map(Self.deviceView), total)
+        return (try rows.map(Self.deviceView), total)
+    }
+    func activeDeviceIDs(owner: AccountID) throws -> [DeviceID] {
+        try db.query("SELECT id FROM devices WHERE owner = ? AND state = 'active' ORDER BY id", [.text(owner.rawValue)]).compactMap { DeviceID(try $0.string("id")) }
     }
     func allDeviceIDs() throws -> [DeviceID] {
         try db.query("SELECT id FROM devices").compactMap { DeviceID(try $0.string("id")) }
@@ -128,7 +131,8 @@ final class Ledger {
         switch ack.result {
         case .applied:
             // An ack of an older version (re-ack after a stale delivery) moves nothing backwards.
-            guard ack.version > applied || (ack.version == desired && try r.string("config_state") != "applied") else { return nil }
+            let configState = try r.string("config_state")
+            guard ack.version > applied || (ack.version == desired && configState != "applied") else { return nil }
             guard ack.version <= desired else { return nil }
             let mode = try configMode(id, version: ack.version)
             let state = ack.version == desired ? "applied" : "pending"
@@ -152,7 +156,7 @@ final class Ledger {
     /// Records a new desired configuration for a device, with the next version. Returns it.
     func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date) throws -> DeviceConfig {
         let r = try db.query("SELECT desired_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first
-        let version = Int(r?.int("desired_version") ?? 0) + 1
+        let version = (try r?.int("desired_version") ?? 0) + 1
         let config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
                                   settings: profile.settings, certificate: certificate)
         try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
@@ -177,7 +181,7 @@ final class Ledger {
         } else {
             rows = try db.query("SELECT id, desired_version, applied_version, config_state, config_reason FROM devices WHERE owner = ? AND state = 'active' ORDER BY id", [.text(owner.rawValue)])
         }
-        return rows.map { r in
+        return try rows.map { r in
             .init(deviceId: DeviceID(try r.string("id"))!, desiredVersion: Int(try r.int("desired_version")), appliedVersion: Int(try r.int("applied_version")),
                   state: .init(rawValue: try r.string("config_state")) ?? .none, reason: try r.optionalString("config_reason"))
         }
@@ -187,7 +191,7 @@ final class Ledger {
     func profile(_ account: AccountID, name: String?) throws -> Commands.Profile? {
         let rows = try name.map { try db.query("SELECT * FROM profiles WHERE account_id = ? AND name = ?", [.text(account.rawValue), .text($0)]) }
             ?? db.query("SELECT * FROM profiles WHERE account_id = ? AND is_default = 1", [.text(account.rawValue)])
-        return rows.first.map(Self.profile)
+        return try rows.first.map(Self.profile)
     }
     func profiles(_ account: AccountID) throws -> [Commands.Profile] {
         try db.query("SELECT * FROM profiles WHERE account_id = ? ORDER BY name", [.text(account.rawValue)]).map(Self.profile)
@@ -231,7 +235,7 @@ final class Ledger {
         var t = Transfer(id: try r.string("id"), from: AccountID(try r.string("from_account"))!, to: AccountID(try r.string("to_account"))!,
                          note: try r.optionalString("note"), createdAt: Date(timeIntervalSince1970: try r.double("created_at")),
                          expiresAt: Date(timeIntervalSince1970: try r.double("expires_at")),
-                         devices: items.compactMap { DeviceID(try $0.string("device_id")) })
+                         devices: try items.compactMap { DeviceID(try $0.string("device_id")) })
         for i in items {
             guard let d = DeviceID(try i.string("device_id")) else { continue }
             switch try i.string("outcome") {
@@ -286,14 +290,13 @@ final class Ledger {
                          at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
                          decision: .init(rawValue: try r.string("decision")) ?? .provisioned, previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
         }
-        // Millisecond precision keeps the stored time and the hashed time identical.
-        let ms = (at.timeIntervalSince1970 * 1000).rounded() / 1000
-        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: Date(timeIntervalSince1970: ms), transferId: transfer, decision: decision)
+        // `next` rounds the time to the second, as the wire carries it: stored and hashed times agree.
+        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision)
         try db.execute("""
             INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, previous_hash, hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
-                  .real(ms), transfer.map { .text($0) } ?? .null, .text(decision.rawValue), .text(e.previousHash), .text(e.hash)])
+                  .real(e.at.timeIntervalSince1970), transfer.map { .text($0) } ?? .null, .text(decision.rawValue), .text(e.previousHash), .text(e.hash)])
     }
 
     // MARK: idempotency and outbox
@@ -312,7 +315,7 @@ final class Ledger {
     }
     func outbox(limit: Int) throws -> [(id: Int64, message: Outbound)] {
         try db.query("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {
-            (try $0.int("id"), Outbound(topic: try $0.string("topic"), payload: try $0.blob("payload")))
+            (try $0.int64("id"), Outbound(topic: try $0.string("topic"), payload: try $0.blob("payload")))
         }
     }
     func deleteOutbox(through id: Int64) throws {

@@ -23,6 +23,13 @@ struct Effects {
     /// Accounts or operators changed: regenerate the broker's ACL and password file.
     var accessChanged = false
 
+    /// `count`, `deviceIds` (at most 1,000) and `truncated` for an event's details.
+    static func deviceList(_ ids: [DeviceID]) -> [String: JSONValue] {
+        var d: [String: JSONValue] = ["count": .number(Double(ids.count)), "deviceIds": .array(ids.prefix(1000).map { .string($0.rawValue) })]
+        if ids.count > 1000 { d["truncated"] = true }
+        return d
+    }
+
     mutating func notify(_ type: EventType, _ accounts: [AccountID], at: Date, device: DeviceID? = nil,
                          transfer: String? = nil, details: [String: JSONValue] = [:]) {
         for a in Set(accounts).sorted() {

@@ -75,8 +75,10 @@ do {
         return s
     }
     Task {
-        do { try await runtime.run(); exit(0) } catch {
-            stderr("escrow-agent: \(error.description)"); exit(error.exitCode)
+        do { try await runtime.run(); exit(0) } catch let e as AgentError {
+            stderr("escrow-agent: \(e.description)"); exit(e.exitCode)
+        } catch {
+            stderr("escrow-agent: \(error)"); exit(1)
         }
     }
     withExtendedLifetime(sources) { dispatchMain() }

@@ -1,1 +1,116 @@
-print("not yet")
+import Foundation
+import EscrowCore
+import ControlPlane
+
+let help = """
+escrowd: the EscrowFleet control plane.
+
+It keeps escrow devices, transfer requests, custody chains and configurations in SQLite,
+and serves devices and operators over the MQTT topics of topics.md. Without --broker it
+starts and manages its own mosquitto (TLS for devices, passwords for operators, ACLs).
+
+USAGE
+  escrowd [--data DIR] [--broker URL] [options]
+  escrowd --print-broker-config [--data DIR]
+
+OPTIONS
+  --data DIR               state directory: database, broker files, CAs (default ./escrow-data)
+  --broker URL             use an external broker (mqtt://host:port) instead of a managed one;
+                           escrowd logs in as --user/--password
+  --user NAME              escrowd's broker login (default svc-escrowd)
+  --password P             escrowd's broker password (default: DATA/escrowd.secret, generated)
+  --bind HOST              address of the managed broker's listeners (default 127.0.0.1)
+  --device-port N          managed broker: mutual-TLS listener for devices (default 8883)
+  --operator-port N        managed broker: password listener for escrowd and operators (default 1883)
+  --public-host HOST       host name devices use to reach the broker (default 127.0.0.1)
+  --reconcile-interval D   re-publish unacknowledged configurations this often (default 30s)
+  --mqtt 5|3.1.1           protocol escrowd speaks (default 5)
+  --config FILE            read options from FILE (key = value, same names without dashes)
+  --log-level L            debug, info, warn or error (default info)
+  --print-broker-config    print the mosquitto settings an external broker needs, then exit
+  -h, --help               show this text
+
+FILES (in DATA)
+  escrow.db                the SQLite ledger (WAL mode)
+  admin.conf               escrowctl settings for the platform administrator (op-admin)
+  broker/                  generated mosquitto.conf, acl, passwd, certs, persistence, log
+
+EXAMPLES
+  escrowd                                   # managed broker on 127.0.0.1:8883 (devices) and :1883
+  escrowd --data /var/lib/escrowfleet --bind 0.0.0.0 --public-host mqtt.example.com
+  escrowctl --config escrow-data/admin.conf account list
+
+Stops cleanly on SIGINT and SIGTERM (and stops the managed broker).
+"""
+
+func fail(_ message: String, _ code: Int32) -> Never {
+    FileHandle.standardError.write(Data("escrowd: \(message)\n".utf8))
+    exit(code)
+}
+
+let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
+                           "reconcile-interval", "mqtt", "config", "log-level"]
+var argv = Array(CommandLine.arguments.dropFirst())
+let args: Arguments
+do {
+    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config"])
+    if let file = parsed.value("config") {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { fail("cannot read --config \(file)", 66) }
+        let kv = try KeyValueFile.parse(text)
+        // File settings come first so that flags override them.
+        argv = kv.flatMap { ["--\($0.key)", $0.value] } + argv
+        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config"])
+    }
+    args = parsed
+    if !args.positionals.isEmpty { throw UsageError("unexpected argument '\(args.positionals[0])'") }
+} catch {
+    fail("\(error) (see escrowd --help)", UsageError.exitCode)
+}
+if args.flag("help") { print(help); exit(0) }
+
+var settings = Daemon.Settings(dataDirectory: args.value("data") ?? "./escrow-data")
+do {
+    settings.externalBroker = args.value("broker")
+    if let u = args.value("user") { settings.username = u }
+    settings.password = args.value("password")
+    if let b = args.value("bind") { settings.bindHost = b }
+    if let p = try args.int("device-port", in: 1...65535) { settings.devicePort = p }
+    if let p = try args.int("operator-port", in: 1...65535) { settings.operatorPort = p }
+    if let h = args.value("public-host") { settings.publicHost = h }
+    if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
+    if let v = args.value("mqtt") {
+        guard v == "5" || v == "3.1.1" else { throw UsageError("--mqtt is 5 or 3.1.1") }
+        settings.mqttVersion = v == "5" ? .v5 : .v311
+    }
+} catch {
+    fail("\(error) (see escrowd --help)", UsageError.exitCode)
+}
+let level = Log.Level(rawValue: args.value("log-level") ?? "info") ?? .info
+let log = Log(component: "escrowd", minimum: level)
+
+let daemon: Daemon
+do { daemon = try Daemon(settings: settings, log: log) } catch { fail("cannot start: \(error)", 1) }
+if args.flag("print-broker-config") { print(daemon.externalBrokerConfiguration()); exit(0) }
+
+signal(SIGINT, SIG_IGN); signal(SIGTERM, SIG_IGN); signal(SIGPIPE, SIG_IGN)
+let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+    let s = DispatchSource.makeSignalSource(signal: sig, queue: .main)
+    s.setEventHandler {
+        log(.info, "\(sig == SIGINT ? "SIGINT" : "SIGTERM") received: stopping")
+        Task { await daemon.shutdown(); exit(0) }
+    }
+    s.resume()
+    return s
+}
+Task {
+    do {
+        try await daemon.run()
+        await daemon.shutdown()
+        exit(0)
+    } catch {
+        log(.error, "\(error)")
+        await daemon.shutdown()
+        exit(1)
+    }
+}
+withExtendedLifetime(sources) { dispatchMain() }

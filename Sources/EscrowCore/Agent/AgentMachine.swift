@@ -60,11 +60,11 @@ public struct AgentMachine: Equatable, Sendable {
 
     public mutating func handle(_ event: Event, now: Date = Date()) -> [Effect] {
         switch (phase, event) {
+        case (.stopped, _):
+            return []
         case (_, .stop):
             phase = .stopped
             return [.cancelHeartbeat, .publish(topic: statusTopic, payload: will.payload, qos: 1, retain: true), .disconnect]
-        case (.stopped, _):
-            return []
         case (.booting, .boot):
             phase = .connecting
             return [.log("booting in \(state.mode.rawValue) mode, configuration version \(state.appliedVersion)"), .connect]
@@ -121,6 +121,11 @@ public struct AgentMachine: Equatable, Sendable {
                     .log("could not persist configuration \(config.version): \(reason)")]
         case (_, .persisted), (_, .persistFailed):
             return []
+        case (.applying, .connected) where !linkUp:
+            // Reconnected before the write finished: re-subscribe and announce the state in force;
+            // the ack follows `.persisted` (heartbeats resume then).
+            linkUp = true
+            return [.subscribe(configTopic), statusEffect()]
         case (.online, .connected), (.applying, .connected):
             return []
         case (.online, .boot), (.connecting, .boot), (.applying, .boot):

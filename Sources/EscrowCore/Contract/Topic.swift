@@ -47,7 +47,9 @@ public enum Topic: Equatable, Sendable {
             default: return nil
             }
         case "accounts":
-            guard parts.count == 4, let a = AccountID(parts[1]), !parts[3].isEmpty else { return nil }
+            // Command names and request ids follow the identifier grammar, so no wildcard
+            // or stray level can parse as a concrete topic.
+            guard parts.count == 4, let a = AccountID(parts[1]), Identifier.isValid(parts[3]) else { return nil }
             switch parts[2] {
             case "cmd": self = .accountCommand(a, command: parts[3])
             case "reply": self = .accountReply(a, requestID: parts[3])

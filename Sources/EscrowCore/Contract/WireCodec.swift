@@ -43,7 +43,23 @@ public enum WireCodec {
             throw WireError(.unsupportedSchema, "schema \(schema) is not supported; this platform speaks schema \(schemaVersion)")
         }
         do { return try decoder.decode(T.self, from: data) } catch {
+            if case DecodingError.dataCorrupted(let c) = error, c.codingPath.isEmpty {
+                // Foundation reports a number that fits no integer (1.5, 1e20) as "not valid JSON"
+                // at the root, without the field: name the candidates instead.
+                let suspects = (try? decoder.decode(JSONValue.self, from: data)).map { unfitNumbers(in: $0, at: []) } ?? []
+                throw WireError(.malformed, "\(suspects.isEmpty ? "payload" : suspects.joined(separator: ", ")): expected an integer; found a fraction or an out-of-range number")
+            }
             throw WireError(.malformed, describe(error))
+        }
+    }
+
+    /// Paths of numbers that are not integers representable as Int.
+    private static func unfitNumbers(in value: JSONValue, at path: [String]) -> [String] {
+        switch value {
+        case .number(let n) where Int(exactly: n) == nil: return [path.isEmpty ? "payload" : path.joined(separator: ".")]
+        case .array(let a): return a.enumerated().flatMap { unfitNumbers(in: $1, at: path + ["[\($0)]"]) }
+        case .object(let o): return o.keys.sorted().flatMap { unfitNumbers(in: o[$0]!, at: path + [$0]) }
+        default: return []
         }
     }
 

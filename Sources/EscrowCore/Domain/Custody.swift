@@ -14,12 +14,21 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
     public var previousHash: String
     public var hash: String
 
+    public init(deviceId: DeviceID, seq: Int, holder: AccountID, previousHolder: AccountID?, at: Date, transferId: String?,
+                decision: Decision, previousHash: String, hash: String) {
+        self.deviceId = deviceId; self.seq = seq; self.holder = holder; self.previousHolder = previousHolder; self.at = at
+        self.transferId = transferId; self.decision = decision; self.previousHash = previousHash; self.hash = hash
+    }
+
     /// The hash that precedes the first entry.
     public static let genesis = String(repeating: "0", count: 64)
 
     /// Builds the next entry after `previous` (nil for the first).
     public static func next(after previous: CustodyEntry?, device: DeviceID, holder: AccountID,
                             at: Date, transferId: String?, decision: Decision) -> CustodyEntry {
+        // Whole seconds: the wire's ISO-8601 dates carry no fraction, and a hash over a
+        // fraction would no longer verify after an entry has crossed the wire.
+        let at = Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down))
         var e = CustodyEntry(deviceId: device, seq: (previous?.seq ?? 0) + 1, holder: holder,
                              previousHolder: previous?.holder, at: at, transferId: transferId,
                              decision: decision, previousHash: previous?.hash ?? genesis, hash: "")
@@ -52,7 +61,8 @@ public enum CustodyChain {
         var previous: CustodyEntry?
         for (i, e) in chain.enumerated() {
             let expectedPrev = previous?.hash ?? CustodyEntry.genesis
-            if e.seq != i + 1 { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(i + 1) has sequence number \(e.seq)") }
+            // brokenAt is the position in the chain (1-based), not the entry's own (possibly forged) seq.
+            if e.seq != i + 1 { return .init(valid: false, entries: chain.count, brokenAt: i + 1, problem: "entry \(i + 1) has sequence number \(e.seq)") }
             if e.previousHash != expectedPrev { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) does not link to entry \(e.seq - 1)") }
             if e.previousHolder != previous?.holder { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) names a previous holder that did not hold the device") }
             if e.hash != e.computedHash { return .init(valid: false, entries: chain.count, brokenAt: e.seq, problem: "entry \(e.seq) was altered (hash mismatch)") }

@@ -1,1 +1,0 @@
-// Broker module placeholder; replaced by its implementation.

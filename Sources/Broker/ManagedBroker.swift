@@ -1,0 +1,231 @@
+import Foundation
+import Subprocess
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the supervisor reports.
+public enum BrokerEvent: Sendable, Equatable {
+    case started(pid: Int32)
+    /// The process ended; `expected` is true after `stop()`.
+    /// `status` is the exit code, or 128 + the signal number when a signal ended it (as a shell reports it).
+    case exited(status: Int32, expected: Bool)
+    /// An unexpected exit was followed by a relaunch (`attempt` counts from 1).
+    case restarted(pid: Int32, attempt: Int)
+    case reloaded
+    /// Too many unexpected exits in a row: the supervisor stopped relaunching.
+    case gaveUp(attempts: Int)
+}
+
+/// Runs `mosquitto -c <config>` as a child process and keeps it alive.
+///
+/// - `start()` launches it and waits until every listener accepts TCP.
+/// - An unexpected exit is relaunched after a backoff (doubling up to
+///   `maxBackoff`), at most `maxRestarts` times in a row; a run that lasted
+///   `stableAfter` resets the count.
+/// - `reload()` sends SIGHUP (mosquitto re-reads password, ACL, CA and CRL files).
+/// - `stop()` sends SIGTERM, then SIGKILL after `grace`; deinit does the same,
+///   and a pid file lets the next `start()` kill a broker orphaned by a crashed supervisor.
+public final class ManagedBroker: Sendable {
+    public struct Options: Sendable {
+        public var executable: String = "/usr/sbin/mosquitto"
+        public var maxRestarts: Int = 5
+        public var initialBackoff: Duration = .milliseconds(200)
+        public var maxBackoff: Duration = .seconds(10)
+        public var stableAfter: Duration = .seconds(30)
+        public var startTimeout: Duration = .seconds(10)
+        public var stopGrace: Duration = .seconds(5)
+        public init() {}
+    }
+
+    private struct State {
+        var process: ChildProcess?
+        var stopping = false
+        var launchedAt = ContinuousClock.now
+        var consecutiveRestarts = 0
+        var onEvent: (@Sendable (BrokerEvent) -> Void)?
+    }
+
+    public let configFile: String
+    /// host:port pairs that must accept before the broker counts as started.
+    public let readinessEndpoints: [(host: String, port: Int)]
+    public let pidFile: String?
+    public let outputFile: String?
+    public let options: Options
+    /// Every event, in order. Finishes when the supervisor is deallocated.
+    public let events: AsyncStream<BrokerEvent>
+    private let continuation: AsyncStream<BrokerEvent>.Continuation
+    private let state = Mutex(State())
+
+    public init(configFile: String, readinessEndpoints: [(host: String, port: Int)],
+                pidFile: String? = nil, outputFile: String? = nil, options: Options = Options()) {
+        self.configFile = configFile
+        self.readinessEndpoints = readinessEndpoints
+        self.pidFile = pidFile
+        self.outputFile = outputFile
+        self.options = options
+        (events, continuation) = AsyncStream.makeStream(of: BrokerEvent.self, bufferingPolicy: .bufferingNewest(1000))
+    }
+
+    /// Supervises the broker of `plan`, with files in `layout`.
+    public convenience init(layout: BrokerLayout, plan: BrokerPlan, options: Options = Options()) {
+        self.init(configFile: layout.configFile,
+                  readinessEndpoints: [(plan.deviceListener.host, plan.deviceListener.port),
+                                       (plan.operatorListener.host, plan.operatorListener.port)],
+                  pidFile: layout.pidFile, outputFile: layout.stderrFile, options: options)
+    }
+
+    deinit {
+        terminate(grace: options.stopGrace)
+        continuation.finish()
+    }
+
+    /// Also called for every event, before it is put on `events`. Runs on a background thread.
+    public var onEvent: (@Sendable (BrokerEvent) -> Void)? {
+        get { state.withLock { $0.onEvent } }
+        set { state.withLock { $0.onEvent = newValue } }
+    }
+
+    /// The running broker's pid.
+    public var pid: Int32? {
+        state.withLock { s in s.process.flatMap { $0.isRunning ? $0.pid : nil } }
+    }
+
+    /// Launches mosquitto and waits until all endpoints accept connections.
+    public func start() async throws(BrokerError) {
+        killOrphan()
+        let process = try launch()
+        emit(.started(pid: process.pid))
+        let deadline = ContinuousClock.now + options.startTimeout
+        while true {
+            if !process.isRunning {
+                throw BrokerError.exitedDuringStartup(status: (process.exitStatus ?? -1), output: outputTail())
+            }
+            if readinessEndpoints.allSatisfy({ Self.accepts(host: $0.host, port: $0.port) }) { return }
+            if ContinuousClock.now >= deadline {
+                throw BrokerError.notReady("ports \(readinessEndpoints.map { "\($0.host):\($0.port)" }) not accepting after \(options.startTimeout)")
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// SIGHUP: mosquitto re-reads its password, ACL, CA and CRL files.
+    public func reload() throws(BrokerError) {
+        guard let pid else { throw BrokerError.notRunning }
+        kill(pid, SIGHUP)
+        emit(.reloaded)
+    }
+
+    /// SIGTERM, then SIGKILL after the grace period. Never relaunches afterwards.
+    public func stop() async {
+        let grace = options.stopGrace
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                self.terminate(grace: grace)
+                c.resume()
+            }
+        }
+    }
+
+    /// Blocking form of `stop()`, for shutdown paths that cannot await.
+    public func stopSynchronously() { terminate(grace: options.stopGrace) }
+
+    // MARK: - Internals
+
+    private func launch() throws(BrokerError) -> ChildProcess {
+        let process = try state.withLock { s throws(BrokerError) -> ChildProcess in
+            s.stopping = false
+            let p: ChildProcess
+            do { p = try ChildProcess.spawn(options.executable, ["-c", configFile], stdout: outputFile) } catch {
+                throw BrokerError.launchFailed("\(error)")
+            }
+            p.onExit { [weak self] _ in self?.exited(p) }
+            s.process = p
+            s.launchedAt = .now
+            return p
+        }
+        if let pidFile { try? "\(process.pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8) }
+        return process
+    }
+
+    private func exited(_ process: ChildProcess) {
+        let status = process.exitStatus ?? -1
+        let decision: (expected: Bool, attempt: Int?, backoff: Duration) = state.withLock { s in
+            guard s.process === process else { return (true, nil, .zero) }
+            if s.stopping { return (true, nil, .zero) }
+            if ContinuousClock.now - s.launchedAt >= options.stableAfter { s.consecutiveRestarts = 0 }
+            s.consecutiveRestarts += 1
+            let attempt = s.consecutiveRestarts
+            var backoff = options.initialBackoff
+            for _ in 1..<attempt { backoff = min(backoff * 2, options.maxBackoff) }
+            return (false, attempt, backoff)
+        }
+        emit(.exited(status: status, expected: decision.expected))
+        guard let attempt = decision.attempt else { return }
+        guard attempt <= options.maxRestarts else {
+            emit(.gaveUp(attempts: attempt - 1))
+            return
+        }
+        let delay = Double(decision.backoff.components.seconds) + Double(decision.backoff.components.attoseconds) / 1e18
+        DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [weak self] in
+            guard let self, !self.state.withLock({ $0.stopping }) else { return }
+            if let p = try? self.launch() { self.emit(.restarted(pid: p.pid, attempt: attempt)) }
+        }
+    }
+
+    /// Blocking: SIGTERM, wait up to `grace`, SIGKILL, wait.
+    private func terminate(grace: Duration) {
+        let process = state.withLock { s -> ChildProcess? in
+            s.stopping = true
+            return s.process
+        }
+        process?.terminate(grace: grace)
+        removePidFile()
+    }
+
+    private func removePidFile() { if let pidFile { unlink(pidFile) } }
+
+    /// Kills a mosquitto left running with our config by a supervisor that died.
+    private func killOrphan() {
+        guard let pidFile, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
+              let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return }
+        let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard args.contains(where: { $0.hasSuffix("mosquitto") }), args.contains(configFile) else { return }
+        kill(pid, SIGTERM)
+        for _ in 0..<200 where kill(pid, 0) == 0 { usleep(10_000) }
+        if kill(pid, 0) == 0 { kill(pid, SIGKILL); usleep(50_000) }
+    }
+
+    private func emit(_ event: BrokerEvent) {
+        state.withLock { $0.onEvent }?(event)
+        continuation.yield(event)
+    }
+
+    private func outputTail() -> String {
+        guard let outputFile, let text = try? String(contentsOfFile: outputFile, encoding: .utf8) else { return "" }
+        return String(text.suffix(2000))
+    }
+
+    /// True when a TCP connect to host:port succeeds (wildcard hosts probe loopback).
+    static func accepts(host: String, port: Int) -> Bool {
+        let probe = (host == "0.0.0.0" || host.isEmpty) ? "127.0.0.1" : (host == "::" ? "::1" : host)
+        var v6 = in6_addr()
+        let isV6 = inet_pton(AF_INET6, probe, &v6) == 1
+        let fd = socket(isV6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        if isV6 {
+            var a = sockaddr_in6()
+            a.sin6_family = sa_family_t(AF_INET6); a.sin6_port = in_port_t(UInt16(port).bigEndian); a.sin6_addr = v6
+            return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 } }
+        }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET); a.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, probe == "localhost" ? "127.0.0.1" : probe, &a.sin_addr) == 1 else { return false }
+        return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
+    }
+}

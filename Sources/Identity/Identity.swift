@@ -1,1 +1,0 @@
-// Identity module placeholder; replaced by its implementation.

@@ -1,0 +1,97 @@
+import Foundation
+import EscrowCore
+import MQTT
+import Subprocess
+import TestSupport
+
+/// A running `escrowd` (real binary, managed mosquitto, mutual TLS for devices) with operators.
+struct PlatformSession {
+    let escrowd: EscrowdProcess
+    let admin: OperatorProbe
+
+    init(arguments: [String] = []) async throws {
+        escrowd = try EscrowdProcess(arguments: arguments)
+        let a = try escrowd.adminCredentials()
+        admin = try await OperatorProbe(port: escrowd.operatorPort, username: a.user, password: a.password, accounts: [.platform])
+    }
+
+    /// Creates an account and an operator login for it; returns the operator's probe.
+    func account(_ id: AccountID, kind: Account.Kind, managedBy: AccountID? = nil) async throws -> OperatorProbe {
+        var args: [String: JSONValue] = ["id": .string(id.rawValue), "name": .string(id.rawValue.uppercased()), "kind": .string(kind.rawValue)]
+        if let managedBy { args["managedBy"] = .string(managedBy.rawValue) }
+        _ = try await admin.send(.platform, "account.create", args).result(Account.self)
+        let user = "op-\(id)", password = "pw-\(id)-secret"
+        _ = try await admin.send(.platform, "operator.create", ["username": .string(user), "password": .string(password), "account": .string(id.rawValue)])
+            .result(Commands.OperatorResult.self)
+        return try await operatorProbe(user: user, password: password, accounts: [id])
+    }
+
+    func operatorProbe(user: String, password: String, accounts: [AccountID]) async throws -> OperatorProbe {
+        // The broker reloads its password file on SIGHUP right after the command: retry briefly.
+        var lastError: (any Error)?
+        for _ in 0..<50 {
+            do { return try await OperatorProbe(port: escrowd.operatorPort, username: user, password: password, accounts: accounts) } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        throw TestSupportError("operator \(user) cannot log in: \(String(describing: lastError))")
+    }
+
+    /// Provisions devices with identities and writes each bundle + agent.conf into `directory/{id}/`.
+    func provision(_ deviceIDs: [String], by op: OperatorProbe, account: AccountID, into directory: TempDirectory) async throws -> [String: String] {
+        let r = try await op.send(account, "device.provision", ["deviceIds": TestSupport.ids(deviceIDs)]).result(Commands.DeviceProvisionResult.self)
+        var configs: [String: String] = [:]
+        for b in r.bundles {
+            let dir = try directory.subdirectory(b.deviceId.rawValue)
+            try b.certificate.write(toFile: dir + "/device.crt", atomically: true, encoding: .utf8)
+            try b.privateKey.write(toFile: dir + "/device.key", atomically: true, encoding: .utf8)
+            try b.brokerCA.write(toFile: dir + "/broker-ca.pem", atomically: true, encoding: .utf8)
+            let conf = """
+                broker = \(b.brokerURL)
+                device_id = \(b.deviceId)
+                certificate = device.crt
+                private_key = device.key
+                broker_ca = broker-ca.pem
+                state_dir = state
+                backoff_initial = 1
+                backoff_max = 2
+                """
+            try conf.write(toFile: dir + "/agent.conf", atomically: true, encoding: .utf8)
+            configs[b.deviceId.rawValue] = dir + "/agent.conf"
+        }
+        return configs
+    }
+
+    func close() async {
+        await admin.close()
+        escrowd.stop()
+    }
+}
+
+/// An `escrow-agent` process.
+final class AgentProcess: @unchecked Sendable {
+    let config: String
+    let log: String
+    private(set) var process: ChildProcess
+
+    init(config: String) throws {
+        self.config = config
+        log = (config as NSString).deletingLastPathComponent + "/agent.log"
+        process = try ChildProcess.spawn(try Products.path("escrow-agent"), ["--config", config], stdout: log)
+    }
+
+    func restart() throws {
+        process = try ChildProcess.spawn(try Products.path("escrow-agent"), ["--config", config], stdout: log)
+    }
+
+    /// The mode in the agent's durable state file.
+    var persistedMode: String? {
+        let path = (config as NSString).deletingLastPathComponent + "/state/agent-state.json"
+        guard let data = FileManager.default.contents(atPath: path),
+              let v = try? JSONDecoder().decode(JSONValue.self, from: data) else { return nil }
+        return v["mode"]?.stringValue
+    }
+
+    func logTail() -> String { String(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(1500)) }
+}

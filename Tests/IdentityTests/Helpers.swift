@@ -1,0 +1,186 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import Broker
+import Identity
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Local helpers (TestSupport is being rewritten elsewhere).
+
+/// A fresh directory under /tmp, removed by `remove()`.
+struct TempDir {
+    let path: String
+    init(_ label: String = "idt") {
+        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(p != nil, "mkdtemp failed")
+        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    func file(_ name: String) -> String { path + "/" + name }
+    func write(_ name: String, _ text: String) throws -> String {
+        let f = file(name)
+        try text.write(toFile: f, atomically: true, encoding: .utf8)
+        return f
+    }
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A TCP port nobody listens on right now.
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET); a.sin_addr.s_addr = inet_addr("127.0.0.1"); a.sin_port = 0
+    _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: a.sin_port))
+}
+
+/// A child process whose stdout+stderr are collected; killed on timeout or `kill()`.
+final class Spawned: Sendable {
+    let process: Process
+    private final class Buffer: Sendable { let text = Mutex("") }
+    private let output = Buffer()
+
+    init(_ executable: String, _ args: [String]) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = args
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        let sink = output
+        pipe.fileHandleForReading.readabilityHandler = { h in
+            let d = h.availableData
+            if !d.isEmpty { sink.text.withLock { $0 += String(decoding: d, as: UTF8.self) } }
+        }
+        try process.run()
+    }
+
+    var text: String { output.text.withLock { $0 } }
+
+    /// Waits until `predicate(text)` or the process ends or the timeout passes.
+    @discardableResult
+    func wait(until predicate: (String) -> Bool, timeout: Double = 5) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if predicate(text) { return true }
+            if !process.isRunning { usleep(50_000); return predicate(text) }
+            usleep(10_000)
+        }
+        return predicate(text)
+    }
+
+    /// Waits for exit (killing after `timeout`); returns the status.
+    func finish(timeout: Double = 10) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        usleep(50_000) // let the pipe drain
+        return process.terminationStatus
+    }
+
+    func kill() { if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }; process.waitUntilExit() }
+}
+
+/// Runs a command to completion (bounded).
+func run(_ executable: String, _ args: [String], timeout: Double = 15) throws -> (status: Int32, output: String) {
+    let p = try Spawned(executable, args)
+    let status = p.finish(timeout: timeout)
+    return (status, p.text)
+}
+
+func openssl(_ args: String...) throws -> (status: Int32, output: String) {
+    try run("/usr/bin/openssl", args)
+}
+
+/// A real mosquitto with generated config, CAs, server certificate and device identities.
+final class BrokerFixture: @unchecked Sendable {
+    let dir: TempDir
+    let layout: BrokerLayout
+    let plan: BrokerPlan
+    let provisioner: CertificateAuthority
+    let owner: CertificateAuthority
+    let broker: ManagedBroker
+    var devices: [String: DeviceIdentity] = [:]
+    let controlPlaneUser = "escrowd"
+    let controlPlanePassword = "cp-secret"
+    let operators: [(username: String, password: String, accounts: [String])]
+
+    init(devices deviceIDs: [String] = ["devA", "devB"], ownerDevices: [String] = [],
+         operators: [(username: String, password: String, accounts: [String])] = [],
+         revokedInACL: [String] = []) throws {
+        dir = TempDir("brk")
+        layout = BrokerLayout(dataDirectory: dir.path)
+        plan = BrokerPlan(layout: layout, deviceHost: "127.0.0.1", devicePort: freePort(), operatorPort: freePort())
+        provisioner = try CertificateAuthority.create(commonName: "EscrowFleet Provisioner CA")
+        owner = try CertificateAuthority.create(commonName: "Owner acme CA")
+        for id in deviceIDs { devices[id] = try provisioner.issueDeviceIdentity(deviceID: id) }
+        for id in ownerDevices { devices[id] = try owner.issueDeviceIdentity(deviceID: id) }
+        self.operators = operators
+        try layout.installServerIdentity(ca: provisioner, serverNames: ["localhost", "127.0.0.1"])
+        try layout.installTrust(authorities: [provisioner, owner])
+        let acl = try ACLFile.render(ACLInput(controlPlaneUser: controlPlaneUser,
+                                              operators: operators.map { ($0.username, $0.accounts) },
+                                              revokedDevices: revokedInACL))
+        let pw = try PasswordFile.render([(controlPlaneUser, MosquittoPassword.hash(password: controlPlanePassword))]
+                                         + operators.map { ($0.username, MosquittoPassword.hash(password: $0.password)) })
+        try layout.install(plan: plan, acl: acl, passwords: pw)
+        // Client-side trust for the server certificate.
+        _ = try dir.write("server-ca.pem", provisioner.certificate.pem())
+        for (id, identity) in devices {
+            _ = try dir.write("\(id).pem", identity.certificatePEM)
+            _ = try dir.write("\(id).key", identity.privateKeyPEM)
+        }
+        broker = ManagedBroker(layout: layout, plan: plan)
+    }
+
+    func start() async throws { try await broker.start() }
+
+    func shutdown() async {
+        await broker.stop()
+        dir.remove()
+    }
+
+    /// Synchronous cleanup for `defer`.
+    func close() {
+        broker.stopSynchronously()
+        dir.remove()
+    }
+
+    // MARK: clients
+
+    func deviceTLS(_ id: String) -> [String] {
+        ["-h", "127.0.0.1", "-p", "\(plan.deviceListener.port)", "--cafile", dir.file("server-ca.pem"),
+         "--cert", dir.file("\(id).pem"), "--key", dir.file("\(id).key"), "-i", id]
+    }
+
+    func userArgs(_ user: String, _ password: String) -> [String] {
+        ["-h", "127.0.0.1", "-p", "\(plan.operatorListener.port)", "-u", user, "-P", password]
+    }
+
+    var controlPlane: [String] { userArgs(controlPlaneUser, controlPlanePassword) }
+
+    /// Publishes once; returns the exit status and output.
+    func pub(_ auth: [String], _ topic: String, _ message: String, qos: Int = 1) throws -> (status: Int32, output: String) {
+        try run("/usr/bin/mosquitto_pub", auth + ["-V", "5", "-q", "\(qos)", "-t", topic, "-m", message], timeout: 10)
+    }
+
+    /// Starts a subscriber for `topics` that exits after `count` messages, and waits for its SUBACK.
+    func sub(_ auth: [String], _ topics: [String], count: Int = 1, timeout: Int = 5) throws -> Spawned {
+        // stdbuf: mosquitto_sub's stdout is a pipe here, fully buffered without it.
+        let s = try Spawned("/usr/bin/stdbuf", ["-oL", "/usr/bin/mosquitto_sub"] + auth + ["-V", "5", "-d", "-q", "1", "-C", "\(count)", "-W", "\(timeout)",
+                                                               "-F", "MSG %t %p"] + topics.flatMap { ["-t", $0] })
+        s.wait(until: { $0.contains("SUBACK") }, timeout: 10)
+        return s
+    }
+
+    /// The `MSG topic payload` lines a subscriber printed.
+    static func messages(_ s: Spawned) -> [String] {
+        s.text.split(separator: "\n").filter { $0.hasPrefix("MSG ") }.map { String($0.dropFirst(4)) }
+    }
+}

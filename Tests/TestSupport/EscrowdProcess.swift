@@ -1,0 +1,82 @@
+import Foundation
+import EscrowCore
+import Subprocess
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The built `escrowd` binary with its managed mosquitto, in a temp data directory on free ports.
+public final class EscrowdProcess: @unchecked Sendable {
+    public let data: TempDirectory
+    public let devicePort: Int
+    public let operatorPort: Int
+    public let extraArguments: [String]
+    public private(set) var process: ChildProcess?
+    public var logPath: String { data.file("escrowd.log") }
+    public var dataDirectory: String { data.path + "/data" }
+    public var operatorURL: String { "mqtt://127.0.0.1:\(operatorPort)" }
+    public var deviceURL: String { "mqtts://127.0.0.1:\(devicePort)" }
+
+    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20)) throws {
+        data = try TempDirectory(prefix: "escrowd")
+        devicePort = try freePort()
+        operatorPort = try freePort()
+        extraArguments = arguments
+        try start(timeout: startTimeout)
+    }
+
+    /// Starts (or restarts) escrowd on the same data directory and ports; returns when it serves.
+    public func start(timeout: Duration = .seconds(20)) throws {
+        let before = (try? String(contentsOfFile: logPath, encoding: .utf8))?.components(separatedBy: "serving ").count ?? 1
+        process = try ChildProcess.spawn(try Products.path("escrowd"),
+                                         ["--data", dataDirectory, "--device-port", String(devicePort), "--operator-port", String(operatorPort),
+                                          "--reconcile-interval", "2s"] + extraArguments,
+                                         stdout: logPath)
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            if log.components(separatedBy: "serving ").count > before { return }
+            if process?.isRunning != true {
+                throw TestSupportError("escrowd exited during start-up (status \(process?.exitStatus ?? -1)). Log tail:\n\(String(log.suffix(2000)))")
+            }
+            if ContinuousClock.now >= deadline { throw TestSupportError("escrowd did not start serving within \(timeout). Log tail:\n\(String(log.suffix(2000)))") }
+            usleep(20_000)
+        }
+    }
+
+    /// The platform administrator's login, from the admin.conf escrowd writes.
+    public func adminCredentials() throws -> (user: String, password: String) {
+        let text = try String(contentsOfFile: dataDirectory + "/admin.conf", encoding: .utf8)
+        let kv = try KeyValueFile.parse(text)
+        return (kv["user"] ?? "op-admin", kv["password"] ?? "")
+    }
+
+    public var brokerPID: Int32? {
+        guard let t = try? String(contentsOfFile: dataDirectory + "/broker/mosquitto.pid", encoding: .utf8) else { return nil }
+        return Int32(t.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Sends a signal to escrowd (SIGKILL to crash it, SIGSTOP/SIGCONT to pause it).
+    public func signal(_ sig: Int32) { process?.signal(sig) }
+
+    /// Kills escrowd with SIGKILL and waits for it. Its managed broker keeps running (orphaned)
+    /// until the next `start()`, which finds it through the pid file and replaces it.
+    public func crash() {
+        process?.signal(SIGKILL)
+        process?.waitForExit(timeout: .seconds(10))
+    }
+
+    public func logTail(_ n: Int = 3000) -> String { String(((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").suffix(n)) }
+
+    /// SIGTERM (escrowd stops its broker), SIGKILL after a bound; also kills an orphaned broker.
+    public func stop() {
+        process?.terminate(grace: .seconds(10))
+        if let pid = brokerPID, kill(pid, 0) == 0 {
+            kill(pid, SIGTERM)
+            for _ in 0..<200 where kill(pid, 0) == 0 { usleep(10_000) }
+            if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        }
+    }
+
+    deinit { stop() }
+}
