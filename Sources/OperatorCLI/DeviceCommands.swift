@@ -132,6 +132,8 @@ public enum DeviceCommands {
         public var selection: DeviceSelection
         public var out: String?
 
+        public init(selection: DeviceSelection, out: String? = nil) { self.selection = selection; self.out = out }
+
         public init(_ a: Arguments) throws(UsageError) {
             selection = try DeviceSelection.parse(a, allowRange: true)
             if case .range = selection {} else if a.value("count") != nil || a.value("start") != nil {
