@@ -45,7 +45,7 @@ public enum DeviceSelection: Sendable, Equatable {
     public static func readCSV(_ text: String, file: String = "CSV") throws(UsageError) -> [DeviceID] {
         var out: [DeviceID] = []
         var seen = Set<DeviceID>()
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (n, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             if line.isEmpty || line.hasPrefix("#") { continue }
             var field = String(line.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false)[0]).trimmingCharacters(in: .whitespaces)

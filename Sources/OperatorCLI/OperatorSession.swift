@@ -65,6 +65,9 @@ public actor OperatorSession {
         }
     }
 
+    /// The largest reply accepted (a 1,000-device provisioning reply with bundles is about 2 MB).
+    public static let maxReplyBytes = 64 * 1024 * 1024
+
     private struct Waiter {
         var continuation: CheckedContinuation<MQTTMessage?, Never>
         var timer: Task<Void, Never>
@@ -147,7 +150,8 @@ public actor OperatorSession {
             if let reason = disconnectReason { throw OperatorError.connectionLost(reason) }
             throw OperatorError.noReply(command: command.rawValue, account: account, after: configuration.timeout)
         }
-        do { return try WireCodec.decode(CommandReply.self, from: message.payload) } catch {
+        // Replies come from escrowd (trusted) and carry up to 1,000 device bundles: allow far more than a command.
+        do { return try WireCodec.decode(CommandReply.self, from: message.payload, limit: Self.maxReplyBytes) } catch {
             throw OperatorError.badReply("escrowd's reply to \(command.rawValue) on \(replyTopic): \(error.description)")
         }
     }
