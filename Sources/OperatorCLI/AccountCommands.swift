@@ -1,0 +1,134 @@
+import EscrowCore
+import Foundation
+
+/// Platform administration: accounts and operators (always acts in account `platform`).
+public enum AccountCommands {
+    public struct Create: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["account", "create"], group: .platform, summary: "Create an account (provisioner, reseller or customer)",
+            usage: ["account create ID --name NAME --kind provisioner|reseller|customer [--managed-by ACCT]"],
+            options: """
+                  ID                  account id, [A-Za-z0-9._-]{1,64}
+                  --name NAME         display name (1 to 200 characters)
+                  --kind KIND         provisioner (OEM, factory), reseller or customer
+                  --managed-by ACCT   an account whose operators may also act in this one
+                """,
+            examples: ["escrowctl account create oem --name \"Acme Devices\" --kind provisioner",
+                       "escrowctl account create cust --name \"Customer Inc\" --kind customer --managed-by resell"],
+            valued: ["name", "kind", "managed-by"], booleans: [], positionals: ["ID"], actsIn: .platform)
+
+        public var args: Commands.AccountCreate
+
+        public init(_ a: Arguments) throws(UsageError) {
+            let id = try Parse.account(a.positionals[0], what: "account id")
+            guard let name = a.value("name"), !name.isEmpty else { throw UsageError("--name is required") }
+            guard let k = a.value("kind") else { throw UsageError("--kind is required (provisioner, reseller or customer)") }
+            guard let kind = Account.Kind(rawValue: k) else { throw UsageError("--kind must be provisioner, reseller or customer, got '\(k)'") }
+            let managedBy = try a.value("managed-by").map { v throws(UsageError) in try Parse.account(v, what: "--managed-by") }
+            args = .init(id: id, name: name, kind: kind, managedBy: managedBy)
+        }
+
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.accountCreate, args)
+            if c.global.json { return c.console.json(json) }
+            let a = try c.decode(json, as: Account.self, .accountCreate)
+            c.console.out("account \(a.id) created: \(a.kind.rawValue) '\(a.name)'" + (a.managedBy.map { ", managed by \($0)" } ?? ", standalone"))
+        }
+    }
+
+    public struct List: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["account", "list"], group: .platform, summary: "List accounts",
+            usage: ["account list"], options: "",
+            examples: ["escrowctl account list", "escrowctl account list --json"],
+            valued: [], booleans: [], actsIn: .platform)
+
+        public init(_ a: Arguments) throws(UsageError) {}
+
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.accountList, [String: String]())
+            if c.global.json { return c.console.json(json) }
+            let r = try c.decode(json, as: Commands.AccountListResult.self, .accountList)
+            c.console.out(Self.table(r.accounts).render())
+        }
+
+        public static func table(_ accounts: [Account]) -> Table {
+            Table(["ID", "KIND", "MANAGED BY", "NAME"], accounts.map { [$0.id.rawValue, $0.kind.rawValue, $0.managedBy?.rawValue ?? "-", $0.name] })
+        }
+    }
+
+    public struct OperatorCreate: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["operator", "create"], group: .platform, summary: "Create an operator login for an account",
+            usage: ["operator create USER --account ACCT [--password P]"],
+            options: """
+                  USER            username, starting with op- (e.g. op-alice)
+                  --account ACCT  the operator's home account (it may also act in accounts that one manages)
+                  --password P    8 to 256 characters; generated and printed when absent
+                """,
+            examples: ["escrowctl operator create op-oem --account oem",
+                       "escrowctl operator create op-bob --account cust --password 'correct horse battery'"],
+            valued: ["account", "password"], booleans: [], positionals: ["USER"], actsIn: .platform)
+
+        public var args: Commands.OperatorCreate
+        public var generatedPassword: Bool
+
+        public init(_ a: Arguments) throws(UsageError) {
+            let user = a.positionals[0]
+            guard user.hasPrefix("op-"), Identifier.isValid(user) else {
+                throw UsageError("operator usernames start with 'op-' and match [A-Za-z0-9._-]{1,64}, got '\(user.prefix(80))'")
+            }
+            guard let raw = a.value("account") else { throw UsageError("--account is required (the operator's home account)") }
+            let account = try Parse.account(raw, what: "--account")
+            generatedPassword = a.value("password") == nil
+            let password = a.value("password") ?? OperatorSession.randomToken(24)
+            guard (8...256).contains(password.count) else { throw UsageError("--password must be 8 to 256 characters") }
+            args = .init(username: user, password: password, account: account)
+        }
+
+        public func run(_ c: CommandContext) async throws {
+            var json = try await c.call(.operatorCreate, args)
+            if c.global.json {
+                if generatedPassword, case .object(var o) = json { o["password"] = .string(args.password); json = .object(o) }
+                return c.console.json(json)
+            }
+            let r = try c.decode(json, as: Commands.OperatorResult.self, .operatorCreate)
+            c.console.out("operator \(r.username) created in account \(r.account); may act in: \(r.reach.map(\.rawValue).joined(separator: ", "))")
+            if generatedPassword { c.console.out("password: \(args.password)") }
+        }
+    }
+}
+
+/// Validation helpers shared by the commands.
+enum Parse {
+    static func account(_ raw: String, what: String) throws(UsageError) -> AccountID {
+        guard let a = AccountID(raw) else { throw UsageError("\(what) '\(raw.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
+        return a
+    }
+
+    static func devices(_ raw: [String], what: String = "--ids") throws(UsageError) -> [DeviceID] {
+        var out: [DeviceID] = []
+        for r in raw {
+            guard let d = DeviceID(r) else { throw UsageError("\(what): device id '\(r.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
+            out.append(d)
+        }
+        return out
+    }
+
+    /// `--heartbeat 60`, `90s`, `5m`: whole seconds.
+    static func heartbeat(_ a: Arguments) throws(UsageError) -> Int? {
+        guard let v = a.value("heartbeat") else { return nil }
+        guard let d = GlobalOptions.parseDuration(v), d.components.attoseconds == 0, d.components.seconds > 0 else {
+            throw UsageError("--heartbeat expects whole seconds like 60 or 5m, got '\(v)'")
+        }
+        return Int(d.components.seconds)
+    }
+
+    /// A JSON object given on the command line.
+    static func settings(_ text: String, what: String) throws(UsageError) -> [String: JSONValue] {
+        guard let v = try? WireCodec.decoder.decode(JSONValue.self, from: Data(text.utf8)), case .object(let o) = v else {
+            throw UsageError("\(what) must be a JSON object like '{\"ntp\":\"pool.ntp.org\"}'")
+        }
+        return o
+    }
+}

@@ -1,0 +1,96 @@
+import EscrowCore
+import Foundation
+
+/// Options every command accepts. Precedence: flags, then environment, then the config file.
+public struct GlobalOptions: Sendable, Equatable {
+    public var broker: String = GlobalOptions.defaultBroker
+    public var user: String?
+    public var password: String?
+    /// The account acted in (`accounts/{account}/cmd/...`); nil when nothing named one.
+    public var account: AccountID?
+    /// The config file that was read, if any.
+    public var configFile: String?
+    public var timeout: Duration = .seconds(10)
+    public var json = false
+    public var quiet = false
+    public var requestId: String?
+
+    public init() {}
+
+    public static let defaultBroker = "mqtt://127.0.0.1:1883"
+    /// Read when it exists and neither --config nor ESCROW_CONFIG names another file.
+    public static let defaultConfigFile = "./escrow-data/admin.conf"
+    public static let valued: Set<String> = ["broker", "user", "password", "account", "config", "timeout", "request-id"]
+    public static let booleans: Set<String> = ["json", "quiet", "help"]
+
+    public static let help = """
+        GLOBAL OPTIONS (flags win over environment, environment over the config file)
+          --broker URL       broker for operators (ESCROW_BROKER; default \(defaultBroker))
+          --user USER        operator username, op-... (ESCROW_USER)
+          --password PASS    operator password (ESCROW_PASSWORD)
+          --account ACCT     the account acted in (ESCROW_ACCOUNT; default: the config file's)
+          --config FILE      key = value file with broker, user, password, account
+                             (ESCROW_CONFIG; default \(defaultConfigFile) if it exists)
+          --timeout 10s      how long to wait for the broker and for each reply
+          --request-id ID    idempotency key: a retry with the same id gets the first reply
+          --json             print the reply's result as JSON (pretty, sorted keys)
+          --quiet            no progress or notes on stderr
+        """
+
+    /// Resolves the options from parsed flags, the environment and the config file.
+    /// `accountFlag` is false for commands whose `--account` means something else (operator create).
+    public static func resolve(_ args: Arguments, environment: [String: String], accountFlag: Bool = true,
+                               readFile: (String) -> String? = GlobalOptions.readFile) throws(UsageError) -> GlobalOptions {
+        var o = GlobalOptions()
+        var file: [String: String] = [:]
+        if let path = args.value("config") ?? environment["ESCROW_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            guard let text = readFile(path) else { throw UsageError("config file \(path) cannot be read") }
+            do { file = try KeyValueFile.parse(text) } catch { throw UsageError("config file \(path): \(error.message)") }
+            o.configFile = path
+        } else if let text = readFile(defaultConfigFile) {
+            do { file = try KeyValueFile.parse(text) } catch { throw UsageError("config file \(defaultConfigFile): \(error.message)") }
+            o.configFile = defaultConfigFile
+        }
+        for key in file.keys where !["broker", "user", "password", "account"].contains(key) {
+            throw UsageError("config file \(o.configFile ?? ""): unknown key '\(key)'; known: broker, user, password, account")
+        }
+        func pick(_ flag: String, _ env: String, _ key: String, useFlag: Bool = true) -> String? {
+            if useFlag, let v = args.value(flag) { return v }
+            if let v = environment[env], !v.isEmpty { return v }
+            return file[key]
+        }
+        o.broker = pick("broker", "ESCROW_BROKER", "broker") ?? defaultBroker
+        guard o.broker.contains("://") else { throw UsageError("--broker expects a URL like mqtt://host:1883, got '\(o.broker)'") }
+        o.user = pick("user", "ESCROW_USER", "user")
+        o.password = pick("password", "ESCROW_PASSWORD", "password")
+        if let raw = pick("account", "ESCROW_ACCOUNT", "account", useFlag: accountFlag) {
+            guard let a = AccountID(raw) else { throw UsageError("account '\(raw)' must match [A-Za-z0-9._-]{1,64}") }
+            o.account = a
+        }
+        if let t = args.value("timeout") {
+            guard let d = parseDuration(t), d > .zero else { throw UsageError("--timeout expects a duration like 10s, 500ms or 2m, got '\(t)'") }
+            o.timeout = d
+        }
+        o.json = args.flag("json")
+        o.quiet = args.flag("quiet")
+        if let r = args.value("request-id") {
+            guard Identifier.isValid(r) else { throw UsageError("--request-id must match [A-Za-z0-9._-]{1,64}, got '\(r.prefix(80))'") }
+            o.requestId = r
+        }
+        return o
+    }
+
+    /// `500ms`, `10s`, `2m`, `1h`, `7d`, or plain seconds.
+    public static func parseDuration(_ text: String) -> Duration? {
+        if text.hasSuffix("ms"), let n = Int(text.dropLast(2)), n >= 0 { return .milliseconds(n) }
+        if let last = text.last, let mult = ["s": 1.0, "m": 60, "h": 3600, "d": 86400][last], let n = Double(text.dropLast()), n >= 0, n.isFinite {
+            return .milliseconds(Int64((n * mult * 1000).rounded()))
+        }
+        if let n = Double(text), n >= 0, n.isFinite { return .milliseconds(Int64((n * 1000).rounded())) }
+        return nil
+    }
+
+    public static func readFile(_ path: String) -> String? {
+        try? String(contentsOfFile: path, encoding: .utf8)
+    }
+}

@@ -1,1 +1,0 @@
-// OperatorCLI module placeholder; replaced by its implementation.

@@ -1,0 +1,66 @@
+import Foundation
+import TestSupport
+
+/// What one run of a built executable produced.
+struct CLIResult: Sendable, CustomStringConvertible {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var description: String { "exit \(status)\n--- stdout\n\(stdout)--- stderr\n\(stderr)" }
+}
+
+/// The built `escrowctl`: next to the test bundle (`.build/<triple>/debug`), else `.build/debug` of this checkout.
+func escrowctlPath() throws -> String {
+    var candidates: [String] = []
+    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    candidates.append(runner.deletingLastPathComponent().appendingPathComponent("escrowctl").path)
+    // macOS bundles: .../debug/EscrowFleetPackageTests.xctest/Contents/MacOS/...
+    candidates.append(Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("escrowctl").path)
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates.append(root.appendingPathComponent(".build/debug/escrowctl").path)
+    for c in candidates where FileManager.default.isExecutableFile(atPath: c) { return c }
+    throw TestSupportError("escrowctl is not built (looked in \(candidates.joined(separator: ", "))); run `swift build --product escrowctl` first")
+}
+
+/// Runs the built escrowctl with `args` and exactly `env` (nothing inherited, so no ESCROW_* leaks in),
+/// in `directory` (a fresh empty one by default, so no ./escrow-data/admin.conf is picked up).
+/// Gives up after `timeout` (the process is then killed and the status is -1).
+func runCLI(_ args: [String], env: [String: String] = [:], in directory: String? = nil,
+            timeout: Duration = .seconds(60)) throws -> CLIResult {
+    let executable = try escrowctlPath()
+    let scratch = try TempDirectory(prefix: "escrowctl-run")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = args
+    process.environment = ["PATH": "/usr/bin:/bin", "HOME": scratch.path].merging(env) { $1 }
+    process.currentDirectoryURL = URL(fileURLWithPath: directory ?? scratch.path)
+    let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning {
+        if ContinuousClock.now > deadline { process.terminate(); process.waitUntilExit(); break }
+        Thread.sleep(forTimeInterval: 0.01)
+    }
+    process.waitUntilExit()
+    try out.close(); try err.close()
+    let timedOut = ContinuousClock.now > deadline
+    return CLIResult(status: timedOut ? -1 : process.terminationStatus,
+                     stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+                     stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+}
+
+/// Environment for an operator: broker, credentials and the account acted in.
+func operatorEnv(broker: String, user: String? = nil, password: String? = nil, account: String? = nil) -> [String: String] {
+    var env = ["ESCROW_BROKER": broker]
+    env["ESCROW_USER"] = user
+    env["ESCROW_PASSWORD"] = password
+    env["ESCROW_ACCOUNT"] = account
+    return env
+}
