@@ -56,7 +56,7 @@ public final class MosquittoBroker: Sendable {
     public let logPath: String
     public let persistenceDirectory: String
     private let executable: String
-    private let running = Mutex<Process?>(nil)
+    private let running = Mutex<ChildProcess?>(nil)
 
     public var host: String { "127.0.0.1" }
     /// `mqtt://127.0.0.1:port`.
@@ -81,7 +81,7 @@ public final class MosquittoBroker: Sendable {
 
     /// The broker's process id, or nil when it is not running.
     public var pid: Int32? {
-        running.withLock { process in process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+        running.withLock { process in process.flatMap { $0.isRunning ? $0.pid : nil } }
     }
 
     public var isRunning: Bool { pid != nil }
@@ -107,39 +107,28 @@ public final class MosquittoBroker: Sendable {
 
     /// SIGTERM (or SIGKILL when not graceful), escalating to SIGKILL after `grace`; waits for exit.
     public func stop(graceful: Bool = true, grace: Duration = .seconds(5)) {
-        let process = running.withLock { process -> Process? in
+        let process = running.withLock { process -> ChildProcess? in
             defer { process = nil }
             return process
         }
         guard let process, process.isRunning else { return }
-        let pid = process.processIdentifier
-        _ = Glibc.kill(pid, graceful ? SIGTERM : SIGKILL)
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: grace)
-        while process.isRunning && clock.now < deadline { usleep(5_000) }
-        if process.isRunning { _ = Glibc.kill(pid, SIGKILL) }
-        process.waitUntilExit()
+        if graceful {
+            process.terminate(grace: grace)
+        } else {
+            process.signal(SIGKILL)
+            process.wait(timeout: .seconds(30))
+        }
     }
 
     deinit { stop() }
 
     private func start(timeout: Duration) throws {
-        guard FileManager.default.fileExists(atPath: logPath) || FileManager.default.createFile(atPath: logPath, contents: nil),
-              let log = FileHandle(forWritingAtPath: logPath) else {
-            throw TestSupportError("cannot open broker log \(logPath)")
-        }
-        log.seekToEndOfFile()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["-c", configPath]
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        process.currentDirectoryURL = URL(fileURLWithPath: directory.path)
-        do { try process.run() } catch {
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(executable, ["-c", configPath], outputPath: logPath)
+        } catch {
             throw TestSupportError("failed to launch \(executable): \(error); install it with `\(Self.installHint)`")
         }
-        try? log.close()
         running.withLock { $0 = process }
 
         let clock = ContinuousClock()
@@ -148,7 +137,7 @@ public final class MosquittoBroker: Sendable {
         while !ports.allSatisfy({ canConnect(port: $0) }) {
             if !process.isRunning {
                 running.withLock { $0 = nil }
-                throw TestSupportError("mosquitto exited with status \(process.terminationStatus) during startup on port \(port). Log tail:\n\(logTail())")
+                throw TestSupportError("mosquitto exited (wait status \(process.terminationStatus ?? -1)) during startup on port \(port). Log tail:\n\(logTail())")
             }
             if clock.now >= deadline {
                 stop(graceful: false)
