@@ -33,18 +33,16 @@ struct WillTests {
         let observer = try await connectedClient(broker, "observer")
         try await observer.subscribe("status/#")
         let childID = uniqueID("child")
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/usr/bin/mosquitto_sub")
-        child.arguments = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-i", childID, "-V", "mqttv5", "-t", "nothing",
-                           "--will-topic", "status/\(childID)", "--will-payload", "gone", "--will-qos", "1"]
-        child.standardOutput = FileHandle.nullDevice
-        child.standardError = FileHandle.nullDevice
-        try child.run()
-        defer { if child.isRunning { kill(child.processIdentifier, SIGKILL) } }
+        let scratch = try TempDirectory(prefix: "will-child")
+        let child = try ChildProcess(
+            try #require(locateExecutable("mosquitto_sub"), "mosquitto_sub missing: apt-get install -y mosquitto-clients"),
+            ["-h", "127.0.0.1", "-p", "\(broker.port)", "-i", childID, "-V", "mqttv5", "-t", "nothing",
+             "--will-topic", "status/\(childID)", "--will-payload", "gone", "--will-qos", "1"],
+            outputPath: scratch.file("out"))
         try await waitUntil(timeout: .seconds(10), "the broker logs mosquitto_sub \(childID) as connected") {
             broker.logTail(lines: 200).contains(" as \(childID) ")
         }
-        kill(child.processIdentifier, SIGKILL)
+        child.signal(SIGKILL)
         let will = try await firstElement(of: observer.messages, "will of the killed mosquitto_sub")
         #expect(will.topic == "status/\(childID)")
         #expect(will.payloadString == "gone")

@@ -34,6 +34,7 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        Self.closeInheritedDescriptors(&actions)
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
@@ -43,6 +44,23 @@ public final class ChildProcess: Sendable {
             throw TestSupportError("posix_spawn \(executable) failed: \(String(cString: strerror(rc)))")
         }
         self.pid = pid
+    }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+    /// Keeps the test process's sockets and pipes out of the child: a broker holding a copy of a client's
+    /// socket would keep a "killed" connection alive, and a pipe copy would stop a reader seeing EOF.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        // glibc >= 2.34 has posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module hides.
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            let addCloseFrom = unsafeBitCast(symbol, to: AddCloseFrom.self)
+            if addCloseFrom(&actions, 3) == 0 { return }
+        }
+        // Fallback: close what is open now (glibc ignores EBADF for fds closed in the meantime).
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap(Int32.init) where fd > 2 {
+            posix_spawn_file_actions_addclose(&actions, fd)
+        }
     }
 
     /// Reaps the child if it has exited; true while it still runs.
