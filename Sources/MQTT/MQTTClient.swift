@@ -32,8 +32,10 @@ public final class MQTTClient: Sendable {
     }
 
     /// QoS 1: returns after PUBACK (a PUBACK reason >= 0x80 on MQTT 5 throws, 135 as `.notAuthorized`);
-    /// survives reconnects (libmosquitto resends), fails with `.disconnected` on `disconnect()`.
-    /// QoS 0: returns once libmosquitto has queued it. Returns the message id.
+    /// survives reconnects (libmosquitto resends in-flight messages; a publish made while the connection is
+    /// down is held and sent after the next CONNACK), fails with `.disconnected` on `disconnect()`.
+    /// QoS 0: returns once libmosquitto has queued it (while down: once sent after reconnect).
+    /// Returns the message id (0 for a publish that was held while offline).
     @discardableResult
     public func publish(_ topic: String, _ payload: [UInt8], qos: QoS = .atLeastOnce, retain: Bool = false,
                         properties: MQTTProperties = .init()) async throws -> Int32 {
@@ -41,6 +43,7 @@ public final class MQTTClient: Sendable {
     }
 
     /// Queues a message and returns its id without waiting for PUBACK (bulk sends; thousands may be queued).
+    /// Throws `.disconnected` while the connection is down (nothing is held for later).
     @discardableResult
     public func publishNoWait(_ topic: String, _ payload: [UInt8], qos: QoS = .atLeastOnce, retain: Bool = false,
                               properties: MQTTProperties = .init()) throws -> Int32 {

@@ -37,6 +37,8 @@ final class MosquittoConnection: @unchecked Sendable {
         var phase: Phase = .idle
         var connectWaiter: CheckedContinuation<Result<Bool, MQTTError>, Never>?
         var publishWaiters: [Int32: (topic: String, continuation: CheckedContinuation<Result<Void, MQTTError>, Never>)] = [:]
+        /// Awaited publishes made while the connection was down; sent (in order) right after the next CONNACK.
+        var offline: [OfflinePublish] = []
         var subscribeWaiters: [Int32: CheckedContinuation<Result<[Int], MQTTError>, Never>] = [:]
         var unsubscribeWaiters: [Int32: CheckedContinuation<Result<Void, MQTTError>, Never>] = [:]
         /// Remembered subscriptions, in first-subscribed order; re-sent after every reconnect.
@@ -51,6 +53,15 @@ final class MosquittoConnection: @unchecked Sendable {
         /// Why the connection last failed (connect failures are reported from this).
         var lastFailure: MQTTError?
         var random = SystemRandomNumberGenerator()
+    }
+
+    struct OfflinePublish {
+        var topic: String
+        var payload: [UInt8]
+        var qos: QoS
+        var retain: Bool
+        var properties: MQTTProperties
+        var continuation: CheckedContinuation<Result<Void, MQTTError>, Never>
     }
 
     let handle: OpaquePointer
@@ -160,18 +171,21 @@ final class MosquittoConnection: @unchecked Sendable {
             return
         }
         let sessionPresent = flags & 1 != 0
-        let (waiter, subscriptions) = state.withLock { state in
+        let waiter = state.withLock { state in
             state.phase = state.phase == .closing ? .closing : .connected
             state.reconnectAttempt = 0
             state.reconnectStartedAt = nil
             state.lastFailure = nil
+            // Re-subscribe before anyone learns we are connected, so the SUBSCRIBE is queued first.
+            for qos in [QoS.atMostOnce, .atLeastOnce] {
+                let filters = state.subscriptions.filter { $0.qos == qos }.map(\.filter)
+                if !filters.isEmpty { _ = sendSubscribe(filters, qos: qos, mid: nil) }
+            }
+            let offline = state.offline
+            state.offline = []
+            for item in offline { sendOffline(item, state: &state) }
             defer { state.connectWaiter = nil }
-            return (state.connectWaiter, state.subscriptions)
-        }
-        // Re-subscribe before anyone learns we are connected, so the SUBSCRIBE is queued first.
-        for qos in [QoS.atMostOnce, .atLeastOnce] {
-            let filters = subscriptions.filter { $0.qos == qos }.map(\.filter)
-            if !filters.isEmpty { _ = sendSubscribe(filters, qos: qos, mid: nil) }
+            return state.connectWaiter
         }
         eventSink.yield(.connected(sessionPresent: sessionPresent))
         waiter?.resume(returning: .success(sessionPresent))
@@ -359,7 +373,10 @@ final class MosquittoConnection: @unchecked Sendable {
                     mosquitto_publish_v5(handle, &mid, topic, Int32(bytes.count), bytes.baseAddress,
                                          Int32(qos.rawValue), retain, props)
                 }
-                if rc != MOSQ_ERR_SUCCESS.rawValue {
+                if rc == MOSQ_ERR_NO_CONN.rawValue && (state.phase == .reconnecting || state.phase == .connecting) {
+                    state.offline.append(OfflinePublish(topic: topic, payload: payload, qos: qos, retain: retain,
+                                                        properties: properties, continuation: continuation))
+                } else if rc != MOSQ_ERR_SUCCESS.rawValue {
                     continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
                 } else if awaitAck && qos == .atLeastOnce {
                     state.publishWaiters[mid] = (topic, continuation)
@@ -371,6 +388,34 @@ final class MosquittoConnection: @unchecked Sendable {
         try result.get()
         return mid
     }
+
+    /// Sends a publish queued while offline (loop thread, inside the CONNACK callback, state locked).
+    private func sendOffline(_ item: OfflinePublish, state: inout State) {
+        let operation = "publish to \(item.topic)"
+        var props: OpaquePointer?
+        do {
+            props = options.version == .v5 ? try Self.makeProperties(item.properties) : nil
+        } catch {
+            item.continuation.resume(returning: .failure(error as? MQTTError ?? .invalid(operation, "\(error)")))
+            return
+        }
+        defer { if props != nil { mosquitto_property_free_all(&props) } }
+        var mid: Int32 = 0
+        let rc = item.payload.withUnsafeBytes { bytes in
+            mosquitto_publish_v5(handle, &mid, item.topic, Int32(bytes.count), bytes.baseAddress,
+                                 Int32(item.qos.rawValue), item.retain, props)
+        }
+        if rc != MOSQ_ERR_SUCCESS.rawValue {
+            item.continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
+        } else if item.qos == .atLeastOnce {
+            state.publishWaiters[mid] = (item.topic, item.continuation)
+        } else {
+            item.continuation.resume(returning: .success(()))
+        }
+    }
+
+    /// Awaited publishes not yet acknowledged (in flight or queued while offline).
+    var pendingPublishCount: Int { state.withLock { $0.publishWaiters.count + $0.offline.count } }
 
     /// Fire-and-forget publish: returns the message id once libmosquitto has queued it.
     func publishNoWait(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool,
@@ -500,11 +545,12 @@ final class MosquittoConnection: @unchecked Sendable {
     /// Terminal: fails all waiters with `.disconnected`, finishes both streams.
     private func close() {
         let state = self.state.withLock { state in
-            let copy = (connectWaiter: state.connectWaiter, publishWaiters: state.publishWaiters,
+            let copy = (connectWaiter: state.connectWaiter, publishWaiters: state.publishWaiters, offline: state.offline,
                         subscribeWaiters: state.subscribeWaiters, unsubscribeWaiters: state.unsubscribeWaiters)
             state.phase = .closed
             state.connectWaiter = nil
             state.publishWaiters = [:]
+            state.offline = []
             state.subscribeWaiters = [:]
             state.unsubscribeWaiters = [:]
             return copy
@@ -512,6 +558,7 @@ final class MosquittoConnection: @unchecked Sendable {
         let error = MQTTError.disconnected("wait for broker reply", "the client was disconnected before the broker replied")
         state.connectWaiter?.resume(returning: .failure(error))
         for waiter in state.publishWaiters.values { waiter.continuation.resume(returning: .failure(error)) }
+        for item in state.offline { item.continuation.resume(returning: .failure(error)) }
         for waiter in state.subscribeWaiters.values { waiter.resume(returning: .failure(error)) }
         for waiter in state.unsubscribeWaiters.values { waiter.resume(returning: .failure(error)) }
         messageSink.finish()

@@ -40,6 +40,8 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 1, stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderr ?? stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
 
+        Self.closeInheritedDescriptors(&actions)
+
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -48,6 +50,20 @@ public final class ChildProcess: Sendable {
         let rc = posix_spawn(&pid, executable, &actions, &attr, argv, env)
         guard rc == 0 else { throw SpawnError(executable: executable, errno: rc) }
         return ChildProcess(pid: pid, executable: executable)
+    }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+    /// Closes every descriptor above stderr in the child: an inherited copy of another child's pipe
+    /// or a listening socket would otherwise outlive its owner.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        // glibc >= 2.34 has posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module hides.
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            let addCloseFrom = unsafeBitCast(symbol, to: AddCloseFrom.self)
+            if addCloseFrom(&actions, 3) == 0 { return }
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap(Int32.init) where fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
     }
 
     public func signal(_ sig: Int32) {

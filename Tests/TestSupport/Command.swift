@@ -1,30 +1,33 @@
 import Foundation
+import Subprocess
 
-/// Runs a short-lived command to completion and returns its combined output; throws with that output on failure.
+/// Runs a short-lived command to completion (bounded by `timeout`) and returns its combined output;
+/// throws with that output on failure. Output goes through a temp file, never a pipe, so a concurrently
+/// spawned process can never hold the write end open.
 @discardableResult
-public func runCommand(_ executable: String, _ arguments: [String], installHint: String? = nil) throws -> String {
+public func runCommand(_ executable: String, _ arguments: [String], installHint: String? = nil,
+                       timeout: Duration = .seconds(60)) throws -> String {
     guard FileManager.default.isExecutableFile(atPath: executable) else {
         throw TestSupportError("\(executable) not found" + (installHint.map { "; install it with `\($0)`" } ?? ""))
     }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let text = String(decoding: output, as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw TestSupportError("\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
+    let scratch = try TempDirectory(prefix: "cmd")
+    let outputPath = scratch.file("output")
+    let child = try ChildProcess.spawn(executable, arguments, stdout: outputPath)
+    let finished = child.waitForExit(timeout: timeout)
+    let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    let command = ([executable] + arguments).joined(separator: " ")
+    guard finished else {
+        child.signal(SIGKILL)
+        throw TestSupportError("\(command) did not finish within \(timeout): \(text)")
+    }
+    guard child.exitStatus == 0 else {
+        throw TestSupportError("\(command) failed (exit status \(child.exitStatus ?? -1)): \(text)")
     }
     return text
 }
 
 /// Finds an executable in the usual system directories.
-func locateExecutable(_ name: String) -> String? {
+public func locateExecutable(_ name: String) -> String? {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"] {
         let path = dir + "/" + name
         if FileManager.default.isExecutableFile(atPath: path) { return path }

@@ -113,13 +113,12 @@ public final class MosquittoBroker: Sendable {
             return process
         }
         guard let process, process.isRunning else { return }
-        let pid = process.pid
-        _ = Glibc.kill(pid, graceful ? SIGTERM : SIGKILL)
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: grace)
-        while process.isRunning && clock.now < deadline { usleep(5_000) }
-        if process.isRunning { _ = Glibc.kill(pid, SIGKILL) }
-        process.waitForExit(timeout: .seconds(10))
+        if graceful {
+            process.terminate(grace: grace)
+        } else {
+            process.signal(SIGKILL)
+            process.waitForExit(timeout: .seconds(30))
+        }
     }
 
     deinit { stop() }

@@ -29,7 +29,15 @@ public final class TestCertificates: Sendable {
             if let cached { return cached }
             let made = try TestCertificates(caName: "EscrowFleet Test CA")
             cached = made
+            // A static is never deinitialised: remove the shared directory when the process exits.
+            atexit { TestCertificates.removeShared() }
             return made
+        }
+    }
+
+    private static func removeShared() {
+        if let path = cached.withLock({ $0?.directory.path }) {
+            try? FileManager.default.removeItem(atPath: path)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Polls `condition` (every `interval`) until it holds, or throws naming `what` after `timeout`.
 /// Polling inside a bounded wait is fine; a bare sleep as synchronisation is not.
@@ -45,4 +46,40 @@ public func firstElement<Element: Sendable>(
         }
         return element
     }
+}
+
+/// The first `count` elements of `stream` matching `predicate`, or an error naming `what` (and how many
+/// arrived) after `timeout`.
+public func collect<Element: Sendable>(
+    _ count: Int,
+    from stream: AsyncStream<Element>,
+    timeout: Duration = .seconds(10),
+    _ what: String = "elements",
+    where predicate: @escaping @Sendable (Element) -> Bool = { _ in true }
+) async throws -> [Element] {
+    let progress = Progress()
+    return try await withThrowingTaskGroup(of: [Element]?.self) { group in
+        group.addTask {
+            var found: [Element] = []
+            for await element in stream where predicate(element) {
+                found.append(element)
+                progress.count.store(found.count, ordering: .relaxed)
+                if found.count == count { return found }
+            }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw TestSupportError("timed out after \(timeout) waiting for \(count) \(what); got \(progress.count.load(ordering: .relaxed))")
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let elements = first else {
+            throw TestSupportError("stream finished after \(progress.count.load(ordering: .relaxed)) of \(count) \(what)")
+        }
+        return elements
+    }
+}
+
+private final class Progress: Sendable {
+    let count = Atomic<Int>(0)
 }
