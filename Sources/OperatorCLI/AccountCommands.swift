@@ -64,7 +64,9 @@ public enum AccountCommands {
             options: """
                   USER            username, starting with op- (e.g. op-alice)
                   --account ACCT  the operator's home account (it may also act in accounts that one manages)
-                  --password P    8 to 256 characters; generated and printed when absent
+
+                  --password P    the NEW operator's password, 8 to 256 characters; generated and printed
+                                  when absent (your own login comes from ESCROW_PASSWORD or --config)
                 """,
             examples: ["escrowctl operator create op-oem --account oem",
                        "escrowctl operator create op-bob --account cust --password 'correct horse battery'"],

@@ -149,7 +149,8 @@ public enum CLI {
             if args.positionals.count > spec.positionals.count {
                 throw UsageError("unexpected argument '\(args.positionals[spec.positionals.count])'")
             }
-            let global = try GlobalOptions.resolve(args, environment: environment, accountFlag: !spec.valued.contains("account"), readFile: readFile)
+            let global = try GlobalOptions.resolve(args, environment: environment, accountFlag: !spec.valued.contains("account"),
+                                                   passwordFlag: !spec.valued.contains("password"), readFile: readFile)
             let command = try type.init(args)
             guard let account = spec.actsIn ?? global.account else {
                 throw UsageError("no account to act in: pass --account ACCT, set ESCROW_ACCOUNT, or add 'account = ACCT' to the config file")

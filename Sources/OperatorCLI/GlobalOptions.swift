@@ -38,8 +38,9 @@ public struct GlobalOptions: Sendable, Equatable {
         """
 
     /// Resolves the options from parsed flags, the environment and the config file.
-    /// `accountFlag` is false for commands whose `--account` means something else (operator create).
-    public static func resolve(_ args: Arguments, environment: [String: String], accountFlag: Bool = true,
+    /// `accountFlag` and `passwordFlag` are false for commands whose `--account` or `--password` mean
+    /// something else (operator create: the new operator's account and password).
+    public static func resolve(_ args: Arguments, environment: [String: String], accountFlag: Bool = true, passwordFlag: Bool = true,
                                readFile: (String) -> String? = GlobalOptions.readFile) throws(UsageError) -> GlobalOptions {
         var o = GlobalOptions()
         var file: [String: String] = [:]
@@ -62,7 +63,7 @@ public struct GlobalOptions: Sendable, Equatable {
         o.broker = pick("broker", "ESCROW_BROKER", "broker") ?? defaultBroker
         guard o.broker.contains("://") else { throw UsageError("--broker expects a URL like mqtt://host:1883, got '\(o.broker)'") }
         o.user = pick("user", "ESCROW_USER", "user")
-        o.password = pick("password", "ESCROW_PASSWORD", "password")
+        o.password = pick("password", "ESCROW_PASSWORD", "password", useFlag: passwordFlag)
         if let raw = pick("account", "ESCROW_ACCOUNT", "account", useFlag: accountFlag) {
             guard let a = AccountID(raw) else { throw UsageError("account '\(raw)' must match [A-Za-z0-9._-]{1,64}") }
             o.account = a

@@ -31,11 +31,7 @@ struct CLIStoryTests {
         #expect(created.status == 0, "\(created)")
         let password = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("password: ") }?.dropFirst(10))
         let created2 = try runAs(admin, ["operator", "create", "op-res", "--account", "resell", "--password", "reseller-secret"])
-        // Known escrowd issue (found by this test): after the first operator.create rewrites the broker's
-        // password file, op-admin's own login is refused from then on.
-        withKnownIssue("escrowd: op-admin refused after operator.create", isIntermittent: true) {
-            #expect(created2.status == 0, "\(created2)")
-        }
+        #expect(created2.status == 0, "\(created2)")
         let oem = operatorEnv(broker: escrowd.operatorURL, user: "op-oem", password: String(password), account: "oem")
         let res = operatorEnv(broker: escrowd.operatorURL, user: "op-res", password: "reseller-secret", account: "resell")
 
