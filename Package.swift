@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "Subprocess"]),
 
         // Products' libraries.
-        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT"]),
+        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "FleetEngine", dependencies: ["EscrowCore", "EscrowAgent"], path: "Simulator/FleetEngine"),
