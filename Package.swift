@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "Subprocess"]),
 
         // Products' libraries.
-        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT"]),
+        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "FleetEngine", dependencies: ["EscrowCore", "EscrowAgent"], path: "Simulator/FleetEngine"),
@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "OperatorCLI", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "OperatorCLI", "TestSupport"]),
     ]
 )
 

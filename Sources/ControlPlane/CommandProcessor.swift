@@ -97,8 +97,9 @@ struct CommandProcessor {
         }
         let acct = Account(id: a.id, name: a.name, kind: a.kind, managedBy: a.managedBy)
         try ledger.insert(acct, at: now())
-        if a.kind == .provisioner, let credentials {
-            let ca = try credentials.newAuthority(for: a.id)
+        if let credentials {
+            // Every account gets an authority: the identities of devices activated in it are issued by it.
+            let ca = try credentials.newAuthority(for: a.id, kind: a.kind)
             try ledger.insertAuthority(a.id, certificate: ca.certificate, privateKey: ca.privateKey)
         }
         fx.notify(.accountCreated, [.platform, a.id] + (a.managedBy.map { [$0] } ?? []), at: now(),
@@ -242,6 +243,7 @@ struct CommandProcessor {
             case .activate(let d, let owner):
                 try ledger.setOwner(d, owner: owner, activatedAt: at)
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated)
+                try issueOwnerIdentity(d, owner: owner, &fx)
                 let config = try ledger.pushConfig(d, owner: owner, mode: .normal, profile: profile ?? .builtinDefault, certificate: nil, at: at)
                 fx.configs.append(d)
                 let profileName: JSONValue = .string((profile ?? .builtinDefault).name)
@@ -265,6 +267,23 @@ struct CommandProcessor {
             let counts = TransferView(t, includeItems: false).counts.mapValues { JSONValue.number(Double($0)) }
             fx.notify(.transferCompleted, [t.from, t.to], at: at, transfer: t.id, details: ["status": .string(t.status.rawValue), "counts": .object(counts)])
         }
+    }
+
+    /// Signs the device's CSR with the new owner's authority (created if the account predates
+    /// per-account authorities); the activation configuration carries the certificate. Without a
+    /// CSR the device keeps its escrow identity.
+    private func issueOwnerIdentity(_ d: DeviceID, owner: AccountID, _ fx: inout Effects) throws {
+        guard let credentials, let csr = try ledger.csr(d) else { return }
+        var authority = try ledger.authority(owner)
+        if authority == nil, let account = try ledger.account(owner) {
+            let ca = try credentials.newAuthority(for: owner, kind: account.kind)
+            try ledger.insertAuthority(owner, certificate: ca.certificate, privateKey: ca.privateKey)
+            fx.accessChanged = true // the broker must trust the new authority before the device reconnects
+            authority = ca
+        }
+        guard let authority else { return }
+        let issued = try credentials.sign(csr: csr, device: d, authority: authority)
+        try ledger.setPendingIdentity(d, certificate: issued.certificate, fingerprint: issued.fingerprint, serial: issued.serial)
     }
 
     // MARK: configuration

@@ -27,6 +27,8 @@ public actor ControlPlane {
         public var accounts: [Account]
         public var operators: [(username: String, account: AccountID, passwordHash: String)]
         public var authoritiesList: [(account: AccountID, certificate: String, privateKey: String)]
+        /// Revoked certificate serials (lowercase hex) per issuing account: the broker's CRLs.
+        public var revokedSerials: [AccountID: [String]] = [:]
     }
 
     public struct Counters: Sendable, Equatable {
@@ -77,7 +79,7 @@ public actor ControlPlane {
     public func accessSnapshot() throws -> AccessSnapshot {
         AccessSnapshot(accounts: try ledger.accounts().filter { $0.id != .platform },
                        operators: try ledger.operators().map { ($0.username, $0.account, $0.passwordHash) },
-                       authoritiesList: try ledger.authorities())
+                       authoritiesList: try ledger.authorities(), revokedSerials: try ledger.revokedSerials())
     }
 
     /// Subscribes, recovers what a crash left behind, and processes messages until cancelled.
@@ -200,8 +202,9 @@ public actor ControlPlane {
     private func afterCommit(_ effects: Effects) {
         for d in effects.configs { known.insert(d) }
         try? drainOutbox()
-        publishConfigs(effects.configs)
+        // Access first: a configuration may carry a certificate from an authority the broker must trust.
         if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        publishConfigs(effects.configs)
         if !effects.configs.isEmpty || !effects.events.isEmpty {
             known = Set((try? ledger.allDeviceIDs()) ?? Array(known))
         }
@@ -371,6 +374,7 @@ public actor ControlPlane {
         guard !pendingAcks.isEmpty || !presence.isEmpty else { return }
         let acks = pendingAcks, statuses = presence
         var events: [Event] = []
+        var revoked = false
         do {
             try ledger.db.transaction { _ in
                 let at = Date()
@@ -379,6 +383,10 @@ public actor ControlPlane {
                 }
                 for (d, a) in acks {
                     guard let r = try ledger.recordAck(d, a) else { continue }
+                    if a.result == .applied, try ledger.confirmIdentity(d, appliedVersion: a.version, at: at) {
+                        revoked = true
+                        log(.info, "device \(d) applied its owner-issued identity; its escrow certificate is revoked")
+                    }
                     switch r.state {
                     case .applied: events.append(Event(type: .configApplied, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "mode": r.mode.map { .string($0.rawValue) } ?? .null]))
                     case .rejected: events.append(Event(type: .configRejected, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "reason": .string(a.reason ?? "")]))
@@ -389,6 +397,8 @@ public actor ControlPlane {
             }
             pendingAcks.removeFirst(acks.count)
             for d in statuses.keys where presence[d] == statuses[d] { presence[d] = nil }
+            // Rewrites the CRLs and reloads the broker: from now on it refuses the escrow certificates.
+            if revoked, let snap = try? accessSnapshot() { onAccessChanged(snap) }
             try drainOutbox()
         } catch {
             // Keep the batch: it is retried at the next flush (and devices re-ack on reconciliation).

@@ -3,8 +3,9 @@ import EscrowCore
 /// Device identities and operator passwords: what the control plane needs from the
 /// certificate machinery. `IdentityCredentials` implements it with OpenSSL (module Identity).
 public protocol Credentials: Sendable {
-    /// A new certificate authority for a provisioner account (ECDSA P-256).
-    func newAuthority(for account: AccountID) throws -> (certificate: String, privateKey: String)
+    /// A new certificate authority for an account (ECDSA P-256): provisioners issue escrow
+    /// identities with it, every account the identities of the devices activated in it.
+    func newAuthority(for account: AccountID, kind: Account.Kind) throws -> (certificate: String, privateKey: String)
     /// Issues identities for devices, signed by the account's authority.
     func issue(_ devices: [DeviceID], authority: (certificate: String, privateKey: String)) throws -> [IssuedIdentity]
     /// Signs a device's certificate signing request with the new owner's authority.

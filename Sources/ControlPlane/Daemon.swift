@@ -103,8 +103,13 @@ public final class Daemon: Sendable {
         try writeBrokerFile(acl, to: layout.aclFile, mode: 0o644)
         try writeBrokerFile(passwords, to: layout.passwordFile, mode: 0o600)
         var authorities = [platformCA]
-        for a in s.authorities { authorities.append(try CertificateAuthority(certificatePEM: a.certificate, keyPEM: a.privateKey)) }
-        try layout.installTrust(authorities: authorities)
+        var revoked: [String: [String]] = [:]
+        for a in s.authorities {
+            let ca = try CertificateAuthority(certificatePEM: a.certificate, keyPEM: a.privateKey)
+            authorities.append(ca)
+            if let serials = s.revokedSerials[a.account] { revoked[ca.commonName] = serials }
+        }
+        try layout.installTrust(authorities: authorities, revokedSerials: revoked)
     }
 
     /// Starts the broker (when managed), connects and serves until `shutdown()`.

@@ -13,8 +13,8 @@ public struct IdentityCredentials: Credentials {
         self.brokerCA = brokerCA; self.deviceBrokerURL = deviceBrokerURL
     }
 
-    public func newAuthority(for account: AccountID) throws -> (certificate: String, privateKey: String) {
-        let ca = try CertificateAuthority.create(commonName: "EscrowFleet provisioner \(account)")
+    public func newAuthority(for account: AccountID, kind: Account.Kind) throws -> (certificate: String, privateKey: String) {
+        let ca = try CertificateAuthority.create(commonName: "EscrowFleet \(kind.rawValue) \(account)")
         return (try ca.certificate.pem(), try ca.key.pem())
     }
 

@@ -154,9 +154,15 @@ final class Ledger {
 
     // MARK: configuration
     /// Records a new desired configuration for a device, with the next version. Returns it.
+    /// While an issued identity is unconfirmed, every configuration carries its certificate, so a
+    /// device that only ever sees a later version still receives it.
     func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date) throws -> DeviceConfig {
-        let r = try db.query("SELECT desired_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first
+        let r = try db.query("SELECT desired_version, next_certificate, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first
         let version = (try r?.int("desired_version") ?? 0) + 1
+        let certificate = try certificate ?? r?.optionalString("next_certificate")
+        if certificate != nil, try r?.optionalInt("rotation_version") == nil {
+            try db.execute("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
+        }
         let config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
                                   settings: profile.settings, certificate: certificate)
         try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
@@ -320,6 +326,44 @@ final class Ledger {
     }
     func deleteOutbox(through id: Int64) throws {
         try db.execute("DELETE FROM outbox WHERE id <= ?", [.integer(id)])
+    }
+
+    // MARK: owner identities and revocation
+    /// The latest validated CSR a device sent, if any.
+    func csr(_ id: DeviceID) throws -> String? {
+        try db.query("SELECT csr FROM devices WHERE id = ?", [.text(id.rawValue)]).first?.optionalString("csr")
+    }
+    /// Records the identity issued for a device's new owner; the next configuration carries it.
+    func setPendingIdentity(_ id: DeviceID, certificate: String, fingerprint: String, serial: String) throws {
+        try db.execute("""
+            UPDATE devices SET next_certificate = ?, next_fingerprint = ?, next_serial = ?, rotation_version = NULL WHERE id = ?
+            """, [.text(certificate), .text(fingerprint), .text(serial), .text(id.rawValue)])
+    }
+    /// The device applied `version`: if that configuration carried its issued identity, the identity
+    /// becomes the device's and the escrow certificate is revoked. Returns true when something was revoked.
+    func confirmIdentity(_ id: DeviceID, appliedVersion version: Int, at: Date) throws -> Bool {
+        guard let r = try db.query("SELECT provisioner, cert_serial, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first,
+              let rotation = try r.optionalInt("rotation_version"), version >= Int(rotation) else { return false }
+        var revoked = false
+        if let old = try r.optionalString("cert_serial") {
+            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
+                           [.text(try r.string("provisioner")), .text(old), .text(id.rawValue), .real(at.timeIntervalSince1970)])
+            revoked = db.changes > 0
+        }
+        try db.execute("""
+            UPDATE devices SET fingerprint = next_fingerprint, cert_serial = next_serial, next_certificate = NULL,
+                next_fingerprint = NULL, next_serial = NULL, rotation_version = NULL, csr = NULL WHERE id = ?
+            """, [.text(id.rawValue)])
+        return revoked
+    }
+    /// Revoked certificate serials per issuing account.
+    func revokedSerials() throws -> [AccountID: [String]] {
+        var out: [AccountID: [String]] = [:]
+        for r in try db.query("SELECT account_id, serial FROM revocations ORDER BY account_id, serial") {
+            guard let a = AccountID(try r.string("account_id")) else { continue }
+            out[a, default: []].append(try r.string("serial"))
+        }
+        return out
     }
 
     // MARK: certificate authorities

@@ -109,5 +109,21 @@ enum Schema {
             private_key TEXT NOT NULL
         );
         """),
+        Migration(version: 2, name: "owner identities and revocations", sql: """
+        -- The identity issued for the new owner on activation, until the device acks a configuration carrying it.
+        ALTER TABLE devices ADD COLUMN next_certificate TEXT;
+        ALTER TABLE devices ADD COLUMN next_fingerprint TEXT;
+        ALTER TABLE devices ADD COLUMN next_serial TEXT;
+        -- The first configuration version that carries next_certificate.
+        ALTER TABLE devices ADD COLUMN rotation_version INTEGER;
+        -- Certificates the broker refuses, per issuing authority (the account whose CA signed them).
+        CREATE TABLE revocations (
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            serial TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            revoked_at REAL NOT NULL,
+            PRIMARY KEY (account_id, serial)
+        ) WITHOUT ROWID;
+        """),
     ]
 }

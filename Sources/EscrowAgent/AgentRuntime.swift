@@ -1,6 +1,7 @@
 import Foundation
 import EscrowCore
 import MQTT
+import Identity
 
 /// Runs an `AgentMachine` over libmosquitto: the thin I/O layer that executes its effects.
 public actor AgentRuntime {
@@ -10,7 +11,10 @@ public actor AgentRuntime {
     private var client: MQTTClient?
     private var heartbeat: Task<Void, Never>?
     private var finished = false
+    /// Set by `.reconnect`: the message loop ends and `run()` connects again with the new identity.
+    private var switchingIdentity = false
     private let log: @Sendable (String) -> Void
+    private let files: IdentityFiles
 
     public init(settings: AgentSettings, agentVersion: String = "1.0.0", log: @escaping @Sendable (String) -> Void) throws(AgentError) {
         self.settings = settings
@@ -19,21 +23,67 @@ public actor AgentRuntime {
         do { try FileManager.default.createDirectory(atPath: settings.stateDirectory, withIntermediateDirectories: true) } catch {
             throw .storage("cannot create state directory \(settings.stateDirectory): \(error.localizedDescription)")
         }
-        let state: AgentState
+        var state: AgentState
         do { state = try stateFile.load(default: .factory(settings.deviceID)) } catch let e as AgentError { throw e } catch {
             throw .storage("\(error)")
         }
         guard state.deviceId == settings.deviceID else {
             throw .corruptState("state belongs to device \(state.deviceId), not \(settings.deviceID)")
         }
-        machine = AgentMachine(state: state, agentVersion: agentVersion)
+        files = IdentityFiles(directory: settings.stateDirectory)
+        if state.identity == .factory, state.certificateRequested, !FileManager.default.fileExists(atPath: files.pendingKey) {
+            state.certificateRequested = false // the key behind the CSR is gone: send a new one
+        }
+        if state.identity == .issued, !files.hasIssuedIdentity {
+            throw .identity("the state says the issued identity is in use, but \(files.certificate) or \(files.key) is missing")
+        }
+        let rotates = settings.broker.hasPrefix("mqtts://") && settings.certificate != nil
+        machine = AgentMachine(state: state, agentVersion: agentVersion, rotatesIdentity: rotates)
     }
 
     public var mode: DeviceMode { machine.state.mode }
     public var state: AgentState { machine.state }
 
     /// Connects and serves until `stop()`; throws only for failures the agent cannot retry.
+    /// Connects again (new client) when a configuration installs a new identity.
     public func run() async throws(AgentError) {
+        execute(machine.handle(.boot))
+        var afterSwitch = false
+        while !finished {
+            let options = try connectionOptions()
+            let client: MQTTClient
+            do { client = try MQTTClient(options) } catch { throw .usage("\(error)") }
+            self.client = client
+            try await firstConnect(client, options: options, retryRefusals: afterSwitch)
+            let events = client.events
+            let eventTask = Task { [weak self] in
+                for await e in events {
+                    guard let self else { return }
+                    switch e {
+                    case .connected: await self.feed(.connected)
+                    case .disconnected(let reason): await self.lost(reason)
+                    case .reconnecting(let attempt, let delay): await self.note("reconnecting (attempt \(attempt)) in \(delay)")
+                    }
+                }
+            }
+            feed(.connected)
+            for await m in client.messages {
+                if switchingIdentity { break }
+                feed(.message(topic: m.topic, payload: m.payload))
+                if finished || switchingIdentity { break }
+            }
+            eventTask.cancel()
+            guard switchingIdentity, !finished else { return }
+            // Clean DISCONNECT: queued messages (the ack) go out first, and the will is not published.
+            await client.disconnect()
+            switchingIdentity = false
+            afterSwitch = true
+            log("reconnecting with the \(machine.state.identity.rawValue) identity")
+        }
+    }
+
+    /// The connection options for the identity in force.
+    private func connectionOptions() throws(AgentError) -> MQTTOptions {
         var options: MQTTOptions
         do { options = try MQTTOptions.parse(url: settings.broker, clientID: settings.deviceID.rawValue) } catch {
             throw .usage("broker '\(settings.broker)': \(error)")
@@ -45,34 +95,17 @@ public actor AgentRuntime {
         let will = machine.will
         options.will = MQTTWill(topic: will.topic, payload: will.payload, qos: .atLeastOnce, retain: true)
         if settings.broker.hasPrefix("mqtts://"), let ca = settings.brokerCA {
-            options.tls = MQTTTLS(caFile: ca, certFile: settings.certificate, keyFile: settings.privateKey)
-        }
-        let client: MQTTClient
-        do { client = try MQTTClient(options) } catch { throw .usage("\(error)") }
-        self.client = client
-
-        execute(machine.handle(.boot))
-        try await firstConnect(client, options: options)
-        let events = client.events
-        let eventTask = Task { [weak self] in
-            for await e in events {
-                guard let self else { return }
-                switch e {
-                case .connected: await self.feed(.connected)
-                case .disconnected(let reason): await self.lost(reason)
-                case .reconnecting(let attempt, let delay): await self.note("reconnecting (attempt \(attempt)) in \(delay)")
-                }
+            switch machine.state.identity {
+            case .factory: options.tls = MQTTTLS(caFile: ca, certFile: settings.certificate, keyFile: settings.privateKey)
+            case .issued: options.tls = MQTTTLS(caFile: ca, certFile: files.certificate, keyFile: files.key)
             }
         }
-        feed(.connected)
-        for await m in client.messages {
-            feed(.message(topic: m.topic, payload: m.payload))
-            if finished { break }
-        }
-        eventTask.cancel()
+        return options
     }
 
-    private func firstConnect(_ client: MQTTClient, options: MQTTOptions) async throws(AgentError) {
+    /// `retryRefusals`: right after switching identity, a refusal may only mean the broker has not
+    /// reloaded its trust files yet, so it is retried like an unreachable broker.
+    private func firstConnect(_ client: MQTTClient, options: MQTTOptions, retryRefusals: Bool = false) async throws(AgentError) {
         var attempt = 0
         var rng = SystemRandomNumberGenerator()
         let backoff = options.reconnect ?? Backoff()
@@ -83,7 +116,7 @@ public actor AgentRuntime {
                 return
             } catch let e as MQTTError {
                 switch e.kind {
-                case .refused, .notAuthorized, .tls: throw .refused(e.description)
+                case .refused, .notAuthorized, .tls: if !retryRefusals { throw .refused(e.description) }
                 default: break
                 }
                 attempt += 1
@@ -131,6 +164,30 @@ public actor AgentRuntime {
                 } catch {
                     execute(machine.handle(.persistFailed(reason: "\(error)")))
                 }
+            case .persistIdentity(let state, let certificate):
+                // Identity files first, state last: a crash in between leaves the old state, which
+                // re-applies the re-delivered configuration and rewrites the same files.
+                do throws(IdentityInstallError) {
+                    try files.install(certificate: certificate, deviceID: settings.deviceID)
+                    do { try stateFile.save(state) } catch { throw .storage("\(error)") }
+                    files.removePendingKey()
+                    execute(machine.handle(.persisted))
+                } catch {
+                    switch error {
+                    case .mismatch(let reason): execute(machine.handle(.certificateRejected(reason: reason)))
+                    case .storage(let reason): execute(machine.handle(.persistFailed(reason: reason)))
+                    }
+                }
+            case .requestCertificate:
+                do {
+                    let csr = try files.certificateRequest(deviceID: settings.deviceID)
+                    execute(machine.handle(.certificateRequestReady(csr: csr)))
+                } catch {
+                    log("cannot prepare a certificate signing request: \(error)")
+                }
+            case .reconnect:
+                // Always follows a configuration message: run()'s message loop sees the flag and reconnects.
+                switchingIdentity = true
             case .scheduleHeartbeat(let seconds):
                 heartbeat?.cancel()
                 heartbeat = Task { [weak self] in

@@ -20,10 +20,15 @@ public struct StateFile: Sendable {
     }
 
     public func save(_ state: AgentState) throws {
+        try Self.writeAtomically(WireCodec.encode(state), to: path, mode: 0o600)
+    }
+
+    /// Writes `bytes` to a temp file created with `mode`, fsyncs it, renames it over `path`
+    /// and fsyncs the directory.
+    static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = path + ".tmp"
-        let bytes = WireCodec.encode(state)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw AgentError.storage("open \(tmp): \(String(cString: strerror(errno)))") }
         var ok = bytes.withUnsafeBytes { buf -> Bool in
             var off = 0
@@ -34,7 +39,7 @@ public struct StateFile: Sendable {
             }
             return true
         }
-        ok = ok && fsync(fd) == 0
+        ok = ok && fchmod(fd, mode) == 0 && fsync(fd) == 0
         let err = errno
         close(fd)
         guard ok else { unlink(tmp); throw AgentError.storage("write \(tmp): \(String(cString: strerror(err)))") }

@@ -19,7 +19,9 @@ SETTINGS (FILE holds `key = value` lines; relative paths are relative to FILE)
   certificate       PEM device certificate from the device bundle   (required for mqtts)
   private_key       PEM private key from the device bundle          (required for mqtts)
   broker_ca         PEM CA that signed the broker's certificate      (required for mqtts)
-  state_dir         where the agent keeps its state (default: ./state next to FILE)
+  state_dir         where the agent keeps its state (default: ./state next to FILE); with mqtts
+                    also next.key (the key of its CSR, sent while in escrow) and, after
+                    activation, identity.crt/identity.key issued by the owner, used from then on
   mqtt_version      5 (default) or 3.1.1
   keepalive         MQTT keepalive in seconds (default 60)
   backoff_initial   first reconnect delay in seconds (default 1); doubles each attempt ...

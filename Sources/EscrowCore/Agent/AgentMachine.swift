@@ -24,6 +24,10 @@ public struct AgentMachine: Equatable, Sendable {
         /// The I/O layer wrote the state asked for by `.persist` (or failed to).
         case persisted
         case persistFailed(reason: String)
+        /// The I/O layer prepared the pending key and its CSR (PEM) asked for by `.requestCertificate`.
+        case certificateRequestReady(csr: String)
+        /// The certificate of a configuration does not fit the pending key (answer to `.persistIdentity`).
+        case certificateRejected(reason: String)
         case stop
     }
 
@@ -32,6 +36,14 @@ public struct AgentMachine: Equatable, Sendable {
         case subscribe(String)
         case publish(topic: String, payload: [UInt8], qos: Int, retain: Bool)
         case persist(AgentState)
+        /// Install `certificate` with the pending key as the current identity, then write the state,
+        /// as one step; answer `.persisted`, `.certificateRejected` or `.persistFailed`.
+        case persistIdentity(AgentState, certificate: String)
+        /// Create (or reuse) the pending key and build a CSR for it (CN = device id);
+        /// answer `.certificateRequestReady`.
+        case requestCertificate
+        /// Close the connection and connect again with `state.identity` (a new identity is in force).
+        case reconnect
         case scheduleHeartbeat(seconds: Int)
         case cancelHeartbeat
         case disconnect
@@ -44,9 +56,17 @@ public struct AgentMachine: Equatable, Sendable {
     private var linkUp = false
     public let agentVersion: String
     private let bootedAt: Date
+    /// Asks for an owner-issued identity while in escrow (`escrow-agent` over mutual TLS); off for
+    /// agents without certificates (plain MQTT, simulated fleets), which ignore a configuration's certificate.
+    public let rotatesIdentity: Bool
 
-    public init(state: AgentState, agentVersion: String = "1.0.0", bootedAt: Date = Date()) {
-        self.state = state; self.agentVersion = agentVersion; self.bootedAt = bootedAt
+    public init(state: AgentState, agentVersion: String = "1.0.0", bootedAt: Date = Date(), rotatesIdentity: Bool = false) {
+        self.state = state; self.agentVersion = agentVersion; self.bootedAt = bootedAt; self.rotatesIdentity = rotatesIdentity
+    }
+
+    /// True when the agent should (still) send a CSR for its post-activation identity.
+    var needsCertificate: Bool {
+        rotatesIdentity && state.mode == .escrow && state.identity == .factory && !state.certificateRequested
     }
 
     public var id: DeviceID { state.deviceId }
@@ -73,7 +93,8 @@ public struct AgentMachine: Equatable, Sendable {
         case (.connecting, .connected):
             phase = .online
             linkUp = true
-            return [.subscribe(configTopic), statusEffect(), .scheduleHeartbeat(seconds: state.heartbeatInterval)]
+            let effects: [Effect] = [.subscribe(configTopic), statusEffect(), .scheduleHeartbeat(seconds: state.heartbeatInterval)]
+            return needsCertificate ? effects + [.requestCertificate] : effects
         case (.online, .connectionLost), (.applying, .connectionLost):
             // A configuration being persisted still completes; its ack goes out after reconnecting
             // through the retained configuration's re-delivery (equal version -> re-ack).
@@ -97,9 +118,30 @@ public struct AgentMachine: Equatable, Sendable {
             return receiveConfig(payload)
         case (_, .message):
             return [] // configuration re-delivered after reconnect will be handled then
+        case (.online, .certificateRequestReady(let csr)) where needsCertificate:
+            state.certificateRequested = true
+            return [.publish(topic: Topic.deviceCSR(id).path, payload: WireCodec.encode(CertificateRequest(csr: csr)), qos: 1, retain: false),
+                    .persist(state),
+                    .log("sent a certificate signing request for the identity to use after activation")]
+        case (_, .certificateRequestReady):
+            return [] // offline or no longer needed: asked again after the next connect if still needed
         case (.applying(let config), .persisted):
             let modeChanged = state.mode != config.mode
-            state = Self.applied(config, to: state)
+            let newIdentity = rotatesIdentity && config.certificate != nil && state.identity != .issued
+            state = Self.applied(config, to: state, rotatesIdentity: rotatesIdentity)
+            if newIdentity {
+                // The old connection's identity is about to be revoked: ack, then reconnect with the new one.
+                // If this ack is lost, the retained configuration re-delivered on the new connection is re-acked.
+                let wasUp = linkUp
+                phase = .connecting
+                linkUp = false
+                var effects: [Effect] = []
+                if wasUp {
+                    effects.append(.publish(topic: Topic.deviceConfigAck(id).path, payload: WireCodec.encode(ConfigAck(version: config.version, result: .applied)), qos: 1, retain: false))
+                }
+                return effects + [.log("applied configuration version \(config.version) (\(config.mode.rawValue) mode, owner \(config.owner)); reconnecting with the identity issued by \(config.owner)"),
+                                  .reconnect]
+            }
             guard linkUp else {
                 // Persisted while offline: the ack follows the retained re-delivery after reconnecting.
                 phase = .connecting
@@ -119,7 +161,15 @@ public struct AgentMachine: Equatable, Sendable {
             return [.publish(topic: Topic.deviceConfigAck(id).path,
                              payload: WireCodec.encode(ConfigAck(version: config.version, result: .rejected, reason: "storage: \(reason)")), qos: 1, retain: false),
                     .log("could not persist configuration \(config.version): \(reason)")]
-        case (_, .persisted), (_, .persistFailed):
+        case (.applying(let config), .certificateRejected(let reason)):
+            phase = linkUp ? .online : .connecting
+            let line = "rejected configuration version \(config.version): its certificate \(reason)"
+            guard linkUp else { return [.log(line)] }
+            return [.publish(topic: Topic.deviceConfigAck(id).path,
+                             payload: WireCodec.encode(ConfigAck(version: config.version, result: .rejected, reason: "invalid_argument: certificate \(reason)")), qos: 1, retain: false),
+                    .scheduleHeartbeat(seconds: state.heartbeatInterval),
+                    .log(line)]
+        case (_, .persisted), (_, .persistFailed), (_, .certificateRejected):
             return []
         case (.applying, .connected) where !linkUp:
             // Reconnected before the write finished: re-subscribe and announce the state in force;
@@ -134,8 +184,13 @@ public struct AgentMachine: Equatable, Sendable {
     }
 
     /// The state after applying `config`: what a reboot comes back to.
-    public static func applied(_ config: DeviceConfig, to state: AgentState) -> AgentState {
+    /// With `rotatesIdentity`, a configuration carrying a certificate makes the issued identity current.
+    public static func applied(_ config: DeviceConfig, to state: AgentState, rotatesIdentity: Bool = false) -> AgentState {
         var s = state
+        if rotatesIdentity, config.certificate != nil {
+            s.identity = .issued
+            s.certificateRequested = false
+        }
         s.mode = config.mode
         s.owner = config.owner
         s.appliedVersion = config.version
@@ -162,7 +217,11 @@ public struct AgentMachine: Equatable, Sendable {
                     .log("rejected configuration version \(version): \(reason)")]
         case .apply(let config):
             phase = .applying(config)
-            return [.cancelHeartbeat, .persist(Self.applied(config, to: state))]
+            let next = Self.applied(config, to: state, rotatesIdentity: rotatesIdentity)
+            if rotatesIdentity, let certificate = config.certificate {
+                return [.cancelHeartbeat, .persistIdentity(next, certificate: certificate)]
+            }
+            return [.cancelHeartbeat, .persist(next)]
         }
     }
 }

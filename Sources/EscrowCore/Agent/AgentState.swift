@@ -10,11 +10,39 @@ public struct AgentState: Codable, Equatable, Sendable {
     public var appliedVersion: Int
     public var heartbeatInterval: Int
     public var settings: [String: JSONValue]
+    /// Which TLS identity the agent connects with.
+    public var identity: IdentitySource
+    /// A certificate signing request for the pending key (`next.key`) was published.
+    public var certificateRequested: Bool
+
+    /// The identity files in use: the factory bundle's, or those issued for the owner on activation.
+    public enum IdentitySource: String, Codable, Sendable {
+        /// `certificate` / `private_key` of the agent's settings (the provisioner's escrow identity).
+        case factory
+        /// `identity.crt` / `identity.key` in the state directory, issued by the owner's authority.
+        case issued
+    }
 
     public init(deviceId: DeviceID, mode: DeviceMode = .escrow, owner: AccountID? = nil, appliedVersion: Int = 0,
-                heartbeatInterval: Int = DeviceConfig.defaultEscrowHeartbeat, settings: [String: JSONValue] = [:]) {
+                heartbeatInterval: Int = DeviceConfig.defaultEscrowHeartbeat, settings: [String: JSONValue] = [:],
+                identity: IdentitySource = .factory, certificateRequested: Bool = false) {
         self.deviceId = deviceId; self.mode = mode; self.owner = owner; self.appliedVersion = appliedVersion
         self.heartbeatInterval = heartbeatInterval; self.settings = settings
+        self.identity = identity; self.certificateRequested = certificateRequested
+    }
+
+    /// Reads state files written before `identity` and `certificateRequested` existed.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(Int.self, forKey: .schema)
+        deviceId = try c.decode(DeviceID.self, forKey: .deviceId)
+        mode = try c.decode(DeviceMode.self, forKey: .mode)
+        owner = try c.decodeIfPresent(AccountID.self, forKey: .owner)
+        appliedVersion = try c.decode(Int.self, forKey: .appliedVersion)
+        heartbeatInterval = try c.decode(Int.self, forKey: .heartbeatInterval)
+        settings = try c.decode([String: JSONValue].self, forKey: .settings)
+        identity = try c.decodeIfPresent(IdentitySource.self, forKey: .identity) ?? .factory
+        certificateRequested = try c.decodeIfPresent(Bool.self, forKey: .certificateRequested) ?? false
     }
 
     /// The factory state of a device: escrow mode, no configuration.
