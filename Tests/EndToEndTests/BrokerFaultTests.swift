@@ -64,9 +64,10 @@ struct BrokerFaultTests {
         let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(all)], timeout: .seconds(30)).result(Commands.TransferResult.self)
         let responder = try await DeviceResponder(escrowd: platform.escrowd)
         _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"], timeout: .seconds(30)).result(Commands.TransferResult.self)
+        // Pause escrowd as soon as configurations flow: the devices' acks then pile up at the broker.
+        try await waitUntil(timeout: .seconds(30), "the first configurations reach the devices") { await responder.acked.count > 0 }
         platform.escrowd.signal(SIGSTOP)
         // While escrowd sleeps, the devices ack everything they got and keep heartbeating.
-        try await waitUntil(timeout: .seconds(30), "the devices acked the configurations published before the pause") { await responder.acked.count > 0 }
         for i in 0..<5_000 {
             _ = try? responder.client.publishNoWait("devices/\(all[i % n])/heartbeat", WireCodec.encode(Heartbeat(seq: i, mode: .normal, uptime: i, configVersion: 1)), qos: .atMostOnce)
         }
