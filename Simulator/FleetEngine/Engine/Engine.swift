@@ -342,7 +342,7 @@ public final class Engine<Behavior: DeviceBehavior> {
                 case .configApplied: metrics.configsApplied += 1
                 case .configIgnored: metrics.configsIgnored += 1
                 case .configRejected: metrics.configsRejected += 1
-                case .heartbeat: break
+                case .heartbeat: metrics.heartbeats += 1
                 }
             }
         }

@@ -49,6 +49,7 @@ public final class Metrics {
     public var publishedQoS1 = 0
     public var pubacks = 0
     public var received = 0
+    public var heartbeats = 0
     public var configsApplied = 0
     public var configsIgnored = 0
     public var configsRejected = 0
