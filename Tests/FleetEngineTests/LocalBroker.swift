@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+@testable import FleetEngine
 
 /// A private mosquitto for one test: config in a temp dir, free port, killed on `stop()`.
 /// (Local stand-in until the shared TestSupport harness exists.)
@@ -21,13 +22,9 @@ final class LocalBroker {
         if getuid() == 0 { conf += "user root\n" }
         let confURL = dir.appendingPathComponent("mosquitto.conf")
         try conf.write(to: confURL, atomically: true, encoding: .utf8)
-        // posix_spawn + waitpid rather than Foundation.Process, whose waitUntilExit can hang
-        // under Swift Testing (it waits on a run loop nobody spins).
-        var p: pid_t = 0
-        let confPath: String = confURL.path
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(binary), strdup("-c"), strdup(confPath), nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&p, binary, nil, nil, argv, environ)
+        // posix_spawn (empty signal mask) + waitpid rather than Foundation.Process: its child
+        // inherited a blocked SIGTERM and waitUntilExit hung under Swift Testing.
+        let (p, rc) = System.spawn(binary, ["-c", confURL.path])
         guard rc == 0 else { throw BrokerError("posix_spawn mosquitto failed: \(rc)") }
         pid = p
         let deadline = Date().addingTimeInterval(5)

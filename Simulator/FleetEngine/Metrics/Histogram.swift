@@ -50,6 +50,7 @@ public struct Histogram: Sendable, Equatable {
     public func percentile(_ p: Double) -> UInt64 {
         guard count > 0 else { return 0 }
         let rank = Swift.max(1, UInt64((p / 100 * Double(count)).rounded(.up)))
+        if rank >= count { return max }
         var seen: UInt64 = 0
         for (i, c) in counts.enumerated() where c != 0 {
             seen += c

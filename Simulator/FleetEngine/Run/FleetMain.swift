@@ -25,7 +25,7 @@ public enum FleetMain {
             stderr("fleetsim: \(error.description)")
             return 1
         }
-        if !options.quiet || options.reportPath == nil { stdout(report.summaryTable) }
+        if !options.isWorker { stdout(report.summaryTable) }
         do {
             if let p = options.reportPath { try report.json().write(to: URL(fileURLWithPath: p)) }
             if let p = options.htmlPath { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: p)) }
@@ -80,11 +80,8 @@ public struct WorkerPool {
         for (i, slice) in Self.slices(devices: options.devices, workers: k, first: options.firstIndex).enumerated() {
             let path = dir.appendingPathComponent("worker-\(i).json").path
             paths.append(path)
-            let args = [executable] + options.workerArguments(first: slice.first, count: slice.count, source: srcs[i], report: path)
-            var pid: pid_t = 0
-            let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-            defer { argv.forEach { free($0) } }
-            let rc = posix_spawn(&pid, executable, nil, nil, argv, environ)
+            let args = options.workerArguments(first: slice.first, count: slice.count, source: srcs[i], report: path)
+            let (pid, rc) = System.spawn(executable, args)
             guard rc == 0 else {
                 pids.forEach { kill($0, SIGTERM) }
                 throw .runtime("cannot start worker \(i): \(String(cString: strerror(rc)))")

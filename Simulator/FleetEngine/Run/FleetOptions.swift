@@ -37,6 +37,8 @@ public struct FleetOptions: Sendable, Equatable {
     /// Seconds to wait after everyone is connected before the storm.
     public var stormAfter: Double = 2
     public var quiet = false
+    /// Set by `--worker` on child processes: no summary on stdout (the parent prints the merged one).
+    public var isWorker = false
     public var help = false
 
     public init() {}
@@ -157,6 +159,7 @@ public struct FleetOptions: Sendable, Equatable {
             case "--backoff-max": o.backoffMax = try number(a, try value(a), min: 0.001)
             case "--storm-after": o.stormAfter = try number(a, try value(a))
             case "--quiet": o.quiet = true
+            case "--worker": o.isWorker = true
             default:
                 if !a.hasPrefix("-"), !sawScenario, let s = Scenario(rawValue: a) {
                     o.scenario = s; sawScenario = true
@@ -199,7 +202,7 @@ public struct FleetOptions: Sendable, Equatable {
                  "--heartbeat", String(heartbeat), "--heartbeat-jitter", String(heartbeatJitter),
                  "--qos", String(qos.rawValue), "--mqtt", mqtt.label, "--churn", String(churn), "--duration", String(duration),
                  "--backoff-base", String(backoffBase), "--backoff-max", String(backoffMax), "--storm-after", String(stormAfter),
-                 "--report", report, "--quiet"]
+                 "--report", report, "--quiet", "--worker"]
         if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
         return a
     }
