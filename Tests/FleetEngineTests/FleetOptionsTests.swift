@@ -22,6 +22,10 @@ import Testing
         #expect(try FleetOptions.parse(["--help"]).help)
         #expect(FleetOptions.usage.contains("EXAMPLES"))
         #expect(try FleetOptions.parse(["soak", "--broker", "localhost"]).brokerPort == 1883)
+        // Large loopback fleets get one source address per 5,000 devices unless told otherwise.
+        #expect(try FleetOptions.parse(["--devices", "19000"]).sourceAddresses == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"])
+        #expect(try FleetOptions.parse(["--devices", "19000", "--source-count", "1"]).sourceAddresses == ["127.0.0.1"])
+        #expect(try FleetOptions.parse(["--devices", "5000"]).sourceAddresses.isEmpty)
     }
 
     @Test(arguments: [

@@ -174,6 +174,9 @@ public final class FleetRunner {
         if m.errors[.auth, default: 0] >= attempts { return "all connections refused as not authorised by \(broker) (check credentials/ACL)" }
         if m.errors[.refused, default: 0] >= attempts { return "all connections refused by \(broker): \(engine.lastErrorDetail[.refused] ?? "")" }
         if m.errors[.portExhausted, default: 0] >= attempts { return "local port range exhausted: add --source-count K" }
+        if t > 3, m.totalErrors >= attempts, let (cause, n) = m.errors.max(by: { $0.value < $1.value }) {
+            return "no device connected in \(Int(t)) s: \(n) attempts failed with \(cause.rawValue) (\(engine.lastErrorDetail[cause] ?? "")) on \(broker)"
+        }
         return nil
     }
 
