@@ -3,6 +3,7 @@
 #   bench/fleetsim-connect.sh [DEVICES] [extra fleetsim options...]
 # e.g. bench/fleetsim-connect.sh 5000
 #      bench/fleetsim-connect.sh 19000 --source-count 2 --window 64
+# SCENARIO=storm or soak runs that scenario instead (same broker setup).
 # Prints fleetsim's summary (connect time, latency percentiles, RSS per device) and writes
 # $OUT/connect-N.json and .html (default /tmp/fleetsim-bench). Needs /usr/sbin/mosquitto; raises ulimit -n to 20000.
 set -euo pipefail
@@ -29,6 +30,6 @@ trap 'kill $BROKER 2>/dev/null; wait $BROKER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 kill -0 $BROKER 2>/dev/null || { echo "mosquitto did not start on port $PORT" >&2; exit 1; }
 
-${TIMECMD:-} "$BIN" connect --broker mqtt://127.0.0.1:$PORT --devices "$N" --duration "${DURATION:-15}" \
-  --heartbeat 30 --window "${WINDOW:-64}" --report "$OUT/connect-$N.json" --html "$OUT/connect-$N.html" "$@"
+${TIMECMD:-} "$BIN" "${SCENARIO:-connect}" --broker mqtt://127.0.0.1:$PORT --devices "$N" --duration "${DURATION:-15}" \
+  --heartbeat 30 --window "${WINDOW:-64}" --report "$OUT/${SCENARIO:-connect}-$N.json" --html "$OUT/${SCENARIO:-connect}-$N.html" "$@"
 echo "broker RSS: $(awk '/VmRSS/{print $2" "$3}' /proc/$BROKER/status)"
