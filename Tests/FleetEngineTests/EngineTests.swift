@@ -168,4 +168,32 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         #expect(engine.metrics.totalErrors == 0)
         engine.stopAll()
     }
+
+    @Test func keepalivePingsHoldIdleConnections() throws {
+        let broker = try LocalBroker(); defer { broker.stop() }
+        var c = engineConfig(broker)
+        c.keepAlive = 1  // mosquitto drops a client silent for 1.5 x keepalive
+        let engine = try Engine(configuration: c, behaviors: fleet(20, heartbeat: 3600))
+        engine.startAll()
+        #expect(engine.run(timeout: 5) { engine.connectedCount == 20 })
+        engine.run(timeout: 3.5) { false }
+        #expect(engine.connectedCount == 20)
+        #expect(engine.metrics.disconnects == 0 && engine.metrics.totalErrors == 0)
+        engine.stopAll()
+    }
+
+    @Test func largePublishesGoThroughWriteBufferingIntact() throws {
+        let broker = try LocalBroker(); defer { broker.stop() }
+        let probe = try Engine(configuration: engineConfig(broker), behaviors: [RecorderBehavior(clientID: "sink", filters: ["big/#"])])
+        let source = try Engine(configuration: engineConfig(broker), behaviors: [RecorderBehavior(clientID: "src", filters: [])])
+        probe.startAll(); source.startAll()
+        #expect(pump(probe, source, timeout: 5) { probe.connectedCount == 1 && source.connectedCount == 1 })
+        _ = pump(probe, source, timeout: 0.3) { false }
+        // 6 x 900 KB queued at once: more than a loopback socket buffer, so writes go partial -> EPOLLOUT.
+        let payloads = (0..<6).map { i in [UInt8](repeating: UInt8(i), count: 900_000) }
+        source.perform(payloads.enumerated().map { .publish(topic: "big/\($0.offset)", payload: $0.element, qos: .atLeastOnce, retain: false) }, for: 0)
+        #expect(pump(probe, source, timeout: 15) { probe.behavior(at: 0).messages.count == 6 && source.metrics.pubacks == 6 })
+        #expect(probe.behavior(at: 0).messages.map(\.payload) == payloads)
+        probe.stopAll(); source.stopAll()
+    }
 }
