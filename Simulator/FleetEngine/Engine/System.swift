@@ -1,0 +1,164 @@
+import Glibc
+
+/// A failed system call: the operation and errno. Every raw call in FleetEngine goes through
+/// `System`, which retries EINTR and turns -1 into this error.
+public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var errno: Int32
+    public var description: String { "\(operation): \(String(cString: strerror(errno))) (errno \(errno))" }
+}
+
+/// Thin wrappers over the Glibc calls the engine needs (sockets, epoll, rlimit).
+enum System {
+    @inline(__always)
+    static func check(_ op: String, _ body: () -> Int32) throws(SystemError) -> Int32 {
+        while true {
+            let r = body()
+            if r >= 0 { return r }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            throw SystemError(operation: op, errno: e)
+        }
+    }
+
+    // Glibc's Swift module map does not include <sys/epoll.h> and FleetEngine may not add a C
+    // target, so the three epoll entry points are resolved once with dlsym and called through
+    // C function pointers (`@convention(c)`: the real C calling convention, no Swift ABI guess).
+    private typealias EpollCreate1 = @convention(c) (Int32) -> Int32
+    private typealias EpollCtl = @convention(c) (Int32, Int32, Int32, UnsafeMutableRawPointer?) -> Int32
+    private typealias EpollWait = @convention(c) (Int32, UnsafeMutableRawPointer?, Int32, Int32) -> Int32
+    private struct EpollFunctions: @unchecked Sendable {
+        // Immutable C function pointers resolved once; safe to share across threads.
+        let create1: EpollCreate1, ctl: EpollCtl, wait: EpollWait
+    }
+    private static let epoll: EpollFunctions = {
+        let handle = dlopen(nil, RTLD_NOW)
+        func sym<T>(_ name: String, _: T.Type) -> T {
+            guard let p = dlsym(handle, name) else { fatalError("libc has no \(name)") }
+            return unsafeBitCast(p, to: T.self)
+        }
+        return EpollFunctions(create1: sym("epoll_create1", EpollCreate1.self),
+                              ctl: sym("epoll_ctl", EpollCtl.self),
+                              wait: sym("epoll_wait", EpollWait.self))
+    }()
+
+    static let EPOLLIN: UInt32 = 0x001
+    static let EPOLLOUT: UInt32 = 0x004
+    static let EPOLLERR: UInt32 = 0x008
+    static let EPOLLHUP: UInt32 = 0x010
+    static let EPOLLRDHUP: UInt32 = 0x2000
+    static let EPOLL_CTL_ADD: Int32 = 1
+    static let EPOLL_CTL_DEL: Int32 = 2
+    static let EPOLL_CTL_MOD: Int32 = 3
+    /// `struct epoll_event` is packed on x86_64: u32 events + u64 data = 12 bytes.
+    static let epollEventSize = 12
+
+    static func epollCreate() throws(SystemError) -> Int32 {
+        try check("epoll_create1") { epoll.create1(0x80000 /* EPOLL_CLOEXEC */) }
+    }
+
+    static func epollCtl(_ ep: Int32, _ op: Int32, _ fd: Int32, events: UInt32, data: UInt64) throws(SystemError) {
+        var raw: (UInt32, UInt32, UInt32) = (0, 0, 0)
+        try withUnsafeMutableBytes(of: &raw) { (buf) throws(SystemError) in
+            buf.storeBytes(of: events, toByteOffset: 0, as: UInt32.self)
+            buf.storeBytes(of: data, toByteOffset: 4, as: UInt64.self)
+            _ = try check("epoll_ctl") { epoll.ctl(ep, op, fd, buf.baseAddress) }
+        }
+    }
+
+    /// Waits for events into `buffer` (capacity `maxEvents * epollEventSize`); returns the count.
+    static func epollWait(_ ep: Int32, _ buffer: UnsafeMutableRawBufferPointer, maxEvents: Int32, timeoutMs: Int32) -> Int {
+        let r = epoll.wait(ep, buffer.baseAddress, maxEvents, timeoutMs)
+        return r < 0 ? 0 : Int(r)
+    }
+
+    static func event(at i: Int, in buffer: UnsafeMutableRawBufferPointer) -> (events: UInt32, data: UInt64) {
+        let off = i * epollEventSize
+        return (buffer.loadUnaligned(fromByteOffset: off, as: UInt32.self),
+                buffer.loadUnaligned(fromByteOffset: off + 4, as: UInt64.self))
+    }
+
+    /// A non-blocking TCP socket with TCP_NODELAY, optionally bound to a source address
+    /// (port chosen at connect time via IP_BIND_ADDRESS_NO_PORT, so each (source, destination)
+    /// pair gets the full ephemeral range).
+    static func tcpSocket(source: in_addr?) throws(SystemError) -> Int32 {
+        let fd = try check("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let source {
+            setsockopt(fd, Int32(IPPROTO_IP), 24 /* IP_BIND_ADDRESS_NO_PORT */, &one, socklen_t(MemoryLayout<Int32>.size))
+            var sa = sockaddr_in()
+            sa.sin_family = sa_family_t(AF_INET)
+            sa.sin_addr = source
+            sa.sin_port = 0
+            let r = withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if r < 0 { let e = Glibc.errno; close(fd); throw SystemError(operation: "bind", errno: e) }
+        }
+        return fd
+    }
+
+    /// Starts a non-blocking connect; returns true when already connected, false when in progress.
+    static func startConnect(_ fd: Int32, to address: sockaddr_in) throws(SystemError) -> Bool {
+        var sa = address
+        while true {
+            let r = withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if r == 0 { return true }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == EINPROGRESS { return false }
+            throw SystemError(operation: "connect", errno: e)
+        }
+    }
+
+    static func socketError(_ fd: Int32) -> Int32 {
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+        return err
+    }
+
+    /// Raises the soft open-file limit to the hard limit; returns the new soft limit.
+    @discardableResult
+    static func raiseFileLimit() -> Int {
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return 0 }
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        }
+        return Int(rl.rlim_cur)
+    }
+
+    /// posix_spawn with an empty signal mask and default SIGINT/SIGTERM handling, so the child
+    /// can be stopped even when the calling thread (e.g. a Dispatch worker) blocks signals.
+    static func spawn(_ path: String, _ args: [String]) -> (pid: pid_t, error: Int32) {
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(); sigemptyset(&empty)
+        var defaults = sigset_t(); sigemptyset(&defaults); sigaddset(&defaults, SIGINT); sigaddset(&defaults, SIGTERM)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, nil, &attr, argv, environ)
+        return (pid, rc)
+    }
+
+    static func parseIPv4(_ s: String) -> in_addr? {
+        var a = in_addr()
+        return inet_pton(AF_INET, s, &a) == 1 ? a : nil
+    }
+
+    static func monotonicNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

@@ -1,1 +1,0 @@
-// FleetEngine placeholder

@@ -1,0 +1,119 @@
+import Foundation
+import Glibc
+
+/// The whole `fleetsim` command: parse, validate, run (in-process or as workers), report.
+/// `main.swift` only calls `FleetMain.run`; everything here is testable.
+public enum FleetMain {
+    /// Returns the process exit code: 0 ok, 1 run failed, 64 usage.
+    public static func run(_ args: [String], stop: StopFlag = StopFlag(),
+                           stdout: (String) -> Void = { print($0) },
+                           stderr: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) -> Int32 {
+        let options: FleetOptions
+        do { options = try FleetOptions.parse(args) } catch {
+            stderr("fleetsim: \(error.description)")
+            return 64
+        }
+        if options.help || args.isEmpty { stdout(FleetOptions.usage); return 0 }
+        let report: FleetReport
+        do {
+            if options.workers > 1 {
+                report = try WorkerPool(options: options, output: stderr).run(stop: stop)
+            } else {
+                report = try FleetRunner(options: options, output: stderr).run(stop: stop)
+            }
+        } catch {
+            stderr("fleetsim: \(error.description)")
+            return 1
+        }
+        if !options.isWorker { stdout(report.summaryTable) }
+        do {
+            if let p = options.reportPath { try report.json().write(to: URL(fileURLWithPath: p)) }
+            if let p = options.htmlPath { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: p)) }
+        } catch {
+            stderr("fleetsim: cannot write report: \(error.localizedDescription)")
+            return 1
+        }
+        if report.stoppedBy == "error" {
+            stderr("fleetsim: " + (report.problems.first ?? "run failed"))
+            return 1
+        }
+        return 0
+    }
+}
+
+/// `--workers K`: K child processes of this executable, each with a slice of the devices and its
+/// own source address(es); their JSON reports are merged into one.
+public struct WorkerPool {
+    public var options: FleetOptions
+    var output: (String) -> Void
+    public var executable = "/proc/self/exe"
+
+    public init(options: FleetOptions, output: @escaping (String) -> Void) { self.options = options; self.output = output }
+
+    /// Device slices: (first index, count) per worker.
+    public static func slices(devices: Int, workers: Int, first: Int = 0) -> [(first: Int, count: Int)] {
+        let base = devices / workers, extra = devices % workers
+        var start = first
+        return (0..<workers).map { i in
+            let n = base + (i < extra ? 1 : 0)
+            defer { start += n }
+            return (start, n)
+        }
+    }
+
+    /// Source addresses per worker: a share of the given list, or 127.0.0.(i+1).
+    public static func sources(_ given: [String], workers: Int) -> [[String]] {
+        if given.count >= workers {
+            return (0..<workers).map { w in given.enumerated().filter { $0.offset % workers == w }.map(\.element) }
+        }
+        return (0..<workers).map { ["127.0.0.\($0 + 1)"] }
+    }
+
+    public func run(stop: StopFlag) throws(FleetError) -> FleetReport {
+        let k = options.workers
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fleetsim-\(getpid())")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let srcs = Self.sources(options.sourceAddresses, workers: k)
+        var pids: [pid_t] = []
+        var paths: [String] = []
+        for (i, slice) in Self.slices(devices: options.devices, workers: k, first: options.firstIndex).enumerated() {
+            let path = dir.appendingPathComponent("worker-\(i).json").path
+            paths.append(path)
+            let args = options.workerArguments(first: slice.first, count: slice.count, source: srcs[i], report: path)
+            let (pid, rc) = System.spawn(executable, args)
+            guard rc == 0 else {
+                pids.forEach { kill($0, SIGTERM) }
+                throw .runtime("cannot start worker \(i): \(String(cString: strerror(rc)))")
+            }
+            pids.append(pid)
+        }
+        output("started \(k) workers (pids \(pids.map(String.init).joined(separator: " "))) for \(options.devices) devices")
+        var running = Set(pids)
+        var forwarded = false
+        var failures: [String] = []
+        while !running.isEmpty {
+            if stop.isRequested && !forwarded { forwarded = true; running.forEach { kill($0, SIGINT) } }
+            for p in running {
+                var status: Int32 = 0
+                if waitpid(p, &status, WNOHANG) == p {
+                    running.remove(p)
+                    let code = (status >> 8) & 0xFF
+                    if status & 0x7F != 0 || code != 0 { failures.append("worker pid \(p) exited with status \(code)") }
+                }
+            }
+            usleep(100_000)
+        }
+        let reports = paths.compactMap { p -> FleetReport? in
+            guard let d = FileManager.default.contents(atPath: p) else { return nil }
+            return try? FleetReport.decode(d)
+        }
+        guard var merged = FleetReport.merge(reports) else {
+            throw .runtime("no worker produced a report (\(failures.joined(separator: "; ")))")
+        }
+        merged.problems += failures
+        if reports.count < k { merged.problems.append("only \(reports.count) of \(k) workers produced a report") }
+        if forwarded { merged.stoppedBy = "signal" }
+        return merged
+    }
+}

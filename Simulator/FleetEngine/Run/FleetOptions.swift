@@ -1,0 +1,225 @@
+/// Scenarios `fleetsim` can run. `transfer` (ownership hand-over through the control plane)
+/// will be added as a new case plus a `ScenarioDriver` once the control plane's API is stable.
+public enum Scenario: String, Sendable, Codable, CaseIterable {
+    /// The fleet connects and heartbeats until the duration ends.
+    case connect
+    /// After everyone is connected, all sockets drop at once; measures time until all are back.
+    case storm
+    /// Holds the fleet; samples RSS and descriptor count every 10 s.
+    case soak
+}
+
+/// Everything `fleetsim` accepts on its command line, parsed and validated.
+public struct FleetOptions: Sendable, Equatable {
+    public var scenario: Scenario = .connect
+    public var brokerHost = "127.0.0.1"
+    public var brokerPort: UInt16 = 1883
+    public var devices = 100
+    public var prefix = "sim-"
+    /// First device index (workers get slices).
+    public var firstIndex = 0
+    public var rate: Double = 0
+    public var window = 64
+    public var sourceAddresses: [String] = []
+    public var keepAlive: UInt16 = 60
+    public var heartbeat: Double = 30
+    public var heartbeatJitter: Double = 0.2
+    public var qos: QoS = .atMostOnce
+    public var mqtt: MQTTVersion = .v311
+    /// Percent of the fleet dropped per minute (0 = none).
+    public var churn: Double = 0
+    public var duration: Double = 30
+    public var reportPath: String?
+    public var htmlPath: String?
+    public var workers = 0
+    public var backoffBase: Double = 1
+    public var backoffMax: Double = 120
+    /// Seconds to wait after everyone is connected before the storm.
+    public var stormAfter: Double = 2
+    public var quiet = false
+    /// Set by `--worker` on child processes: no summary on stdout (the parent prints the merged one).
+    public var isWorker = false
+    public var help = false
+
+    public init() {}
+
+    /// Devices per source address when the broker is on loopback and no sources were given.
+    public static let autoSourceThreshold = 5000
+
+    public static let usage = """
+    fleetsim: drive thousands of virtual escrow devices against an MQTT broker.
+
+    USAGE: fleetsim <connect|storm|soak> [options]
+
+    SCENARIOS
+      connect   the fleet connects (paced) and heartbeats until --duration ends
+      storm     once all are connected, every socket drops at once; devices come back with
+                exponential backoff + full jitter; reports the time until all are back
+      soak      hold the fleet for --duration; samples RSS and open fds every 10 s
+
+    OPTIONS
+      --broker URL              mqtt://HOST:PORT (default mqtt://127.0.0.1:1883; IPv4 only)
+      --devices N               number of devices (default 100)
+      --prefix P                device id prefix; ids are P000000, P000001, ... (default sim-)
+      --rate N                  new connects per second, 0 = unlimited (default 0)
+      --window N                connects in flight (TCP connect to CONNACK) at once (default 64;
+                                mosquitto's listen backlog is 100)
+      --source-addresses A,B    bind devices round-robin to these local IPv4 addresses
+      --source-count K          shorthand for 127.0.0.1 ... 127.0.0.K (each gives ~28k ports);
+                                with a loopback broker and neither option, one source per
+                                5,000 devices is used (connect() slows as a port range fills)
+      --keepalive S             MQTT keepalive seconds (default 60)
+      --heartbeat S             initial heartbeat interval (default 30; configs may change it)
+      --heartbeat-jitter F      +/- fraction of jitter per heartbeat (default 0.2)
+      --qos 0|1                 heartbeat QoS (default 0)
+      --mqtt 3.1.1|5            protocol version (default 3.1.1)
+      --churn P                 drop P percent of connected devices per minute (default 0)
+      --duration S              run length in seconds; the run ends by itself (default 30)
+      --backoff-base S          first reconnect backoff ceiling (default 1)
+      --backoff-max S           backoff ceiling cap (default 120)
+      --storm-after S           storm: seconds to hold after all connected (default 2)
+      --report FILE.json        write the full report as JSON
+      --html FILE.html          write a self-contained HTML report with SVG charts
+      --workers K               run K child processes, each with a slice of the devices and its
+                                own source address (127.0.0.<i+1> unless given), and merge reports
+      --quiet                   no progress lines
+      -h, --help                this text
+
+    EXAMPLES
+      fleetsim connect --devices 5000 --duration 20 --html connect.html
+      fleetsim storm --devices 2000 --rate 2000 --window 64 --report storm.json
+      fleetsim soak --devices 19000 --source-count 2 --duration 600 --html soak.html
+      fleetsim connect --devices 19000 --workers 2 --qos 1 --mqtt 5 --report big.json
+
+    Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted), 64 usage.
+    """
+
+    /// Parses arguments (without the program name). Throws `FleetError.usage` with one clear line.
+    public static func parse(_ args: [String]) throws(FleetError) -> FleetOptions {
+        var o = FleetOptions()
+        var i = 0
+        var sawScenario = false
+        var sourceCount: Int?
+        func value(_ name: String) throws(FleetError) -> String {
+            i += 1
+            guard i < args.count else { throw .usage("\(name) needs a value (see --help)") }
+            return args[i]
+        }
+        func number(_ name: String, _ s: String, min: Double = 0, max: Double = .infinity) throws(FleetError) -> Double {
+            guard let v = Double(s), v.isFinite, v >= min, v <= max else {
+                throw .usage("\(name) expects a number in \(min.formatted)...\(max == .infinity ? "" : max.formatted), got '\(s)'")
+            }
+            return v
+        }
+        func integer(_ name: String, _ s: String, min: Int = 0, max: Int = Int.max) throws(FleetError) -> Int {
+            guard let v = Int(s), v >= min, v <= max else {
+                throw .usage("\(name) expects an integer in \(min)...\(max == Int.max ? "" : String(max)), got '\(s)'")
+            }
+            return v
+        }
+        while i < args.count {
+            let a = args[i]
+            switch a {
+            case "-h", "--help", "help": o.help = true
+            case "--broker":
+                let v = try value(a)
+                (o.brokerHost, o.brokerPort) = try parseBroker(v)
+            case "--devices": o.devices = try integer(a, try value(a), min: 1, max: 1_000_000)
+            case "--prefix":
+                o.prefix = try value(a)
+                guard o.prefix.utf8.count <= 50, o.prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
+                    throw .usage("--prefix must be [A-Za-z0-9._-], at most 50 characters")
+                }
+            case "--first-index": o.firstIndex = try integer(a, try value(a))
+            case "--rate":
+                var v = try value(a)
+                if v.hasSuffix("/s") { v.removeLast(2) }
+                o.rate = try number(a, v)
+            case "--window": o.window = try integer(a, try value(a), min: 1, max: 100_000)
+            case "--source-addresses":
+                o.sourceAddresses = try value(a).split(separator: ",").map { String($0.filter { $0 != " " }) }
+                for s in o.sourceAddresses where System.parseIPv4(s) == nil {
+                    throw .usage("--source-addresses: '\(s)' is not an IPv4 address")
+                }
+            case "--source-count": sourceCount = try integer(a, try value(a), min: 1, max: 254)
+            case "--keepalive": o.keepAlive = UInt16(try integer(a, try value(a), min: 0, max: 65_535))
+            case "--heartbeat": o.heartbeat = try number(a, try value(a), min: 0.05)
+            case "--heartbeat-jitter": o.heartbeatJitter = try number(a, try value(a), min: 0, max: 0.9)
+            case "--qos":
+                switch try value(a) {
+                case "0": o.qos = .atMostOnce
+                case "1": o.qos = .atLeastOnce
+                case let v: throw .usage("--qos expects 0 or 1, got '\(v)'")
+                }
+            case "--mqtt":
+                let v = try value(a)
+                guard let m = MQTTVersion(label: v) else { throw .usage("--mqtt expects 3.1.1 or 5, got '\(v)'") }
+                o.mqtt = m
+            case "--churn": o.churn = try number(a, try value(a), min: 0, max: 100)
+            case "--duration": o.duration = try number(a, try value(a), min: 0.1)
+            case "--report": o.reportPath = try value(a)
+            case "--html": o.htmlPath = try value(a)
+            case "--workers": o.workers = try integer(a, try value(a), min: 0, max: 64)
+            case "--backoff-base": o.backoffBase = try number(a, try value(a), min: 0.001)
+            case "--backoff-max": o.backoffMax = try number(a, try value(a), min: 0.001)
+            case "--storm-after": o.stormAfter = try number(a, try value(a))
+            case "--quiet": o.quiet = true
+            case "--worker": o.isWorker = true
+            default:
+                if !a.hasPrefix("-"), !sawScenario, let s = Scenario(rawValue: a) {
+                    o.scenario = s; sawScenario = true
+                } else if !a.hasPrefix("-") && !sawScenario {
+                    throw .usage("unknown scenario '\(a)'; expected connect, storm or soak (transfer comes later)")
+                } else {
+                    throw .usage("unknown option '\(a)' (see --help)")
+                }
+            }
+            i += 1
+        }
+        if let k = sourceCount {
+            guard o.sourceAddresses.isEmpty else { throw .usage("use either --source-addresses or --source-count, not both") }
+            o.sourceAddresses = (1...k).map { "127.0.0.\($0)" }
+        }
+        if o.sourceAddresses.isEmpty, o.workers <= 1, o.brokerHost.hasPrefix("127."), o.devices > Self.autoSourceThreshold {
+            // On loopback, connect() spends most of its time searching the ephemeral port range
+            // once ~15k ports of one (source, destination) pair are taken (measured: 19,000
+            // devices took 7.8 s with one source, 1.9 s with four). Spread over more sources.
+            let k = (o.devices + Self.autoSourceThreshold - 1) / Self.autoSourceThreshold
+            o.sourceAddresses = (1...min(k, 254)).map { "127.0.0.\($0)" }
+        }
+        if o.backoffMax < o.backoffBase { throw .usage("--backoff-max must be >= --backoff-base") }
+        if o.workers > o.devices { throw .usage("--workers (\(o.workers)) exceeds --devices (\(o.devices))") }
+        return o
+    }
+
+    static func parseBroker(_ s: String) throws(FleetError) -> (String, UInt16) {
+        var rest = Substring(s)
+        if rest.hasPrefix("mqtt://") { rest = rest.dropFirst(7) } else if rest.contains("://") {
+            throw .usage("--broker: only mqtt:// is supported, got '\(s)'")
+        }
+        let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), !parts[0].isEmpty else { throw .usage("--broker expects mqtt://HOST:PORT, got '\(s)'") }
+        let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
+        guard System.parseIPv4(host) != nil else { throw .usage("--broker host '\(host)' must be an IPv4 address") }
+        guard parts.count == 2 else { return (host, 1883) }
+        guard let port = UInt16(parts[1]), port > 0 else { throw .usage("--broker port '\(parts[1])' is not 1...65535") }
+        return (host, port)
+    }
+
+    /// The argument list that reproduces these options for a worker child process.
+    func workerArguments(first: Int, count: Int, source: [String], report: String) -> [String] {
+        var a = [scenario.rawValue, "--broker", "mqtt://\(brokerHost):\(brokerPort)", "--devices", String(count),
+                 "--first-index", String(first), "--prefix", prefix, "--rate", String(rate / Double(max(1, workers))),
+                 "--window", String(max(1, window / max(1, workers))), "--keepalive", String(keepAlive),
+                 "--heartbeat", String(heartbeat), "--heartbeat-jitter", String(heartbeatJitter),
+                 "--qos", String(qos.rawValue), "--mqtt", mqtt.label, "--churn", String(churn), "--duration", String(duration),
+                 "--backoff-base", String(backoffBase), "--backoff-max", String(backoffMax), "--storm-after", String(stormAfter),
+                 "--report", report, "--quiet", "--worker"]
+        if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
+        return a
+    }
+}
+
+extension Double {
+    fileprivate var formatted: String { self == rounded() ? String(Int(self)) : String(self) }
+}

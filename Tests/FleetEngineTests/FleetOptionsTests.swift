@@ -1,0 +1,75 @@
+import Testing
+@testable import FleetEngine
+
+@Suite struct FleetOptionsTests {
+    @Test func parsesAFullCommandLine() throws {
+        let o = try FleetOptions.parse(["storm", "--broker", "mqtt://127.0.0.1:1884", "--devices", "19000", "--prefix", "x-",
+                                        "--rate", "2000/s", "--window", "32", "--source-count", "3", "--keepalive", "30",
+                                        "--heartbeat", "10", "--heartbeat-jitter", "0.1", "--qos", "1", "--mqtt", "5",
+                                        "--churn", "5", "--duration", "60", "--report", "r.json", "--html", "r.html", "--workers", "2"])
+        #expect(o.scenario == .storm)
+        #expect(o.brokerHost == "127.0.0.1" && o.brokerPort == 1884)
+        #expect(o.devices == 19000 && o.prefix == "x-" && o.rate == 2000 && o.window == 32)
+        #expect(o.sourceAddresses == ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+        #expect(o.keepAlive == 30 && o.heartbeat == 10 && o.heartbeatJitter == 0.1)
+        #expect(o.qos == .atLeastOnce && o.mqtt == .v5 && o.churn == 5 && o.duration == 60)
+        #expect(o.reportPath == "r.json" && o.htmlPath == "r.html" && o.workers == 2)
+    }
+
+    @Test func defaultsAndHelp() throws {
+        let o = try FleetOptions.parse([])
+        #expect(o.scenario == .connect && o.brokerPort == 1883 && o.window == 64 && o.qos == .atMostOnce && o.mqtt == .v311)
+        #expect(try FleetOptions.parse(["--help"]).help)
+        #expect(FleetOptions.usage.contains("EXAMPLES"))
+        #expect(try FleetOptions.parse(["soak", "--broker", "localhost"]).brokerPort == 1883)
+        // Large loopback fleets get one source address per 5,000 devices unless told otherwise.
+        #expect(try FleetOptions.parse(["--devices", "19000"]).sourceAddresses == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"])
+        #expect(try FleetOptions.parse(["--devices", "19000", "--source-count", "1"]).sourceAddresses == ["127.0.0.1"])
+        #expect(try FleetOptions.parse(["--devices", "5000"]).sourceAddresses.isEmpty)
+    }
+
+    @Test(arguments: [
+        (["--devices"], "--devices needs a value"),
+        (["--devices", "0"], "--devices expects an integer"),
+        (["--qos", "2"], "--qos expects 0 or 1"),
+        (["--mqtt", "4.0"], "--mqtt expects 3.1.1 or 5"),
+        (["--broker", "tcp://h:1"], "only mqtt://"),
+        (["--broker", "mqtt://example.com:1883"], "must be an IPv4 address"),
+        (["--broker", "mqtt://127.0.0.1:99999"], "is not 1...65535"),
+        (["--source-addresses", "127.0.0.1,nope"], "'nope' is not an IPv4 address"),
+        (["--source-count", "2", "--source-addresses", "127.0.0.1"], "either --source-addresses or --source-count"),
+        (["transfer"], "unknown scenario 'transfer'"),
+        (["--bogus"], "unknown option '--bogus'"),
+        (["--rate", "fast"], "--rate expects a number"),
+        (["--devices", "2", "--workers", "3"], "exceeds --devices"),
+        (["--prefix", "a/b"], "--prefix must be"),
+    ])
+    func usageErrorsAreOneClearLine(args: [String], fragment: String) {
+        do {
+            _ = try FleetOptions.parse(args)
+            Issue.record("expected a usage error for \(args)")
+        } catch {
+            guard case .usage(let m) = error else { Issue.record("not a usage error: \(error)"); return }
+            #expect(m.contains(fragment), "\(m)")
+            #expect(!m.contains("\n"))
+        }
+    }
+
+    @Test func usageErrorExitsWith64() {
+        var err = ""
+        #expect(FleetMain.run(["--qos", "7"], stdout: { _ in }, stderr: { err += $0 }) == 64)
+        #expect(err.hasPrefix("fleetsim: --qos"))
+    }
+
+    @Test func workerSlicesAndSources() {
+        let s = WorkerPool.slices(devices: 10, workers: 3, first: 5)
+        #expect(s.map(\.first) == [5, 9, 12] && s.map(\.count) == [4, 3, 3])
+        #expect(WorkerPool.sources([], workers: 2) == [["127.0.0.1"], ["127.0.0.2"]])
+        #expect(WorkerPool.sources(["a", "b", "c", "d"], workers: 2) == [["a", "c"], ["b", "d"]])
+        var o = FleetOptions(); o.workers = 2; o.window = 64; o.rate = 1000
+        let a = o.workerArguments(first: 3, count: 4, source: ["127.0.0.2"], report: "/tmp/x.json")
+        let back = try? FleetOptions.parse(a)
+        #expect(back?.firstIndex == 3 && back?.devices == 4 && back?.window == 32 && back?.rate == 500)
+        #expect(back?.sourceAddresses == ["127.0.0.2"] && back?.reportPath == "/tmp/x.json" && back?.quiet == true)
+    }
+}
