@@ -129,7 +129,7 @@ public final class TLSClientSession {
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             status = .established
-            releaseReadBufferIfIdle()
+            releaseIdleBuffers()
             try flushPending()
             return true
         }
@@ -202,7 +202,7 @@ public final class TLSClientSession {
             throw fail("SSL_read", code: code)
         }
         if !pending.isEmpty { try flushPending() }
-        releaseReadBufferIfIdle()
+        releaseIdleBuffers()
         return total
     }
 
@@ -293,8 +293,13 @@ public final class TLSClientSession {
         return error
     }
 
-    /// Replaces a drained read BIO whose buffer grew large (handshake flights) by a fresh one.
-    private func releaseReadBufferIfIdle() {
+    /// Frees what an idle session does not need. SSL_MODE_RELEASE_BUFFERS frees the
+    /// record read buffer (~17 KB) only after an application record; after handshake
+    /// records (the server's Finished, TLS 1.3 session tickets) it stays allocated
+    /// until SSL_free_buffers, which frees it only when no partial record is in it.
+    /// Then a drained read BIO whose buffer grew large (handshake flights) is replaced.
+    private func releaseIdleBuffers() {
+        _ = SSL_free_buffers(ssl)
         guard BIO_ctrl_pending(readBIO) == 0, bufferCapacity(readBIO) > Self.idleBufferLimit,
   !inputEnded, let fresh = BIO_new(BIO_s_mem()) else { return }
         SSL_set0_rbio(ssl, fresh) // frees the old BIO

@@ -179,6 +179,7 @@ struct TLSSessionTests {
         }
         let created = MemoryProbe()
         let clock = ContinuousClock()
+        let cpuStart = threadCPUSeconds()
         let start = clock.now
         for (session, (id, _, _)) in zip(sessions, parsed) {
             let link = try TLSLink(port: broker.port, session: session)
@@ -186,6 +187,7 @@ struct TLSSessionTests {
             links.append(link)
         }
         let elapsed = clock.now - start
+        let cpu = threadCPUSeconds() - cpuStart
         let handshaken = MemoryProbe()
         for (link, (id, _, _)) in zip(links, parsed) {
             try link.session.write(mqttConnect(clientID: id))
@@ -198,6 +200,7 @@ struct TLSSessionTests {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let rate = Double(count) / seconds
         print(String(format: "TLS handshakes: %d sessions in %.3f s = %.0f sessions/s (one thread, broker on the same 2 cores)", count, seconds, rate))
+        print(String(format: "client CPU per handshake (this thread, user+sys): %.2f ms", cpu / Double(count) * 1000))
         print("per session created, before the handshake: \(created.perSession(since: before, count: count))")
         print("per session after handshake: \(handshaken.perSession(since: before, count: count))")
         print("per session idle after CONNACK (SSL_MODE_RELEASE_BUFFERS): \(idle.perSession(since: before, count: count))")
@@ -218,18 +221,59 @@ private func mqttConnect(clientID: String) -> [UInt8] {
     return [0x10, UInt8(remaining)] + variable + payload
 }
 
-/// Process-wide resident memory, from /proc/self/statm (mallinfo2 is not visible from Swift's Glibc module).
+/// CPU time of the calling thread (user + system), in seconds.
+private func threadCPUSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+/// Process-wide memory: resident pages (/proc/self/statm) and malloc's bytes in use
+/// (from glibc's `malloc_info` XML: system bytes minus free chunks plus mmapped chunks;
+/// `mallinfo2` returns a struct by value and is not in Swift's Glibc module).
 private struct MemoryProbe {
     let rss: Int
+    let heap: Int
 
     init() {
         let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
         let pages = Int(statm.split(separator: " ")[1]) ?? 0
         rss = pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+        heap = Self.mallocInUse()
     }
 
     func perSession(since base: MemoryProbe, count: Int) -> String {
-        "RSS delta \((rss - base.rss) / count) B"
+        "RSS delta \((rss - base.rss) / count) B, malloc in use delta \((heap - base.heap) / count) B"
+    }
+
+    private typealias MallocInfo = @convention(c) (Int32, UnsafeMutablePointer<FILE>?) -> Int32
+
+    private static func mallocInUse() -> Int {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_info") else { return 0 }
+        let mallocInfo = unsafeBitCast(symbol, to: MallocInfo.self)
+        var buffer: UnsafeMutablePointer<CChar>? = nil
+        var length = 0
+        guard let stream = open_memstream(&buffer, &length) else { return 0 }
+        _ = mallocInfo(0, stream)
+        fclose(stream)
+        guard let buffer else { return 0 }
+        defer { free(buffer) }
+        // The totals after the last </heap>.
+        let xml = String(cString: buffer)
+        let tail = xml.range(of: "</heap>", options: .backwards).map { xml[$0.upperBound...] } ?? xml[...]
+        func value(_ tag: String) -> Int {
+            guard let r = tail.range(of: tag) else { return 0 }
+            let rest = tail[r.upperBound...].drop(while: { $0 != "\"" }).dropFirst()
+            return Int(rest.prefix(while: \.isNumber)) ?? 0
+        }
+        // Each element reads <total type="x" count="n" size="s"/>: take the size.
+        func total(_ type: String) -> Int {
+            guard let r = tail.range(of: "<total type=\"\(type)\"") else { return 0 }
+            let element = tail[r.upperBound...].prefix(while: { $0 != ">" })
+            guard let s = element.range(of: "size=\"") else { return 0 }
+            return Int(element[s.upperBound...].prefix(while: \.isNumber)) ?? 0
+        }
+        return value("<system type=\"current\" size=") - total("fast") - total("rest") + total("mmap")
     }
 }
 
