@@ -64,6 +64,21 @@ struct TLSSessionTests {
         #expect("\(error)".contains("wrong version number") || "\(error)".contains("record"), "\(error)")
     }
 
+    @Test func endOfStreamDuringHandshakeFails() throws {
+        let ca = try CertificateAuthority.create(commonName: "TLS EOF CA")
+        let device = try ca.issueDeviceIdentity(deviceID: "dev-eof")
+        let session = try TLSClientSession(context: TLSClientContext(trustedCAPEM: ca.certificate.pem()),
+                                           certificatePEM: device.certificatePEM, privateKeyPEM: device.privateKeyPEM,
+                                           serverName: "127.0.0.1")
+        #expect(try session.handshake() == false)
+        session.feedEndOfStream()
+        #expect(throws: IdentityError.self) { try session.handshake() }
+        guard case .failed(let error) = session.status else { Issue.record("status \(session.status)"); return }
+        #expect("\(error)".contains("eof") || "\(error)".contains("close_notify"), "\(error)")
+        var plaintext: [UInt8] = []
+        #expect(throws: error) { try session.read(into: &plaintext) }
+    }
+
     // MARK: live broker
 
     @Test func handshakeThenMQTTConnectGetsConnAck() throws {
