@@ -10,6 +10,8 @@
 #include <openssl/bn.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/buffer.h>
+#include <openssl/ssl.h>
 
 // Only what Swift cannot call directly: macros and variadic functions.
 
@@ -21,5 +23,24 @@ static inline long escrow_bio_get_mem_data(BIO *b, char **pp) { return BIO_get_m
 
 /// `EVP_EC_gen` is a macro over the variadic EVP_PKEY_Q_keygen.
 static inline EVP_PKEY *escrow_ec_p256_generate(void) { return EVP_EC_gen("P-256"); }
+
+/// `SSL_CTX_set_mode` is a macro over SSL_CTX_ctrl.
+static inline long escrow_ssl_ctx_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
+
+/// `SSL_CTX_set_min_proto_version` is a macro over SSL_CTX_ctrl.
+static inline int escrow_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, version);
+}
+
+/// `SSL_set_tlsext_host_name` (SNI) is a macro over SSL_ctrl.
+static inline int escrow_ssl_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return (int)SSL_set_tlsext_host_name(ssl, name);
+}
+
+/// `BIO_set_mem_eof_return` is a macro over BIO_ctrl.
+static inline long escrow_bio_set_mem_eof_return(BIO *b, long value) { return BIO_set_mem_eof_return(b, value); }
+
+/// `BIO_get_mem_ptr` is a macro over BIO_ctrl.
+static inline long escrow_bio_get_mem_ptr(BIO *b, BUF_MEM **pp) { return BIO_get_mem_ptr(b, pp); }
 
 #endif
