@@ -1,0 +1,118 @@
+import Foundation
+import ControlPlane
+import EscrowCore
+import MQTT
+
+/// `escrowbench heartbeats`: a QoS 0 heartbeat flood against the in-process control plane.
+struct HeartbeatBench {
+    var devices = 20_000
+    var duration: Duration = .seconds(20)
+    /// Messages/s over all publisher connections; 0 = as fast as the broker takes them.
+    var rate = 0
+    var connections = 1
+    var maxQueued = 1_000_000
+    var verbose = false
+
+    struct Sample { var t: Double; var processed: Int; var published: Int; var rss: Double; var brokerRSS: Double; var dropped: Int }
+
+    func run() async throws {
+        let clock = ContinuousClock()
+        let load0 = ProcStats.loadAverage()
+        print("# heartbeat ingest: \(devices) devices, \(duration), rate \(rate == 0 ? "max" : String(rate)), \(connections) publisher connection(s), load avg \(load0)")
+        let platform = try await Platform(maxQueuedMessages: maxQueued, verbose: verbose)
+        let op = try await Operator(port: platform.broker.port, eventFilters: [])
+        try await platform.waitReady(op)
+        let sys = try await SysMonitor(port: platform.broker.port)
+        let t0 = clock.now
+        try await platform.createAccount(op, "oem", kind: "provisioner")
+        let ids = try await platform.provision(op, account: "oem", prefix: "hb-", count: devices)
+        print("provisioned \(ids.count) devices in \(fmt(seconds(clock.now - t0), 2)) s")
+
+        // One pre-encoded PUBLISH per device; a connection publishes for its slice of the ids.
+        let payload = Array(#"{"schema":1,"seq":17,"mode":"escrow","uptime":1020,"configVersion":0}"#.utf8)
+        let packets = ids.map { RawPublisher.publishPacket(topic: Topic.deviceHeartbeat(DeviceID($0)!).path, payload: payload) }
+        let perConnection = (packets.count + connections - 1) / connections
+        let publishers = (0..<connections).map { i in
+            RawPublisher(port: platform.broker.port, clientID: "bench-pub-\(i)",
+                         packets: Array(packets[(i * perConnection)..<min(packets.count, (i + 1) * perConnection)]),
+                         rate: Double(rate) / Double(connections))
+        }
+
+        try await Task.sleep(for: .seconds(2))
+        let rssBefore = ProcStats.memory()
+        let brokerBefore = ProcStats.memory(pid: String(platform.broker.pid))
+        let processedBefore = await platform.service.counters.heartbeats
+        let droppedBefore = sys.dropped
+        print("before flood: escrowbench RSS \(fmt(rssBefore)) MiB, broker RSS \(fmt(brokerBefore)) MiB")
+
+        let cpu0 = ProcStats.cpuByThread(), brokerCPU0 = ProcStats.cpuSeconds(pid: String(platform.broker.pid))
+        let start = clock.now
+        for p in publishers { p.start() }
+        var samples: [Sample] = []
+        var maxStaleness = 0.0, stalenessChecks = 0
+        var lastPrinted = (t: 0.0, processed: 0, published: 0)
+        print("   t(s)  processed/s  published/s  backlog   RSS(MiB)  brokerRSS  dropped")
+        while clock.now - start < duration {
+            try await Task.sleep(for: .seconds(1))
+            let t = seconds(clock.now - start)
+            let processed = await platform.service.counters.heartbeats - processedBefore
+            let published = publishers.reduce(0) { $0 + $1.sent.load(ordering: .relaxed) }
+            let s = Sample(t: t, processed: processed, published: published, rss: ProcStats.memory(),
+                           brokerRSS: ProcStats.memory(pid: String(platform.broker.pid)), dropped: sys.dropped - droppedBefore)
+            samples.append(s)
+            let dt = t - lastPrinted.t
+            print(pad(fmt(t), 7) + pad(fmtInt(Double(processed - lastPrinted.processed) / dt), 13) + pad(fmtInt(Double(published - lastPrinted.published) / dt), 13)
+                  + pad(fmtInt(Double(published - processed - s.dropped)), 9) + pad(fmt(s.rss), 11) + pad(fmt(s.brokerRSS), 11) + pad(String(s.dropped), 9))
+            lastPrinted = (t, processed, published)
+            // Persistence of last-seen: how old is the oldest persisted time, once every device had time to be flushed?
+            if t >= 7, Int(t) % 3 == 0, let out = sqlite(platform.databasePath, "SELECT strftime('%s','now') - min(last_seen) FROM devices") {
+                if let age = Double(out) { maxStaleness = max(maxStaleness, age); stalenessChecks += 1 }
+            }
+        }
+        for p in publishers { p.stop() }
+        let floodEnd = clock.now
+        let floodSeconds = seconds(floodEnd - start)
+        let published = publishers.reduce(0) { $0 + $1.sent.load(ordering: .relaxed) }
+        let processedAtEnd = await platform.service.counters.heartbeats - processedBefore
+        let cpu1 = ProcStats.cpuByThread(), brokerCPU1 = ProcStats.cpuSeconds(pid: String(platform.broker.pid))
+        let rssPeak = samples.map(\.rss).max() ?? 0, brokerPeak = samples.map(\.brokerRSS).max() ?? 0
+        for p in publishers { if let e = p.error.withLock({ $0 }) { print("publisher error: \(e)") } }
+
+        // Persisted last_seen right after the flood (the flush runs every 5 s).
+        let persistedRecent = sqlite(platform.databasePath, "SELECT count(*) FROM devices WHERE last_seen >= strftime('%s','now') - 6") ?? "?"
+
+        // Drain: how long until everything the broker delivered is processed.
+        var drained = processedAtEnd, lastChange = clock.now
+        while clock.now - lastChange < .seconds(3) && clock.now - floodEnd < .seconds(120) {
+            try await Task.sleep(for: .milliseconds(200))
+            let p = await platform.service.counters.heartbeats - processedBefore
+            if p != drained { drained = p; lastChange = clock.now }
+        }
+        let drainSeconds = seconds(lastChange - floodEnd)
+        let dropped = sys.dropped - droppedBefore
+        let rssAfter = ProcStats.memory(), hwm = ProcStats.memory("VmHWM")
+
+        // Steady state: skip the first 2 s.
+        let steady = samples.filter { $0.t >= 2 }
+        let steadyRate = steady.count >= 2 ? Double(steady.last!.processed - steady.first!.processed) / (steady.last!.t - steady.first!.t) : 0
+        let publishRate = Double(published) / floodSeconds
+        let endToEnd = Double(drained) / (floodSeconds + drainSeconds)
+        print("""
+
+        ## result
+        published           \(fmtInt(Double(published))) in \(fmt(floodSeconds)) s = \(fmtInt(publishRate)) msg/s
+        processed (flood)   \(fmtInt(Double(processedAtEnd))) = \(fmtInt(Double(processedAtEnd) / floodSeconds)) /s (steady state after 2 s: \(fmtInt(steadyRate)) /s)
+        processed (total)   \(fmtInt(Double(drained))) after a \(fmt(drainSeconds)) s drain = \(fmtInt(endToEnd)) /s end to end
+        broker dropped      \(dropped)
+        lost/unaccounted    \(published - drained - dropped)
+        RSS escrowbench     before \(fmt(rssBefore)) MiB, peak sample \(fmt(rssPeak)) MiB, after drain \(fmt(rssAfter)) MiB, high-water \(fmt(hwm)) MiB
+        RSS broker          before \(fmt(brokerBefore)) MiB, peak sample \(fmt(brokerPeak)) MiB
+        last_seen persisted \(persistedRecent)/\(devices) devices within 6 s at flood end; oldest persisted last_seen during flood: \(fmt(maxStaleness)) s (\(stalenessChecks) checks)
+        CPU during flood    broker \(fmt(brokerCPU1 - brokerCPU0)) s; escrowbench threads: \(ProcStats.cpuDelta(cpu0, cpu1).map { "\($0.0) \(fmt($0.1))" }.joined(separator: ", ")) (wall \(fmt(floodSeconds)) s)
+        load avg            before \(load0), after \(ProcStats.loadAverage())
+        """)
+        await sys.close()
+        await op.close()
+        await platform.shutdown()
+    }
+}
