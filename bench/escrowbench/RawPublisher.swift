@@ -36,7 +36,7 @@ final class RawPublisher: Sendable {
 
     private func run() {
         defer { finished.store(true, ordering: .releasing) }
-        pthread_setname_np(pthread_self(), "bench-pub")
+        try? "bench-pub".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
         let fd = connectTCP(port: port)
         guard fd >= 0 else { error.withLock { $0 = "connect failed" }; return }
         defer { close(fd) }
