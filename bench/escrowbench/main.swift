@@ -5,6 +5,7 @@ import Foundation
 let usage = """
 usage: escrowbench heartbeats [--devices 20000] [--duration 20s] [--rate N] [--connections 1] [--max-queued 1000000] [--verbose]
        escrowbench bulk-transfer [--devices 10000] [--max-queued 1000000] [--verbose]
+       escrowbench codec [--iterations 200000]
 """
 
 func parseDuration(_ s: String) -> Duration? {
@@ -60,6 +61,11 @@ enum Main {
             b.verbose = flags.contains("--verbose")
             guard options.isEmpty else { fail("unknown option \(options.keys.sorted()[0])") }
             try await b.run()
+        case "codec":
+            var b = CodecBench()
+            b.iterations = int("--iterations", b.iterations)
+            guard options.isEmpty else { fail("unknown option \(options.keys.sorted()[0])") }
+            b.run()
         default:
             fail("unknown subcommand '\(command)'")
         }
