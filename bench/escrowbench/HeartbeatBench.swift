@@ -48,8 +48,20 @@ struct HeartbeatBench {
         let cpu0 = ProcStats.cpuByThread(), brokerCPU0 = ProcStats.cpuSeconds(pid: String(platform.broker.pid))
         let start = clock.now
         for p in publishers { p.start() }
+        // Command latency while the flood runs: commands share the control plane's one message stream.
+        let latencyProbe = Task { () -> [Double] in
+            var out: [Double] = []
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                if Task.isCancelled { break }
+                let sent = ContinuousClock.now
+                guard let (_, at) = try? await op.send("oem", "device.list", ["limit": 1], timeout: .seconds(60)) else { continue }
+                out.append(seconds(at - sent))
+            }
+            return out
+        }
         var samples: [Sample] = []
-        var maxStaleness = 0.0, stalenessChecks = 0
+        var maxStaleness = 0.0, maxSinceFlush = 0.0, stalenessChecks = 0
         var lastPrinted = (t: 0.0, processed: 0, published: 0)
         print("   t(s)  processed/s  published/s  backlog   RSS(MiB)  brokerRSS  dropped")
         while clock.now - start < duration {
@@ -64,22 +76,28 @@ struct HeartbeatBench {
             print(pad(fmt(t), 7) + pad(fmtInt(Double(processed - lastPrinted.processed) / dt), 13) + pad(fmtInt(Double(published - lastPrinted.published) / dt), 13)
                   + pad(fmtInt(Double(published - processed - s.dropped)), 9) + pad(fmt(s.rss), 11) + pad(fmt(s.brokerRSS), 11) + pad(String(s.dropped), 9))
             lastPrinted = (t, processed, published)
-            // Persistence of last-seen: how old is the oldest persisted time, once every device had time to be flushed?
-            if t >= 7, Int(t) % 3 == 0, let out = sqlite(platform.databasePath, "SELECT strftime('%s','now') - min(last_seen) FROM devices") {
-                if let age = Double(out) { maxStaleness = max(maxStaleness, age); stalenessChecks += 1 }
+            // Persistence of last-seen. now - max(last_seen) is the time since the last flush that
+            // carried a heartbeat (goal: <= 5 s); now - min(last_seen) adds the round-robin period.
+            if t >= 2, Int(t) % 2 == 0,
+               let out = sqlite(platform.databasePath, "SELECT (julianday('now')-2440587.5)*86400.0 - max(last_seen), (julianday('now')-2440587.5)*86400.0 - min(last_seen) FROM devices") {
+                let v = out.split(separator: "|").compactMap { Double($0) }
+                if v.count == 2 { maxSinceFlush = max(maxSinceFlush, v[0]); maxStaleness = max(maxStaleness, v[1]); stalenessChecks += 1 }
             }
         }
+        let cpu1 = ProcStats.cpuByThread(), brokerCPU1 = ProcStats.cpuSeconds(pid: String(platform.broker.pid))
         for p in publishers { p.stop() }
+        latencyProbe.cancel()
+        let latencies = await latencyProbe.value.sorted()
         let floodEnd = clock.now
         let floodSeconds = seconds(floodEnd - start)
         let published = publishers.reduce(0) { $0 + $1.sent.load(ordering: .relaxed) }
         let processedAtEnd = await platform.service.counters.heartbeats - processedBefore
-        let cpu1 = ProcStats.cpuByThread(), brokerCPU1 = ProcStats.cpuSeconds(pid: String(platform.broker.pid))
+        let escrowdCPU = ProcStats.cpuDelta(cpu0, cpu1).filter { !$0.0.hasPrefix("bench-pub") }.reduce(0) { $0 + $1.1 }
         let rssPeak = samples.map(\.rss).max() ?? 0, brokerPeak = samples.map(\.brokerRSS).max() ?? 0
         for p in publishers { if let e = p.error.withLock({ $0 }) { print("publisher error: \(e)") } }
 
         // Persisted last_seen right after the flood (the flush runs every 5 s).
-        let persistedRecent = sqlite(platform.databasePath, "SELECT count(*) FROM devices WHERE last_seen >= strftime('%s','now') - 6") ?? "?"
+        let persistedRecent = sqlite(platform.databasePath, "SELECT count(*) FROM devices WHERE last_seen >= (julianday('now')-2440587.5)*86400.0 - 6") ?? "?"
 
         // Drain: how long until everything the broker delivered is processed.
         var drained = processedAtEnd, lastChange = clock.now
@@ -107,7 +125,9 @@ struct HeartbeatBench {
         lost/unaccounted    \(published - drained - dropped)
         RSS escrowbench     before \(fmt(rssBefore)) MiB, peak sample \(fmt(rssPeak)) MiB, after drain \(fmt(rssAfter)) MiB, high-water \(fmt(hwm)) MiB
         RSS broker          before \(fmt(brokerBefore)) MiB, peak sample \(fmt(brokerPeak)) MiB
-        last_seen persisted \(persistedRecent)/\(devices) devices within 6 s at flood end; oldest persisted last_seen during flood: \(fmt(maxStaleness)) s (\(stalenessChecks) checks)
+        last_seen persisted \(persistedRecent)/\(devices) devices within 6 s at flood end; during the flood (\(stalenessChecks) checks, every 2 s): newest persisted last_seen at most \(fmt(maxSinceFlush)) s old (flush period), oldest at most \(fmt(maxStaleness)) s old
+        command latency     device.list during the flood: \(latencies.isEmpty ? "no reply" : "median \(fmt(latencies[latencies.count / 2] * 1000, 0)) ms, max \(fmt(latencies.last! * 1000, 0)) ms (\(latencies.count) probes)")
+        CPU per heartbeat   \(fmt(escrowdCPU / Double(max(processedAtEnd, 1)) * 1e6, 2)) us in escrowbench minus the publisher thread (control plane actor, its MQTT loop thread, monitors): \(fmt(escrowdCPU)) s for \(fmtInt(Double(processedAtEnd))) heartbeats; broker \(fmt((brokerCPU1 - brokerCPU0) / Double(max(published, 1)) * 1e6, 2)) us per published message
         CPU during flood    broker \(fmt(brokerCPU1 - brokerCPU0)) s; escrowbench threads: \(ProcStats.cpuDelta(cpu0, cpu1).map { "\($0.0) \(fmt($0.1))" }.joined(separator: ", ")) (wall \(fmt(floodSeconds)) s)
         load avg            before \(load0), after \(ProcStats.loadAverage())
         """)

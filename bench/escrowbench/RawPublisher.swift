@@ -36,7 +36,7 @@ final class RawPublisher: Sendable {
 
     private func run() {
         defer { finished.store(true, ordering: .releasing) }
-        try? "bench-pub".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+        nameThisThread("bench-pub")
         let fd = connectTCP(port: port)
         guard fd >= 0 else { error.withLock { $0 = "connect failed" }; return }
         defer { close(fd) }
@@ -100,4 +100,12 @@ private func remainingLength(_ n: Int) -> [UInt8] {
         out.append(b)
     } while n > 0
     return out
+}
+
+/// Names the calling thread (Linux `comm`), so per-thread CPU figures can tell it apart.
+func nameThisThread(_ name: String) {
+    let fd = open("/proc/thread-self/comm", O_WRONLY)
+    guard fd >= 0 else { return }
+    _ = Array(name.utf8.prefix(15)).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
 }
