@@ -66,6 +66,7 @@ enum Main {
             b.iterations = int("--iterations", b.iterations)
             guard options.isEmpty else { fail("unknown option \(options.keys.sorted()[0])") }
             b.run()
+            await b.streamHandoff()
         default:
             fail("unknown subcommand '\(command)'")
         }
