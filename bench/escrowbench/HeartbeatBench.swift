@@ -108,6 +108,17 @@ struct HeartbeatBench {
         }
         let drainSeconds = seconds(lastChange - floodEnd)
         let dropped = sys.dropped - droppedBefore
+
+        // In situ costs on the actor: one round of heartbeats through `handle` (one actor hop each),
+        // then the last-seen flush of those devices (one transaction of one UPDATE per device).
+        await platform.service.flushLastSeen()
+        let messages = ids.map { MQTTMessage(topic: Topic.deviceHeartbeat(DeviceID($0)!).path, payload: payload, qos: .atMostOnce, retain: false) }
+        let handleStart = clock.now
+        for m in messages { await platform.service.handle(m) }
+        let handleMicros = seconds(clock.now - handleStart) * 1e6 / Double(messages.count)
+        let flushStart = clock.now
+        await platform.service.flushLastSeen()
+        let flushMillis = seconds(clock.now - flushStart) * 1000
         let rssAfter = ProcStats.memory(), hwm = ProcStats.memory("VmHWM")
 
         // Steady state: skip the first 2 s.
@@ -127,6 +138,7 @@ struct HeartbeatBench {
         RSS broker          before \(fmt(brokerBefore)) MiB, peak sample \(fmt(brokerPeak)) MiB
         last_seen persisted \(persistedRecent)/\(devices) devices within 6 s at flood end; during the flood (\(stalenessChecks) checks, every 2 s): newest persisted last_seen at most \(fmt(maxSinceFlush)) s old (flush period), oldest at most \(fmt(maxStaleness)) s old
         command latency     device.list during the flood: \(latencies.isEmpty ? "no reply" : "median \(fmt(latencies[latencies.count / 2] * 1000, 0)) ms, max \(fmt(latencies.last! * 1000, 0)) ms (\(latencies.count) probes)")
+        in situ, idle      handle(heartbeat) \(fmt(handleMicros, 2)) us each (\(messages.count) awaited calls); flushLastSeen of \(messages.count) devices \(fmt(flushMillis, 0)) ms (the actor processes nothing meanwhile)
         CPU per heartbeat   \(fmt(escrowdCPU / Double(max(processedAtEnd, 1)) * 1e6, 2)) us in escrowbench minus the publisher thread (control plane actor, its MQTT loop thread, monitors): \(fmt(escrowdCPU)) s for \(fmtInt(Double(processedAtEnd))) heartbeats; broker \(fmt((brokerCPU1 - brokerCPU0) / Double(max(published, 1)) * 1e6, 2)) us per published message
         CPU during flood    broker \(fmt(brokerCPU1 - brokerCPU0)) s; escrowbench threads: \(ProcStats.cpuDelta(cpu0, cpu1).map { "\($0.0) \(fmt($0.1))" }.joined(separator: ", ")) (wall \(fmt(floodSeconds)) s)
         load avg            before \(load0), after \(ProcStats.loadAverage())
