@@ -43,6 +43,7 @@ let package = Package(
         .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"]),
         .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"]),
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "OperatorCLI"], path: "Simulator/fleetsim"),
+        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "Subprocess"], path: "bench/escrowbench"),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "Subprocess"], path: "Tests/TestSupport"),
