@@ -171,6 +171,7 @@ struct CommandProcessor {
             try ledger.insertDevice(id, provisioner: account, fingerprint: i?.fingerprint, serial: i?.serial, at: at)
             try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .provisioned)
         }
+        fx.provisioned = fresh
         if !fresh.isEmpty {
             fx.notify(.deviceProvisioned, [account], at: at, details: Effects.deviceList(fresh))
         }

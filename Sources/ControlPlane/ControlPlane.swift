@@ -46,11 +46,16 @@ public actor ControlPlane {
     let ledger: Ledger
     var processor: CommandProcessor
     let onAccessChanged: @Sendable (AccessSnapshot) -> Void
-    public private(set) var counters = Counters()
+    private var tally = Counters()
+    public var counters: Counters {
+        var c = tally
+        c.heartbeats = ingest.heartbeats
+        c.deviceErrors += ingest.errors
+        return c
+    }
 
     // Soft state, committed in batches.
-    private var known: Set<DeviceID> = []
-    private var lastSeen: [DeviceID: (at: Date, mode: DeviceMode)] = [:]
+    private let ingest = HeartbeatIngest()
     private var presence: [DeviceID: DeviceStatus] = [:]
     private var online: [DeviceID: Bool] = [:]
     private var pendingAcks: [(DeviceID, ConfigAck)] = []
@@ -84,7 +89,7 @@ public actor ControlPlane {
 
     /// Subscribes, recovers what a crash left behind, and processes messages until cancelled.
     public func run() async throws {
-        known = Set(try ledger.allDeviceIDs())
+        ingest.setKnown(Set(try ledger.allDeviceIDs()))
         let share = options.sharedSubscriptions
         func f(_ s: String) -> String { share ? TopicFilter.shared(s) : s }
         // Status is retained: a plain subscription re-delivers every device's presence after a restart
@@ -98,7 +103,7 @@ public actor ControlPlane {
         ])
         try drainOutbox()
         reconcile()
-        log(.info, "serving \(known.count) devices; subscribed to device and command topics")
+        log(.info, "serving \(ingest.knownCount) devices; subscribed to device and command topics")
         startTimers()
         let events = client.events
         let eventTask = Task { [weak self] in
@@ -108,9 +113,20 @@ public actor ControlPlane {
             }
         }
         tasks.append(eventTask)
-        for await message in client.messages {
-            handle(message)
+        // The pump runs off the actor: heartbeats are recorded where they arrive, everything else
+        // is handed to the actor in order.
+        let ingest = self.ingest, client = self.client
+        let pump = Task.detached { [weak self] in
+            for await message in client.messages {
+                if case .deviceHeartbeat(let d)? = Topic(path: message.topic) {
+                    ingest.receive(d, message, client: client)
+                    continue
+                }
+                guard let self else { return }
+                await self.handle(message)
+            }
         }
+        await pump.value
         stop()
     }
 
@@ -124,10 +140,15 @@ public actor ControlPlane {
     private func startTimers() {
         func every(_ d: Duration, _ body: @escaping @Sendable (ControlPlane) async -> Void) -> Task<Void, Never> {
             Task { [weak self] in
+                // Fixed deadlines, so the period does not stretch by the time each run takes.
+                let clock = ContinuousClock()
+                var next = clock.now + d
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: d)
+                    try? await Task.sleep(until: next, clock: clock)
                     guard let self, !Task.isCancelled else { return }
                     await body(self)
+                    next += d
+                    if next < clock.now { next = clock.now + d }
                 }
             }
         }
@@ -150,7 +171,7 @@ public actor ControlPlane {
         guard let topic = Topic(path: m.topic) else { return }
         switch topic {
         case .accountCommand(let account, let command): handleCommand(account: account, command: command, message: m)
-        case .deviceHeartbeat(let d): heartbeat(d, m)
+        case .deviceHeartbeat(let d): ingest.receive(d, m, client: client)
         case .deviceStatus(let d): status(d, m)
         case .deviceConfigAck(let d): ack(d, m)
         case .deviceCSR(let d): csr(d, m)
@@ -161,7 +182,7 @@ public actor ControlPlane {
     // MARK: commands
 
     private func handleCommand(account: AccountID, command: String, message m: MQTTMessage) {
-        counters.commands += 1
+        tally.commands += 1
         let envelope: CommandEnvelope
         do {
             envelope = try WireCodec.decode(CommandEnvelope.self, from: m.payload)
@@ -200,18 +221,16 @@ public actor ControlPlane {
     }
 
     private func afterCommit(_ effects: Effects) {
-        for d in effects.configs { known.insert(d) }
+        ingest.addKnown(effects.configs)
         try? drainOutbox()
         // Access first: a configuration may carry a certificate from an authority the broker must trust.
         if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
         publishConfigs(effects.configs)
-        if !effects.configs.isEmpty || !effects.events.isEmpty {
-            known = Set((try? ledger.allDeviceIDs()) ?? Array(known))
-        }
+        ingest.addKnown(effects.provisioned)
     }
 
     private func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties) {
-        counters.commandErrors += 1
+        tally.commandErrors += 1
         let wire = Self.wireError(error)
         log(.info, "command \(account)/\(command.prefix(64)) failed: \(wire)")
         if let requestID {
@@ -273,7 +292,7 @@ public actor ControlPlane {
         for d in devices {
             guard let payload = try? ledger.desiredConfigPayload(d) else { continue }
             publish(Topic.deviceConfig(d).path, payload, retain: true)
-            counters.configsPublished += 1
+            tally.configsPublished += 1
         }
     }
 
@@ -310,26 +329,15 @@ public actor ControlPlane {
     // MARK: devices
 
     private func deviceError(_ d: DeviceID, topic: String, _ e: WireError) {
-        counters.deviceErrors += 1
+        tally.deviceErrors += 1
         publish(Topic.deviceError(d).path, WireCodec.encode(DeviceErrorReport(code: e.code, message: e.message, topic: topic)))
-    }
-
-    private func heartbeat(_ d: DeviceID, _ m: MQTTMessage) {
-        do {
-            let hb = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
-            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
-            counters.heartbeats += 1
-            lastSeen[d] = (Date(), hb.mode)
-        } catch {
-            deviceError(d, topic: m.topic, error)
-        }
     }
 
     private func status(_ d: DeviceID, _ m: MQTTMessage) {
         guard !m.payload.isEmpty else { return } // a cleared retained status
         do {
             let s = try WireCodec.decode(DeviceStatus.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
-            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
             presence[d] = s
             let isOnline = s.state == .online
             if online[d] != isOnline {
@@ -349,8 +357,8 @@ public actor ControlPlane {
     private func ack(_ d: DeviceID, _ m: MQTTMessage) {
         do {
             let a = try WireCodec.decode(ConfigAck.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
-            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
-            counters.acks += 1
+            guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            tally.acks += 1
             pendingAcks.append((d, a))
             if pendingAcks.count >= 2_000 { flushAcks() }
         } catch {
@@ -361,7 +369,7 @@ public actor ControlPlane {
     private func csr(_ d: DeviceID, _ m: MQTTMessage) {
         do {
             let r = try WireCodec.decode(CertificateRequest.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
-            guard known.contains(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
             try processor.validateCSR(r.csr, device: d)
             try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
         } catch {
@@ -407,14 +415,14 @@ public actor ControlPlane {
     }
 
     public func flushLastSeen() {
-        guard !lastSeen.isEmpty else { return }
-        let batch = lastSeen
+        let batch = ingest.take()
+        guard !batch.isEmpty else { return }
         do {
             try ledger.db.transaction { _ in
                 for (d, v) in batch { try ledger.recordLastSeen(d, at: v.at, mode: v.mode) }
             }
-            lastSeen.removeAll(keepingCapacity: true)
         } catch {
+            ingest.restore(batch)
             log(.warn, "could not persist last-seen times: \(error)")
         }
     }

@@ -20,6 +20,8 @@ struct Effects {
     var events: [Event] = []
     /// Devices whose desired configuration changed: publish it (retained).
     var configs: [DeviceID] = []
+    /// Devices created by the command: heartbeats from them are now expected.
+    var provisioned: [DeviceID] = []
     /// Accounts or operators changed: regenerate the broker's ACL and password file.
     var accessChanged = false
 

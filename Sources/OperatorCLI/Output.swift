@@ -71,10 +71,15 @@ public struct Console: Sendable {
     /// Pretty JSON with sorted keys (the `--json` output).
     public func json(_ value: JSONValue) { out(Self.prettyJSON(value)) }
 
-    public static func prettyJSON(_ value: JSONValue) -> String {
-        let e = WireCodec.encoder
+    private static let prettyEncoder: JSONEncoder = {
+        let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return (try? e.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }()
+
+    public static func prettyJSON(_ value: JSONValue) -> String {
+        (try? prettyEncoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
     }
 
     public static func compactJSON(_ value: JSONValue) -> String {

@@ -1,6 +1,6 @@
 /// What a device agent keeps across reboots. Written atomically by the I/O layer
 /// (temp file, fsync, rename), so a power cut leaves either the old or the new state.
-public struct AgentState: Codable, Equatable, Sendable {
+public struct AgentState: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     public var deviceId: DeviceID
     public var mode: DeviceMode

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// The account in the topic is the account acted in; the broker's ACL decides who may publish
 /// there, so nothing in the payload can widen an operator's reach.
-public struct CommandEnvelope: Codable, Sendable {
+public struct CommandEnvelope: VersionedPayload, Codable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     /// Client-chosen idempotency key, `[A-Za-z0-9._-]{1,64}`; a replay returns the first reply.
     public var requestId: String
@@ -14,7 +14,7 @@ public struct CommandEnvelope: Codable, Sendable {
 }
 
 /// `accounts/{accountId}/reply/{requestId}` (and the MQTT 5 response topic when given), QoS 1.
-public struct CommandReply: Codable, Equatable, Sendable {
+public struct CommandReply: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     public var requestId: String
     public var ok: Bool
@@ -64,7 +64,7 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     case commandFailed = "command.failed"
 }
 
-public struct Event: Codable, Equatable, Sendable {
+public struct Event: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     public var type: EventType
     public var at: Date

@@ -5,7 +5,7 @@ public enum DeviceMode: String, Codable, Sendable, CaseIterable { case escrow, n
 
 /// `devices/{id}/status`, device to platform, QoS 1, retained. The will message is the same
 /// payload with `state: offline`.
-public struct DeviceStatus: Codable, Equatable, Sendable {
+public struct DeviceStatus: VersionedPayload, Codable, Equatable, Sendable {
     public enum State: String, Codable, Sendable { case online, offline }
     public var schema: Int = WireCodec.schemaVersion
     public var state: State
@@ -18,7 +18,7 @@ public struct DeviceStatus: Codable, Equatable, Sendable {
 }
 
 /// `devices/{id}/heartbeat`, device to platform, QoS 0.
-public struct Heartbeat: Codable, Equatable, Sendable {
+public struct Heartbeat: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     public var seq: Int
     public var mode: DeviceMode
@@ -30,7 +30,7 @@ public struct Heartbeat: Codable, Equatable, Sendable {
 }
 
 /// `devices/{id}/config`, platform to device, QoS 1, retained: the desired configuration.
-public struct DeviceConfig: Codable, Equatable, Sendable {
+public struct DeviceConfig: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     /// Strictly increasing per device; the agent ignores a version <= the applied one.
     public var version: Int
@@ -53,7 +53,7 @@ public struct DeviceConfig: Codable, Equatable, Sendable {
 }
 
 /// `devices/{id}/config/ack`, device to platform, QoS 1.
-public struct ConfigAck: Codable, Equatable, Sendable {
+public struct ConfigAck: VersionedPayload, Codable, Equatable, Sendable {
     public enum Result: String, Codable, Sendable { case applied, rejected }
     public var schema: Int = WireCodec.schemaVersion
     public var version: Int
@@ -66,14 +66,14 @@ public struct ConfigAck: Codable, Equatable, Sendable {
 
 /// `devices/{id}/csr`, device to platform, QoS 1: a PEM certificate signing request for the
 /// identity the device will use after activation.
-public struct CertificateRequest: Codable, Equatable, Sendable {
+public struct CertificateRequest: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     public var csr: String
     public init(csr: String) { self.csr = csr }
 }
 
 /// `devices/{id}/error`, platform to device, QoS 0: why a device's message was refused.
-public struct DeviceErrorReport: Codable, Equatable, Sendable {
+public struct DeviceErrorReport: VersionedPayload, Codable, Equatable, Sendable {
     public var schema: Int = WireCodec.schemaVersion
     public var code: ErrorCode
     public var message: String

@@ -32,29 +32,32 @@ public enum Topic: Equatable, Sendable {
 
     /// Parses a concrete topic; nil when it is not part of the contract.
     public init?(path: String) {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        // Substrings, not Strings: this runs for every message the platform receives.
+        let parts = path.split(separator: "/", maxSplits: 4, omittingEmptySubsequences: false)
         guard parts.count >= 3 else { return nil }
         switch parts[0] {
         case "devices":
-            guard let d = DeviceID(parts[1]) else { return nil }
-            switch Array(parts[2...]) {
-            case ["status"]: self = .deviceStatus(d)
-            case ["heartbeat"]: self = .deviceHeartbeat(d)
-            case ["config"]: self = .deviceConfig(d)
-            case ["config", "ack"]: self = .deviceConfigAck(d)
-            case ["csr"]: self = .deviceCSR(d)
-            case ["error"]: self = .deviceError(d)
+            guard parts.count <= 4, let d = DeviceID(String(parts[1])) else { return nil }
+            switch (parts[2], parts.count == 4 ? parts[3] : nil) {
+            case ("status", nil): self = .deviceStatus(d)
+            case ("heartbeat", nil): self = .deviceHeartbeat(d)
+            case ("config", nil): self = .deviceConfig(d)
+            case ("config", "ack"?): self = .deviceConfigAck(d)
+            case ("csr", nil): self = .deviceCSR(d)
+            case ("error", nil): self = .deviceError(d)
             default: return nil
             }
         case "accounts":
             // Command names and request ids follow the identifier grammar, so no wildcard
             // or stray level can parse as a concrete topic.
-            guard parts.count == 4, let a = AccountID(parts[1]), Identifier.isValid(parts[3]) else { return nil }
+            guard parts.count == 4, let a = AccountID(String(parts[1])) else { return nil }
+            let last = String(parts[3])
+            guard Identifier.isValid(last) else { return nil }
             switch parts[2] {
-            case "cmd": self = .accountCommand(a, command: parts[3])
-            case "reply": self = .accountReply(a, requestID: parts[3])
+            case "cmd": self = .accountCommand(a, command: last)
+            case "reply": self = .accountReply(a, requestID: last)
             case "events":
-                guard let t = EventType(rawValue: parts[3]) else { return nil }
+                guard let t = EventType(rawValue: last) else { return nil }
                 self = .accountEvent(a, type: t)
             default: return nil
             }

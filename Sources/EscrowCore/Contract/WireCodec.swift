@@ -9,17 +9,19 @@ public enum WireCodec {
     /// Device payloads (heartbeat, status, ack, csr) are small: anything larger is hostile.
     public static let maxDevicePayloadBytes = 16 * 1024
 
-    public static var encoder: JSONEncoder {
+    /// Shared coders: building a JSONDecoder per message cost more than parsing a heartbeat.
+    /// Never change their options: every thread uses them (make your own coder instead).
+    public static let encoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         e.dateEncodingStrategy = .iso8601
         return e
-    }
-    public static var decoder: JSONDecoder {
+    }()
+    public static let decoder: JSONDecoder = {
         let d = JSONDecoder()
         d.dateDecodingStrategy = .iso8601
         return d
-    }
+    }()
 
     public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         // Encoding our own value types cannot fail; a failure is a programming error.
@@ -32,6 +34,14 @@ public enum WireCodec {
             throw WireError(.tooLarge, "payload is \(bytes.count) bytes; the limit is \(limit)")
         }
         let data = Data(bytes)
+        // Fast path: one parse. A versioned payload that decodes only needs its schema checked.
+        if T.self is any VersionedPayload.Type, let value = try? decoder.decode(T.self, from: data),
+           let schema = (value as? any VersionedPayload)?.schema {
+            guard schema == schemaVersion else {
+                throw WireError(.unsupportedSchema, "schema \(schema) is not supported; this platform speaks schema \(schemaVersion)")
+            }
+            return value
+        }
         let probe: SchemaProbe
         do { probe = try decoder.decode(SchemaProbe.self, from: data) } catch {
             throw WireError(.malformed, "payload is not a JSON object: \(describe(error))")
@@ -87,6 +97,9 @@ public enum WireCodec {
         enum K: String, CodingKey { case schema }
     }
 }
+
+/// A payload that carries `"schema"`: decoded in one pass, then its version checked.
+public protocol VersionedPayload { var schema: Int { get } }
 
 /// Stable error codes of the contract (`topics.md`, "Errors").
 public enum ErrorCode: String, Codable, Sendable, CaseIterable {
