@@ -52,6 +52,8 @@ public struct BrokerPlan: Sendable, Equatable {
     /// slow consumer's backlog sits in the counted queue above, not unacked in flight.
     public var maxInflightMessages: Int = 1000
     public var logFile: String?
+    /// Mosquitto writes its pid here, so a supervisor in another container can SIGHUP it.
+    public var pidFile: String?
     /// `user root`: mosquitto otherwise drops to user `mosquitto`, which cannot
     /// read root-owned 0600 keys in the data directory.
     public var runAsRoot: Bool
@@ -78,6 +80,7 @@ public struct BrokerPlan: Sendable, Equatable {
                                                      tls: operatorTLS ? TLSFiles(caFile: layout.caBundle, certFile: layout.serverCertificate, keyFile: layout.serverKey) : nil),
                   aclFile: layout.aclFile, passwordFile: layout.passwordFile,
                   persistenceDirectory: layout.persistenceDirectory, logFile: layout.logFile)
+        pidFile = layout.pidFile
     }
 
     /// The global (non-listener) settings, shared with `describeForExternalBroker`.
@@ -90,6 +93,7 @@ public struct BrokerPlan: Sendable, Equatable {
             "password_file \(passwordFile)",
             "acl_file \(aclFile)",
         ]
+        if let pidFile { lines.append("pid_file \(pidFile)") }
         if let dir = persistenceDirectory {
             lines += [
                 "persistence true",

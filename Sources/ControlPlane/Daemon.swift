@@ -20,6 +20,11 @@ public final class Daemon: Sendable {
         public var publicHost = "127.0.0.1"
         public var reconcileInterval: Duration = .seconds(30)
         public var mqttVersion: MQTTVersion = .v5
+        /// With an external broker: still write and maintain its files in DATA/broker (a Mosquitto
+        /// container that mounts them, as in docker-compose.yml).
+        public var maintainBrokerFiles = false
+        /// With `maintainBrokerFiles`: the broker's pid file; escrowd sends SIGHUP after each rewrite.
+        public var brokerPIDFile: String?
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
     }
 
@@ -58,17 +63,19 @@ public final class Daemon: Sendable {
 
         let password = try settings.password ?? Self.secret(at: dir + "/escrowd.secret")
         var options: MQTTOptions
+        let plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
+                              operatorHost: settings.bindHost, operatorPort: settings.operatorPort)
+        if settings.externalBroker == nil || settings.maintainBrokerFiles {
+            if !FileManager.default.fileExists(atPath: layout.serverCertificate) {
+                try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"])))
+            }
+            try layout.install(plan: plan, acl: "", passwords: "")
+        }
         if let url = settings.externalBroker {
             options = try MQTTOptions.parse(url: url, clientID: "escrowd")
             broker = nil
         } else {
             options = MQTTOptions(clientID: "escrowd", host: settings.bindHost, port: settings.operatorPort)
-            if !FileManager.default.fileExists(atPath: layout.serverCertificate) {
-                try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"])))
-            }
-            let plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
-                                  operatorHost: settings.bindHost, operatorPort: settings.operatorPort)
-            try layout.install(plan: plan, acl: "", passwords: "")
             broker = ManagedBroker(layout: layout, plan: plan)
         }
         options.username = settings.username
@@ -79,11 +86,15 @@ public final class Daemon: Sendable {
         var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
         cpOptions.reconcileInterval = settings.reconcileInterval
         let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username
-        let log = self.log
+        let log = self.log, maintain = settings.externalBroker == nil || settings.maintainBrokerFiles, pidFile = settings.brokerPIDFile
         service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot in
+            guard maintain else {
+                log(.info, "accounts or operators changed: update the external broker's ACL and password file (see --print-broker-config)")
+                return
+            }
             do {
                 try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (username, password))
-                if let managed { try managed.reload() }
+                if let managed { try managed.reload() } else if let pidFile { try Self.signalBroker(pidFile: pidFile) }
                 log(.info, "broker access files rewritten (\(snapshot.accounts.count) accounts, \(snapshot.operators.count) operators)")
             } catch {
                 log(.error, "could not update broker access files: \(error)")
@@ -112,10 +123,48 @@ public final class Daemon: Sendable {
         try layout.installTrust(authorities: authorities, revokedSerials: revoked)
     }
 
+    /// SIGHUP to the broker whose pid is in `pidFile` (a broker escrowd does not start itself).
+    static func signalBroker(pidFile: String) throws {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 else {
+            throw BrokerError.notRunning
+        }
+        guard kill(pid, SIGHUP) == 0 else { throw BrokerError.notRunning }
+    }
+
+    /// Writes everything a broker needs (configuration, certificates, ACL, passwords) and the
+    /// administrator's escrowctl settings, without connecting: `escrowd --init-broker-files`.
+    public func prepareBrokerFiles() async throws {
+        let snapshot = try await bootstrap()
+        try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, try brokerPassword()))
+    }
+
+    private func brokerPassword() throws -> String {
+        try settings.password ?? Self.secret(at: settings.dataDirectory + "/escrowd.secret")
+    }
+
     /// Starts the broker (when managed), connects and serves until `shutdown()`.
     public func run() async throws {
+        let snapshot = try await bootstrap()
+        let password = try brokerPassword()
+        if broker != nil || settings.maintainBrokerFiles {
+            try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, password))
+            if broker == nil, let pidFile = settings.brokerPIDFile { try? Self.signalBroker(pidFile: pidFile) }
+        }
+        if let broker {
+            let log = self.log
+            broker.onEvent = { e in log(.info, "broker: \(e)") }
+            try await broker.start()
+            log(.info, "managed mosquitto started (pid \(broker.pid ?? 0)): devices on mqtts://\(settings.bindHost):\(settings.devicePort), operators on mqtt://\(settings.bindHost):\(settings.operatorPort)")
+        }
+        try await client.connect()
+        log(.info, "connected to the broker as \(settings.username)")
+        try await service.run()
+    }
+
+    /// First start: the platform administrator (random password) and escrowctl's admin.conf.
+    private func bootstrap() async throws -> ControlPlane.AccessSnapshot {
         var snapshot = try await service.accessSnapshot()
-        let password = try settings.password ?? Self.secret(at: settings.dataDirectory + "/escrowd.secret")
         if !snapshot.operators.contains(where: { $0.username == "op-admin" }) {
             // First start: a platform administrator for escrowctl, with a random password.
             let admin = try Self.secret(at: settings.dataDirectory + "/admin.secret")
@@ -131,16 +180,7 @@ public final class Daemon: Sendable {
             password = \(admin)
             account = platform
             """)
-        if let broker {
-            try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, password))
-            let log = self.log
-            broker.onEvent = { e in log(.info, "broker: \(e)") }
-            try await broker.start()
-            log(.info, "managed mosquitto started (pid \(broker.pid ?? 0)): devices on mqtts://\(settings.bindHost):\(settings.devicePort), operators on mqtt://\(settings.bindHost):\(settings.operatorPort)")
-        }
-        try await client.connect()
-        log(.info, "connected to the broker as \(settings.username)")
-        try await service.run()
+        return snapshot
     }
 
     public func shutdown() async {

@@ -28,6 +28,11 @@ OPTIONS
   --config FILE            read options from FILE (key = value, same names without dashes)
   --log-level L            debug, info, warn or error (default info)
   --print-broker-config    print the mosquitto settings an external broker needs, then exit
+  --broker-files           with --broker: write and maintain the broker's files in DATA/broker
+                           (configuration, certificates, ACL, passwords) for a Mosquitto that
+                           mounts them, e.g. the docker-compose.yml deployment
+  --broker-pid-file FILE   with --broker-files: SIGHUP this broker after each rewrite
+  --init-broker-files      write DATA/broker and DATA/admin.conf, then exit (container start-up)
   -h, --help               show this text
 
 FILES (in DATA)
@@ -49,17 +54,17 @@ func fail(_ message: String, _ code: Int32) -> Never {
 }
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "mqtt", "config", "log-level"]
+                           "reconcile-interval", "mqtt", "config", "log-level", "broker-pid-file"]
 var argv = Array(CommandLine.arguments.dropFirst())
 let args: Arguments
 do {
-    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config"])
+    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "broker-files", "init-broker-files"])
     if let file = parsed.value("config") {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { fail("cannot read --config \(file)", 66) }
         let kv = try KeyValueFile.parse(text)
         // File settings come first so that flags override them.
         argv = kv.flatMap { ["--\($0.key)", $0.value] } + argv
-        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config"])
+        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "broker-files", "init-broker-files"])
     }
     args = parsed
     if !args.positionals.isEmpty { throw UsageError("unexpected argument '\(args.positionals[0])'") }
@@ -78,6 +83,8 @@ do {
     if let p = try args.int("operator-port", in: 1...65535) { settings.operatorPort = p }
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
+    settings.maintainBrokerFiles = args.flag("broker-files") || args.flag("init-broker-files")
+    settings.brokerPIDFile = args.value("broker-pid-file")
     if let v = args.value("mqtt") {
         guard v == "5" || v == "3.1.1" else { throw UsageError("--mqtt is 5 or 3.1.1") }
         settings.mqttVersion = v == "5" ? .v5 : .v311
@@ -91,6 +98,18 @@ let log = Log(component: "escrowd", minimum: level)
 let daemon: Daemon
 do { daemon = try Daemon(settings: settings, log: log) } catch { fail("cannot start: \(error)", 1) }
 if args.flag("print-broker-config") { print(daemon.externalBrokerConfiguration()); exit(0) }
+if args.flag("init-broker-files") {
+    Task {
+        do {
+            try await daemon.prepareBrokerFiles()
+            print("broker files written to \(daemon.layout.directory); escrowctl settings in \(daemon.adminCredentialsPath)")
+            exit(0)
+        } catch {
+            fail("cannot write the broker files: \(error)", 1)
+        }
+    }
+    dispatchMain()
+}
 
 signal(SIGINT, SIG_IGN); signal(SIGTERM, SIG_IGN); signal(SIGPIPE, SIG_IGN)
 let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
