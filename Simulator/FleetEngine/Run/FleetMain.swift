@@ -8,12 +8,16 @@ public enum FleetMain {
     public static func run(_ args: [String], stop: StopFlag = StopFlag(),
                            stdout: (String) -> Void = { print($0) },
                            stderr: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) -> Int32 {
-        let options: FleetOptions
+        var options: FleetOptions
         do { options = try FleetOptions.parse(args) } catch {
             stderr("fleetsim: \(error.description)")
             return 64
         }
         if options.help || args.isEmpty { stdout(FleetOptions.usage); return 0 }
+        do { try options.resolveBundles() } catch {
+            stderr("fleetsim: \(error.description)")
+            return 64
+        }
         let report: FleetReport
         do {
             if options.workers > 1 {

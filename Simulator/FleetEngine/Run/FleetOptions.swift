@@ -1,5 +1,4 @@
-/// Scenarios `fleetsim` can run. `transfer` (ownership hand-over through the control plane)
-/// will be added as a new case plus a `ScenarioDriver` once the control plane's API is stable.
+/// Scenarios `fleetsim` can run.
 public enum Scenario: String, Sendable, Codable, CaseIterable {
     /// The fleet connects and heartbeats until the duration ends.
     case connect
@@ -7,6 +6,14 @@ public enum Scenario: String, Sendable, Codable, CaseIterable {
     case storm
     /// Holds the fleet; samples RSS and descriptor count every 10 s.
     case soak
+    /// The supply-chain story against a running escrowd: accounts, provisioning, escrow fleet,
+    /// OEM -> reseller (hold) -> customer (activate / reject / left pending), verification.
+    case transfer
+}
+
+/// `transfer`: how the devices reach the customer.
+public enum TransferRoute: String, Sendable, Equatable {
+    case reseller, none
 }
 
 /// Everything `fleetsim` accepts on its command line, parsed and validated.
@@ -14,6 +21,25 @@ public struct FleetOptions: Sendable, Equatable {
     public var scenario: Scenario = .connect
     public var brokerHost = "127.0.0.1"
     public var brokerPort: UInt16 = 1883
+    /// `mqtts://`: mutual TLS with per-device identities (from `--bundles` or, for `transfer`, provisioning).
+    public var brokerTLS = false
+    /// False when `--broker` was not given (then `transfer` and `--bundles` use the bundles' broker URL).
+    public var brokerGiven = false
+    /// The broker's CA (PEM file); default: the bundles' `broker-ca.pem`.
+    public var tlsCA: String?
+    /// Directories written by `escrowctl device provision --out DIR`: `DIR/{id}/device.crt`, `device.key`, `broker-ca.pem`.
+    public var bundles: String?
+    /// TCP connect to CONNACK in flight at once with TLS (each includes a handshake).
+    public var tlsHandshakes = 32
+    /// `transfer`: escrowd's admin key=value file (broker, user, password, account).
+    public var adminConfig: String?
+    public var approveShare = 0.7
+    public var rejectShare = 0.2
+    public var route: TransferRoute = .reseller
+    /// Suffix of the accounts, operators and device ids a `transfer` run creates (default: random).
+    public var runID: String?
+    public var devicesGiven = false
+    public var durationGiven = false
     public var devices = 100
     public var prefix = "sim-"
     /// First device index (workers get slices).
@@ -123,8 +149,25 @@ public struct FleetOptions: Sendable, Equatable {
             case "-h", "--help", "help": o.help = true
             case "--broker":
                 let v = try value(a)
-                (o.brokerHost, o.brokerPort) = try parseBroker(v)
-            case "--devices": o.devices = try integer(a, try value(a), min: 1, max: 1_000_000)
+                (o.brokerHost, o.brokerPort, o.brokerTLS) = try parseBroker(v)
+                o.brokerGiven = true
+            case "--devices": o.devices = try integer(a, try value(a), min: 1, max: 1_000_000); o.devicesGiven = true
+            case "--tls-ca": o.tlsCA = try value(a)
+            case "--bundles": o.bundles = try value(a)
+            case "--tls-handshakes": o.tlsHandshakes = try integer(a, try value(a), min: 1, max: 10_000)
+            case "--admin-config": o.adminConfig = try value(a)
+            case "--approve": o.approveShare = try number(a, try value(a), min: 0, max: 1)
+            case "--reject": o.rejectShare = try number(a, try value(a), min: 0, max: 1)
+            case "--via":
+                let v = try value(a)
+                guard let r = TransferRoute(rawValue: v) else { throw .usage("--via expects reseller or none, got '\(v)'") }
+                o.route = r
+            case "--run-id":
+                let v = try value(a)
+                guard !v.isEmpty, v.utf8.count <= 20, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+                    throw .usage("--run-id must be 1...20 letters or digits, got '\(v)'")
+                }
+                o.runID = v.lowercased()
             case "--prefix":
                 o.prefix = try value(a)
                 guard o.prefix.utf8.count <= 50, o.prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
@@ -156,7 +199,10 @@ public struct FleetOptions: Sendable, Equatable {
                 guard let m = MQTTVersion(label: v) else { throw .usage("--mqtt expects 3.1.1 or 5, got '\(v)'") }
                 o.mqtt = m
             case "--churn": o.churn = try number(a, try value(a), min: 0, max: 100)
-            case "--duration": o.duration = try number(a, try value(a), min: 0.1)
+            case "--duration":
+                let v = try value(a)
+                guard let d = parseSeconds(v), d >= 0.1 else { throw .usage("--duration expects seconds like 30, 300s, 5m or 1h, got '\(v)'") }
+                o.duration = d; o.durationGiven = true
             case "--report": o.reportPath = try value(a)
             case "--html": o.htmlPath = try value(a)
             case "--workers": o.workers = try integer(a, try value(a), min: 0, max: 64)
@@ -169,7 +215,7 @@ public struct FleetOptions: Sendable, Equatable {
                 if !a.hasPrefix("-"), !sawScenario, let s = Scenario(rawValue: a) {
                     o.scenario = s; sawScenario = true
                 } else if !a.hasPrefix("-") && !sawScenario {
-                    throw .usage("unknown scenario '\(a)'; expected connect, storm or soak (transfer comes later)")
+                    throw .usage("unknown scenario '\(a)'; expected connect, storm, soak or transfer")
                 } else {
                     throw .usage("unknown option '\(a)' (see --help)")
                 }
@@ -188,27 +234,55 @@ public struct FleetOptions: Sendable, Equatable {
             o.sourceAddresses = (1...min(k, 254)).map { "127.0.0.\($0)" }
         }
         if o.backoffMax < o.backoffBase { throw .usage("--backoff-max must be >= --backoff-base") }
+        if o.scenario == .transfer {
+            guard o.adminConfig != nil else { throw .usage("transfer needs --admin-config FILE (escrowd writes DATA/admin.conf)") }
+            guard o.approveShare + o.rejectShare <= 1 + 1e-9 else { throw .usage("--approve + --reject must not exceed 1") }
+            guard o.workers <= 1 else { throw .usage("transfer runs in one process: drop --workers") }
+            guard o.bundles == nil else { throw .usage("transfer provisions its own devices: drop --bundles") }
+            if !o.devicesGiven { o.devices = 1000 }
+            if !o.durationGiven { o.duration = 300 }
+            if o.devices > 20_000 { throw .usage("transfer supports at most 20,000 devices (one transfer request)") }
+        } else if o.brokerTLS && o.bundles == nil {
+            throw .usage("mqtts:// needs device identities: --bundles DIR (from escrowctl device provision --out DIR)")
+        }
         if o.workers > o.devices { throw .usage("--workers (\(o.workers)) exceeds --devices (\(o.devices))") }
         return o
     }
 
-    static func parseBroker(_ s: String) throws(FleetError) -> (String, UInt16) {
+    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS) -> (IPv4 host, port, tls).
+    static func parseBroker(_ s: String) throws(FleetError) -> (String, UInt16, Bool) {
         var rest = Substring(s)
-        if rest.hasPrefix("mqtt://") { rest = rest.dropFirst(7) } else if rest.contains("://") {
-            throw .usage("--broker: only mqtt:// is supported, got '\(s)'")
+        var tls = false
+        if rest.hasPrefix("mqtt://") { rest = rest.dropFirst(7) } else if rest.hasPrefix("mqtts://") {
+            rest = rest.dropFirst(8); tls = true
+        } else if rest.contains("://") {
+            throw .usage("--broker: only mqtt:// and mqtts:// are supported, got '\(s)'")
         }
         let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), !parts[0].isEmpty else { throw .usage("--broker expects mqtt://HOST:PORT, got '\(s)'") }
         let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
         guard System.parseIPv4(host) != nil else { throw .usage("--broker host '\(host)' must be an IPv4 address") }
-        guard parts.count == 2 else { return (host, 1883) }
+        guard parts.count == 2 else { return (host, tls ? 8883 : 1883, tls) }
         guard let port = UInt16(parts[1]), port > 0 else { throw .usage("--broker port '\(parts[1])' is not 1...65535") }
-        return (host, port)
+        return (host, port, tls)
     }
+
+    /// `30`, `300s`, `500ms`, `5m`, `1h` -> seconds.
+    static func parseSeconds(_ s: String) -> Double? {
+        let table: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, mult) in table where s.hasSuffix(suffix) {
+            guard let v = Double(s.dropLast(suffix.count)), v.isFinite, v >= 0 else { return nil }
+            return v * mult
+        }
+        guard let v = Double(s), v.isFinite, v >= 0 else { return nil }
+        return v
+    }
+
+    public var brokerURL: String { "\(brokerTLS ? "mqtts" : "mqtt")://\(brokerHost):\(brokerPort)" }
 
     /// The argument list that reproduces these options for a worker child process.
     func workerArguments(first: Int, count: Int, source: [String], report: String) -> [String] {
-        var a = [scenario.rawValue, "--broker", "mqtt://\(brokerHost):\(brokerPort)", "--devices", String(count),
+        var a = [scenario.rawValue, "--broker", brokerURL, "--devices", String(count),
                  "--first-index", String(first), "--prefix", prefix, "--rate", String(rate / Double(max(1, workers))),
                  "--window", String(max(1, window / max(1, workers))), "--keepalive", String(keepAlive),
                  "--heartbeat", String(heartbeat), "--heartbeat-jitter", String(heartbeatJitter),
@@ -216,6 +290,8 @@ public struct FleetOptions: Sendable, Equatable {
                  "--backoff-base", String(backoffBase), "--backoff-max", String(backoffMax), "--storm-after", String(stormAfter),
                  "--report", report, "--quiet", "--worker"]
         if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
+        if let b = bundles { a += ["--bundles", b, "--tls-handshakes", String(max(1, tlsHandshakes / max(1, workers)))] }
+        if let ca = tlsCA { a += ["--tls-ca", ca] }
         return a
     }
 }
