@@ -149,13 +149,7 @@ public final class FleetRunner {
         for (cause, detail) in engine.lastErrorDetail.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where !problems.contains(where: { $0.contains(detail) }) {
             problems.append("last \(cause.rawValue) error: \(detail)")
         }
-        var counters: [String: Int] = [
-            "connectAttempts": m.connectAttempts, "connacks": m.connacks, "disconnects": m.disconnects,
-            "published": m.published, "publishedQoS1": m.publishedQoS1, "pubacks": m.pubacks, "received": m.received,
-            "configsApplied": m.configsApplied, "configsIgnored": m.configsIgnored, "configsRejected": m.configsRejected,
-            "droppedWhileOffline": m.droppedWhileOffline, "bytesOut": m.bytesOut, "bytesIn": m.bytesIn,
-        ]
-        counters["heartbeats"] = m.heartbeats
+        let counters = Self.counters(m)
         return FleetReport(
             scenario: o.scenario, startedAt: started, elapsedSeconds: (t * 100).rounded() / 100, stoppedBy: stoppedBy,
             settings: settings(), targetDevices: o.devices, peakConnected: peak, finalConnected: final,
@@ -167,6 +161,15 @@ public final class FleetRunner {
             baselineRSSKB: baseline, peakRSSKB: peakRSS,
             rssPerDeviceKB: peak > 0 ? (Double(peakRSS - baseline) / Double(peak) * 100).rounded() / 100 : nil,
             workers: 1, problems: problems)
+    }
+
+    static func counters(_ m: Metrics) -> [String: Int] {
+        [
+            "connectAttempts": m.connectAttempts, "connacks": m.connacks, "disconnects": m.disconnects,
+            "published": m.published, "publishedQoS1": m.publishedQoS1, "pubacks": m.pubacks, "received": m.received,
+            "configsApplied": m.configsApplied, "configsIgnored": m.configsIgnored, "configsRejected": m.configsRejected,
+            "droppedWhileOffline": m.droppedWhileOffline, "bytesOut": m.bytesOut, "bytesIn": m.bytesIn, "heartbeats": m.heartbeats,
+        ]
     }
 
     func settings() -> [String: String] {
