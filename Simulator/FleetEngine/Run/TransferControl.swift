@@ -329,13 +329,23 @@ struct TransferControl: Sendable {
             if outcomes != ["activated": approveN, "rejected": rejectN, "cancelled": pendingN] {
                 problems.append("transfer \(transferID) counts \(show.counts) differ from activated \(approveN), rejected \(rejectN), cancelled \(pendingN)")
             }
-            let active = try await listAll(customerS, state: .active)
+            // `mode` is the last status the platform processed: statuses and acks travel separately,
+            // so give the platform a few seconds to catch up before calling it a problem.
             let expected = Set(ids[0..<approveN])
+            var active: [DeviceView] = []
+            var notNormal = 0
+            for attempt in 0..<50 {
+                active = try await listAll(customerS, state: .active)
+                notNormal = active.filter { $0.mode != .normal }.count
+                if notNormal == 0 && Set(active.map(\.id)) == expected { break }
+                if attempt % 10 == 9 { say("  device.list: \(active.count - notNormal)/\(approveN) active devices report normal mode") }
+                try checkpoint("verifying device.list")
+                try await Task.sleep(for: .milliseconds(200))
+            }
             if Set(active.map(\.id)) != expected {
                 problems.append("\(customer) lists \(active.count) active devices, expected the \(approveN) approved ones")
             }
-            let notNormal = active.filter { $0.mode != .normal }.count
-            if notNormal > 0 { problems.append("\(notNormal) active devices of \(customer) do not report normal mode") }
+            if notNormal > 0 { problems.append("\(notNormal) active devices of \(customer) do not report normal mode (device.list)") }
             let escrow = try await listAll(sender, state: .escrow)
             if Set(escrow.map(\.id)) != Set(ids[approveN...]) {
                 problems.append("\(holder) holds \(escrow.count) escrow devices, expected the \(n - approveN) not activated")

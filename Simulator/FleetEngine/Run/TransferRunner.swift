@@ -197,7 +197,7 @@ public final class TransferRunner {
             recoveryMs: HistogramSummary(m.recoveryTime), samples: m.samples, resources: m.resources,
             baselineRSSKB: baseline, peakRSSKB: peakRSS,
             rssPerDeviceKB: peak > 0 ? (Double(peakRSS - baseline) / Double(peak) * 100).rounded() / 100 : nil,
-            workers: 1, problems: verification + problems)
+            workers: 1, problems: problems)
         report.transfer = transfer
         return report
     }
@@ -222,7 +222,7 @@ public final class TransferRunner {
             settings: ["adminConfig": options.adminConfig ?? ""], targetDevices: options.devices, peakConnected: 0, finalConnected: 0,
             timeToAllConnected: nil, stormRecoverySeconds: nil, counters: [:], errors: [:],
             connectLatencyMs: empty, pubackLatencyMs: empty, recoveryMs: empty, samples: [], resources: [],
-            baselineRSSKB: ProcessStats.rssKB(), peakRSSKB: ProcessStats.rssKB(), rssPerDeviceKB: nil, workers: 1, problems: problems)
+            baselineRSSKB: ProcessStats.rssKB(), peakRSSKB: ProcessStats.rssKB(), rssPerDeviceKB: nil, workers: 1, problems: [])
         report.transfer = TransferReport(runID: s.runID, accounts: s.accounts, route: options.route.rawValue, devices: options.devices, outcomes: s.outcomes,
                                          appliedOnDevices: 0, appliedOnPlatform: 0, verified: false, verificationProblems: problems, steps: s.steps,
                                          approvalToAppliedMs: empty, approveSentToAppliedMs: empty, pushToAckMs: empty, appliedBeforeReply: 0)
