@@ -73,19 +73,34 @@ public struct FleetOptions: Sendable, Equatable {
     public static let autoSourceThreshold = 5000
 
     public static let usage = """
-    fleetsim: drive thousands of virtual escrow devices against an MQTT broker.
+    fleetsim: drive thousands of virtual escrow devices against an MQTT broker. Every device runs
+    AgentMachine, the same state machine as escrow-agent (its flash writes are instant).
 
     USAGE: fleetsim <connect|storm|soak> [options]
+           fleetsim transfer --admin-config DATA/admin.conf [transfer options] [options]
 
     SCENARIOS
       connect   the fleet connects (paced) and heartbeats until --duration ends
       storm     once all are connected, every socket drops at once; devices come back with
                 exponential backoff + full jitter; reports the time until all are back
       soak      hold the fleet for --duration; samples RSS and open fds every 10 s
+      transfer  the supply-chain story against a running escrowd, printed step by step with the
+                platform's events (summarised per second):
+                  a. accounts oem-RUN (provisioner), reseller-RUN, acme-RUN (customer, standalone)
+                     and one operator login each (random passwords)
+                  b. provision --devices in the OEM with identities (batches of 1,000)
+                  c. connect the fleet in escrow mode over mutual TLS; wait for >= 99.9 %
+                  d. OEM -> reseller, approved with hold (skipped with --via none)
+                  e. -> customer: the first --approve share activated, the next --reject share
+                     rejected, the rest left pending (cancelled by the sender at the end)
+                  f. wait until every approved device applied its configuration (+ config.status)
+                  g. verify device side and platform side (device.list, transfer counts)
+                exit 0 only if verification passed; otherwise one line saying why, exit 1
 
     OPTIONS
-      --broker URL              mqtt://HOST:PORT (default mqtt://127.0.0.1:1883; IPv4 only)
-      --devices N               number of devices (default 100)
+      --broker URL              mqtt://HOST:PORT or mqtts://HOST:PORT (mutual TLS; IPv4 only;
+                                default mqtt://127.0.0.1:1883, or the bundles' broker)
+      --devices N               number of devices (default 100; transfer 1000; with --bundles all)
       --prefix P                device id prefix; ids are P000000, P000001, ... (default sim-)
       --rate N                  new connects per second, 0 = unlimited (default 0)
       --window N                connects in flight (TCP connect to CONNACK) at once (default 64;
@@ -95,12 +110,14 @@ public struct FleetOptions: Sendable, Equatable {
                                 with a loopback broker and neither option, one source per
                                 5,000 devices is used (connect() slows as a port range fills)
       --keepalive S             MQTT keepalive seconds (default 60)
-      --heartbeat S             initial heartbeat interval (default 30; configs may change it)
+      --heartbeat S             heartbeat interval until the first configuration (default 30;
+                                then the configuration's interval)
       --heartbeat-jitter F      +/- fraction of jitter per heartbeat (default 0.2)
       --qos 0|1                 heartbeat QoS (default 0)
       --mqtt 3.1.1|5            protocol version (default 3.1.1)
       --churn P                 drop P percent of connected devices per minute (default 0)
-      --duration S              run length in seconds; the run ends by itself (default 30)
+      --duration T              run length (30, 300s, 5m); the run ends by itself (default 30 s;
+                                transfer: the bound on the whole story, default 300 s)
       --backoff-base S          first reconnect backoff ceiling (default 1)
       --backoff-max S           backoff ceiling cap (default 120)
       --storm-after S           storm: seconds to hold after all connected (default 2)
@@ -111,13 +128,37 @@ public struct FleetOptions: Sendable, Equatable {
       --quiet                   no progress lines
       -h, --help                this text
 
+    MUTUAL TLS
+      --bundles DIR             device identities written by `escrowctl device provision --out DIR`
+                                (DIR/{id}/device.crt, device.key, broker-ca.pem, agent.conf);
+                                the broker defaults to agent.conf's, the device count to all
+      --tls-ca FILE             the CA that signed the broker's certificate (default: the
+                                bundles' broker-ca.pem; transfer: the provisioning reply's)
+      --tls-handshakes N        TLS connects in flight at once (default 32)
+      A TLS failure counts as an `auth` error; the report names OpenSSL's reason.
+
+    TRANSFER OPTIONS
+      --admin-config FILE       escrowd's admin key=value file (broker, user, password, account)
+      --approve F               share the customer activates (default 0.7)
+      --reject F                share the customer rejects (default 0.2); the rest stays pending
+      --via reseller|none       OEM -> reseller (hold) -> customer, or OEM -> customer (default reseller)
+      --run-id ID               suffix of the accounts, operators and device ids (default random,
+                                so the story can run again at once on the same escrowd)
+      --broker mqtts://...      the device listener (default: the bundles' brokerURL)
+
     EXAMPLES
       fleetsim connect --devices 5000 --duration 20 --html connect.html
       fleetsim storm --devices 2000 --rate 2000 --window 64 --report storm.json
       fleetsim soak --devices 19000 --source-count 2 --duration 600 --html soak.html
       fleetsim connect --devices 19000 --workers 2 --qos 1 --mqtt 5 --report big.json
+      escrowctl device provision --prefix sn- --count 5000 --out ./bundles
+      fleetsim connect --bundles ./bundles --duration 60 --html tls.html
+      fleetsim storm --bundles ./bundles --broker mqtts://127.0.0.1:8883 --tls-ca ca.pem
+      fleetsim transfer --admin-config escrow-data/admin.conf --devices 1000 --approve 0.7 \\
+               --reject 0.2 --via reseller --report transfer.json --html transfer.html
 
-    Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted), 64 usage.
+    Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted, transfer
+    verification failed), 64 usage.
     """
 
     /// Parses arguments (without the program name). Throws `FleetError.usage` with one clear line.

@@ -329,18 +329,24 @@ struct TransferControl: Sendable {
             if outcomes != ["activated": approveN, "rejected": rejectN, "cancelled": pendingN] {
                 problems.append("transfer \(transferID) counts \(show.counts) differ from activated \(approveN), rejected \(rejectN), cancelled \(pendingN)")
             }
-            // `mode` is the last status the platform processed: statuses and acks travel separately,
-            // so give the platform a few seconds to catch up before calling it a problem.
+            // `mode` is the last status or heartbeat the platform processed, which may trail the
+            // acks (measured at 10,000 devices: up to one heartbeat interval). Wait up to 90 s.
             let expected = Set(ids[0..<approveN])
             var active: [DeviceView] = []
             var notNormal = 0
-            for attempt in 0..<50 {
+            let settle = ContinuousClock.now + .seconds(90)
+            var lastSaid = ContinuousClock.now
+            while true {
                 active = try await listAll(customerS, state: .active)
                 notNormal = active.filter { $0.mode != .normal }.count
                 if notNormal == 0 && Set(active.map(\.id)) == expected { break }
-                if attempt % 10 == 9 { say("  device.list: \(active.count - notNormal)/\(approveN) active devices report normal mode") }
+                if ContinuousClock.now >= settle { break }
+                if ContinuousClock.now - lastSaid >= .seconds(5) {
+                    lastSaid = .now
+                    say("  device.list: \(active.count - notNormal)/\(approveN) active devices report normal mode (waiting for statuses/heartbeats)")
+                }
                 try checkpoint("verifying device.list")
-                try await Task.sleep(for: .milliseconds(200))
+                try await Task.sleep(for: .seconds(1))
             }
             if Set(active.map(\.id)) != expected {
                 problems.append("\(customer) lists \(active.count) active devices, expected the \(approveN) approved ones")
