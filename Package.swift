@@ -36,13 +36,13 @@ let package = Package(
         .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
-        .target(name: "FleetEngine", dependencies: ["EscrowCore", "EscrowAgent"], path: "Simulator/FleetEngine"),
+        .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI"], path: "Simulator/FleetEngine"),
 
         // Executables: parse arguments, wire parts, run.
         .executableTarget(name: "escrowd", dependencies: ["ControlPlane"]),
         .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"]),
         .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"]),
-        .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "OperatorCLI"], path: "Simulator/fleetsim"),
+        .executableTarget(name: "fleetsim", dependencies: ["FleetEngine"], path: "Simulator/fleetsim"),
         .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "Subprocess"], path: "bench/escrowbench"),
 
         // Tests.

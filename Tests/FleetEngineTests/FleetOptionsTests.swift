@@ -38,7 +38,7 @@ import Testing
         (["--broker", "mqtt://127.0.0.1:99999"], "is not 1...65535"),
         (["--source-addresses", "127.0.0.1,nope"], "'nope' is not an IPv4 address"),
         (["--source-count", "2", "--source-addresses", "127.0.0.1"], "either --source-addresses or --source-count"),
-        (["transfer"], "unknown scenario 'transfer'"),
+        (["transfer"], "transfer needs --admin-config"),
         (["--bogus"], "unknown option '--bogus'"),
         (["--rate", "fast"], "--rate expects a number"),
         (["--devices", "2", "--workers", "3"], "exceeds --devices"),

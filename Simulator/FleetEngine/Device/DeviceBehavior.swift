@@ -2,10 +2,8 @@
 ///
 /// A behaviour is a plain value, one per device, stored inline by `Engine`. The engine calls it
 /// on events and executes the `DeviceAction`s it returns; the behaviour never touches I/O.
-/// That is the same shape as `EscrowAgent`'s pure `AgentMachine` ((state, event) -> (state,
-/// effects)), so an adapter `struct AgentBehavior: DeviceBehavior { var machine: AgentMachine }`
-/// can map `onConnected`/`onMessage`/`onTimer` to machine events and machine effects to actions
-/// once that API is stable. `EscrowDeviceBehavior` is the stand-in until then.
+/// That is the shape of EscrowCore's pure `AgentMachine` ((state, event) -> (state, effects)):
+/// `AgentBehavior` adapts it and is what every scenario runs.
 public protocol DeviceBehavior {
     /// What to send in CONNECT (client id, will, credentials). Asked before every connect.
     func connectSpec(keepAlive: UInt16, version: MQTTVersion) -> MQTTPacket.Connect

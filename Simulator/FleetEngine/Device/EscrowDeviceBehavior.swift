@@ -1,6 +1,7 @@
 import EscrowCore
 
-/// A virtual escrow device following the wire contract (EscrowCore):
+/// A hand-written virtual escrow device (kept for engine and codec tests; scenarios run
+/// `AgentBehavior`, the real agent's state machine). It follows the wire contract (EscrowCore):
 /// will `devices/{id}/status` offline (retained, QoS 1); on connect a retained online status,
 /// a QoS 1 subscription to `devices/{id}/config`, and heartbeats with jitter; a configuration
 /// with a higher version is applied and acknowledged on `devices/{id}/config/ack`, and a

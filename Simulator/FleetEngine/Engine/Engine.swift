@@ -1,4 +1,5 @@
 import Glibc
+import Identity
 
 /// Drives many MQTT device connections from one thread with one epoll loop.
 ///
@@ -22,12 +23,16 @@ public final class Engine<Behavior: DeviceBehavior> {
         var reader: PacketReader
         var outbox: [UInt8] = []
         var inflight: [InFlight] = []
+        /// The connection's TLS session (nil for plain MQTT, and between connections).
+        var tls: TLSClientSession?
     }
 
     public let configuration: EngineConfiguration
     public let metrics = Metrics()
     public private(set) var behaviors: [Behavior]
     var slots: [Slot]
+    /// Per device, when `configuration.tls` is set.
+    private let identities: [DeviceTLSIdentity]
 
     private let epollFD: Int32
     private let broker: sockaddr_in
@@ -42,14 +47,21 @@ public final class Engine<Behavior: DeviceBehavior> {
     private var eventBuffer: UnsafeMutableRawBufferPointer
     private var readBuffer: UnsafeMutableRawBufferPointer
     private var scratch: [UInt8] = []
+    private var plain: [UInt8] = []
+    private var cipher: [UInt8] = []
     private let maxEvents: Int32 = 1024
     public private(set) var connectedCount = 0
     /// The last error per cause, for one-line diagnostics ("ECONNREFUSED on 127.0.0.1:1883").
     public private(set) var lastErrorDetail: [ErrorCause: String] = [:]
 
-    public init(configuration: EngineConfiguration, behaviors: [Behavior]) throws {
+    /// `identities` (one per behaviour, same order) are required when `configuration.tls` is set.
+    public init(configuration: EngineConfiguration, behaviors: [Behavior], identities: [DeviceTLSIdentity] = []) throws {
+        if configuration.tls != nil && identities.count != behaviors.count {
+            throw FleetError.usage("TLS needs one identity per device: \(identities.count) identities for \(behaviors.count) devices")
+        }
         self.configuration = configuration
         self.behaviors = behaviors
+        self.identities = identities
         let version = configuration.mqttVersion
         slots = Array(repeating: Slot(reader: PacketReader(version: version)), count: behaviors.count)
         guard let addr = System.parseIPv4(configuration.brokerHost) else {
@@ -134,7 +146,7 @@ public final class Engine<Behavior: DeviceBehavior> {
         pumpConnects(now)
         var waitNs = UInt64(max(0, maxWait) * 1e9)
         if let d = timers.nextDeadline { waitNs = d > now ? min(waitNs, d - now) : 0 }
-        if queueHead < connectQueue.count && connectsInFlight < configuration.connectWindow { waitNs = min(waitNs, 2_000_000) }
+        if queueHead < connectQueue.count && connectsInFlight < connectWindow { waitNs = min(waitNs, 2_000_000) }
         let n = System.epollWait(epollFD, eventBuffer, maxEvents: maxEvents, timeoutMs: Int32((waitNs + 999_999) / 1_000_000))
         now = System.monotonicNanos()
         for i in 0..<n {
@@ -158,6 +170,15 @@ public final class Engine<Behavior: DeviceBehavior> {
 
     private func seconds(_ t: UInt64) -> Double { Double(t &- startTime) / 1e9 }
 
+    /// The engine time (seconds, as in `now`) of a `System.monotonicNanos()` reading taken on any thread.
+    public func time(ofMonotonic nanos: UInt64) -> Double { (Double(nanos) - Double(startTime)) / 1e9 }
+
+    /// Connects in flight at once: with TLS also bounded by `maxHandshakes`.
+    private var connectWindow: Int {
+        guard let tls = configuration.tls else { return configuration.connectWindow }
+        return max(1, min(configuration.connectWindow, tls.maxHandshakes))
+    }
+
     private func enqueue(_ device: Int) {
         slots[device].state = .queued
         if queueHead > 4096 && queueHead * 2 > connectQueue.count {
@@ -173,7 +194,7 @@ public final class Engine<Behavior: DeviceBehavior> {
             tokens = min(burst, tokens + Double(now &- lastRefill) / 1e9 * rate)
         }
         lastRefill = now
-        while queueHead < connectQueue.count && connectsInFlight < configuration.connectWindow {
+        while queueHead < connectQueue.count && connectsInFlight < connectWindow {
             if rate > 0 { guard tokens >= 1 else { break }; tokens -= 1 }
             let d = Int(connectQueue[queueHead]); queueHead += 1
             guard slots[d].state == .queued else { continue }
@@ -210,6 +231,17 @@ public final class Engine<Behavior: DeviceBehavior> {
 
     private func tcpConnected(_ d: Int, now: UInt64) {
         slots[d].state = .awaitingConnAck
+        if let tls = configuration.tls {
+            // Handshake first; CONNECT is queued in the session and encrypted once it is established.
+            do {
+                let session = try TLSClientSession(context: tls.context, certificate: identities[d].certificate,
+                                                   privateKey: identities[d].privateKey, serverName: tls.serverName)
+                slots[d].tls = session
+                try session.handshake()
+            } catch {
+                fail(d, cause: .auth, detail: "TLS: \(error.description)", now: now); return
+            }
+        }
         let spec = behaviors[d].connectSpec(keepAlive: configuration.keepAlive, version: configuration.mqttVersion)
         send(.connect(spec), device: d, now: now)
         updateInterest(d)
@@ -252,7 +284,22 @@ public final class Engine<Behavior: DeviceBehavior> {
             let n = read(fd, readBuffer.baseAddress, readBuffer.count)
             if n > 0 {
                 metrics.bytesIn += n
-                slots[d].reader.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<n]))
+                let bytes = UnsafeRawBufferPointer(rebasing: readBuffer[0..<n])
+                if let session = slots[d].tls {
+                    plain.removeAll(keepingCapacity: true)
+                    do {
+                        session.feed(bytes)
+                        try session.read(into: &plain)
+                    } catch {
+                        fail(d, cause: .auth, detail: "TLS: \(error.description)", now: now); return
+                    }
+                    sendCiphertext(d, now: now) // handshake flights, or the queued CONNECT once established
+                    guard slots[d].generation == gen, slots[d].fd >= 0 else { return }
+                    if session.status == .closed { fail(d, cause: .reset, detail: "TLS: the broker closed the session", now: now); return }
+                    plain.withUnsafeBytes { slots[d].reader.append($0) }
+                } else {
+                    slots[d].reader.append(bytes)
+                }
                 do {
                     while let packet = try slots[d].reader.next() {
                         receive(packet, device: d, now: now)
@@ -263,6 +310,13 @@ public final class Engine<Behavior: DeviceBehavior> {
                 }
                 if n < readBuffer.count { return }
             } else if n == 0 {
+                if let session = slots[d].tls, slots[d].state == .awaitingConnAck {
+                    // Closed during the handshake or before CONNACK: usually a refused certificate.
+                    session.feedEndOfStream()
+                    var reason = "connection closed during the TLS handshake"
+                    do { try session.read(into: &plain) } catch { reason = error.description }
+                    fail(d, cause: .auth, detail: "TLS: \(reason)", now: now); return
+                }
                 fail(d, cause: .reset, detail: "connection closed by broker", now: now); return
             } else {
                 let e = errno
@@ -394,20 +448,40 @@ public final class Engine<Behavior: DeviceBehavior> {
         scratch.removeAll(keepingCapacity: true)
         packet.encode(into: &scratch, version: configuration.mqttVersion)
         slots[d].lastSend = now
-        metrics.bytesOut += scratch.count
-        if !slots[d].outbox.isEmpty || slots[d].state == .connecting {
-            slots[d].outbox.append(contentsOf: scratch); return
+        if let session = slots[d].tls {
+            do { try session.write(scratch) } catch {
+                fail(d, cause: .auth, detail: "TLS: \(error.description)", now: now); return
+            }
+            sendCiphertext(d, now: now)
+            return
         }
-        let written = scratch.withUnsafeBytes { write(slots[d].fd, $0.baseAddress, $0.count) }
-        if written == scratch.count { return }
+        writeToSocket(d, scratch, now: now)
+    }
+
+    /// Moves the TLS session's outgoing records to the socket.
+    private func sendCiphertext(_ d: Int, now: UInt64) {
+        guard let session = slots[d].tls, session.hasOutgoing, slots[d].fd >= 0 else { return }
+        cipher.removeAll(keepingCapacity: true)
+        session.takeOutgoing(into: &cipher)
+        writeToSocket(d, cipher, now: now)
+    }
+
+    /// Writes bytes now, or queues them behind earlier ones (sent on EPOLLOUT).
+    private func writeToSocket(_ d: Int, _ bytes: [UInt8], now: UInt64) {
+        metrics.bytesOut += bytes.count
+        if !slots[d].outbox.isEmpty || slots[d].state == .connecting {
+            slots[d].outbox.append(contentsOf: bytes); return
+        }
+        let written = bytes.withUnsafeBytes { write(slots[d].fd, $0.baseAddress, $0.count) }
+        if written == bytes.count { return }
         if written < 0 {
             let e = errno
             guard e == EAGAIN || e == EWOULDBLOCK || e == EINTR else {
                 fail(d, cause: Self.cause(errno: e), detail: SystemError(operation: "write", errno: e).description, now: now); return
             }
-            slots[d].outbox.append(contentsOf: scratch)
+            slots[d].outbox.append(contentsOf: bytes)
         } else {
-            slots[d].outbox.append(contentsOf: scratch[written...])
+            slots[d].outbox.append(contentsOf: bytes[written...])
         }
         updateInterest(d)
     }
@@ -452,12 +526,19 @@ public final class Engine<Behavior: DeviceBehavior> {
             if graceful {
                 scratch.removeAll(keepingCapacity: true)
                 MQTTPacket.disconnect(.init()).encode(into: &scratch, version: configuration.mqttVersion)
+                if let session = slots[d].tls {
+                    try? session.write(scratch)
+                    session.close() // close_notify after the DISCONNECT
+                    scratch.removeAll(keepingCapacity: true)
+                    session.takeOutgoing(into: &scratch)
+                }
                 _ = scratch.withUnsafeBytes { write(slots[d].fd, $0.baseAddress, $0.count) }
             }
             behaviors[d].onDisconnected(now: seconds(now))
         }
         if slots[d].fd >= 0 { close(slots[d].fd); slots[d].fd = -1 }
         slots[d].generation &+= 1
+        slots[d].tls = nil
         slots[d].outbox = []
         slots[d].inflight = []
         slots[d].pingOutstanding = false

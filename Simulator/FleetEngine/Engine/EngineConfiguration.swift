@@ -1,4 +1,5 @@
 import Glibc
+import Identity
 
 /// How the engine connects and paces its devices.
 public struct EngineConfiguration: Sendable {
@@ -19,7 +20,34 @@ public struct EngineConfiguration: Sendable {
     public var backoffMax: Double = 120
     /// Reconnect after a drop or failure (off for one-shot tests).
     public var reconnect: Bool = true
+    /// Mutual TLS for every connection (nil: plain MQTT). Each device's identity is given to `Engine.init`.
+    public var tls: TLSSettings?
     public init() {}
+}
+
+/// What every TLS connection of a fleet shares: the context trusting the broker's CA, the name
+/// the broker's certificate must carry, and how many handshakes may run at once.
+public struct TLSSettings: Sendable {
+    public var context: TLSClientContext
+    /// Checked against the server certificate (an IP literal against its IP SANs); nil checks only the CA.
+    public var serverName: String?
+    /// Connections between TCP connect and CONNACK (which includes the handshake) when TLS is on:
+    /// handshakes cost CPU on both sides, so fewer run at once than plain connects.
+    public var maxHandshakes: Int
+    public init(context: TLSClientContext, serverName: String?, maxHandshakes: Int = 32) {
+        self.context = context; self.serverName = serverName; self.maxHandshakes = maxHandshakes
+    }
+}
+
+/// One device's TLS client identity, parsed once (reconnects reuse it).
+public struct DeviceTLSIdentity: Sendable {
+    public var certificate: Certificate
+    public var privateKey: PrivateKey
+    public init(certificate: Certificate, privateKey: PrivateKey) { self.certificate = certificate; self.privateKey = privateKey }
+    public init(certificatePEM: String, privateKeyPEM: String) throws(IdentityError) {
+        certificate = try Certificate(pem: certificatePEM)
+        privateKey = try PrivateKey(pem: privateKeyPEM)
+    }
 }
 
 /// A device's connection state as seen from outside the engine.

@@ -50,6 +50,8 @@ public struct FleetReport: Codable, Sendable {
     public var rssPerDeviceKB: Double?
     public var workers: Int
     public var problems: [String]
+    /// The `transfer` scenario's story and latencies (nil for the other scenarios).
+    public var transfer: TransferReport?
 
     public func json() -> Data {
         let e = JSONEncoder()
@@ -134,6 +136,10 @@ public struct FleetReport: Codable, Sendable {
         lines.append(row("errors", errs.isEmpty ? "none" : errs.joined(separator: " ")))
         lines.append(row("RSS peak (baseline)", "\(peakRSSKB / 1024) MB (\(baselineRSSKB / 1024) MB)"))
         if let per = rssPerDeviceKB { lines.append(row("RSS per connected device", String(format: "%.2f KB", per))) }
+        if let transfer {
+            lines.append(String(repeating: "-", count: 72))
+            lines += transfer.summaryLines
+        }
         for p in problems { lines.append("! " + p) }
         return lines.joined(separator: "\n")
     }

@@ -19,6 +19,11 @@ public enum HTMLReport {
         for (name, h) in [("Connect latency (TCP connect to CONNACK)", r.connectLatencyMs), ("PUBACK latency", r.pubackLatencyMs), ("Reconnect time", r.recoveryMs)] where h.count > 0 {
             body += "<h2>\(esc(name))</h2>\n" + histogramChart(h)
         }
+        if let tr = r.transfer {
+            for (name, h) in [("Approval reply to configuration applied", tr.approvalToAppliedMs), ("Configuration push to platform ack", tr.pushToAckMs)] where h.count > 0 {
+                body += "<h2>\(esc(name))</h2>\n" + histogramChart(h)
+            }
+        }
         return """
         <!DOCTYPE html>
         <html><head><meta charset="utf-8"><title>fleetsim \(esc(r.scenario.rawValue)) report</title>

@@ -8,15 +8,21 @@ public enum FleetMain {
     public static func run(_ args: [String], stop: StopFlag = StopFlag(),
                            stdout: (String) -> Void = { print($0) },
                            stderr: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) -> Int32 {
-        let options: FleetOptions
+        var options: FleetOptions
         do { options = try FleetOptions.parse(args) } catch {
             stderr("fleetsim: \(error.description)")
             return 64
         }
         if options.help || args.isEmpty { stdout(FleetOptions.usage); return 0 }
+        do { try options.resolveBundles() } catch {
+            stderr("fleetsim: \(error.description)")
+            return 64
+        }
         let report: FleetReport
         do {
-            if options.workers > 1 {
+            if options.scenario == .transfer {
+                report = try TransferRunner(options: options, output: stderr).run(stop: stop)
+            } else if options.workers > 1 {
                 report = try WorkerPool(options: options, output: stderr).run(stop: stop)
             } else {
                 report = try FleetRunner(options: options, output: stderr).run(stop: stop)
@@ -29,8 +35,13 @@ public enum FleetMain {
         do {
             if let p = options.reportPath { try report.json().write(to: URL(fileURLWithPath: p)) }
             if let p = options.htmlPath { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: p)) }
+            for p in [options.reportPath, options.htmlPath].compactMap({ $0 }) where !options.isWorker { stdout("report written: \(p)") }
         } catch {
             stderr("fleetsim: cannot write report: \(error.localizedDescription)")
+            return 1
+        }
+        if let t = report.transfer, !t.verified {
+            stderr("fleetsim: transfer failed: " + (t.verificationProblems.first ?? "verification did not pass"))
             return 1
         }
         if report.stoppedBy == "error" {

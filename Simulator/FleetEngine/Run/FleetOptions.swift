@@ -1,5 +1,4 @@
-/// Scenarios `fleetsim` can run. `transfer` (ownership hand-over through the control plane)
-/// will be added as a new case plus a `ScenarioDriver` once the control plane's API is stable.
+/// Scenarios `fleetsim` can run.
 public enum Scenario: String, Sendable, Codable, CaseIterable {
     /// The fleet connects and heartbeats until the duration ends.
     case connect
@@ -7,6 +6,14 @@ public enum Scenario: String, Sendable, Codable, CaseIterable {
     case storm
     /// Holds the fleet; samples RSS and descriptor count every 10 s.
     case soak
+    /// The supply-chain story against a running escrowd: accounts, provisioning, escrow fleet,
+    /// OEM -> reseller (hold) -> customer (activate / reject / left pending), verification.
+    case transfer
+}
+
+/// `transfer`: how the devices reach the customer.
+public enum TransferRoute: String, Sendable, Equatable {
+    case reseller, none
 }
 
 /// Everything `fleetsim` accepts on its command line, parsed and validated.
@@ -14,6 +21,25 @@ public struct FleetOptions: Sendable, Equatable {
     public var scenario: Scenario = .connect
     public var brokerHost = "127.0.0.1"
     public var brokerPort: UInt16 = 1883
+    /// `mqtts://`: mutual TLS with per-device identities (from `--bundles` or, for `transfer`, provisioning).
+    public var brokerTLS = false
+    /// False when `--broker` was not given (then `transfer` and `--bundles` use the bundles' broker URL).
+    public var brokerGiven = false
+    /// The broker's CA (PEM file); default: the bundles' `broker-ca.pem`.
+    public var tlsCA: String?
+    /// Directories written by `escrowctl device provision --out DIR`: `DIR/{id}/device.crt`, `device.key`, `broker-ca.pem`.
+    public var bundles: String?
+    /// TCP connect to CONNACK in flight at once with TLS (each includes a handshake).
+    public var tlsHandshakes = 32
+    /// `transfer`: escrowd's admin key=value file (broker, user, password, account).
+    public var adminConfig: String?
+    public var approveShare = 0.7
+    public var rejectShare = 0.2
+    public var route: TransferRoute = .reseller
+    /// Suffix of the accounts, operators and device ids a `transfer` run creates (default: random).
+    public var runID: String?
+    public var devicesGiven = false
+    public var durationGiven = false
     public var devices = 100
     public var prefix = "sim-"
     /// First device index (workers get slices).
@@ -47,19 +73,34 @@ public struct FleetOptions: Sendable, Equatable {
     public static let autoSourceThreshold = 5000
 
     public static let usage = """
-    fleetsim: drive thousands of virtual escrow devices against an MQTT broker.
+    fleetsim: drive thousands of virtual escrow devices against an MQTT broker. Every device runs
+    AgentMachine, the same state machine as escrow-agent (its flash writes are instant).
 
     USAGE: fleetsim <connect|storm|soak> [options]
+           fleetsim transfer --admin-config DATA/admin.conf [transfer options] [options]
 
     SCENARIOS
       connect   the fleet connects (paced) and heartbeats until --duration ends
       storm     once all are connected, every socket drops at once; devices come back with
                 exponential backoff + full jitter; reports the time until all are back
       soak      hold the fleet for --duration; samples RSS and open fds every 10 s
+      transfer  the supply-chain story against a running escrowd, printed step by step with the
+                platform's events (summarised per second):
+                  a. accounts oem-RUN (provisioner), reseller-RUN, acme-RUN (customer, standalone)
+                     and one operator login each (random passwords)
+                  b. provision --devices in the OEM with identities (batches of 1,000)
+                  c. connect the fleet in escrow mode over mutual TLS; wait for >= 99.9 %
+                  d. OEM -> reseller, approved with hold (skipped with --via none)
+                  e. -> customer: the first --approve share activated, the next --reject share
+                     rejected, the rest left pending (cancelled by the sender at the end)
+                  f. wait until every approved device applied its configuration (+ config.status)
+                  g. verify device side and platform side (device.list, transfer counts)
+                exit 0 only if verification passed; otherwise one line saying why, exit 1
 
     OPTIONS
-      --broker URL              mqtt://HOST:PORT (default mqtt://127.0.0.1:1883; IPv4 only)
-      --devices N               number of devices (default 100)
+      --broker URL              mqtt://HOST:PORT or mqtts://HOST:PORT (mutual TLS; IPv4 only;
+                                default mqtt://127.0.0.1:1883, or the bundles' broker)
+      --devices N               number of devices (default 100; transfer 1000; with --bundles all)
       --prefix P                device id prefix; ids are P000000, P000001, ... (default sim-)
       --rate N                  new connects per second, 0 = unlimited (default 0)
       --window N                connects in flight (TCP connect to CONNACK) at once (default 64;
@@ -69,12 +110,14 @@ public struct FleetOptions: Sendable, Equatable {
                                 with a loopback broker and neither option, one source per
                                 5,000 devices is used (connect() slows as a port range fills)
       --keepalive S             MQTT keepalive seconds (default 60)
-      --heartbeat S             initial heartbeat interval (default 30; configs may change it)
+      --heartbeat S             heartbeat interval until the first configuration (default 30;
+                                then the configuration's interval)
       --heartbeat-jitter F      +/- fraction of jitter per heartbeat (default 0.2)
       --qos 0|1                 heartbeat QoS (default 0)
       --mqtt 3.1.1|5            protocol version (default 3.1.1)
       --churn P                 drop P percent of connected devices per minute (default 0)
-      --duration S              run length in seconds; the run ends by itself (default 30)
+      --duration T              run length (30, 300s, 5m); the run ends by itself (default 30 s;
+                                transfer: the bound on the whole story, default 300 s)
       --backoff-base S          first reconnect backoff ceiling (default 1)
       --backoff-max S           backoff ceiling cap (default 120)
       --storm-after S           storm: seconds to hold after all connected (default 2)
@@ -85,13 +128,37 @@ public struct FleetOptions: Sendable, Equatable {
       --quiet                   no progress lines
       -h, --help                this text
 
+    MUTUAL TLS
+      --bundles DIR             device identities written by `escrowctl device provision --out DIR`
+                                (DIR/{id}/device.crt, device.key, broker-ca.pem, agent.conf);
+                                the broker defaults to agent.conf's, the device count to all
+      --tls-ca FILE             the CA that signed the broker's certificate (default: the
+                                bundles' broker-ca.pem; transfer: the provisioning reply's)
+      --tls-handshakes N        TLS connects in flight at once (default 32)
+      A TLS failure counts as an `auth` error; the report names OpenSSL's reason.
+
+    TRANSFER OPTIONS
+      --admin-config FILE       escrowd's admin key=value file (broker, user, password, account)
+      --approve F               share the customer activates (default 0.7)
+      --reject F                share the customer rejects (default 0.2); the rest stays pending
+      --via reseller|none       OEM -> reseller (hold) -> customer, or OEM -> customer (default reseller)
+      --run-id ID               suffix of the accounts, operators and device ids (default random,
+                                so the story can run again at once on the same escrowd)
+      --broker mqtts://...      the device listener (default: the bundles' brokerURL)
+
     EXAMPLES
       fleetsim connect --devices 5000 --duration 20 --html connect.html
       fleetsim storm --devices 2000 --rate 2000 --window 64 --report storm.json
       fleetsim soak --devices 19000 --source-count 2 --duration 600 --html soak.html
       fleetsim connect --devices 19000 --workers 2 --qos 1 --mqtt 5 --report big.json
+      escrowctl device provision --prefix sn- --count 5000 --out ./bundles
+      fleetsim connect --bundles ./bundles --duration 60 --html tls.html
+      fleetsim storm --bundles ./bundles --broker mqtts://127.0.0.1:8883 --tls-ca ca.pem
+      fleetsim transfer --admin-config escrow-data/admin.conf --devices 1000 --approve 0.7 \\
+               --reject 0.2 --via reseller --report transfer.json --html transfer.html
 
-    Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted), 64 usage.
+    Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted, transfer
+    verification failed), 64 usage.
     """
 
     /// Parses arguments (without the program name). Throws `FleetError.usage` with one clear line.
@@ -123,8 +190,25 @@ public struct FleetOptions: Sendable, Equatable {
             case "-h", "--help", "help": o.help = true
             case "--broker":
                 let v = try value(a)
-                (o.brokerHost, o.brokerPort) = try parseBroker(v)
-            case "--devices": o.devices = try integer(a, try value(a), min: 1, max: 1_000_000)
+                (o.brokerHost, o.brokerPort, o.brokerTLS) = try parseBroker(v)
+                o.brokerGiven = true
+            case "--devices": o.devices = try integer(a, try value(a), min: 1, max: 1_000_000); o.devicesGiven = true
+            case "--tls-ca": o.tlsCA = try value(a)
+            case "--bundles": o.bundles = try value(a)
+            case "--tls-handshakes": o.tlsHandshakes = try integer(a, try value(a), min: 1, max: 10_000)
+            case "--admin-config": o.adminConfig = try value(a)
+            case "--approve": o.approveShare = try number(a, try value(a), min: 0, max: 1)
+            case "--reject": o.rejectShare = try number(a, try value(a), min: 0, max: 1)
+            case "--via":
+                let v = try value(a)
+                guard let r = TransferRoute(rawValue: v) else { throw .usage("--via expects reseller or none, got '\(v)'") }
+                o.route = r
+            case "--run-id":
+                let v = try value(a)
+                guard !v.isEmpty, v.utf8.count <= 20, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+                    throw .usage("--run-id must be 1...20 letters or digits, got '\(v)'")
+                }
+                o.runID = v.lowercased()
             case "--prefix":
                 o.prefix = try value(a)
                 guard o.prefix.utf8.count <= 50, o.prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
@@ -156,7 +240,10 @@ public struct FleetOptions: Sendable, Equatable {
                 guard let m = MQTTVersion(label: v) else { throw .usage("--mqtt expects 3.1.1 or 5, got '\(v)'") }
                 o.mqtt = m
             case "--churn": o.churn = try number(a, try value(a), min: 0, max: 100)
-            case "--duration": o.duration = try number(a, try value(a), min: 0.1)
+            case "--duration":
+                let v = try value(a)
+                guard let d = parseSeconds(v), d >= 0.1 else { throw .usage("--duration expects seconds like 30, 300s, 5m or 1h, got '\(v)'") }
+                o.duration = d; o.durationGiven = true
             case "--report": o.reportPath = try value(a)
             case "--html": o.htmlPath = try value(a)
             case "--workers": o.workers = try integer(a, try value(a), min: 0, max: 64)
@@ -169,7 +256,7 @@ public struct FleetOptions: Sendable, Equatable {
                 if !a.hasPrefix("-"), !sawScenario, let s = Scenario(rawValue: a) {
                     o.scenario = s; sawScenario = true
                 } else if !a.hasPrefix("-") && !sawScenario {
-                    throw .usage("unknown scenario '\(a)'; expected connect, storm or soak (transfer comes later)")
+                    throw .usage("unknown scenario '\(a)'; expected connect, storm, soak or transfer")
                 } else {
                     throw .usage("unknown option '\(a)' (see --help)")
                 }
@@ -188,27 +275,55 @@ public struct FleetOptions: Sendable, Equatable {
             o.sourceAddresses = (1...min(k, 254)).map { "127.0.0.\($0)" }
         }
         if o.backoffMax < o.backoffBase { throw .usage("--backoff-max must be >= --backoff-base") }
+        if o.scenario == .transfer {
+            guard o.adminConfig != nil else { throw .usage("transfer needs --admin-config FILE (escrowd writes DATA/admin.conf)") }
+            guard o.approveShare + o.rejectShare <= 1 + 1e-9 else { throw .usage("--approve + --reject must not exceed 1") }
+            guard o.workers <= 1 else { throw .usage("transfer runs in one process: drop --workers") }
+            guard o.bundles == nil else { throw .usage("transfer provisions its own devices: drop --bundles") }
+            if !o.devicesGiven { o.devices = 1000 }
+            if !o.durationGiven { o.duration = 300 }
+            if o.devices > 20_000 { throw .usage("transfer supports at most 20,000 devices (one transfer request)") }
+        } else if o.brokerTLS && o.bundles == nil {
+            throw .usage("mqtts:// needs device identities: --bundles DIR (from escrowctl device provision --out DIR)")
+        }
         if o.workers > o.devices { throw .usage("--workers (\(o.workers)) exceeds --devices (\(o.devices))") }
         return o
     }
 
-    static func parseBroker(_ s: String) throws(FleetError) -> (String, UInt16) {
+    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS) -> (IPv4 host, port, tls).
+    static func parseBroker(_ s: String) throws(FleetError) -> (String, UInt16, Bool) {
         var rest = Substring(s)
-        if rest.hasPrefix("mqtt://") { rest = rest.dropFirst(7) } else if rest.contains("://") {
-            throw .usage("--broker: only mqtt:// is supported, got '\(s)'")
+        var tls = false
+        if rest.hasPrefix("mqtt://") { rest = rest.dropFirst(7) } else if rest.hasPrefix("mqtts://") {
+            rest = rest.dropFirst(8); tls = true
+        } else if rest.contains("://") {
+            throw .usage("--broker: only mqtt:// and mqtts:// are supported, got '\(s)'")
         }
         let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), !parts[0].isEmpty else { throw .usage("--broker expects mqtt://HOST:PORT, got '\(s)'") }
         let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
         guard System.parseIPv4(host) != nil else { throw .usage("--broker host '\(host)' must be an IPv4 address") }
-        guard parts.count == 2 else { return (host, 1883) }
+        guard parts.count == 2 else { return (host, tls ? 8883 : 1883, tls) }
         guard let port = UInt16(parts[1]), port > 0 else { throw .usage("--broker port '\(parts[1])' is not 1...65535") }
-        return (host, port)
+        return (host, port, tls)
     }
+
+    /// `30`, `300s`, `500ms`, `5m`, `1h` -> seconds.
+    static func parseSeconds(_ s: String) -> Double? {
+        let table: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, mult) in table where s.hasSuffix(suffix) {
+            guard let v = Double(s.dropLast(suffix.count)), v.isFinite, v >= 0 else { return nil }
+            return v * mult
+        }
+        guard let v = Double(s), v.isFinite, v >= 0 else { return nil }
+        return v
+    }
+
+    public var brokerURL: String { "\(brokerTLS ? "mqtts" : "mqtt")://\(brokerHost):\(brokerPort)" }
 
     /// The argument list that reproduces these options for a worker child process.
     func workerArguments(first: Int, count: Int, source: [String], report: String) -> [String] {
-        var a = [scenario.rawValue, "--broker", "mqtt://\(brokerHost):\(brokerPort)", "--devices", String(count),
+        var a = [scenario.rawValue, "--broker", brokerURL, "--devices", String(count),
                  "--first-index", String(first), "--prefix", prefix, "--rate", String(rate / Double(max(1, workers))),
                  "--window", String(max(1, window / max(1, workers))), "--keepalive", String(keepAlive),
                  "--heartbeat", String(heartbeat), "--heartbeat-jitter", String(heartbeatJitter),
@@ -216,6 +331,8 @@ public struct FleetOptions: Sendable, Equatable {
                  "--backoff-base", String(backoffBase), "--backoff-max", String(backoffMax), "--storm-after", String(stormAfter),
                  "--report", report, "--quiet", "--worker"]
         if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
+        if let b = bundles { a += ["--bundles", b, "--tls-handshakes", String(max(1, tlsHandshakes / max(1, workers)))] }
+        if let ca = tlsCA { a += ["--tls-ca", ca] }
         return a
     }
 }

@@ -44,8 +44,9 @@ public final class FleetRunner {
         return DeviceID(prefix + String(repeating: "0", count: max(0, 6 - n.count)) + n)!
     }
 
-    public func engineConfiguration() -> EngineConfiguration {
+    public func engineConfiguration(tls: TLSSettings? = nil) -> EngineConfiguration {
         var c = EngineConfiguration()
+        c.tls = tls
         c.brokerHost = options.brokerHost
         c.brokerPort = options.brokerPort
         c.sourceAddresses = options.sourceAddresses
@@ -66,12 +67,26 @@ public final class FleetRunner {
         }
         let baseline = ProcessStats.rssKB()
         let started = Date()
-        let behaviors = (0..<o.devices).map {
-            EscrowDeviceBehavior(id: Self.deviceID(prefix: o.prefix, index: o.firstIndex + $0), heartbeatInterval: o.heartbeat,
-                                 heartbeatJitter: o.heartbeatJitter, heartbeatQoS: o.qos)
+        var ids = (0..<o.devices).map { Self.deviceID(prefix: o.prefix, index: o.firstIndex + $0) }
+        var tls: TLSSettings?
+        var identities: [DeviceTLSIdentity] = []
+        if let dir = o.bundles {
+            let bundles = try DeviceBundles(directory: dir)
+            guard o.firstIndex + o.devices <= bundles.deviceIDs.count else {
+                throw .usage("--devices \(o.devices) exceeds the \(bundles.deviceIDs.count) bundles in \(dir)")
+            }
+            ids = Array(bundles.deviceIDs[o.firstIndex..<(o.firstIndex + o.devices)])
+            identities = try bundles.identities(ids[...])
+            let ca: String
+            if let p = o.tlsCA { ca = try DeviceBundles.read(p) } else { ca = try bundles.brokerCAPEM() }
+            tls = try TLSSetup.settings(caPEM: ca, host: o.brokerHost, maxHandshakes: o.tlsHandshakes)
+            if !o.quiet { output("loaded \(identities.count) device identities from \(dir); mutual TLS to \(o.brokerURL)") }
         }
-        let engine: Engine<EscrowDeviceBehavior>
-        do { engine = try Engine(configuration: engineConfiguration(), behaviors: behaviors) } catch let e as FleetError { throw e } catch {
+        let behaviors = ids.map {
+            AgentBehavior(id: $0, heartbeatInterval: o.heartbeat, heartbeatJitter: o.heartbeatJitter, heartbeatQoS: o.qos)
+        }
+        let engine: Engine<AgentBehavior>
+        do { engine = try Engine(configuration: engineConfiguration(tls: tls), behaviors: behaviors, identities: identities) } catch let e as FleetError { throw e } catch {
             throw .runtime("cannot start the engine: \(error)")
         }
         let m = engine.metrics
@@ -134,13 +149,7 @@ public final class FleetRunner {
         for (cause, detail) in engine.lastErrorDetail.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where !problems.contains(where: { $0.contains(detail) }) {
             problems.append("last \(cause.rawValue) error: \(detail)")
         }
-        var counters: [String: Int] = [
-            "connectAttempts": m.connectAttempts, "connacks": m.connacks, "disconnects": m.disconnects,
-            "published": m.published, "publishedQoS1": m.publishedQoS1, "pubacks": m.pubacks, "received": m.received,
-            "configsApplied": m.configsApplied, "configsIgnored": m.configsIgnored, "configsRejected": m.configsRejected,
-            "droppedWhileOffline": m.droppedWhileOffline, "bytesOut": m.bytesOut, "bytesIn": m.bytesIn,
-        ]
-        counters["heartbeats"] = m.heartbeats
+        let counters = Self.counters(m)
         return FleetReport(
             scenario: o.scenario, startedAt: started, elapsedSeconds: (t * 100).rounded() / 100, stoppedBy: stoppedBy,
             settings: settings(), targetDevices: o.devices, peakConnected: peak, finalConnected: final,
@@ -154,24 +163,35 @@ public final class FleetRunner {
             workers: 1, problems: problems)
     }
 
+    static func counters(_ m: Metrics) -> [String: Int] {
+        [
+            "connectAttempts": m.connectAttempts, "connacks": m.connacks, "disconnects": m.disconnects,
+            "published": m.published, "publishedQoS1": m.publishedQoS1, "pubacks": m.pubacks, "received": m.received,
+            "configsApplied": m.configsApplied, "configsIgnored": m.configsIgnored, "configsRejected": m.configsRejected,
+            "droppedWhileOffline": m.droppedWhileOffline, "bytesOut": m.bytesOut, "bytesIn": m.bytesIn, "heartbeats": m.heartbeats,
+        ]
+    }
+
     func settings() -> [String: String] {
         let o = options
-        return ["broker": "mqtt://\(o.brokerHost):\(o.brokerPort)", "devices": "\(o.devices)", "prefix": o.prefix,
+        return ["broker": o.brokerURL, "devices": "\(o.devices)", "prefix": o.prefix,
                 "rate": "\(o.rate)", "window": "\(o.window)", "sources": o.sourceAddresses.joined(separator: ","),
                 "keepalive": "\(o.keepAlive)", "heartbeat": "\(o.heartbeat)", "heartbeatJitter": "\(o.heartbeatJitter)",
                 "qos": "\(o.qos.rawValue)", "mqtt": o.mqtt.label, "churn": "\(o.churn)", "duration": "\(o.duration)"]
     }
 
     /// A one-line reason to give up early: nothing ever connected and every attempt failed the same way.
-    func fatalCondition(_ engine: Engine<EscrowDeviceBehavior>, t: Double) -> String? {
+    func fatalCondition(_ engine: Engine<AgentBehavior>, t: Double) -> String? {
         let m = engine.metrics
         guard m.connacks == 0, t > 1.5 else { return nil }
         let attempts = max(1, min(options.devices, 20))
-        let broker = "mqtt://\(options.brokerHost):\(options.brokerPort)"
+        let broker = options.brokerURL
         if m.errors[.unreachable, default: 0] >= attempts {
             return "broker unreachable at \(broker): \(engine.lastErrorDetail[.unreachable] ?? "connection refused") (is mosquitto running there?)"
         }
-        if m.errors[.auth, default: 0] >= attempts { return "all connections refused as not authorised by \(broker) (check credentials/ACL)" }
+        if m.errors[.auth, default: 0] >= attempts {
+            return "all connections refused as not authorised by \(broker): \(engine.lastErrorDetail[.auth] ?? "") (check identities, CA and ACL)"
+        }
         if m.errors[.refused, default: 0] >= attempts { return "all connections refused by \(broker): \(engine.lastErrorDetail[.refused] ?? "")" }
         if m.errors[.portExhausted, default: 0] >= attempts { return "local port range exhausted: add --source-count K" }
         if t > 3, m.totalErrors >= attempts, let (cause, n) = m.errors.max(by: { $0.value < $1.value }) {
@@ -181,7 +201,7 @@ public final class FleetRunner {
     }
 
     /// Drops a random share of connected devices (percent per minute, applied each second).
-    private func churn(_ engine: Engine<EscrowDeviceBehavior>, carry: Double) -> Double {
+    private func churn(_ engine: Engine<AgentBehavior>, carry: Double) -> Double {
         let want = Double(engine.connectedCount) * options.churn / 100 / 60 + carry
         var n = Int(want)
         let left = want - Double(n)
@@ -194,7 +214,7 @@ public final class FleetRunner {
         return left - carry
     }
 
-    private func progress(_ engine: Engine<EscrowDeviceBehavior>, t: Double, final: Bool, line: Bool) {
+    private func progress(_ engine: Engine<AgentBehavior>, t: Double, final: Bool, line: Bool) {
         let m = engine.metrics
         let rate = m.samples.last?.connectsPerSec ?? 0
         let msgs = m.samples.last?.msgsOutPerSec ?? 0

@@ -1,0 +1,132 @@
+import EscrowCore
+import Foundation
+
+/// A simulated device running the same `AgentMachine` as `escrow-agent`.
+///
+/// Engine callbacks become machine events (`onConnected` -> `.boot` once, then `.connected`;
+/// `onMessage` -> `.message`; the heartbeat timer -> `.heartbeatDue`; `onDisconnected` ->
+/// `.connectionLost`) and the machine's effects become `DeviceAction`s. A simulated device's
+/// flash is instant: `.persist` is applied in memory and answered with `.persisted` at once, so
+/// the ack follows the persist exactly as on a real agent. Identity rotation stays off
+/// (`rotatesIdentity: false`): a configuration's certificate is ignored.
+public struct AgentBehavior: DeviceBehavior, Sendable {
+    public static let agentVersion = "fleetsim/2"
+
+    public private(set) var machine: AgentMachine
+    /// +/- fraction of jitter applied to every heartbeat interval after the first.
+    public var heartbeatJitter: Double
+    /// QoS of heartbeats (the machine sends them at QoS 0; `--qos 1` raises it).
+    public var heartbeatQoS: QoS
+    /// Heartbeat interval in seconds until the first configuration arrives (`--heartbeat`);
+    /// afterwards the configuration's interval (whole seconds) is used.
+    public var initialHeartbeat: Double
+    /// Engine time (s) a normal-mode configuration was persisted (-1: never). Read by `transfer`.
+    public private(set) var normalAppliedAt: Double = -1
+    /// Engine time (s) the configuration being applied arrived (-1: none yet).
+    public private(set) var configReceivedAt: Double = -1
+    /// The current heartbeat timer's token; bumped on every schedule and cancel, so a stale
+    /// timer (cancelled while pending) is recognised and ignored.
+    private var heartbeatToken: UInt8 = 0
+
+    public init(machine: AgentMachine, initialHeartbeat: Double? = nil, heartbeatJitter: Double = 0.2, heartbeatQoS: QoS = .atMostOnce) {
+        self.machine = machine
+        self.initialHeartbeat = initialHeartbeat ?? Double(machine.state.heartbeatInterval)
+        self.heartbeatJitter = heartbeatJitter
+        self.heartbeatQoS = heartbeatQoS
+    }
+
+    /// A factory-fresh device in escrow mode.
+    public init(id: DeviceID, heartbeatInterval: Double? = nil, heartbeatJitter: Double = 0.2, heartbeatQoS: QoS = .atMostOnce) {
+        self.init(machine: AgentMachine(state: .factory(id), agentVersion: Self.agentVersion),
+                  initialHeartbeat: heartbeatInterval, heartbeatJitter: heartbeatJitter, heartbeatQoS: heartbeatQoS)
+    }
+
+    public var id: DeviceID { machine.id }
+
+    public func connectSpec(keepAlive: UInt16, version: MQTTVersion) -> MQTTPacket.Connect {
+        let will = machine.will
+        return MQTTPacket.Connect(version: version, clientID: id.rawValue, cleanStart: true, keepAlive: keepAlive,
+                                  will: .init(topic: will.topic, payload: will.payload, qos: .atLeastOnce, retain: true))
+    }
+
+    public mutating func onConnected(now: Double) -> [DeviceAction] {
+        if machine.phase == .booting { _ = machine.handle(.boot) } // its `.connect` is the engine's job
+        return perform(machine.handle(.connected), now: now, context: .connect)
+    }
+
+    public mutating func onMessage(_ message: IncomingMessage, now: Double) -> [DeviceAction] {
+        let wasApplying = isApplying
+        let effects = machine.handle(.message(topic: message.topic, payload: message.payload))
+        if !wasApplying && isApplying { configReceivedAt = now }
+        return perform(effects, now: now, context: .message)
+    }
+
+    public mutating func onTimer(_ timer: UInt8, now: Double) -> [DeviceAction] {
+        guard timer == heartbeatToken else { return [] }
+        let effects = machine.handle(.heartbeatDue)
+        guard !effects.isEmpty else { return [] }
+        return perform(effects, now: now, context: .heartbeat) + [.note(.heartbeat)]
+    }
+
+    public mutating func onDisconnected(now: Double) {
+        _ = perform(machine.handle(.connectionLost), now: now, context: .message)
+    }
+
+    private var isApplying: Bool {
+        if case .applying = machine.phase { return true }
+        return false
+    }
+
+    enum Context { case connect, message, heartbeat }
+
+    /// Executes the machine's effects: I/O effects become actions, persistence is instant.
+    private mutating func perform(_ effects: [AgentMachine.Effect], now: Double, context: Context) -> [DeviceAction] {
+        var actions: [DeviceAction] = []
+        actions.reserveCapacity(effects.count + 1)
+        var queue = effects[...]
+        while let effect = queue.popFirst() {
+            switch effect {
+            case .connect, .requestCertificate, .log:
+                // The engine connects; identity rotation is off; logs are not kept per device.
+                if case .log(let line) = effect { note(for: line).map { actions.append(.note($0)) } }
+            case .subscribe(let filter):
+                actions.append(.subscribe(filter: filter, qos: .atLeastOnce))
+            case .publish(let topic, let payload, let qos, let retain):
+                let q: QoS = qos >= 1 ? .atLeastOnce : (context == .heartbeat ? heartbeatQoS : .atMostOnce)
+                actions.append(.publish(topic: topic, payload: payload, qos: q, retain: retain))
+            case .persist, .persistIdentity:
+                // Instant flash: the machine already holds the new state; confirm the write.
+                let applying: DeviceConfig? = if case .applying(let c) = machine.phase { c } else { nil }
+                queue = machine.handle(.persisted)[...] + queue
+                if let applying {
+                    actions.append(.note(.configApplied))
+                    if applying.mode == .normal { normalAppliedAt = now }
+                }
+            case .scheduleHeartbeat(let seconds):
+                heartbeatToken &+= 1
+                let base = machine.state.appliedVersion == 0 ? initialHeartbeat : Double(seconds)
+                // The first beat after a connect lands anywhere in one interval, so a fleet that
+                // connects at once does not beat in step.
+                let after = context == .connect ? Double.random(in: 0...base) : jittered(base)
+                actions.append(.schedule(timer: heartbeatToken, after: after))
+            case .cancelHeartbeat:
+                heartbeatToken &+= 1
+            case .reconnect, .disconnect:
+                actions.append(.disconnect)
+            }
+        }
+        return actions
+    }
+
+    /// The report's outcome for a configuration the machine did not apply (its log line says which).
+    private func note(for line: String) -> DeviceNote? {
+        if line.hasPrefix("rejected configuration") { return .configRejected }
+        if line.hasPrefix("ignoring configuration") { return .configIgnored }
+        return nil
+    }
+
+    private func jittered(_ interval: Double) -> Double {
+        guard heartbeatJitter > 0 else { return interval }
+        return Swift.max(0.01, interval * (1 + Double.random(in: -heartbeatJitter...heartbeatJitter)))
+    }
+}

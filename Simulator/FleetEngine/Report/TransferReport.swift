@@ -1,0 +1,57 @@
+import Foundation
+
+/// What a `transfer` run did and measured, next to the engine's numbers in `FleetReport`.
+public struct TransferReport: Codable, Sendable {
+    public struct Step: Codable, Sendable {
+        /// The step's letter in the story (a accounts ... g verify).
+        public var name: String
+        public var seconds: Double
+    }
+
+    public var runID: String
+    /// Role -> account id (oem, reseller, customer).
+    public var accounts: [String: String]
+    public var route: String
+    public var devices: Int
+    /// Per outcome of the customer's transfer request: activated, rejected, cancelled (left pending, then cancelled).
+    public var outcomes: [String: Int]
+    /// Approved devices whose simulated agent persisted the normal-mode configuration.
+    public var appliedOnDevices: Int
+    /// Approved devices `config.status` reports `applied` in the customer account.
+    public var appliedOnPlatform: Int
+    public var verified: Bool
+    /// Why verification failed (empty when it passed).
+    public var verificationProblems: [String]
+    public var steps: [Step]
+    /// Approval reply (per batch of up to 1,000 devices) to the device's persist of its normal-mode configuration.
+    public var approvalToAppliedMs: HistogramSummary
+    /// Approval command sent to the same persist.
+    public var approveSentToAppliedMs: HistogramSummary
+    /// The device received its configuration to the customer's operator receiving `config.applied` for it.
+    public var pushToAckMs: HistogramSummary
+    /// Devices that persisted before the approval reply arrived (counted as 0 ms in `approvalToAppliedMs`).
+    public var appliedBeforeReply: Int
+
+    public var summaryLines: [String] {
+        func row(_ k: String, _ v: String) -> String { k.padding(toLength: 26, withPad: " ", startingAt: 0) + v }
+        func h(_ s: HistogramSummary) -> String {
+            s.count == 0 ? "-" : "p50 \(s.p50) ms  p90 \(s.p90)  p99 \(s.p99)  p99.9 \(s.p999)  max \(s.max)  (n=\(s.count))"
+        }
+        var lines = [row("run id", runID),
+                     row("accounts", ["oem", "reseller", "customer"].compactMap { accounts[$0] }.joined(separator: " -> ")),
+                     row("devices", "\(devices)")]
+        for k in ["activated", "rejected", "cancelled"] { lines.append(row("  " + k, "\(outcomes[k] ?? 0)")) }
+        lines.append(row("applied device/platform", "\(appliedOnDevices) / \(appliedOnPlatform)"))
+        lines.append(row("approval→applied", h(approvalToAppliedMs)))
+        lines.append(row("approve sent→applied", h(approveSentToAppliedMs)))
+        lines.append(row("push→ack", h(pushToAckMs)))
+        if appliedBeforeReply > 0 { lines.append(row("applied before reply", "\(appliedBeforeReply)")) }
+        let names = ["a": "accounts", "b": "provision", "c": "connect", "d": "reseller hold", "e": "customer decisions", "f": "configs applied", "g": "cancel + verify"]
+        if !steps.isEmpty {
+            lines.append(row("steps (s)", steps.map { "\($0.name) \(names[$0.name] ?? "") \(String(format: "%.2f", $0.seconds))" }.joined(separator: ", ")))
+        }
+        lines.append(row("verification", verified ? "passed" : "FAILED"))
+        for p in verificationProblems { lines.append("! " + p) }
+        return lines
+    }
+}

@@ -1,0 +1,391 @@
+import EscrowCore
+import Foundation
+import OperatorCLI
+import Synchronization
+
+/// Lines from several threads (engine loop, control task, event tasks) to one sink.
+final class Console: @unchecked Sendable {
+    // @unchecked Sendable: `sink` is only ever called while `lock` is held.
+    private let lock = NSLock()
+    private let sink: (String) -> Void
+    init(_ sink: @escaping (String) -> Void) { self.sink = sink }
+    func line(_ s: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        sink(s)
+    }
+}
+
+/// What the control task and the engine loop share; every access holds the lock.
+final class TransferBoard: Sendable {
+    /// One `transfer.approve` batch: device indices, command sent, reply received (monotonic ns).
+    struct Approval: Sendable {
+        var range: Range<Int>
+        var sentNanos: UInt64
+        var replyNanos: UInt64
+    }
+
+    struct State: Sendable {
+        // control -> loop
+        var bundles: [Commands.DeviceBundle]?
+        var approvals: [Approval] = []
+        var customer: AccountID?
+        var approvedCount = 0
+        var failure: String?
+        var finished = false
+        var steps: [TransferReport.Step] = []
+        var outcomes: [String: Int] = [:]
+        var appliedOnPlatform = 0
+        var problems: [String] = []
+        var accounts: [String: String] = [:]
+        var runID = ""
+        // loop -> control
+        var connected = 0
+        var appliedApproved = 0
+        var stopRequested = false
+        var deadlinePassed = false
+    }
+
+    private let state = Mutex(State())
+
+    func with<T: Sendable>(_ body: (inout State) -> T) -> T { state.withLock { body(&$0) } }
+}
+
+/// Collects the accounts' events: transfer events are printed at once (each once, though both
+/// parties receive them); device events are counted and printed as one line per account per second.
+final class EventDigest: Sendable {
+    private struct State {
+        var counts: [String: [String: Int]] = [:]
+        var seen: Set<String> = []
+        var parties: [String: (from: String, to: String)] = [:]
+        var ackNanos: [DeviceID: UInt64] = [:]
+    }
+    private let state = Mutex(State())
+
+    /// Records one event; returns a line to print now, if any.
+    func take(_ received: ReceivedEvent, in account: AccountID) -> String? {
+        let now = System.monotonicNanos()
+        guard let e = received.event else { return "  event  \(account)  unreadable event on \(received.topic): \(received.problem ?? "")" }
+        return state.withLock { s -> String? in
+            switch e.type {
+            case .transferRequested, .transferApproved, .transferRejected, .transferCancelled, .transferExpired, .transferCompleted, .commandFailed:
+                let count = e.details["count"]?.intValue
+                let key = "\(e.type.rawValue)|\(e.transferId ?? "")|\(count ?? -1)|\(e.at.timeIntervalSince1970)|\(e.type == .commandFailed ? e.account.rawValue : "")"
+                guard s.seen.insert(key).inserted else { return nil }
+                if e.type == .commandFailed {
+                    return "  event  command.failed  \(e.account)  \(e.details["command"]?.stringValue ?? "?"): \(e.details["message"]?.stringValue ?? "")"
+                }
+                let tid = e.transferId ?? "?"
+                if e.type == .transferRequested, let f = e.details["from"]?.stringValue, let t = e.details["to"]?.stringValue {
+                    s.parties[tid] = (f, t)
+                }
+                let p = s.parties[tid].map { "\($0.from) -> \($0.to)" } ?? tid
+                var line = "  event  \(e.type.rawValue)  \(p)"
+                if let count { line += "  \(count) devices" }
+                if let a = e.details["action"]?.stringValue { line += " (\(a))" }
+                if let r = e.details["reason"]?.stringValue { line += " (reason: \(r))" }
+                if let st = e.details["status"]?.stringValue { line += " (status \(st))" }
+                return line
+            default:
+                if e.type == .configApplied, let d = e.deviceId, s.ackNanos[d] == nil { s.ackNanos[d] = now }
+                s.counts[account.rawValue, default: [:]][e.type.rawValue, default: 0] += 1
+                return nil
+            }
+        }
+    }
+
+    /// One line per account with the device events counted since the last flush.
+    func flush() -> [String] {
+        state.withLock { s in
+            defer { s.counts = [:] }
+            return s.counts.sorted { $0.key < $1.key }.map { account, types in
+                "  event  \(account)  " + types.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: "  ")
+            }
+        }
+    }
+
+    /// When the customer's operator received `config.applied` per device (monotonic ns).
+    var ackNanos: [DeviceID: UInt64] { state.withLock { $0.ackNanos } }
+}
+
+/// Sessions to close at the end, whatever happened.
+final class SessionBag: Sendable {
+    private let sessions = Mutex<[OperatorSession]>([])
+    func add(_ s: OperatorSession) { sessions.withLock { $0.append(s) } }
+    func closeAll() async {
+        for s in sessions.withLock({ $0 }) { await s.close() }
+    }
+}
+
+enum TransferAbort: Error, CustomStringConvertible {
+    case interrupted
+    case deadline(String)
+    case failed(String)
+    var description: String {
+        switch self {
+        case .interrupted: return "interrupted before the story ended"
+        case .deadline(let what): return "--duration ended while \(what)"
+        case .failed(let m): return m
+        }
+    }
+}
+
+/// The control-plane side of `fleetsim transfer`: drives escrowd through OperatorSession while the
+/// engine loop runs the fleet, and checks the outcome. Runs as one task.
+struct TransferControl: Sendable {
+    let options: FleetOptions
+    let board: TransferBoard
+    let console: Console
+    let digest: EventDigest
+    let bag = SessionBag()
+    /// Devices per `device.provision` and per `transfer.approve` / `transfer.reject` batch.
+    static let batch = 1000
+
+    func run() async {
+        do { try await story() } catch {
+            let text = (error as? OperatorError)?.description ?? (error as? TransferAbort)?.description ?? "\(error)"
+            board.with { $0.failure = text }
+        }
+        await bag.closeAll()
+        board.with { $0.finished = true }
+    }
+
+    private func say(_ s: String) { console.line(s) }
+
+    /// Runs one step: prints `title`, records its duration under `name`.
+    private func timed<T>(_ name: String, _ title: String, _ body: () async throws -> T) async throws -> T {
+        let start = System.monotonicNanos()
+        say("== \(name). \(title)")
+        let r = try await body()
+        let secs = Double(System.monotonicNanos() - start) / 1e9
+        board.with { $0.steps.append(.init(name: name, seconds: (secs * 100).rounded() / 100)) }
+        return r
+    }
+
+    private func checkpoint(_ what: String) throws {
+        let (stop, late) = board.with { ($0.stopRequested, $0.deadlinePassed) }
+        if stop { throw TransferAbort.interrupted }
+        if late { throw TransferAbort.deadline(what) }
+    }
+
+    /// Polls until `done` holds; prints `progress` once a second.
+    private func wait(_ what: String, progress: (TransferBoard.State) -> String, done: (TransferBoard.State) -> Bool) async throws {
+        var last = ContinuousClock.now
+        while true {
+            let snapshot = board.with { $0 }
+            if done(snapshot) { say(progress(snapshot)); return }
+            try checkpoint(what)
+            if ContinuousClock.now - last >= .seconds(1) { last = .now; say(progress(snapshot)) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    private func story() async throws {
+        let o = options
+        let run = o.runID ?? OperatorSession.randomToken(6)
+        let timeout: Duration = .seconds(max(60, o.devices / 50))
+        board.with { $0.runID = run }
+
+        // The platform administrator, from escrowd's admin.conf.
+        let path = o.adminConfig ?? ""
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw TransferAbort.failed("--admin-config \(path) cannot be read") }
+        let conf: [String: String]
+        do { conf = try KeyValueFile.parse(text) } catch { throw TransferAbort.failed("--admin-config \(path): \(error.message)") }
+        guard let broker = conf["broker"], let user = conf["user"], let password = conf["password"] else {
+            throw TransferAbort.failed("--admin-config \(path) needs broker, user and password")
+        }
+        let platform = AccountID(conf["account"] ?? "platform") ?? .platform
+
+        let oem = AccountID("oem-\(run)")!, reseller = AccountID("reseller-\(run)")!, customer = AccountID("acme-\(run)")!
+        let viaReseller = o.route == .reseller
+        var roles: [(role: String, id: AccountID, kind: Account.Kind)] = [("oem", oem, .provisioner)]
+        if viaReseller { roles.append(("reseller", reseller, .reseller)) }
+        roles.append(("customer", customer, .customer))
+        board.with { b in for r in roles { b.accounts[r.role] = r.id.rawValue }; b.customer = customer }
+
+        // a. Accounts, operators, event subscriptions.
+        var sessions: [String: OperatorSession] = [:]
+        try await timed("a", "accounts and operators (run \(run))") {
+            say("  connecting to \(broker) as \(user)")
+            let admin = try await OperatorSession.connect(.init(broker: broker, username: user, password: password, account: platform, timeout: timeout))
+            bag.add(admin)
+            for r in roles {
+                _ = try await admin.call(.accountCreate, Commands.AccountCreate(id: r.id, name: "\(r.role.capitalized) \(run)", kind: r.kind))
+                let username = "op-\(r.role)-\(run)", secret = OperatorSession.randomToken(24)
+                _ = try await admin.call(.operatorCreate, Commands.OperatorCreate(username: username, password: secret, account: r.id))
+                say("  account \(r.id) (\(r.kind.rawValue)\(r.role == "customer" ? ", standalone" : "")), operator \(username)")
+                let session = try await login(broker: broker, user: username, password: secret, account: r.id, timeout: timeout)
+                sessions[r.role] = session
+                let events = try await session.events(in: r.id)
+                let digest = self.digest, console = self.console, account = r.id
+                Task { for await e in events { if let line = digest.take(e, in: account) { console.line(line) } } }
+            }
+        }
+        let oemS = sessions["oem"]!, customerS = sessions["customer"]!
+        let sender = viaReseller ? sessions["reseller"]! : oemS
+        let holder = viaReseller ? reseller : oem
+        try checkpoint("creating accounts")
+
+        // b. Provisioning with identities, in batches.
+        let n = o.devices
+        let bundles: [Commands.DeviceBundle] = try await timed("b", "provision \(n) devices in \(oem)") {
+            var all: [Commands.DeviceBundle] = []
+            var start = 1
+            while all.count < n {
+                try checkpoint("provisioning")
+                let count = min(Self.batch, n - all.count)
+                let r = try await oemS.call(.deviceProvision, Commands.DeviceProvision(prefix: "sim-\(run)-", count: count, start: start, issueIdentity: true),
+                                            as: Commands.DeviceProvisionResult.self)
+                guard r.refused.isEmpty, r.bundles.count == count else {
+                    throw TransferAbort.failed("device.provision returned \(r.bundles.count) bundles for \(count) devices; refused: \(r.refused.first?.reason ?? "-")")
+                }
+                all += r.bundles
+                start += count
+                say("  provisioned \(all.count)/\(n)")
+            }
+            return all
+        }
+        let ids = bundles.map(\.deviceId)
+        board.with { $0.bundles = bundles }
+
+        // c. The fleet connects in escrow mode (the engine loop starts it once it sees the bundles).
+        let need = Int((Double(n) * 0.999).rounded(.up))
+        try await timed("c", "connect \(n) devices in escrow mode\(o.brokerGiven && !o.brokerTLS ? "" : " (mTLS)")") {
+            try await wait("connecting the fleet", progress: { "  connected \($0.connected)/\(n) (need \(need))" }, done: { $0.connected >= need })
+        }
+
+        // d. OEM -> reseller, approved with hold.
+        if viaReseller {
+            try await timed("d", "transfer \(oem) -> \(reseller), approve with hold") {
+                let t = try await oemS.call(.transferRequest, Commands.TransferRequest(to: reseller, deviceIds: ids, note: "fleetsim \(run): OEM to reseller"),
+                                            as: Commands.TransferResult.self)
+                say("  requested \(t.transfer.id): \(t.decided.count) devices, \(t.refused.count) refused")
+                let a = try await sessions["reseller"]!.call(.transferApprove, Commands.TransferApprove(transferId: t.transfer.id, action: .hold),
+                                                             as: Commands.TransferResult.self)
+                say("  \(reseller) approved \(a.decided.count) with hold (status \(a.transfer.status.rawValue))")
+                guard a.decided.count == n else { throw TransferAbort.failed("the reseller could hold only \(a.decided.count) of \(n) devices") }
+            }
+            try checkpoint("the reseller transfer")
+        }
+
+        // e. -> customer: approve a share (activate), reject a share, leave the rest pending.
+        let approveN = min(n, Int((Double(n) * o.approveShare).rounded()))
+        let rejectN = min(n - approveN, Int((Double(n) * o.rejectShare).rounded()))
+        let pendingN = n - approveN - rejectN
+        let transferID: String = try await timed("e", "transfer \(holder) -> \(customer): activate \(approveN), reject \(rejectN), leave \(pendingN) pending") {
+            let t = try await sender.call(.transferRequest, Commands.TransferRequest(to: customer, deviceIds: ids, note: "fleetsim \(run): to the customer"),
+                                          as: Commands.TransferResult.self)
+            say("  requested \(t.transfer.id): \(t.decided.count) devices")
+            var lo = 0
+            while lo < approveN {
+                let hi = min(approveN, lo + Self.batch)
+                let sent = System.monotonicNanos()
+                let a = try await customerS.call(.transferApprove, Commands.TransferApprove(transferId: t.transfer.id, deviceIds: Array(ids[lo..<hi]), action: .activate),
+                                                 as: Commands.TransferResult.self)
+                let reply = System.monotonicNanos()
+                board.with { $0.approvals.append(.init(range: lo..<hi, sentNanos: sent, replyNanos: reply)); $0.approvedCount = hi }
+                say(String(format: "  %@ activated %d (%d..%d), reply after %.0f ms%@", customer.rawValue, a.decided.count, lo, hi - 1,
+                           Double(reply - sent) / 1e6, a.refused.isEmpty ? "" : ", \(a.refused.count) refused: \(a.refused[0].reason)"))
+                lo = hi
+            }
+            while lo < approveN + rejectN {
+                let hi = min(approveN + rejectN, lo + Self.batch)
+                let r = try await customerS.call(.transferReject, Commands.TransferReject(transferId: t.transfer.id, deviceIds: Array(ids[lo..<hi]),
+                                                                                          reason: "fleetsim: not ordered"), as: Commands.TransferResult.self)
+                say("  \(customer) rejected \(r.decided.count) (\(lo)..\(hi - 1))")
+                lo = hi
+            }
+            return t.transfer.id
+        }
+
+        // f. Every approved device applies its configuration.
+        try await timed("f", "wait for \(approveN) configurations applied") {
+            try await wait("waiting for configurations", progress: { "  applied \($0.appliedApproved)/\(approveN) (device side)" },
+                            done: { $0.appliedApproved >= approveN })
+            // The platform's view: acks are processed asynchronously, so poll briefly.
+            var applied = 0
+            for attempt in 0..<100 {
+                let st = try await customerS.call(.configStatus, Commands.ConfigStatus(), as: Commands.ConfigStatusResult.self)
+                applied = st.devices.filter { $0.state == .applied }.count
+                if applied >= approveN { break }
+                if attempt % 10 == 0 { say("  config.status: \(applied)/\(approveN) applied") }
+                try checkpoint("waiting for config.status")
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            say("  config.status in \(customer): \(applied)/\(approveN) applied")
+            board.with { $0.appliedOnPlatform = applied }
+        }
+
+        // g. Close the request and verify on the platform's side (the device side is checked by the loop).
+        try await timed("g", "cancel the pending rest and verify") {
+            var problems: [String] = []
+            if pendingN > 0 {
+                let c = try await sender.call(.transferCancel, Commands.TransferRef(transferId: transferID), as: Commands.TransferResult.self)
+                say("  \(holder) cancelled \(c.decided.count) pending devices of \(transferID)")
+            }
+            let show = try await sender.call(.transferShow, Commands.TransferRef(transferId: transferID), as: TransferView.self)
+            let outcomes = ["activated": show.counts["approved"] ?? 0, "rejected": show.counts["rejected"] ?? 0, "cancelled": show.counts["cancelled"] ?? 0]
+            board.with { $0.outcomes = outcomes }
+            if outcomes != ["activated": approveN, "rejected": rejectN, "cancelled": pendingN] {
+                problems.append("transfer \(transferID) counts \(show.counts) differ from activated \(approveN), rejected \(rejectN), cancelled \(pendingN)")
+            }
+            // `mode` is the last status or heartbeat the platform processed, which may trail the
+            // acks (measured at 10,000 devices: up to one heartbeat interval). Wait up to 90 s.
+            let expected = Set(ids[0..<approveN])
+            var active: [DeviceView] = []
+            var notNormal = 0
+            let settle = ContinuousClock.now + .seconds(90)
+            var lastSaid = ContinuousClock.now
+            while true {
+                active = try await listAll(customerS, state: .active)
+                notNormal = active.filter { $0.mode != .normal }.count
+                if notNormal == 0 && Set(active.map(\.id)) == expected { break }
+                if ContinuousClock.now >= settle { break }
+                if ContinuousClock.now - lastSaid >= .seconds(5) {
+                    lastSaid = .now
+                    say("  device.list: \(active.count - notNormal)/\(approveN) active devices report normal mode (waiting for statuses/heartbeats)")
+                }
+                try checkpoint("verifying device.list")
+                try await Task.sleep(for: .seconds(1))
+            }
+            if Set(active.map(\.id)) != expected {
+                problems.append("\(customer) lists \(active.count) active devices, expected the \(approveN) approved ones")
+            }
+            if notNormal > 0 { problems.append("\(notNormal) active devices of \(customer) do not report normal mode (device.list)") }
+            let escrow = try await listAll(sender, state: .escrow)
+            if Set(escrow.map(\.id)) != Set(ids[approveN...]) {
+                problems.append("\(holder) holds \(escrow.count) escrow devices, expected the \(n - approveN) not activated")
+            }
+            let applied = board.with { $0.appliedOnPlatform }
+            if applied < approveN { problems.append("config.status: only \(applied) of \(approveN) approved devices applied") }
+            board.with { $0.problems += problems }
+            say(problems.isEmpty ? "  platform view verified: \(approveN) active in \(customer), \(n - approveN) in escrow with \(holder)" : "  platform view: \(problems.count) problem(s)")
+        }
+    }
+
+    private func listAll(_ s: OperatorSession, state: DeviceView.State) async throws -> [DeviceView] {
+        var out: [DeviceView] = []
+        while true {
+            let page = try await s.call(.deviceList, Commands.DeviceList(state: state, limit: 1000, offset: out.count), as: Commands.DeviceListResult.self)
+            out += page.devices
+            if page.devices.isEmpty || out.count >= page.total { return out }
+        }
+    }
+
+    /// Logs in as a freshly created operator: the broker reloads its password file on SIGHUP
+    /// right after `operator.create`, so the first attempts may be refused.
+    private func login(broker: String, user: String, password: String, account: AccountID, timeout: Duration) async throws -> OperatorSession {
+        var last: (any Error)?
+        for _ in 0..<50 {
+            do {
+                let s = try await OperatorSession.connect(.init(broker: broker, username: user, password: password, account: account, timeout: timeout))
+                bag.add(s)
+                return s
+            } catch {
+                last = error
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        throw TransferAbort.failed("operator \(user) cannot log in: \(last.map { "\($0)" } ?? "?")")
+    }
+}

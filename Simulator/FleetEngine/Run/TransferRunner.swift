@@ -1,0 +1,231 @@
+import EscrowCore
+import Foundation
+import Identity
+
+/// `fleetsim transfer`: the engine loop on this thread, `TransferControl` as a task beside it.
+///
+/// The control task creates the accounts and provisions the devices; once their bundles exist,
+/// this loop starts the fleet over mutual TLS and keeps it running, publishing the connected
+/// count and how many approved devices applied their configuration. At the end it checks every
+/// device's own state and measures the latencies from the devices' clocks.
+public final class TransferRunner {
+    public let options: FleetOptions
+    private let console: Console
+
+    public init(options: FleetOptions, output: @escaping (String) -> Void) {
+        self.options = options
+        console = Console(output)
+    }
+
+    public func run(stop: StopFlag = StopFlag()) throws(FleetError) -> FleetReport {
+        let o = options
+        let started = Date()
+        let startNanos = System.monotonicNanos()
+        let board = TransferBoard()
+        let digest = EventDigest()
+        let control = TransferControl(options: o, board: board, console: console, digest: digest)
+        Task { await control.run() }
+        var nextFlush = startNanos + 1_000_000_000
+        func elapsed() -> Double { Double(System.monotonicNanos() - startNanos) / 1e9 }
+        func flushEvents() {
+            let now = System.monotonicNanos()
+            guard now >= nextFlush else { return }
+            nextFlush = now + 1_000_000_000
+            digest.flush().forEach(console.line)
+        }
+        func watchLimits() -> String? {
+            if stop.isRequested { board.with { $0.stopRequested = true }; return "signal" }
+            if elapsed() >= o.duration { board.with { $0.deadlinePassed = true }; return "duration" }
+            return nil
+        }
+
+        // Until the devices exist.
+        var bundles: [Commands.DeviceBundle]?
+        var stoppedBy: String?
+        while bundles == nil {
+            let (b, finished) = board.with { ($0.bundles, $0.finished) }
+            bundles = b
+            if b != nil || finished { break }
+            if let why = watchLimits() { stoppedBy = why; break }
+            flushEvents()
+            usleep(20_000)
+        }
+        guard let bundles, stoppedBy == nil else {
+            waitFinished(board, grace: 10, tick: flushEvents)
+            return failedEarly(board, started: started, stoppedBy: stoppedBy ?? "error", elapsed: elapsed())
+        }
+
+        // The fleet: one AgentBehavior and one TLS identity per provisioned device.
+        let first = bundles[0]
+        var host = o.brokerHost, port = o.brokerPort, tlsOn = o.brokerTLS
+        if !o.brokerGiven { (host, port, tlsOn) = try FleetOptions.parseBroker(first.brokerURL) }
+        var tls: TLSSettings?
+        var identities: [DeviceTLSIdentity] = []
+        if tlsOn {
+            let ca: String
+            if let p = o.tlsCA { ca = try DeviceBundles.read(p) } else { ca = first.brokerCA }
+            tls = try TLSSetup.settings(caPEM: ca, host: host, maxHandshakes: o.tlsHandshakes)
+            do { identities = try bundles.map { b throws(IdentityError) in try DeviceTLSIdentity(certificatePEM: b.certificate, privateKeyPEM: b.privateKey) } } catch {
+                throw .runtime("a provisioned identity cannot be read: \(error.description)")
+            }
+        }
+        var runOptions = o
+        (runOptions.brokerHost, runOptions.brokerPort, runOptions.brokerTLS) = (host, port, tlsOn)
+        let helper = FleetRunner(options: runOptions, output: console.line)
+        let behaviors = bundles.map {
+            AgentBehavior(id: $0.deviceId, heartbeatInterval: o.heartbeat, heartbeatJitter: o.heartbeatJitter, heartbeatQoS: o.qos)
+        }
+        _ = System.raiseFileLimit()
+        let baseline = ProcessStats.rssKB()
+        let engine: Engine<AgentBehavior>
+        do { engine = try Engine(configuration: helper.engineConfiguration(tls: tls), behaviors: behaviors, identities: identities) } catch let e as FleetError {
+            board.with { $0.stopRequested = true }; throw e
+        } catch {
+            board.with { $0.stopRequested = true }; throw .runtime("cannot start the engine: \(error)")
+        }
+        console.line("  starting \(bundles.count) devices against \(runOptions.brokerURL)\(tls == nil ? "" : " (mutual TLS, \(o.tlsHandshakes) handshakes at once)")")
+        let m = engine.metrics
+        engine.startAll()
+        let t0 = engine.now
+        var peak = 0, peakRSS = baseline
+        var allConnectedAt: Double?
+        var nextSample = 1.0, nextResource = 0.0, nextBoard = 0.0
+        var problems: [String] = []
+        m.sampleResources(t: 0, connected: 0)
+        var approvals: [TransferBoard.Approval] = []
+        while true {
+            engine.poll(maxWait: 0.05)
+            let t = engine.now - t0
+            peak = max(peak, engine.connectedCount)
+            if allConnectedAt == nil && engine.connectedCount == engine.deviceCount { allConnectedAt = t }
+            if t >= nextBoard {
+                nextBoard = t + 0.1
+                approvals = board.with { $0.approvals }
+                var applied = 0
+                for a in approvals { for i in a.range where engine.behaviors[i].normalAppliedAt >= 0 { applied += 1 } }
+                let connected = engine.connectedCount
+                let finished = board.with { b in b.connected = connected; b.appliedApproved = applied; return b.finished }
+                if finished { break }
+            }
+            if stoppedBy == nil, let why = watchLimits() {
+                stoppedBy = why
+                let until = engine.now + 15 // let the control task close its sessions
+                engine.run(timeout: 15) { board.with { $0.finished } || engine.now > until }
+                break
+            }
+            if let fatal = helper.fatalCondition(engine, t: t), board.with({ $0.approvals.isEmpty }) {
+                problems.append(fatal)
+                board.with { $0.stopRequested = true }
+                engine.run(timeout: 15) { board.with { $0.finished } }
+                break
+            }
+            flushEvents()
+            if t >= nextSample { nextSample += 1; m.sample(t: t, connected: engine.connectedCount) }
+            if t >= nextResource {
+                nextResource += 10
+                m.sampleResources(t: t, connected: engine.connectedCount)
+                peakRSS = max(peakRSS, m.resources.last!.rssKB)
+            }
+        }
+        digest.flush().forEach(console.line)
+        let t = engine.now - t0
+        m.sample(t: t, connected: engine.connectedCount)
+        m.sampleResources(t: t, connected: engine.connectedCount)
+        peakRSS = max(peakRSS, m.resources.last!.rssKB)
+        let final = engine.connectedCount
+        let shared = board.with { $0 }
+        approvals = shared.approvals
+
+        // Latencies from the devices' clocks, and the device side of the verification.
+        var approvalToApplied = Histogram(), sentToApplied = Histogram(), pushToAck = Histogram()
+        var appliedOnDevices = 0, appliedBeforeReply = 0
+        let acks = digest.ackNanos
+        for a in approvals {
+            let reply = engine.time(ofMonotonic: a.replyNanos), sent = engine.time(ofMonotonic: a.sentNanos)
+            for i in a.range {
+                let b = engine.behaviors[i]
+                guard b.normalAppliedAt >= 0 else { continue }
+                appliedOnDevices += 1
+                if b.normalAppliedAt < reply { appliedBeforeReply += 1 }
+                approvalToApplied.record(Self.micros(b.normalAppliedAt - reply))
+                sentToApplied.record(Self.micros(b.normalAppliedAt - sent))
+                if let ack = acks[b.id], b.configReceivedAt >= 0 {
+                    pushToAck.record(Self.micros(engine.time(ofMonotonic: ack) - b.configReceivedAt))
+                }
+            }
+        }
+        var verification = shared.problems
+        if let failure = shared.failure { verification.insert(failure, at: 0) }
+        if stoppedBy == "signal" && shared.failure == nil { verification.insert("interrupted before the story ended", at: 0) }
+        if shared.failure == nil && stoppedBy == nil, let customer = shared.customer {
+            let approvedN = shared.approvedCount
+            var wrongApproved = 0, wrongRest = 0
+            for i in 0..<engine.deviceCount {
+                let s = engine.behaviors[i].machine.state
+                if i < approvedN {
+                    if s.mode != .normal || s.owner != customer { wrongApproved += 1 }
+                } else if s.mode != .escrow {
+                    wrongRest += 1
+                }
+            }
+            if wrongApproved > 0 { verification.append("device side: \(wrongApproved) of \(approvedN) approved devices are not in normal mode owned by \(customer)") }
+            if wrongRest > 0 { verification.append("device side: \(wrongRest) devices left in escrow report another mode") }
+            if wrongApproved == 0 && wrongRest == 0 {
+                console.line("  device side verified: \(approvedN) in normal mode owned by \(customer), \(engine.deviceCount - approvedN) in escrow")
+            }
+        }
+        engine.stopAll()
+        for (cause, detail) in engine.lastErrorDetail.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where !problems.contains(where: { $0.contains(detail) }) {
+            problems.append("last \(cause.rawValue) error: \(detail)")
+        }
+        let verified = verification.isEmpty
+        let transfer = TransferReport(
+            runID: shared.runID, accounts: shared.accounts, route: o.route.rawValue, devices: bundles.count, outcomes: shared.outcomes,
+            appliedOnDevices: appliedOnDevices, appliedOnPlatform: shared.appliedOnPlatform, verified: verified,
+            verificationProblems: verification, steps: shared.steps,
+            approvalToAppliedMs: HistogramSummary(approvalToApplied), approveSentToAppliedMs: HistogramSummary(sentToApplied),
+            pushToAckMs: HistogramSummary(pushToAck), appliedBeforeReply: appliedBeforeReply)
+        var report = FleetReport(
+            scenario: .transfer, startedAt: started, elapsedSeconds: (elapsed() * 100).rounded() / 100,
+            stoppedBy: verified ? "verification passed" : (stoppedBy == "signal" ? "signal" : "error"),
+            settings: helper.settings().merging(["approve": "\(o.approveShare)", "reject": "\(o.rejectShare)", "via": o.route.rawValue,
+                                                  "adminConfig": o.adminConfig ?? ""]) { $1 },
+            targetDevices: bundles.count, peakConnected: peak, finalConnected: final,
+            timeToAllConnected: allConnectedAt.map { ($0 * 1000).rounded() / 1000 }, stormRecoverySeconds: nil,
+            counters: FleetRunner.counters(m), errors: Dictionary(uniqueKeysWithValues: m.errors.map { ($0.key.rawValue, $0.value) }),
+            connectLatencyMs: HistogramSummary(m.connectLatency), pubackLatencyMs: HistogramSummary(m.pubackLatency),
+            recoveryMs: HistogramSummary(m.recoveryTime), samples: m.samples, resources: m.resources,
+            baselineRSSKB: baseline, peakRSSKB: peakRSS,
+            rssPerDeviceKB: peak > 0 ? (Double(peakRSS - baseline) / Double(peak) * 100).rounded() / 100 : nil,
+            workers: 1, problems: problems)
+        report.transfer = transfer
+        return report
+    }
+
+    static func micros(_ seconds: Double) -> UInt64 { UInt64(max(0, seconds) * 1e6) }
+
+    private func waitFinished(_ board: TransferBoard, grace: Double, tick: () -> Void) {
+        let deadline = Date().addingTimeInterval(grace)
+        while !board.with({ $0.finished }) && Date() < deadline { tick(); usleep(20_000) }
+    }
+
+    /// The report of a run that ended before any device existed.
+    private func failedEarly(_ board: TransferBoard, started: Date, stoppedBy: String, elapsed: Double) -> FleetReport {
+        let s = board.with { $0 }
+        var problems = s.problems
+        if let f = s.failure { problems.insert(f, at: 0) }
+        if stoppedBy == "signal" { problems.insert("interrupted before the devices were provisioned", at: 0) }
+        if stoppedBy == "duration" && s.failure == nil { problems.insert("--duration ended before the devices were provisioned", at: 0) }
+        let empty = HistogramSummary(Histogram())
+        var report = FleetReport(
+            scenario: .transfer, startedAt: started, elapsedSeconds: (elapsed * 100).rounded() / 100, stoppedBy: stoppedBy == "signal" ? "signal" : "error",
+            settings: ["adminConfig": options.adminConfig ?? ""], targetDevices: options.devices, peakConnected: 0, finalConnected: 0,
+            timeToAllConnected: nil, stormRecoverySeconds: nil, counters: [:], errors: [:],
+            connectLatencyMs: empty, pubackLatencyMs: empty, recoveryMs: empty, samples: [], resources: [],
+            baselineRSSKB: ProcessStats.rssKB(), peakRSSKB: ProcessStats.rssKB(), rssPerDeviceKB: nil, workers: 1, problems: [])
+        report.transfer = TransferReport(runID: s.runID, accounts: s.accounts, route: options.route.rawValue, devices: options.devices, outcomes: s.outcomes,
+                                         appliedOnDevices: 0, appliedOnPlatform: 0, verified: false, verificationProblems: problems, steps: s.steps,
+                                         approvalToAppliedMs: empty, approveSentToAppliedMs: empty, pushToAckMs: empty, appliedBeforeReply: 0)
+        return report
+    }
+}

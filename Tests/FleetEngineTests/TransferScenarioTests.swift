@@ -1,0 +1,56 @@
+import EscrowCore
+import Foundation
+import Testing
+import TestSupport
+@testable import FleetEngine
+
+/// `fleetsim transfer` end to end against the real escrowd (managed mosquitto, mutual TLS for devices).
+@Suite(.serialized) struct TransferScenarioTests {
+    @Test func theWholeStoryViaAResellerVerifiesAndReports() throws {
+        let escrowd = try EscrowdProcess(); defer { escrowd.stop() }
+        let dir = try TempDirectory(prefix: "fleet-transfer")
+        let json = dir.file("transfer.json"), html = dir.file("transfer.html")
+        var out: [String] = [], err: [String] = []
+        let started = Date()
+        let code = FleetMain.run(["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "50",
+                                  "--via", "reseller", "--approve", "0.6", "--reject", "0.2", "--duration", "120s",
+                                  "--report", json, "--html", html],
+                                 stdout: { out.append($0) }, stderr: { err.append($0) })
+        #expect(code == 0, "\(err.suffix(30).joined(separator: "\n"))\n\(escrowd.logTail(1500))")
+        #expect(Date().timeIntervalSince(started) < 60)
+        let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
+        let t = try #require(report.transfer)
+        #expect(t.verified, "\(t.verificationProblems)")
+        #expect(t.outcomes == ["activated": 30, "rejected": 10, "cancelled": 10])
+        #expect(t.appliedOnDevices == 30 && t.appliedOnPlatform == 30)
+        #expect(t.approvalToAppliedMs.count == 30 && t.approveSentToAppliedMs.count == 30)
+        #expect(t.pushToAckMs.count > 0)
+        #expect(t.steps.map(\.name) == ["a", "b", "c", "d", "e", "f", "g"])
+        #expect(report.peakConnected == 50 && report.connectLatencyMs.count >= 50)
+        #expect(report.stoppedBy == "verification passed")
+        #expect(t.accounts["customer"] == "acme-\(t.runID)" && t.accounts["reseller"] == "reseller-\(t.runID)")
+        // Progress and the platform's events, readable and summarised.
+        #expect(err.contains { $0.contains("event  transfer.approved") && $0.contains("(hold)") }, "\(err)")
+        #expect(err.contains { $0.contains("event  acme-\(t.runID)") && $0.contains("config.applied") })
+        #expect(err.contains { $0.hasPrefix("  provisioned 50/50") })
+        #expect(out.joined(separator: "\n").contains("verification              passed"))
+        #expect(try String(contentsOfFile: html, encoding: .utf8).contains("Approval reply to configuration applied"))
+    }
+
+    @Test func aBadAdminConfigIsOneClearLineAndExit1() throws {
+        var err: [String] = []
+        let code = FleetMain.run(["transfer", "--admin-config", "/nonexistent/admin.conf", "--devices", "5", "--duration", "10"],
+                                 stdout: { _ in }, stderr: { err.append($0) })
+        #expect(code == 1)
+        #expect(err.last == "fleetsim: transfer failed: --admin-config /nonexistent/admin.conf cannot be read", "\(err)")
+    }
+
+    @Test func transferOptionsAreValidated() {
+        #expect(throws: FleetError.self) { try FleetOptions.parse(["transfer"]) }
+        #expect(throws: FleetError.self) { try FleetOptions.parse(["transfer", "--admin-config", "a", "--approve", "0.9", "--reject", "0.2"]) }
+        #expect(throws: FleetError.self) { try FleetOptions.parse(["transfer", "--admin-config", "a", "--via", "bus"]) }
+        let o = try? FleetOptions.parse(["transfer", "--admin-config", "a", "--via", "none", "--run-id", "Demo1"])
+        #expect(o?.devices == 1000 && o?.duration == 300 && o?.route == TransferRoute.none && o?.runID == "demo1")
+        #expect((try? FleetOptions.parse(["connect", "--duration", "5m"]))?.duration == 300)
+    }
+}
