@@ -156,6 +156,12 @@ public actor ControlPlane {
         tasks.append(every(options.lastSeenFlushInterval) { await $0.flushLastSeen() })
         tasks.append(every(options.reconcileInterval) { await $0.reconcile() })
         tasks.append(every(options.expirySweepInterval) { await $0.sweepExpired() })
+        // CRLs carry a validity period: rewrite the broker's access files daily so they never lapse.
+        tasks.append(every(.seconds(24 * 3600)) { await $0.refreshAccess() })
+    }
+
+    func refreshAccess() {
+        if let snap = try? accessSnapshot() { onAccessChanged(snap) }
     }
 
     private func reconnected() {
@@ -419,7 +425,7 @@ public actor ControlPlane {
         guard !batch.isEmpty else { return }
         do {
             try ledger.db.transaction { _ in
-                for (d, v) in batch { try ledger.recordLastSeen(d, at: v.at, mode: v.mode) }
+                for (d, v) in batch { try ledger.recordLastSeen(d, at: v.at) }
             }
         } catch {
             ingest.restore(batch)

@@ -119,9 +119,11 @@ final class Ledger {
             """, [.integer(online ? 1 : 0), mode.map { .text($0.rawValue) } ?? .null, agentVersion.map { .text($0) } ?? .null,
                   .real(at.timeIntervalSince1970), .text(id.rawValue)])
     }
-    func recordLastSeen(_ id: DeviceID, at: Date, mode: DeviceMode) throws {
-        try db.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?), mode = ? WHERE id = ?",
-                       [.real(at.timeIntervalSince1970), .text(mode.rawValue), .text(id.rawValue)])
+    /// Only the time: a heartbeat batched before a mode switch must not undo the mode that the
+    /// device's ack and retained status (both ordered, QoS 1) already recorded.
+    func recordLastSeen(_ id: DeviceID, at: Date) throws {
+        try db.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?",
+                       [.real(at.timeIntervalSince1970), .text(id.rawValue)])
     }
     /// Applies a device's ack; returns the state it moved to, or nil when the ack is stale or unknown.
     func recordAck(_ id: DeviceID, _ ack: ConfigAck) throws -> (owner: AccountID, state: Commands.ConfigStatusEntry.State, mode: DeviceMode?)? {
