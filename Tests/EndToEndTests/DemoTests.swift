@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+import Subprocess
+import TestSupport
+
+/// The README's first command, with a small fleet, on the binaries this test run built.
+@Suite("The one-command demo", .serialized, .timeLimit(.minutes(3)))
+struct DemoTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    func runDemo(devices: Int, out: TempDirectory) throws -> (status: Int32, output: String) {
+        let log = out.file("demo.log")
+        let env = ProcessInfo.processInfo.environment.merging(["ESCROW_DEMO_BIN": Products.directory, "ESCROW_DEMO_OUT": out.path]) { $1 }
+        let child = try ChildProcess.spawn("/bin/bash", [Self.root + "/.ci/demo", "--devices", String(devices)], stdout: log, environment: env)
+        #expect(child.waitForExit(timeout: .seconds(150)), "the demo ends by itself")
+        return (child.exitStatus ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    }
+
+    @Test("runs the whole story, summarises it, writes the HTML report, and runs again at once")
+    func demo() throws {
+        let out = try TempDirectory(prefix: "demo")
+        for run in 1...2 {
+            let (status, output) = try runDemo(devices: 60, out: out)
+            #expect(status == 0, "run \(run):\n\(output.suffix(3000))")
+            #expect(output.contains("verification              passed"), "run \(run)")
+            #expect(output.contains("activated               42"), "70% of 60 activated")
+            #expect(output.contains("rejected                12"), "20% of 60 rejected")
+            #expect(output.contains("applied device/platform   42 / 42"))
+            #expect(output.contains("approve sent→applied"))
+            #expect(output.contains("event "), "events are shown as they happen")
+        }
+        let reports = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".html") }
+        #expect(reports.count == 2)
+        let html = try String(contentsOfFile: out.path + "/" + reports[0], encoding: .utf8)
+        // One self-contained page: charts inline, no external scripts, styles or images.
+        #expect(html.contains("<svg"))
+        #expect(!html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<link"), "no external assets")
+        // Nothing is left behind.
+        let leftovers = (try? runCommand("/usr/bin/pgrep", ["-f", "escrowfleet-demo"])) ?? ""
+        #expect(leftovers.isEmpty, "left running: \(leftovers)")
+    }
+}
