@@ -28,12 +28,12 @@ let package = Package(
         // Thin edges.
         .target(name: "MQTT", dependencies: ["CMosquitto"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
-        .target(name: "Identity", dependencies: ["COpenSSL"]),
-        .target(name: "Subprocess"),
-        .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "Subprocess"]),
+        .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
+        .target(name: "POSIX"),
+        .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "POSIX"]),
 
         // Products' libraries.
-        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity"]),
+        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity", "POSIX"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI"], path: "Simulator/FleetEngine"),
@@ -43,12 +43,12 @@ let package = Package(
         .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"]),
         .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"]),
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine"], path: "Simulator/fleetsim"),
-        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "Subprocess"], path: "bench/escrowbench"),
+        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "Subprocess"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX"], path: "Tests/TestSupport"),
         .testTarget(name: "EscrowCoreTests", dependencies: ["EscrowCore", "EscrowAgent", "TestSupport"]),
-        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "Subprocess", "TestSupport"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "POSIX", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),

@@ -1,4 +1,5 @@
 import Foundation
+import POSIX
 import Identity
 #if canImport(Glibc)
 import Glibc
@@ -77,25 +78,7 @@ public struct BrokerLayout: Sendable, Equatable {
 /// Writes through a temporary file with `mode`, then renames over `path`, so
 /// mosquitto never reads a half-written file on SIGHUP.
 public func writeBrokerFile(_ text: String, to path: String, mode: mode_t) throws(BrokerError) {
-    let tmp = path + ".tmp.\(getpid())"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-    guard fd >= 0 else { throw BrokerError.file(operation: "open", path: tmp, errno: errno) }
-    let bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            let e = errno; close(fd); unlink(tmp)
-            throw BrokerError.file(operation: "write", path: tmp, errno: e)
-        }
-        offset += n
-    }
-    fchmod(fd, mode)
-    fsync(fd)
-    close(fd)
-    guard rename(tmp, path) == 0 else {
-        let e = errno; unlink(tmp)
-        throw BrokerError.file(operation: "rename", path: path, errno: e)
+    do { try AtomicFile.write(text, to: path, mode: mode) } catch {
+        throw BrokerError.file(operation: error.operation, path: error.path, errno: error.errno)
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import Subprocess
+import POSIX
 import Synchronization
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import Foundation
+import POSIX
 import EscrowCore
 #if canImport(Glibc)
 import Glibc
@@ -23,29 +24,11 @@ public struct StateFile: Sendable {
         try Self.writeAtomically(WireCodec.encode(state), to: path, mode: 0o600)
     }
 
-    /// Writes `bytes` to a temp file created with `mode`, fsyncs it, renames it over `path`
-    /// and fsyncs the directory.
+    /// Writes `bytes` atomically (temp file, fsync, rename, fsync of the directory).
     static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw AgentError.storage("open \(tmp): \(String(cString: strerror(errno)))") }
-        var ok = bytes.withUnsafeBytes { buf -> Bool in
-            var off = 0
-            while off < buf.count {
-                let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
-            }
-            return true
+        do { try AtomicFile.write(bytes, to: path, mode: mode) } catch {
+            throw AgentError.storage(error.description)
         }
-        ok = ok && fchmod(fd, mode) == 0 && fsync(fd) == 0
-        let err = errno
-        close(fd)
-        guard ok else { unlink(tmp); throw AgentError.storage("write \(tmp): \(String(cString: strerror(err)))") }
-        guard rename(tmp, path) == 0 else { throw AgentError.storage("rename \(tmp): \(String(cString: strerror(errno)))") }
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { _ = fsync(dfd); close(dfd) }
     }
 }
 

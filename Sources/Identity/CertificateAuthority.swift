@@ -1,5 +1,6 @@
 import COpenSSL
 import Foundation
+import POSIX
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -244,25 +245,7 @@ func readFile(_ path: String) throws(IdentityError) -> String {
 
 /// Writes through a temporary file created with `mode`, fsyncs, then renames over `path`.
 func writeFile(_ text: String, to path: String, mode: mode_t) throws(IdentityError) {
-    let tmp = path + ".tmp.\(getpid())"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-    guard fd >= 0 else { throw IdentityError.file(operation: "open", path: tmp, errno: errno) }
-    let bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            let e = errno; close(fd); unlink(tmp)
-            throw IdentityError.file(operation: "write", path: tmp, errno: e)
-        }
-        offset += n
-    }
-    fchmod(fd, mode) // the umask may have narrowed or the file pre-existed
-    fsync(fd)
-    close(fd)
-    guard rename(tmp, path) == 0 else {
-        let e = errno; unlink(tmp)
-        throw IdentityError.file(operation: "rename", path: path, errno: e)
+    do { try AtomicFile.write(text, to: path, mode: mode) } catch {
+        throw IdentityError.file(operation: error.operation, path: error.path, errno: error.errno)
     }
 }

@@ -10,17 +10,6 @@ import TestSupport
 /// escrowd must stay up, answer or report a clear error, and change nothing.
 @Suite("Hostile input", .timeLimit(.minutes(3)))
 struct HostileInputTests {
-    /// A small deterministic generator (SplitMix64), so a failing case can be replayed from its seed.
-    struct Seeded: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     /// Everything durable that a refused input must not touch.
     static func snapshot(_ path: String) throws -> [String] {
@@ -76,7 +65,7 @@ struct HostileInputTests {
         ]
     }
 
-    static func mutations(of bytes: [UInt8], rng: inout Seeded) -> [[UInt8]] {
+    static func mutations(of bytes: [UInt8], rng: inout SplitMix64) -> [[UInt8]] {
         var out: [[UInt8]] = []
         // Truncated at a random point: never valid JSON.
         out.append(Array(bytes.prefix(Int.random(in: 0..<max(1, bytes.count - 1), using: &rng))))
@@ -91,7 +80,7 @@ struct HostileInputTests {
         return out
     }
 
-    static func typeMutations(_ value: JSONValue, versioned: Bool = true, rng: inout Seeded) -> [JSONValue] {
+    static func typeMutations(_ value: JSONValue, versioned: Bool = true, rng: inout SplitMix64) -> [JSONValue] {
         guard case .object(var o) = value, !o.isEmpty else { return [] }
         var out: [JSONValue] = []
         // A value of another JSON type than the field's (never null: optional fields accept it).
@@ -131,7 +120,7 @@ struct HostileInputTests {
         let before = try Self.snapshot(p.databasePath)
         let countersBefore = await p.service.counters
 
-        var rng = Seeded(state: seed)
+        var rng = SplitMix64(state: seed)
         let publisher = op.client
         var commandCases = 0, deviceCases = 0
         // Operator topics: every command, mutated many ways.

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Subprocess
+import POSIX
 import TestSupport
 
 /// The README's first command, with a small fleet, on the binaries this test run built.

@@ -1,7 +1,7 @@
 import Foundation
 import EscrowCore
 import MQTT
-import Subprocess
+import POSIX
 import TestSupport
 
 /// A running `escrowd` (real binary, managed mosquitto, mutual TLS for devices) with operators.

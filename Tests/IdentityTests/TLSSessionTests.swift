@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import Identity
-import Subprocess
+import POSIX
 #if canImport(Glibc)
 import Glibc
 #endif

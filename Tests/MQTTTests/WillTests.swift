@@ -1,6 +1,6 @@
 @testable import MQTT
 import Foundation
-import Subprocess
+import POSIX
 import Testing
 import TestSupport
 

@@ -1,5 +1,5 @@
 import Foundation
-import Subprocess
+import POSIX
 
 /// Runs a short-lived command to completion (bounded by `timeout`) and returns its combined output;
 /// throws with that output on failure. Output goes through a temp file, never a pipe, so a concurrently

@@ -1,6 +1,6 @@
 import Foundation
 import EscrowCore
-import Subprocess
+import POSIX
 #if canImport(Glibc)
 import Glibc
 #endif

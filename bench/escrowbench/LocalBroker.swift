@@ -1,5 +1,5 @@
 import Foundation
-import Subprocess
+import POSIX
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,6 @@
 import Foundation
 import MQTT
-import Subprocess
+import POSIX
 import Synchronization
 #if canImport(Glibc)
 import Glibc
