@@ -75,6 +75,9 @@ struct CommandProcessor {
         return Outcome(result: result, effects: fx, mutating: true)
     }
 
+    /// Broker usernames of operators and services; never device ids.
+    static let reservedPrefixes = ["op-", "svc-"]
+
     // MARK: accounts and operators
 
     private func requirePlatform(_ account: AccountID, _ what: String) throws {
@@ -158,6 +161,12 @@ struct CommandProcessor {
         var fresh: [DeviceID] = [], refused: [Transfer.Refusal] = []
         var seen = Set<DeviceID>()
         for id in ids where seen.insert(id).inserted {
+            // A device's certificate CN is its broker username: the operators' and services'
+            // namespaces are closed to devices, or a device named svc-escrowd would get escrowd's ACL.
+            if Self.reservedPrefixes.contains(where: { id.rawValue.hasPrefix($0) }) {
+                refused.append(.init(deviceId: id, reason: "device ids may not start with \(Self.reservedPrefixes.joined(separator: " or ")) (reserved for operators and services)"))
+                continue
+            }
             if try ledger.deviceExists(id) { refused.append(.init(deviceId: id, reason: "device \(id) already exists")) } else { fresh.append(id) }
         }
         var identities: [DeviceID: IssuedIdentity] = [:]

@@ -160,8 +160,10 @@ public actor ControlPlane {
         tasks.append(every(.seconds(24 * 3600)) { await $0.refreshAccess() })
     }
 
+    /// Daily: fresh CRLs for the broker, and replies older than 7 days forgotten.
     func refreshAccess() {
         if let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        try? ledger.pruneReplies(olderThan: Date().addingTimeInterval(-7 * 24 * 3600))
     }
 
     private func reconnected() {
@@ -212,7 +214,11 @@ public actor ControlPlane {
                 let outcome = try processor.execute(account: account, command: command, args: envelope.args)
                 let bytes = WireCodec.encode(CommandReply(requestId: envelope.requestId, result: outcome.result))
                 if outcome.mutating {
-                    try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: bytes, at: Date())
+                    // Device private keys go to the operator once and are never stored: a replayed
+                    // provisioning reply lists the bundles without their keys.
+                    let stored = command == CommandName.deviceProvision.rawValue
+                        ? WireCodec.encode(CommandReply(requestId: envelope.requestId, result: Self.withoutPrivateKeys(outcome.result))) : bytes
+                    try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
                     for e in outcome.effects.events { try ledger.enqueue(.event(e)) }
                 }
                 effects = outcome.effects
@@ -249,6 +255,17 @@ public actor ControlPlane {
             "code": .string(wire.code.rawValue), "message": .string(wire.message),
         ])
         publish(Outbound.event(event))
+    }
+
+    static func withoutPrivateKeys(_ result: JSONValue) -> JSONValue {
+        guard case .object(var o) = result, case .array(let bundles)? = o["bundles"] else { return result }
+        o["bundles"] = .array(bundles.map { b in
+            guard case .object(var bo) = b else { return b }
+            bo["privateKey"] = ""
+            return .object(bo)
+        })
+        o["privateKeysOmitted"] = true
+        return .object(o)
     }
 
     static func wireError(_ error: any Error) -> WireError {

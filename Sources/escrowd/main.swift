@@ -53,6 +53,9 @@ func fail(_ message: String, _ code: Int32) -> Never {
     exit(code)
 }
 
+// Everything escrowd writes (database, CA keys, secrets, broker files) is private to its user.
+umask(0o077)
+
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
                            "reconcile-interval", "mqtt", "config", "log-level", "broker-pid-file"]
 var argv = Array(CommandLine.arguments.dropFirst())

@@ -40,7 +40,7 @@ struct TransferStoryTests {
 
         // Reseller -> customer, short expiry.
         _ = try await op.send("acme", "profile.put", ["name": "factory", "settings": ["site": "plant-7"], "heartbeatInterval": 30, "makeDefault": true]).result(Commands.Profile.self)
-        let t2 = try await op.send("reseller", "transfer.request", ["to": "acme", "deviceIds": ids(devices), "expiresIn": 3]).result(Commands.TransferResult.self)
+        let t2 = try await op.send("reseller", "transfer.request", ["to": "acme", "deviceIds": ids(devices), "expiresIn": 120]).result(Commands.TransferResult.self)
         let approved = Array(devices[0..<3]), rejected = Array(devices[3..<5]), expiring = devices[5]
         let a = try await op.send("acme", "transfer.approve", ["transferId": .string(t2.transfer.id), "deviceIds": ids(approved), "action": "activate"]).result(Commands.TransferResult.self)
         #expect(a.decided.map(\.rawValue) == approved)

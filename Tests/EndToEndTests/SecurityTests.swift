@@ -145,4 +145,26 @@ struct SecurityTests {
         await oem2.close()
         await platform.close()
     }
+
+    @Test("device ids cannot take an operator's or escrowd's broker identity, and private keys are never stored")
+    func reservedNamesAndKeys() async throws {
+        let platform = try await PlatformSession()
+        let oem = try await platform.account("oem", kind: .provisioner)
+        // A device named svc-escrowd would log in (by certificate CN) with escrowd's ACL.
+        let r = try await oem.send("oem", "device.provision", ["deviceIds": ids(["svc-escrowd", "op-admin", "dev-ok"])]).result(Commands.DeviceProvisionResult.self)
+        #expect(r.provisioned.map(\.rawValue) == ["dev-ok"])
+        #expect(Set(r.refused.map(\.deviceId.rawValue)) == ["svc-escrowd", "op-admin"])
+        #expect(r.refused.allSatisfy { $0.reason.contains("reserved") })
+        // The bundle's key went to the operator once; a replay of the same request id has no key.
+        let first = try await oem.send("oem", "device.provision", ["deviceIds": ids(["dev-key"])], requestID: "provision-key")
+        let bundle = try #require(try first.result(Commands.DeviceProvisionResult.self).bundles.first)
+        #expect(bundle.privateKey.contains("PRIVATE KEY"))
+        let replay = try await oem.send("oem", "device.provision", ["deviceIds": ids(["dev-key"])], requestID: "provision-key")
+        #expect(replay.result?["privateKeysOmitted"]?.boolValue == true)
+        #expect(try replay.result(Commands.DeviceProvisionResult.self).bundles.first?.privateKey == "")
+        let files = ["/escrow.db", "/escrow.db-wal"].map { platform.escrowd.dataDirectory + $0 }
+        let db = files.compactMap { try? String(contentsOfFile: $0, encoding: .isoLatin1) }.joined()
+        #expect(!db.contains(bundle.privateKey.split(separator: "\n")[1]), "the key is not in the database")
+        await platform.close()
+    }
 }

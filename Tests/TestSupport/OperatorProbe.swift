@@ -43,7 +43,7 @@ public actor OperatorProbe {
 
     /// Sends a command and waits for its reply.
     public func send(_ account: AccountID, _ command: String, _ args: [String: JSONValue], requestID: String? = nil,
-              timeout: Duration = .seconds(10)) async throws -> CommandReply {
+              timeout: Duration = .seconds(30)) async throws -> CommandReply {
         let id = requestID ?? nextRequestID()
         replies[id] = nil
         let env = CommandEnvelope(requestId: id, args: .object(args))
@@ -55,7 +55,7 @@ public actor OperatorProbe {
         try await client.publish(Topic.accountCommand(account, command: command).path, payload)
     }
 
-    public func reply(_ id: String, timeout: Duration = .seconds(10)) async throws -> CommandReply {
+    public func reply(_ id: String, timeout: Duration = .seconds(30)) async throws -> CommandReply {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let r = replies[id] { return r }
