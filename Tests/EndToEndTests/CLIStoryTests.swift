@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import POSIX
+import EscrowCore
 import TestSupport
 
 /// The escrowctl binary against a real escrowd: OEM provisions, offers devices, the reseller takes them.
@@ -16,8 +18,8 @@ struct CLIStoryTests {
         return r
     }
 
-    @Test("OEM -> reseller: accounts, operators, provisioning with bundles, a transfer held, custody, errors")
-    func story() throws {
+    @Test("OEM -> reseller -> customer: accounts, operators, bundles, hold, partial approval, rejection, cancel, tail --json, custody, exit codes")
+    func story() async throws {
         let escrowd = try EscrowdProcess()
         let admin = ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"]
         #expect(try runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: admin).status == 0)
@@ -69,5 +71,41 @@ struct CLIStoryTests {
         #expect(moved.status == 66 && moved.stderr.hasPrefix("escrowctl: not_found:"), "\(moved)")
         let elsewhere = try runCLI(["--account", "oem", "device", "list"], env: res)
         #expect(elsewhere.status == 77, "\(elsewhere)")
+
+        // The reseller offers the 10 devices to a standalone customer: part activated, part
+        // rejected, the rest cancelled by the reseller; the customer tails its events as JSON.
+        #expect(try runCLI(["account", "create", "cust", "--name", "Customer", "--kind", "customer"], env: admin).status == 0)
+        #expect(try runAs(admin, ["operator", "create", "op-cust", "--account", "cust", "--password", "customer-secret"]).status == 0)
+        let cust = operatorEnv(broker: escrowd.operatorURL, user: "op-cust", password: "customer-secret", account: "cust")
+        let offer = try runAs(res, ["--json", "transfer", "request", "--to", "cust", "--prefix", "sn-", "--count", "10", "--expires", "1d"])
+        #expect(offer.status == 0, "\(offer)")
+        let offerID = try #require(try JSONDecoder().decode(JSONValue.self, from: Data(offer.stdout.utf8))["transfer"]?["id"]?.stringValue)
+        let tailOut = try TempDirectory(prefix: "tail")
+        let tailer = try ChildProcess.spawn(try escrowctlPath(), ["tail", "--json", "--for", "20s", "--count", "3", "--type", "transfer.approved,transfer.rejected,transfer.cancelled"],
+                                            stdout: tailOut.file("out"), environment: cust.merging(["PATH": "/usr/bin:/bin"]) { $1 })
+        try await waitUntil("tail is subscribed") {
+            (try? String(contentsOfFile: tailOut.file("out"), encoding: .utf8))?.contains("following events") == true
+        }
+        let some = try runCLI(["transfer", "approve", offerID, "--ids", "sn-000001,sn-000002,sn-000003,sn-000004,sn-000005", "--activate"], env: cust)
+        #expect(some.status == 0 && some.stdout.contains("5 devices approved (activate)"), "\(some)")
+        let rejected = try runCLI(["transfer", "reject", offerID, "--ids", "sn-000006,sn-000007,sn-000008", "--reason", "wrong model"], env: cust)
+        #expect(rejected.status == 0 && rejected.stdout.contains("3 devices rejected"), "\(rejected)")
+        let senderApproves = try runCLI(["transfer", "approve", offerID, "--activate"], env: res.merging(["ESCROW_ACCOUNT": "resell"]) { $1 })
+        #expect(senderApproves.status == 77, "the sender may not approve: \(senderApproves)")
+        let cancelled = try runCLI(["transfer", "cancel", offerID], env: res)
+        #expect(cancelled.status == 0 && cancelled.stdout.contains("2 devices cancelled"), "\(cancelled)")
+        let cancelAgain = try runCLI(["transfer", "cancel", offerID], env: res)
+        #expect(cancelAgain.status == 67, "nothing pending any more: \(cancelAgain)")
+        let unknown = try runCLI(["transfer", "show", "tr-nope"], env: cust)
+        #expect(unknown.status == 66, "\(unknown)")
+        let outcome = try runCLI(["--json", "transfer", "show", offerID], env: cust)
+        let view = try JSONDecoder().decode(JSONValue.self, from: Data(outcome.stdout.utf8))
+        #expect(view["counts"]?["approved"]?.intValue == 5 && view["counts"]?["rejected"]?.intValue == 3 && view["counts"]?["cancelled"]?.intValue == 2, "\(outcome.stdout)")
+        #expect(tailer.waitForExit(timeout: .seconds(25)))
+        let lines = ((try? String(contentsOfFile: tailOut.file("out"), encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("{") }
+        let types = lines.compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))["type"]?.stringValue }
+        #expect(types == ["transfer.approved", "transfer.rejected", "transfer.cancelled"], "tail --json: \(lines)")
+        let usage = try runCLI(["transfer", "approve"], env: cust)
+        #expect(usage.status == 64, "a missing transfer id is a usage error: \(usage)")
     }
 }
