@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import EscrowCore
 import TestSupport
+import POSIX
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -85,6 +86,46 @@ struct AgentProcessTests {
             #expect(show.custody.filter { $0.decision == .activated }.count == 1, "activated exactly once: \(n)")
             #expect(show.device.configVersion == 1, "one configuration version, not re-pushed by the crash: \(n)")
         }
+        await platform.close()
+    }
+}
+
+@Suite("escrow-agent's clear failures and exit codes", .timeLimit(.minutes(2)))
+struct AgentExitCodeTests {
+    func run(_ conf: String, in dir: TempDirectory) throws -> (status: Int32, output: String) {
+        let path = dir.file("agent.conf")
+        try conf.write(toFile: path, atomically: true, encoding: .utf8)
+        let out = try runCommandStatus(try Products.path("escrow-agent"), ["--config", path])
+        return out
+    }
+
+    func runCommandStatus(_ exe: String, _ args: [String]) throws -> (status: Int32, output: String) {
+        let scratch = try TempDirectory(prefix: "agent-run")
+        let child = try ChildProcess.spawn(exe, args, stdout: scratch.file("out"))
+        #expect(child.waitForExit(timeout: .seconds(30)), "escrow-agent ends by itself")
+        return (child.exitStatus ?? -1, (try? String(contentsOfFile: scratch.file("out"), encoding: .utf8)) ?? "")
+    }
+
+    @Test("missing identity files, a usage error, an unreachable broker and a refused login each exit with their own code")
+    func exitCodes() async throws {
+        let dir = try TempDirectory(prefix: "agent-exit")
+        // Identity files missing: 66.
+        var r = try run("broker = mqtts://127.0.0.1:1\ndevice_id = dev-1\ncertificate = nope.crt\nprivate_key = nope.key\nbroker_ca = nope.pem\n", in: dir)
+        #expect(r.status == 66 && r.output.contains("certificate"), "\(r)")
+        // A bad setting: 64.
+        r = try run("broker = mqtt://127.0.0.1:1\ndevice_id = dev/1\n", in: dir)
+        #expect(r.status == 64, "\(r)")
+        // Unreachable broker after the configured attempts: 69.
+        let closed = try freePort()
+        r = try run("broker = mqtt://127.0.0.1:\(closed)\ndevice_id = dev-1\nconnect_attempts = 2\nbackoff_initial = 1\nbackoff_max = 1\n", in: dir)
+        #expect(r.status == 69 && r.output.contains("unreachable"), "\(r)")
+        // A certificate the broker does not trust: refused, 77.
+        let platform = try await PlatformSession()
+        let rogue = try TestCertificates(caName: "Rogue CA")
+        let cert = try rogue.makeClient(commonName: "dev-1")
+        let ca = platform.escrowd.dataDirectory + "/platform-ca.pem"
+        r = try run("broker = \(platform.escrowd.deviceURL)\ndevice_id = dev-1\ncertificate = \(cert.certFile)\nprivate_key = \(cert.keyFile)\nbroker_ca = \(ca)\nconnect_attempts = 1\n", in: dir)
+        #expect(r.status == 77, "a refused login is not retried: \(r)")
         await platform.close()
     }
 }

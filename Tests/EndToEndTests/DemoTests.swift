@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import POSIX
 import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The README's first command, with a small fleet, on the binaries this test run built.
 @Suite("The one-command demo", .serialized, .timeLimit(.minutes(3)))
@@ -38,5 +41,28 @@ struct DemoTests {
         // Nothing is left behind.
         let leftovers = (try? runCommand("/usr/bin/pgrep", ["-f", "escrowfleet-demo"])) ?? ""
         #expect(leftovers.isEmpty, "left running: \(leftovers)")
+    }
+
+    @Test("Ctrl-C in the middle leaves no process, no lock and no data directory behind")
+    func interrupted() throws {
+        let out = try TempDirectory(prefix: "demo-int")
+        let log = out.file("demo.log")
+        let env = ProcessInfo.processInfo.environment.merging(["ESCROW_DEMO_BIN": Products.directory, "ESCROW_DEMO_OUT": out.path]) { $1 }
+        let child = try ChildProcess.spawn("/bin/bash", [Self.root + "/.ci/demo", "--devices", "3000"], stdout: log, environment: env)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var text = ""
+        while ContinuousClock.now < deadline {
+            text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if text.contains("connected ") || text.contains("provision") { break }
+            usleep(20_000)
+        }
+        #expect(text.contains("provision") || text.contains("connected "), "the story was under way: \(text.suffix(500))")
+        child.signal(SIGINT)
+        #expect(child.waitForExit(timeout: .seconds(30)), "the demo stops on Ctrl-C")
+        #expect(child.exitStatus != 0)
+        let left = (try? runCommand("/usr/bin/pgrep", ["-af", "escrowfleet-demo"])) ?? ""
+        #expect(left.isEmpty, "left running after Ctrl-C: \(left)")
+        let dirs = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp"))?.filter { $0.hasPrefix("escrowfleet-demo.") } ?? []
+        #expect(dirs.isEmpty, "left behind: \(dirs)")
     }
 }
