@@ -156,8 +156,19 @@ public actor ControlPlane {
         tasks.append(every(options.lastSeenFlushInterval) { await $0.flushLastSeen() })
         tasks.append(every(options.reconcileInterval) { await $0.reconcile() })
         tasks.append(every(options.expirySweepInterval) { await $0.sweepExpired() })
+        tasks.append(every(.seconds(60)) { await $0.logStats() })
         // CRLs carry a validity period: rewrite the broker's access files daily so they never lapse.
         tasks.append(every(.seconds(24 * 3600)) { await $0.refreshAccess() })
+    }
+
+    private var lastStats = Counters()
+
+    /// One line a minute for operators reading the log: load and what changed since the last line.
+    func logStats() {
+        let c = counters
+        let online = online.values.filter { $0 }.count
+        log(.info, "stats: \(ingest.knownCount) devices, \(online) online; last minute: \(c.heartbeats - lastStats.heartbeats) heartbeats, \(c.commands - lastStats.commands) commands (\(c.commandErrors - lastStats.commandErrors) refused), \(c.acks - lastStats.acks) acks, \(c.configsPublished - lastStats.configsPublished) configurations published, \(c.deviceErrors - lastStats.deviceErrors) device errors")
+        lastStats = c
     }
 
     /// Daily: fresh CRLs for the broker, and replies older than 7 days forgotten.
@@ -442,7 +453,7 @@ public actor ControlPlane {
         guard !batch.isEmpty else { return }
         do {
             try ledger.db.transaction { _ in
-                for (d, v) in batch { try ledger.recordLastSeen(d, at: v.at) }
+                for (d, at) in batch { try ledger.recordLastSeen(d, at: at) }
             }
         } catch {
             ingest.restore(batch)

@@ -11,7 +11,7 @@ import MQTT
 final class HeartbeatIngest: Sendable {
     private struct State {
         var known: Set<DeviceID> = []
-        var latest: [DeviceID: (at: Date, mode: DeviceMode)] = [:]
+        var latest: [DeviceID: Date] = [:]
         var heartbeats = 0
         var errors = 0
     }
@@ -28,12 +28,12 @@ final class HeartbeatIngest: Sendable {
     func receive(_ device: DeviceID, _ m: MQTTMessage, client: MQTTClient) {
         let failure: WireError?
         do {
-            let hb = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            _ = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
             let now = Date()
             failure = state.withLock { s -> WireError? in
                 guard s.known.contains(device) else { s.errors += 1; return WireError(.notFound, "device \(device) is not provisioned") }
                 s.heartbeats += 1
-                s.latest[device] = (now, hb.mode)
+                s.latest[device] = now
                 return nil
             }
         } catch {
@@ -48,7 +48,7 @@ final class HeartbeatIngest: Sendable {
     }
 
     /// The last-seen times gathered since the previous call.
-    func take() -> [DeviceID: (at: Date, mode: DeviceMode)] {
+    func take() -> [DeviceID: Date] {
         state.withLock { s in
             defer { s.latest = [:] }
             return s.latest
@@ -56,7 +56,7 @@ final class HeartbeatIngest: Sendable {
     }
 
     /// Puts back a batch that could not be written; newer heartbeats win.
-    func restore(_ batch: [DeviceID: (at: Date, mode: DeviceMode)]) {
+    func restore(_ batch: [DeviceID: Date]) {
         state.withLock { s in s.latest.merge(batch) { newer, _ in newer } }
     }
 }
