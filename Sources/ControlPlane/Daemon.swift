@@ -20,10 +20,8 @@ public final class Daemon: Sendable {
         public var publicHost = "127.0.0.1"
         public var reconcileInterval: Duration = .seconds(30)
         public var mqttVersion: MQTTVersion = .v5
-        /// With an external broker: still write and maintain its files in DATA/broker (a Mosquitto
-        /// container that mounts them, as in docker-compose.yml).
-        public var maintainBrokerFiles = false
-        /// With `maintainBrokerFiles`: the broker's pid file; escrowd sends SIGHUP after each rewrite.
+        /// With an external broker that mounts DATA/broker (docker-compose.yml): its pid file;
+        /// escrowd sends SIGHUP after each rewrite of the broker's files.
         public var brokerPIDFile: String?
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
     }
@@ -65,7 +63,9 @@ public final class Daemon: Sendable {
         var options: MQTTOptions
         let plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
                               operatorHost: settings.bindHost, operatorPort: settings.operatorPort)
-        if settings.externalBroker == nil || settings.maintainBrokerFiles {
+        // The broker's files are always kept current in DATA/broker: a managed broker reads them,
+        // an external one is given them (see --print-broker-config).
+        do {
             if !FileManager.default.fileExists(atPath: layout.serverCertificate) {
                 try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"])))
             }
@@ -86,16 +86,13 @@ public final class Daemon: Sendable {
         var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
         cpOptions.reconcileInterval = settings.reconcileInterval
         let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username
-        let log = self.log, maintain = settings.externalBroker == nil || settings.maintainBrokerFiles, pidFile = settings.brokerPIDFile
+        let log = self.log, pidFile = settings.brokerPIDFile, external = settings.externalBroker != nil && pidFile == nil
         service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot in
-            guard maintain else {
-                log(.info, "accounts or operators changed: update the external broker's ACL and password file (see --print-broker-config)")
-                return
-            }
             do {
                 try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (username, password))
                 if let managed { try managed.reload() } else if let pidFile { try Self.signalBroker(pidFile: pidFile) }
-                log(.info, "broker access files rewritten (\(snapshot.accounts.count) accounts, \(snapshot.operators.count) operators)")
+                log(.info, "broker access files rewritten (\(snapshot.accounts.count) accounts, \(snapshot.operators.count) operators)"
+                    + (external ? "; copy them to the external broker and SIGHUP it (escrowd --print-broker-config)" : ""))
             } catch {
                 log(.error, "could not update broker access files: \(error)")
             }
@@ -147,9 +144,10 @@ public final class Daemon: Sendable {
     public func run() async throws {
         let snapshot = try await bootstrap()
         let password = try brokerPassword()
-        if broker != nil || settings.maintainBrokerFiles {
-            try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, password))
-            if broker == nil, let pidFile = settings.brokerPIDFile { try? Self.signalBroker(pidFile: pidFile) }
+        try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, password))
+        if broker == nil, let pidFile = settings.brokerPIDFile { try? Self.signalBroker(pidFile: pidFile) }
+        if broker == nil, settings.brokerPIDFile == nil, let url = settings.externalBroker {
+            log(.info, "external broker \(url): the configuration it needs is in \(layout.directory) (escrowd --print-broker-config explains it)")
         }
         if let broker {
             let log = self.log

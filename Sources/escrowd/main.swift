@@ -28,10 +28,9 @@ OPTIONS
   --config FILE            read options from FILE (key = value, same names without dashes)
   --log-level L            debug, info, warn or error (default info)
   --print-broker-config    print the mosquitto settings an external broker needs, then exit
-  --broker-files           with --broker: write and maintain the broker's files in DATA/broker
-                           (configuration, certificates, ACL, passwords) for a Mosquitto that
-                           mounts them, e.g. the docker-compose.yml deployment
-  --broker-pid-file FILE   with --broker-files: SIGHUP this broker after each rewrite
+  --broker-pid-file FILE   with --broker: SIGHUP the broker whose pid is in FILE after each rewrite
+                           of its files in DATA/broker (a Mosquitto that mounts them, as in
+                           docker-compose.yml); without it, copy them and reload by hand
   --init-broker-files      write DATA/broker and DATA/admin.conf, then exit (container start-up)
   -h, --help               show this text
 
@@ -61,13 +60,13 @@ let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device
 var argv = Array(CommandLine.arguments.dropFirst())
 let args: Arguments
 do {
-    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "broker-files", "init-broker-files"])
+    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files"])
     if let file = parsed.value("config") {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { fail("cannot read --config \(file)", 66) }
         let kv = try KeyValueFile.parse(text)
         // File settings come first so that flags override them.
         argv = kv.flatMap { ["--\($0.key)", $0.value] } + argv
-        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "broker-files", "init-broker-files"])
+        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files"])
     }
     args = parsed
     if !args.positionals.isEmpty { throw UsageError("unexpected argument '\(args.positionals[0])'") }
@@ -86,7 +85,6 @@ do {
     if let p = try args.int("operator-port", in: 1...65535) { settings.operatorPort = p }
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
-    settings.maintainBrokerFiles = args.flag("broker-files") || args.flag("init-broker-files")
     settings.brokerPIDFile = args.value("broker-pid-file")
     if let v = args.value("mqtt") {
         guard v == "5" || v == "3.1.1" else { throw UsageError("--mqtt is 5 or 3.1.1") }

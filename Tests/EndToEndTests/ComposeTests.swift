@@ -87,7 +87,6 @@ struct ComposeTests {
         let pidLine = try #require(lines.first { $0.hasPrefix("pid_file ") })
         let escrowd = try Self.array(s["escrowd"]?["command"])
         #expect(Self.option("--broker-pid-file", in: escrowd) == pidLine.replacingOccurrences(of: "pid_file " + tmp.path + "/data", with: data))
-        #expect(escrowd.contains("--broker-files"))
         // escrowd and the simulator use the same listeners the broker opens.
         #expect(Self.option("--broker", in: escrowd) == "mqtt://mosquitto:\(operatorPort)")
         #expect(Self.option("--broker", in: initCommand) == "mqtt://mosquitto:\(operatorPort)")
