@@ -20,10 +20,15 @@ public final class Daemon: Sendable {
         public var publicHost = "127.0.0.1"
         public var reconcileInterval: Duration = .seconds(30)
         public var mqttVersion: MQTTVersion = .v5
+        /// Managed broker: TLS on the operator listener too (certificate from the platform CA), for
+        /// operators on other hosts. escrowctl then needs `ca = DATA/platform-ca.pem` (admin.conf has it).
+        public var operatorTLS = false
         /// With an external broker that mounts DATA/broker (docker-compose.yml): its pid file;
         /// escrowd sends SIGHUP after each rewrite of the broker's files.
         public var brokerPIDFile: String?
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
+        /// Where escrowd and local operators reach the managed broker's listeners.
+        var localHost: String { bindHost == "0.0.0.0" ? "127.0.0.1" : bindHost }
     }
 
     public let settings: Settings
@@ -62,7 +67,7 @@ public final class Daemon: Sendable {
         let password = try settings.password ?? Self.secret(at: dir + "/escrowd.secret")
         var options: MQTTOptions
         let plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
-                              operatorHost: settings.bindHost, operatorPort: settings.operatorPort)
+                              operatorHost: settings.bindHost, operatorPort: settings.operatorPort, operatorTLS: settings.operatorTLS)
         // The broker's files are always kept current in DATA/broker: a managed broker reads them,
         // an external one is given them (see --print-broker-config).
         do {
@@ -75,7 +80,8 @@ public final class Daemon: Sendable {
             options = try MQTTOptions.parse(url: url, clientID: "escrowd")
             broker = nil
         } else {
-            options = MQTTOptions(clientID: "escrowd", host: settings.bindHost, port: settings.operatorPort)
+            options = MQTTOptions(clientID: "escrowd", host: settings.localHost, port: settings.operatorPort)
+            if settings.operatorTLS { options.tls = MQTTTLS(caFile: caCert) }
             broker = ManagedBroker(layout: layout, plan: plan)
         }
         options.username = settings.username
@@ -170,14 +176,15 @@ public final class Daemon: Sendable {
             snapshot = try await service.accessSnapshot()
         }
         let admin = try Self.secret(at: settings.dataDirectory + "/admin.secret")
-        let brokerURL = settings.externalBroker.map { $0.replacingOccurrences(of: "mqtts://", with: "mqtt://") } ?? "mqtt://\(settings.bindHost):\(settings.operatorPort)"
+        let brokerURL = settings.externalBroker
+            ?? "\(settings.operatorTLS ? "mqtts" : "mqtt")://\(settings.localHost):\(settings.operatorPort)"
         try writeSecretFile(adminCredentialsPath, """
             # escrowctl settings for the platform administrator (written by escrowd)
             broker = \(brokerURL)
             user = op-admin
             password = \(admin)
             account = platform
-            """)
+            """ + (settings.operatorTLS && settings.externalBroker == nil ? "\nca = \(settings.dataDirectory)/platform-ca.pem" : ""))
         return snapshot
     }
 

@@ -346,7 +346,7 @@ public final class CommandContext {
     public func connect() async throws -> OperatorSession {
         if let session { return session }
         let s = try await OperatorSession.connect(.init(broker: global.broker, username: global.user, password: global.password,
-                                                        account: account, timeout: global.timeout))
+                                                        account: account, timeout: global.timeout, caFile: global.caFile))
         session = s
         return s
     }

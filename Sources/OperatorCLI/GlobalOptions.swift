@@ -6,6 +6,8 @@ public struct GlobalOptions: Sendable, Equatable {
     public var broker: String = GlobalOptions.defaultBroker
     public var user: String?
     public var password: String?
+    /// CA file for an `mqtts://` operator listener (ESCROW_CA, config key `ca`).
+    public var caFile: String?
     /// The account acted in (`accounts/{account}/cmd/...`); nil when nothing named one.
     public var account: AccountID?
     /// The config file that was read, if any.
@@ -20,7 +22,7 @@ public struct GlobalOptions: Sendable, Equatable {
     public static let defaultBroker = "mqtt://127.0.0.1:1883"
     /// Read when it exists and neither --config nor ESCROW_CONFIG names another file.
     public static let defaultConfigFile = "./escrow-data/admin.conf"
-    public static let valued: Set<String> = ["broker", "user", "password", "account", "config", "timeout", "request-id"]
+    public static let valued: Set<String> = ["broker", "user", "password", "account", "config", "timeout", "request-id", "ca"]
     public static let booleans: Set<String> = ["json", "quiet", "help"]
 
     public static let help = """
@@ -28,6 +30,7 @@ public struct GlobalOptions: Sendable, Equatable {
           --broker URL       broker for operators (ESCROW_BROKER; default \(defaultBroker))
           --user USER        operator username, op-... (ESCROW_USER)
           --password PASS    operator password (ESCROW_PASSWORD)
+          --ca FILE          CA of an mqtts:// operator listener (ESCROW_CA; escrowd --operator-tls)
           --account ACCT     the account acted in (ESCROW_ACCOUNT; default: the config file's)
           --config FILE      key = value file with broker, user, password, account
                              (ESCROW_CONFIG; default \(defaultConfigFile) if it exists)
@@ -52,8 +55,8 @@ public struct GlobalOptions: Sendable, Equatable {
             do { file = try KeyValueFile.parse(text) } catch { throw UsageError("config file \(defaultConfigFile): \(error.message)") }
             o.configFile = defaultConfigFile
         }
-        for key in file.keys where !["broker", "user", "password", "account"].contains(key) {
-            throw UsageError("config file \(o.configFile ?? ""): unknown key '\(key)'; known: broker, user, password, account")
+        for key in file.keys where !["broker", "user", "password", "account", "ca"].contains(key) {
+            throw UsageError("config file \(o.configFile ?? ""): unknown key '\(key)'; known: broker, user, password, account, ca")
         }
         func pick(_ flag: String, _ env: String, _ key: String, useFlag: Bool = true) -> String? {
             if useFlag, let v = args.value(flag) { return v }
@@ -64,6 +67,7 @@ public struct GlobalOptions: Sendable, Equatable {
         guard o.broker.contains("://") else { throw UsageError("--broker expects a URL like mqtt://host:1883, got '\(o.broker)'") }
         o.user = pick("user", "ESCROW_USER", "user")
         o.password = pick("password", "ESCROW_PASSWORD", "password", useFlag: passwordFlag)
+        o.caFile = pick("ca", "ESCROW_CA", "ca")
         if let raw = pick("account", "ESCROW_ACCOUNT", "account", useFlag: accountFlag) {
             guard let a = AccountID(raw) else { throw UsageError("account '\(raw)' must match [A-Za-z0-9._-]{1,64}") }
             o.account = a

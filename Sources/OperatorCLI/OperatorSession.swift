@@ -57,11 +57,14 @@ public actor OperatorSession {
         /// Bound on connecting and on each command's round trip.
         public var timeout: Duration
         public var clientID: String
+        /// With `mqtts://`: the CA that signed the broker's certificate (default: the system's CAs).
+        public var caFile: String?
 
         public init(broker: String = "mqtt://127.0.0.1:1883", username: String? = nil, password: String? = nil,
-                    account: AccountID, timeout: Duration = .seconds(10), clientID: String = "escrowctl-" + OperatorSession.randomToken(12)) {
+                    account: AccountID, timeout: Duration = .seconds(10), clientID: String = "escrowctl-" + OperatorSession.randomToken(12),
+                    caFile: String? = nil) {
             self.broker = broker; self.username = username; self.password = password
-            self.account = account; self.timeout = timeout; self.clientID = clientID
+            self.account = account; self.timeout = timeout; self.clientID = clientID; self.caFile = caFile
         }
     }
 
@@ -106,6 +109,7 @@ public actor OperatorSession {
         options.keepAlive = 30
         if let u = configuration.username { options.username = u }
         if let p = configuration.password { options.password = p }
+        if let ca = configuration.caFile, options.tls != nil { options.tls = MQTTTLS(caFile: ca) }
         let client: MQTTClient
         do {
             client = try MQTTClient(options)

@@ -23,6 +23,8 @@ OPTIONS
   --device-port N          managed broker: mutual-TLS listener for devices (default 8883)
   --operator-port N        managed broker: password listener for escrowd and operators (default 1883)
   --public-host HOST       host name devices use to reach the broker (default 127.0.0.1)
+  --operator-tls           managed broker: TLS on the operator listener too, for operators on
+                           other hosts (admin.conf then names the CA escrowctl must trust)
   --reconcile-interval D   re-publish unacknowledged configurations this often (default 30s)
   --mqtt 5|3.1.1           protocol escrowd speaks (default 5)
   --config FILE            read options from FILE (key = value, same names without dashes)
@@ -41,7 +43,7 @@ FILES (in DATA)
 
 EXAMPLES
   escrowd                                   # managed broker on 127.0.0.1:8883 (devices) and :1883
-  escrowd --data /var/lib/escrowfleet --bind 0.0.0.0 --public-host mqtt.example.com
+  escrowd --data /var/lib/escrowfleet --bind 0.0.0.0 --public-host mqtt.example.com --operator-tls
   escrowctl --config escrow-data/admin.conf account list
 
 Stops cleanly on SIGINT and SIGTERM (and stops the managed broker).
@@ -60,13 +62,13 @@ let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device
 var argv = Array(CommandLine.arguments.dropFirst())
 let args: Arguments
 do {
-    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files"])
+    var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files", "operator-tls"])
     if let file = parsed.value("config") {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { fail("cannot read --config \(file)", 66) }
         let kv = try KeyValueFile.parse(text)
         // File settings come first so that flags override them.
         argv = kv.flatMap { ["--\($0.key)", $0.value] } + argv
-        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files"])
+        parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files", "operator-tls"])
     }
     args = parsed
     if !args.positionals.isEmpty { throw UsageError("unexpected argument '\(args.positionals[0])'") }
@@ -86,6 +88,7 @@ do {
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
     settings.brokerPIDFile = args.value("broker-pid-file")
+    settings.operatorTLS = args.flag("operator-tls")
     if let v = args.value("mqtt") {
         guard v == "5" || v == "3.1.1" else { throw UsageError("--mqtt is 5 or 3.1.1") }
         settings.mqttVersion = v == "5" ? .v5 : .v311

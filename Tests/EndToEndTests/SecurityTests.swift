@@ -168,3 +168,23 @@ struct SecurityTests {
         await platform.close()
     }
 }
+
+@Suite("Operators on other hosts: TLS on the operator listener", .timeLimit(.minutes(2)))
+struct OperatorTLSTests {
+    @Test("with --operator-tls, escrowctl works through the admin.conf escrowd writes, and plain MQTT is refused")
+    func operatorTLS() async throws {
+        let escrowd = try EscrowdProcess(arguments: ["--operator-tls"])
+        defer { escrowd.stop() }
+        let conf = try String(contentsOfFile: escrowd.dataDirectory + "/admin.conf", encoding: .utf8)
+        #expect(conf.contains("broker = mqtts://127.0.0.1:\(escrowd.operatorPort)") && conf.contains("ca = "), "\(conf)")
+        let created = try runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"])
+        #expect(created.status == 0, "\(created)")
+        let list = try runCLI(["--json", "account", "list"], env: ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"])
+        #expect(list.status == 0 && list.stdout.contains("\"oem\""), "\(list)")
+        // The same login without TLS does not get through.
+        let admin = try escrowd.adminCredentials()
+        var plain = MQTTOptions(clientID: "plain-operator", port: escrowd.operatorPort)
+        plain.username = admin.user; plain.password = admin.password; plain.reconnect = nil
+        await #expect(throws: MQTTError.self) { try await MQTTClient(plain).connect(timeout: .seconds(5)) }
+    }
+}

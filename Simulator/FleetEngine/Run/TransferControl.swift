@@ -195,6 +195,7 @@ struct TransferControl: Sendable {
             throw TransferAbort.failed("--admin-config \(path) needs broker, user and password")
         }
         let platform = AccountID(conf["account"] ?? "platform") ?? .platform
+        let caFile = conf["ca"]
 
         let oem = AccountID("oem-\(run)")!, reseller = AccountID("reseller-\(run)")!, customer = AccountID("acme-\(run)")!
         let viaReseller = o.route == .reseller
@@ -207,14 +208,14 @@ struct TransferControl: Sendable {
         var sessions: [String: OperatorSession] = [:]
         try await timed("a", "accounts and operators (run \(run))") {
             say("  connecting to \(broker) as \(user)")
-            let admin = try await OperatorSession.connect(.init(broker: broker, username: user, password: password, account: platform, timeout: timeout))
+            let admin = try await OperatorSession.connect(.init(broker: broker, username: user, password: password, account: platform, timeout: timeout, caFile: caFile))
             bag.add(admin)
             for r in roles {
                 _ = try await admin.call(.accountCreate, Commands.AccountCreate(id: r.id, name: "\(r.role.capitalized) \(run)", kind: r.kind))
                 let username = "op-\(r.role)-\(run)", secret = OperatorSession.randomToken(24)
                 _ = try await admin.call(.operatorCreate, Commands.OperatorCreate(username: username, password: secret, account: r.id))
                 say("  account \(r.id) (\(r.kind.rawValue)\(r.role == "customer" ? ", standalone" : "")), operator \(username)")
-                let session = try await login(broker: broker, user: username, password: secret, account: r.id, timeout: timeout)
+                let session = try await login(broker: broker, user: username, password: secret, account: r.id, timeout: timeout, caFile: caFile)
                 sessions[r.role] = session
                 let events = try await session.events(in: r.id)
                 let digest = self.digest, console = self.console, account = r.id
@@ -374,11 +375,11 @@ struct TransferControl: Sendable {
 
     /// Logs in as a freshly created operator: the broker reloads its password file on SIGHUP
     /// right after `operator.create`, so the first attempts may be refused.
-    private func login(broker: String, user: String, password: String, account: AccountID, timeout: Duration) async throws -> OperatorSession {
+    private func login(broker: String, user: String, password: String, account: AccountID, timeout: Duration, caFile: String?) async throws -> OperatorSession {
         var last: (any Error)?
         for _ in 0..<50 {
             do {
-                let s = try await OperatorSession.connect(.init(broker: broker, username: user, password: password, account: account, timeout: timeout))
+                let s = try await OperatorSession.connect(.init(broker: broker, username: user, password: password, account: account, timeout: timeout, caFile: caFile))
                 bag.add(s)
                 return s
             } catch {
