@@ -292,13 +292,15 @@ public actor ControlPlane {
     }
 
     private func reply(account: AccountID, requestID: String, payload: [UInt8], response: MQTTProperties) {
-        publish(Topic.accountReply(account, requestID: requestID).path, payload)
-        // Honour an MQTT 5 response topic only inside the same account's reply tree: the
+        // Always on the fixed reply topic (MQTT 3.1.1 clients); with the correlation data when the
+        // MQTT 5 response topic is that same topic, so the reply is published once.
+        let standard = Topic.accountReply(account, requestID: requestID).path
+        let correlated = response.responseTopic == standard ? MQTTProperties(correlationData: response.correlationData) : MQTTProperties()
+        publish(standard, payload, properties: correlated)
+        // Another response topic is honoured only inside the same account's reply tree: the
         // control plane is privileged and must not be steered into another account's topics.
-        if let rt = response.responseTopic, rt.hasPrefix("accounts/\(account)/reply/"), rt != Topic.accountReply(account, requestID: requestID).path {
+        if let rt = response.responseTopic, rt != standard, rt.hasPrefix("accounts/\(account)/reply/") {
             publish(rt, payload, properties: .init(correlationData: response.correlationData))
-        } else if response.correlationData != nil, response.responseTopic == Topic.accountReply(account, requestID: requestID).path {
-            publish(Topic.accountReply(account, requestID: requestID).path, payload, properties: .init(correlationData: response.correlationData))
         }
     }
 
