@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import Broker
 import Identity
@@ -211,7 +212,7 @@ struct BrokerLiveTests {
 
     @Test func brokenConfigFailsStartupWithItsOutput() async throws {
         let dir = TempDir(); defer { dir.remove() }
-        let conf = try dir.write("bad.conf", "listener \(freePort())\nno_such_option 1\n")
+        let conf = try dir.write("bad.conf", "listener \(try freePort())\nno_such_option 1\n")
         let broker = ManagedBroker(configFile: conf, readinessEndpoints: [("127.0.0.1", 1)], outputFile: dir.file("out"))
         do {
             try await broker.start()

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Synchronization
 import Testing
 @testable import Broker
@@ -27,17 +28,6 @@ struct TempDir {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// A TCP port nobody listens on right now.
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET); a.sin_addr.s_addr = inet_addr("127.0.0.1"); a.sin_port = 0
-    _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: a.sin_port))
-}
 
 /// A child process whose stdout+stderr are collected; killed on timeout or `kill()`.
 final class Spawned: Sendable {
@@ -116,7 +106,8 @@ final class BrokerFixture: @unchecked Sendable {
          revokedInACL: [String] = []) throws {
         dir = TempDir("brk")
         layout = BrokerLayout(dataDirectory: dir.path)
-        plan = BrokerPlan(layout: layout, deviceHost: "127.0.0.1", devicePort: freePort(), operatorPort: freePort())
+        let ports = try freePorts(2)
+        plan = BrokerPlan(layout: layout, deviceHost: "127.0.0.1", devicePort: ports[0], operatorPort: ports[1])
         provisioner = try CertificateAuthority.create(commonName: "EscrowFleet Provisioner CA")
         owner = try CertificateAuthority.create(commonName: "Owner acme CA")
         for id in deviceIDs { devices[id] = try provisioner.issueDeviceIdentity(deviceID: id) }

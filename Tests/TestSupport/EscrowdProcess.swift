@@ -19,8 +19,9 @@ public final class EscrowdProcess: @unchecked Sendable {
 
     public init(arguments: [String] = [], startTimeout: Duration = .seconds(20)) throws {
         data = try TempDirectory(prefix: "escrowd")
-        devicePort = try freePort()
-        operatorPort = try freePort()
+        let ports = try freePorts(2)
+        devicePort = ports[0]
+        operatorPort = ports[1]
         extraArguments = arguments
         try start(timeout: startTimeout)
     }

@@ -71,8 +71,9 @@ public final class MosquittoBroker: Sendable {
         self.executable = executable
         self.config = config
         directory = try TempDirectory(prefix: "mosquitto")
-        port = try freePort()
-        if let tls = config.tls { tlsPort = tls.port == 0 ? try freePort() : tls.port } else { tlsPort = nil }
+        let ports = try freePorts(2)
+        port = ports[0]
+        if let tls = config.tls { tlsPort = tls.port == 0 ? ports[1] : tls.port } else { tlsPort = nil }
         configPath = directory.file("mosquitto.conf")
         logPath = directory.file("mosquitto.log")
         persistenceDirectory = try directory.subdirectory("data")
