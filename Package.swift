@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity", "POSIX"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
-        .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
+        .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
 
         // Executables: parse arguments, wire parts, run.
         .executableTarget(name: "escrowd", dependencies: ["ControlPlane"]),

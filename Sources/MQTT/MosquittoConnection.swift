@@ -513,33 +513,31 @@ final class MosquittoConnection: @unchecked Sendable {
 
     /// Sends DISCONNECT (no will), waits (bounded) for the loop thread, fails every waiter, finishes streams.
     func disconnect() async {
-        let proceed = state.withLock { state -> Bool in
-            if state.phase == .closed { return false }
-            state.phase = .closing
-            state.closingDeadline = clock.now.advanced(by: .seconds(2))
-            return true
-        }
-        guard proceed else { return }
-        if mosquitto_disconnect_v5(handle, 0, nil) != MOSQ_ERR_SUCCESS.rawValue {
-            state.withLock { $0.stopRequested = true }
-        }
+        guard beginClosing() else { return }
         await loopExited()
         close()
     }
 
     /// From the client's deinit: cannot wait; the loop thread finishes the DISCONNECT and exits on its own.
     func shutdownWithoutWaiting() {
+        guard beginClosing() else { return }
+        close()
+    }
+
+    /// Marks the connection closing (the loop thread gets 2 s to finish) and sends DISCONNECT;
+    /// false if it is already closed.
+    private func beginClosing() -> Bool {
         let proceed = state.withLock { state -> Bool in
             if state.phase == .closed { return false }
             state.phase = .closing
             state.closingDeadline = clock.now.advanced(by: .seconds(2))
             return true
         }
-        guard proceed else { return }
+        guard proceed else { return false }
         if mosquitto_disconnect_v5(handle, 0, nil) != MOSQ_ERR_SUCCESS.rawValue {
             state.withLock { $0.stopRequested = true }
         }
-        close()
+        return true
     }
 
     /// Terminal: fails all waiters with `.disconnected`, finishes both streams.

@@ -19,8 +19,9 @@ public final class ChildProcess: Sendable {
     private init(pid: pid_t, executable: String) { self.pid = pid; self.executable = executable }
 
     /// Starts `executable` with `arguments`; stdout and stderr go to files (appended) or /dev/null.
+    /// `inheritOutput` keeps the parent's stdout and stderr (worker processes that print alongside it).
     public static func spawn(_ executable: String, _ arguments: [String], stdout: String? = nil, stderr: String? = nil,
-                             environment: [String: String]? = nil) throws -> ChildProcess {
+                             inheritOutput: Bool = false, environment: [String: String]? = nil) throws -> ChildProcess {
         guard access(executable, X_OK) == 0 else { throw SpawnError(executable: executable, errno: errno) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -37,8 +38,10 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, stderr ?? stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        if !inheritOutput {
+            posix_spawn_file_actions_addopen(&actions, 1, stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_addopen(&actions, 2, stderr ?? stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        }
 
         Self.closeInheritedDescriptors(&actions)
 

@@ -53,12 +53,8 @@ struct AgentProcessTests {
         let acme = try await platform.account("acme", kind: .customer)
         let files = try TempDirectory(prefix: "bundles")
         let names = (1...4).map { "kill-000\($0)" }
-        let confs = try await platform.provision(names, by: oem, account: "oem", into: files)
-        let agents = try names.map { try AgentProcess(config: confs[$0]!) }
+        let agents = try await platform.startAgents(names, by: oem, account: "oem", into: files)
         defer { for a in agents { a.process.terminate() } }
-        try await waitUntil("all agents online") {
-            try await oem.send("oem", "device.list", ["online": true]).result(Commands.DeviceListResult.self).total == names.count
-        }
         let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(names)]).result(Commands.TransferResult.self)
         _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"]).result(Commands.TransferResult.self)
         // Kill each agent at a different moment: at once, shortly after, and after it applied.

@@ -63,6 +63,16 @@ struct PlatformSession {
         return configs
     }
 
+    /// Provisions devices with identities, starts an `escrow-agent` for each, and waits until all are online.
+    func startAgents(_ names: [String], by op: OperatorProbe, account: AccountID, into directory: TempDirectory) async throws -> [AgentProcess] {
+        let confs = try await provision(names, by: op, account: account, into: directory)
+        let agents = try names.map { try AgentProcess(config: confs[$0]!) }
+        try await waitUntil("all agents online") {
+            try await op.send(account, "device.list", ["online": true]).result(Commands.DeviceListResult.self).total == names.count
+        }
+        return agents
+    }
+
     func close() async {
         await admin.close()
         escrowd.stop()

@@ -11,7 +11,6 @@ import TestSupport
         let dir = try TempDirectory(prefix: "fleet-transfer")
         let json = dir.file("transfer.json"), html = dir.file("transfer.html")
         var out: [String] = [], err: [String] = []
-        let started = Date()
         let code = FleetMain.run(["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "50",
                                   "--via", "reseller", "--approve", "0.6", "--reject", "0.2", "--duration", "120s",
                                   "--report", json, "--html", html],

@@ -133,24 +133,6 @@ enum System {
         return Int(rl.rlim_cur)
     }
 
-    /// posix_spawn with an empty signal mask and default SIGINT/SIGTERM handling, so the child
-    /// can be stopped even when the calling thread (e.g. a Dispatch worker) blocks signals.
-    static func spawn(_ path: String, _ args: [String]) -> (pid: pid_t, error: Int32) {
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(); sigemptyset(&empty)
-        var defaults = sigset_t(); sigemptyset(&defaults); sigaddset(&defaults, SIGINT); sigaddset(&defaults, SIGTERM)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, nil, &attr, argv, environ)
-        return (pid, rc)
-    }
-
     static func parseIPv4(_ s: String) -> in_addr? {
         var a = in_addr()
         return inet_pton(AF_INET, s, &a) == 1 ? a : nil

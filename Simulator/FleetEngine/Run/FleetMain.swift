@@ -1,4 +1,5 @@
 import Foundation
+import POSIX
 import Glibc
 
 /// The whole `fleetsim` command: parse, validate, run (in-process or as workers), report.
@@ -86,34 +87,28 @@ public struct WorkerPool {
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let srcs = Self.sources(options.sourceAddresses, workers: k)
-        var pids: [pid_t] = []
+        var workers: [ChildProcess] = []
         var paths: [String] = []
         for (i, slice) in Self.slices(devices: options.devices, workers: k, first: options.firstIndex).enumerated() {
             let path = dir.appendingPathComponent("worker-\(i).json").path
             paths.append(path)
             let args = options.workerArguments(first: slice.first, count: slice.count, source: srcs[i], report: path)
-            let (pid, rc) = System.spawn(executable, args)
-            guard rc == 0 else {
-                pids.forEach { kill($0, SIGTERM) }
-                throw .runtime("cannot start worker \(i): \(String(cString: strerror(rc)))")
+            do {
+                workers.append(try ChildProcess.spawn(executable, args, inheritOutput: true))
+            } catch {
+                workers.forEach { $0.signal(SIGTERM) }
+                throw .runtime("cannot start worker \(i): \(error)")
             }
-            pids.append(pid)
         }
-        output("started \(k) workers (pids \(pids.map(String.init).joined(separator: " "))) for \(options.devices) devices")
-        var running = Set(pids)
+        output("started \(k) workers (pids \(workers.map { String($0.pid) }.joined(separator: " "))) for \(options.devices) devices")
         var forwarded = false
         var failures: [String] = []
-        while !running.isEmpty {
-            if stop.isRequested && !forwarded { forwarded = true; running.forEach { kill($0, SIGINT) } }
-            for p in running {
-                var status: Int32 = 0
-                if waitpid(p, &status, WNOHANG) == p {
-                    running.remove(p)
-                    let code = (status >> 8) & 0xFF
-                    if status & 0x7F != 0 || code != 0 { failures.append("worker pid \(p) exited with status \(code)") }
-                }
-            }
+        while workers.contains(where: \.isRunning) {
+            if stop.isRequested && !forwarded { forwarded = true; workers.forEach { $0.signal(SIGINT) } }
             usleep(100_000)
+        }
+        for w in workers where w.exitStatus != 0 {
+            failures.append("worker pid \(w.pid) exited with status \(w.exitStatus ?? -1)")
         }
         let reports = paths.compactMap { p -> FleetReport? in
             guard let d = FileManager.default.contents(atPath: p) else { return nil }
