@@ -15,12 +15,18 @@ let package = Package(
         .executable(name: "escrowctl", targets: ["escrowctl"]),
         .executable(name: "escrow-agent", targets: ["escrow-agent"]),
         .executable(name: "fleetsim", targets: ["fleetsim"]),
+        // The Mosquitto plugin (libEscrowBrokerPlugin.so), loaded by the generated broker config.
+        .library(name: "EscrowBrokerPlugin", type: .dynamic, targets: ["EscrowBrokerPlugin"]),
     ],
     targets: [
         // C libraries from Debian, each wrapped once.
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // The broker plugin, in C against mosquitto-dev's plugin API (its symbols resolve in the broker).
+        .target(name: "EscrowBrokerPlugin", exclude: ["README.md"],
+                cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
 
         // Pure domain and wire contract.
         .target(name: "EscrowCore"),
@@ -52,7 +58,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "TestSupport"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "Identity", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "OperatorCLI", "TestSupport"]),
     ]
 )

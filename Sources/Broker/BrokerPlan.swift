@@ -1,3 +1,4 @@
+import EscrowCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,6 +37,11 @@ public struct BrokerPlan: Sendable, Equatable {
     public var operatorListener: OperatorListener
     public var aclFile: String
     public var passwordFile: String
+    /// The EscrowFleet broker plugin (`libEscrowBrokerPlugin.so`): refuses at SUBSCRIBE time what
+    /// `acl_file` only filters at delivery (`$share/...` from non-services, filters outside the
+    /// login's read rules) and client ids that are not the login's own. nil: not loaded (a broker
+    /// without it is open to shared-subscription starvation; see docs/threat-model.md).
+    public var plugin: String?
     /// nil disables persistence.
     public var persistenceDirectory: String?
     /// Seconds between persistence saves. 60 rather than mosquitto's 1800: a
@@ -81,6 +87,7 @@ public struct BrokerPlan: Sendable, Equatable {
                   aclFile: layout.aclFile, passwordFile: layout.passwordFile,
                   persistenceDirectory: layout.persistenceDirectory, logFile: layout.logFile)
         pidFile = layout.pidFile
+        plugin = BrokerPlugin.locate()
     }
 
     /// The global (non-listener) settings, shared with `describeForExternalBroker`.
@@ -93,6 +100,14 @@ public struct BrokerPlan: Sendable, Equatable {
             "password_file \(passwordFile)",
             "acl_file \(aclFile)",
         ]
+        if let plugin {
+            lines += [
+                "# Refuses at SUBSCRIBE time what acl_file only filters at delivery, and foreign client ids.",
+                "plugin \(plugin)",
+                "plugin_opt_acl_file \(aclFile)",
+                "plugin_opt_service_prefix \(BrokerNames.servicePrefix)",
+            ]
+        }
         if let pidFile { lines.append("pid_file \(pidFile)") }
         if let dir = persistenceDirectory {
             lines += [
@@ -109,6 +124,8 @@ public struct BrokerPlan: Sendable, Equatable {
         lines += [
             "max_queued_messages \(maxQueuedMessages)",
             "max_inflight_messages \(maxInflightMessages)",
+            "# Replies and configurations are small packets: without it Nagle and delayed ACKs add ~40 ms each way.",
+            "set_tcp_nodelay true",
         ]
         return lines
     }
@@ -121,7 +138,8 @@ public struct BrokerPlan: Sendable, Equatable {
             "max_connections -1",
         ]
         lines += tlsLines(deviceListener.tls)
-        lines += ["require_certificate true", "use_identity_as_username true"]
+        // The client id becomes the CN too: no device can take over (disconnect) another's session.
+        lines += ["require_certificate true", "use_identity_as_username true", "use_username_as_clientid true"]
         lines += [
             "",
             "# Control plane and operators: username and password.",

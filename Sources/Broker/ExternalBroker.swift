@@ -19,7 +19,9 @@ public func describeForExternalBroker(_ plan: BrokerPlan) -> String {
         "# 2. Apply the settings below (adjust paths to where you copied the files).",
         "#    The device listener MUST require client certificates and use the CN as username:",
         "#    device isolation depends on it (ACL patterns use %u).",
-        "# 3. Do not enable other authentication plugins that grant devices more topics.",
+        "# 3. Install \(BrokerPlugin.fileName) (built by `swift build`) where the `plugin` line says:",
+        "#    it refuses shared-subscription theft and foreign client ids at the broker.",
+        "#    Do not enable other authentication plugins that grant devices more topics.",
         "",
     ]
     var body = plan

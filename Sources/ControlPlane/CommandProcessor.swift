@@ -75,9 +75,6 @@ struct CommandProcessor {
         return Outcome(result: result, effects: fx, mutating: true)
     }
 
-    /// Broker usernames of operators and services; never device ids.
-    static let reservedPrefixes = ["op-", "svc-"]
-
     // MARK: accounts and operators
 
     private func requirePlatform(_ account: AccountID, _ what: String) throws {
@@ -121,11 +118,7 @@ struct CommandProcessor {
 
     private func operatorCreate(_ account: AccountID, _ a: Commands.OperatorCreate, _ fx: inout Effects) throws -> Commands.OperatorResult {
         try requirePlatform(account, "operator.create")
-        guard Identifier.isValid(a.username), a.username.hasPrefix("op-") || a.username.hasPrefix("svc-") else {
-            // Device ids are usernames on the device listener; a separate namespace keeps
-            // the ACL's device patterns from ever applying to an operator.
-            throw DomainError.invalid("operator usernames start with 'op-' and match [A-Za-z0-9._-]{1,64}")
-        }
+        if let problem = BrokerNames.operatorNameProblem(a.username) { throw DomainError.invalid("username '\(a.username.prefix(64))': \(problem)") }
         guard a.password.count >= 8, a.password.count <= 256 else { throw DomainError.invalid("password must be 8 to 256 characters") }
         guard try ledger.account(a.account) != nil else { throw DomainError.notFound("account \(a.account)") }
         if try ledger.operatorExists(a.username) { throw DomainError.conflict("operator \(a.username) already exists") }
@@ -163,8 +156,8 @@ struct CommandProcessor {
         for id in ids where seen.insert(id).inserted {
             // A device's certificate CN is its broker username: the operators' and services'
             // namespaces are closed to devices, or a device named svc-escrowd would get escrowd's ACL.
-            if Self.reservedPrefixes.contains(where: { id.rawValue.hasPrefix($0) }) {
-                refused.append(.init(deviceId: id, reason: "device ids may not start with \(Self.reservedPrefixes.joined(separator: " or ")) (reserved for operators and services)"))
+            if BrokerNames.isReservedForLogins(id.rawValue) {
+                refused.append(.init(deviceId: id, reason: "device ids may not start with \(BrokerNames.operatorPrefix) or \(BrokerNames.servicePrefix) (reserved for operators and services)"))
                 continue
             }
             if try ledger.deviceExists(id) { refused.append(.init(deviceId: id, reason: "device \(id) already exists")) } else { fresh.append(id) }
@@ -293,8 +286,28 @@ struct CommandProcessor {
         }
         guard let authority else { return }
         let issued = try credentials.sign(csr: csr, device: d, authority: authority)
-        try ledger.setPendingIdentity(d, certificate: issued.certificate, fingerprint: issued.fingerprint, serial: issued.serial)
+        try ledger.setPendingIdentity(d, certificate: issued.certificate, fingerprint: issued.fingerprint, serial: issued.serial, issuer: owner)
     }
+
+    /// A CSR from an **active** device that still runs on an identity its owner did not issue (it was
+    /// offline at approval, or its CSR never reached the platform): signs it now and pushes the
+    /// configuration in force again, carrying the certificate. The device applies it, reconnects with
+    /// the new identity, and its ack revokes the old certificate. Returns false when nothing is due.
+    func rotateActiveIdentity(_ d: DeviceID, _ fx: inout Effects) throws -> Bool {
+        guard credentials != nil, let status = try ledger.identityStatus(d), status.state == DeviceView.State.active.rawValue,
+              status.issuer != status.owner else { return false }
+        try issueOwnerIdentity(d, owner: status.owner, &fx)
+        let current = try ledger.latestConfig(d)
+        let profile = Commands.Profile(name: Self.rotationProfile, version: 0, settings: current?.settings ?? [:],
+                                       heartbeatInterval: current?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
+        let at = now()
+        let config = try ledger.pushConfig(d, owner: status.owner, mode: .normal, profile: profile, certificate: nil, at: at)
+        fx.configs.append(d)
+        fx.notify(.configPushed, [status.owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.rotationProfile)])
+        return true
+    }
+    /// The `profile` of the `config.pushed` event for a configuration re-pushed to deliver a new identity.
+    static let rotationProfile = "identity-rotation"
 
     // MARK: configuration
 

@@ -38,6 +38,8 @@ public actor ControlPlane {
         public var deviceErrors = 0
         public var acks = 0
         public var configsPublished = 0
+        /// Statuses (mostly wills) from an older connection than one already seen, ignored.
+        public var staleStatuses = 0
     }
 
     let options: Options
@@ -58,6 +60,8 @@ public actor ControlPlane {
     private let ingest = HeartbeatIngest()
     private var presence: [DeviceID: DeviceStatus] = [:]
     private var online: [DeviceID: Bool] = [:]
+    /// The newest connection session seen per device (`DeviceStatus.session`).
+    private var sessions: [DeviceID: Int] = [:]
     private var pendingAcks: [(DeviceID, ConfigAck)] = []
     private var tasks: [Task<Void, Never>] = []
 
@@ -90,6 +94,7 @@ public actor ControlPlane {
     /// Subscribes, recovers what a crash left behind, and processes messages until cancelled.
     public func run() async throws {
         ingest.setKnown(Set(try ledger.allDeviceIDs()))
+        sessions = try ledger.presenceSessions()
         let share = options.sharedSubscriptions
         func f(_ s: String) -> String { share ? TopicFilter.shared(s) : s }
         // Status is retained: a plain subscription re-delivers every device's presence after a restart
@@ -374,6 +379,11 @@ public actor ControlPlane {
         do {
             let s = try WireCodec.decode(DeviceStatus.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
             guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            if let session = s.session {
+                // A will (or status) from an older connection than one already seen: stale, ignore it.
+                if let newest = sessions[d], session < newest { tally.staleStatuses += 1; return }
+                sessions[d] = session
+            }
             presence[d] = s
             let isOnline = s.state == .online
             if online[d] != isOnline {
@@ -407,7 +417,15 @@ public actor ControlPlane {
             let r = try WireCodec.decode(CertificateRequest.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
             guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
             try processor.validateCSR(r.csr, device: d)
-            try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
+            var effects = Effects()
+            let rotated = try ledger.db.transaction { _ in
+                try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
+                let rotated = try processor.rotateActiveIdentity(d, &effects)
+                for e in effects.events { try ledger.enqueue(.event(e)) }
+                return rotated
+            }
+            if rotated { log(.info, "device \(d) is active on an identity its owner did not issue: sent it the owner's certificate") }
+            afterCommit(effects)
         } catch {
             deviceError(d, topic: m.topic, Self.wireError(error))
         }
@@ -423,7 +441,7 @@ public actor ControlPlane {
             try ledger.db.transaction { _ in
                 let at = Date()
                 for (d, s) in statuses {
-                    try ledger.recordPresence(d, online: s.state == .online, mode: s.mode, agentVersion: s.agentVersion, at: at)
+                    try ledger.recordPresence(d, online: s.state == .online, mode: s.mode, agentVersion: s.agentVersion, session: s.session, at: at)
                 }
                 for (d, a) in acks {
                     guard let r = try ledger.recordAck(d, a) else { continue }

@@ -48,6 +48,9 @@ public final class Daemon: Sendable {
     public init(settings: Settings, log: Log) throws {
         self.settings = settings
         self.log = log
+        guard settings.username.hasPrefix(BrokerNames.servicePrefix) else {
+            throw BrokerError.invalidName(settings.username, reason: "escrowd's broker login must start with '\(BrokerNames.servicePrefix)' (only services may hold shared subscriptions)")
+        }
         let dir = settings.dataDirectory
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         layout = BrokerLayout(dataDirectory: dir)
@@ -76,11 +79,15 @@ public final class Daemon: Sendable {
             }
             try layout.install(plan: plan, acl: "", passwords: "")
         }
+        // USERNAME:SUFFIX: the broker plugin lets no other login use (and so take over) it.
+        let clientID = BrokerNames.clientID(settings.username, suffix: "escrowd-\(getpid())")
         if let url = settings.externalBroker {
-            options = try MQTTOptions.parse(url: url, clientID: "escrowd")
+            options = try MQTTOptions.parse(url: url, clientID: clientID)
             broker = nil
         } else {
-            options = MQTTOptions(clientID: "escrowd", host: settings.localHost, port: settings.operatorPort)
+            // Without the plugin one hostile login starves escrowd's shared subscriptions: refuse to run.
+            guard plan.plugin != nil else { throw BrokerError.launchFailed(BrokerPlugin.missingMessage) }
+            options = MQTTOptions(clientID: clientID, host: settings.localHost, port: settings.operatorPort)
             if settings.operatorTLS { options.tls = MQTTTLS(caFile: caCert) }
             broker = ManagedBroker(layout: layout, plan: plan)
         }
@@ -187,6 +194,9 @@ public final class Daemon: Sendable {
             """ + (settings.operatorTLS && settings.externalBroker == nil ? "\nca = \(settings.dataDirectory)/platform-ca.pem" : ""))
         return snapshot
     }
+
+    /// Stops the managed broker at once, from any thread (a test's cleanup after a failure).
+    public func stopBrokerSynchronously() { broker?.stopSynchronously() }
 
     public func shutdown() async {
         await service.stop()

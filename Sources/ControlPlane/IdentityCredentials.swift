@@ -33,7 +33,11 @@ public struct IdentityCredentials: Credentials {
     }
 
     public func validate(csr: String, device: DeviceID) throws {
-        let request = try CertificateSigningRequest(pem: csr)
+        let request: CertificateSigningRequest
+        do { request = try CertificateSigningRequest(pem: csr) } catch {
+            throw WireError(.invalidArgument, "csr: not a readable PEM certificate signing request (\(error))")
+        }
+        guard request.requestsP256Key else { throw WireError(.invalidArgument, "csr: the key must be ECDSA P-256") }
         guard request.verifySignature() else { throw WireError(.invalidArgument, "csr: the signature does not verify") }
         guard request.commonName == device.rawValue else {
             throw WireError(.invalidArgument, "csr: its CN is '\(request.commonName)', expected the device id \(device)")

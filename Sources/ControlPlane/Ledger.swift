@@ -112,12 +112,24 @@ final class Ledger {
     }
 
     // MARK: presence and acks (batched by DeviceIngest)
-    func recordPresence(_ id: DeviceID, online: Bool, mode: DeviceMode?, agentVersion: String?, at: Date) throws {
+    /// Records a status; one from an older connection session than the newest recorded changes nothing.
+    func recordPresence(_ id: DeviceID, online: Bool, mode: DeviceMode?, agentVersion: String?, session: Int?, at: Date) throws {
+        let session: SQLValue = session.map { .integer(Int64($0)) } ?? .null
         try db.execute("""
             UPDATE devices SET online = ?, mode = coalesce(?, mode), agent_version = coalesce(?, agent_version),
-                last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?
+                last_seen = max(coalesce(last_seen, 0), ?), presence_session = coalesce(?, presence_session)
+            WHERE id = ? AND (? IS NULL OR presence_session IS NULL OR presence_session <= ?)
             """, [.integer(online ? 1 : 0), mode.map { .text($0.rawValue) } ?? .null, agentVersion.map { .text($0) } ?? .null,
-                  .real(at.timeIntervalSince1970), .text(id.rawValue)])
+                  .real(at.timeIntervalSince1970), session, .text(id.rawValue), session, session])
+    }
+    /// The newest connection session recorded per device.
+    func presenceSessions() throws -> [DeviceID: Int] {
+        var out: [DeviceID: Int] = [:]
+        for r in try db.query("SELECT id, presence_session FROM devices WHERE presence_session IS NOT NULL") {
+            guard let d = DeviceID(try r.string("id")) else { continue }
+            out[d] = Int(try r.int("presence_session"))
+        }
+        return out
     }
     /// Only the time: a heartbeat batched before a mode switch must not undo the mode that the
     /// device's ack and retained status (both ordered, QoS 1) already recorded.
@@ -335,26 +347,42 @@ final class Ledger {
     func csr(_ id: DeviceID) throws -> String? {
         try db.query("SELECT csr FROM devices WHERE id = ?", [.text(id.rawValue)]).first?.optionalString("csr")
     }
-    /// Records the identity issued for a device's new owner; the next configuration carries it.
-    func setPendingIdentity(_ id: DeviceID, certificate: String, fingerprint: String, serial: String) throws {
+    /// Records the identity `issuer` issued for a device's new owner; the next configuration carries it.
+    func setPendingIdentity(_ id: DeviceID, certificate: String, fingerprint: String, serial: String, issuer: AccountID) throws {
         try db.execute("""
-            UPDATE devices SET next_certificate = ?, next_fingerprint = ?, next_serial = ?, rotation_version = NULL WHERE id = ?
-            """, [.text(certificate), .text(fingerprint), .text(serial), .text(id.rawValue)])
+            UPDATE devices SET next_certificate = ?, next_fingerprint = ?, next_serial = ?, next_issuer = ?, rotation_version = NULL WHERE id = ?
+            """, [.text(certificate), .text(fingerprint), .text(serial), .text(issuer.rawValue), .text(id.rawValue)])
+    }
+    /// What decides whether an active device still runs on an identity its owner did not issue.
+    struct IdentityStatus { var state: String; var owner: AccountID; var issuer: AccountID }
+    func identityStatus(_ id: DeviceID) throws -> IdentityStatus? {
+        guard let r = try db.query("SELECT state, owner, coalesce(cert_issuer, provisioner) AS issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
+        guard let owner = AccountID(try r.string("owner")), let issuer = AccountID(try r.string("issuer")) else {
+            throw DomainError(.internalError, "devices row \(id): owner or issuer is not an account id")
+        }
+        return IdentityStatus(state: try r.string("state"), owner: owner, issuer: issuer)
+    }
+    /// The newest configuration recorded for a device, if any.
+    func latestConfig(_ id: DeviceID) throws -> DeviceConfig? {
+        guard let r = try db.query("SELECT payload FROM configs WHERE device_id = ? ORDER BY version DESC LIMIT 1", [.text(id.rawValue)]).first else { return nil }
+        do { return try WireCodec.decode(DeviceConfig.self, from: try r.blob("payload"), limit: .max) } catch {
+            throw DomainError(.internalError, "configs row \(id): the stored configuration does not decode (\(WireCodec.describe(error)))")
+        }
     }
     /// The device applied `version`: if that configuration carried its issued identity, the identity
     /// becomes the device's and the escrow certificate is revoked. Returns true when something was revoked.
     func confirmIdentity(_ id: DeviceID, appliedVersion version: Int, at: Date) throws -> Bool {
-        guard let r = try db.query("SELECT provisioner, cert_serial, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first,
+        guard let r = try db.query("SELECT coalesce(cert_issuer, provisioner) AS issuer, cert_serial, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first,
               let rotation = try r.optionalInt("rotation_version"), version >= Int(rotation) else { return false }
         var revoked = false
         if let old = try r.optionalString("cert_serial") {
             try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
-                           [.text(try r.string("provisioner")), .text(old), .text(id.rawValue), .real(at.timeIntervalSince1970)])
+                           [.text(try r.string("issuer")), .text(old), .text(id.rawValue), .real(at.timeIntervalSince1970)])
             revoked = db.changes > 0
         }
         try db.execute("""
-            UPDATE devices SET fingerprint = next_fingerprint, cert_serial = next_serial, next_certificate = NULL,
-                next_fingerprint = NULL, next_serial = NULL, rotation_version = NULL, csr = NULL WHERE id = ?
+            UPDATE devices SET fingerprint = next_fingerprint, cert_serial = next_serial, cert_issuer = next_issuer, next_certificate = NULL,
+                next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL, rotation_version = NULL, csr = NULL WHERE id = ?
             """, [.text(id.rawValue)])
         return revoked
     }

@@ -125,5 +125,14 @@ enum Schema {
             PRIMARY KEY (account_id, serial)
         ) WITHOUT ROWID;
         """),
+        Migration(version: 3, name: "identity issuers and presence sessions", sql: """
+        -- The account whose authority signed the device's current certificate (NULL: its provisioner,
+        -- which signed the escrow identity) and the one that signed next_certificate.
+        ALTER TABLE devices ADD COLUMN cert_issuer TEXT;
+        ALTER TABLE devices ADD COLUMN next_issuer TEXT;
+        -- The newest connection session seen in the device's status (DeviceStatus.session): presence
+        -- from an older connection (a late will) is ignored.
+        ALTER TABLE devices ADD COLUMN presence_session INTEGER;
+        """),
     ]
 }

@@ -92,6 +92,7 @@ public actor AgentRuntime {
         options.cleanSession = true
         options.keepAlive = settings.keepAlive
         options.reconnect = Backoff(initial: .seconds(settings.backoffInitial), maximum: .seconds(settings.backoffMaximum))
+        machine.beginSession()
         let will = machine.will
         options.will = MQTTWill(topic: will.topic, payload: will.payload, qos: .atLeastOnce, retain: true)
         if settings.broker.hasPrefix("mqtts://"), let ca = settings.brokerCA {

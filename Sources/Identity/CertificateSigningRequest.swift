@@ -40,6 +40,16 @@ public final class CertificateSigningRequest: @unchecked Sendable {
         return X509_REQ_verify(pointer, key) == 1
     }
 
+    /// True when the requested key is an ECDSA P-256 key, the only kind the platform issues for.
+    public var requestsP256Key: Bool {
+        guard let key = X509_REQ_get0_pubkey(pointer), EVP_PKEY_get_base_id(key) == EVP_PKEY_EC else { return false }
+        var name = [CChar](repeating: 0, count: 64)
+        var length = 0
+        guard EVP_PKEY_get_group_name(key, &name, name.count, &length) == 1 else { ERR_clear_error(); return false }
+        let group = String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return group == "prime256v1" || group == "P-256"
+    }
+
     /// The requested public key.
     public func publicKey() throws(IdentityError) -> PublicKey {
         PublicKey(owning: try checkNotNil(X509_REQ_get_pubkey(pointer), "X509_REQ_get_pubkey"))

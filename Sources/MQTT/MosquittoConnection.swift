@@ -108,6 +108,8 @@ final class MosquittoConnection: @unchecked Sendable {
         try check("set protocol version", mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, protocolVersion))
         let inflight = Int32(min(max(options.maxInflight, 1), 65535))
         try check("set maxInflight", mosquitto_int_option(handle, MOSQ_OPT_SEND_MAXIMUM, inflight))
+        // Small request/reply packets: Nagle plus the peer's delayed ACK would hold each for ~40 ms.
+        try check("set TCP_NODELAY", mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1))
         if options.username != nil || options.password != nil {
             try check("mosquitto_username_pw_set", mosquitto_username_pw_set(handle, options.username, options.password))
         }

@@ -77,8 +77,8 @@ public enum AccountCommands {
 
         public init(_ a: Arguments) throws(UsageError) {
             let user = a.positionals[0]
-            guard user.hasPrefix("op-"), Identifier.isValid(user) else {
-                throw UsageError("operator usernames start with 'op-' and match [A-Za-z0-9._-]{1,64}, got '\(user.prefix(80))'")
+            if let problem = BrokerNames.operatorNameProblem(user) {
+                throw UsageError("'\(user.prefix(80))': \(problem)")
             }
             guard let raw = a.value("account") else { throw UsageError("--account is required (the operator's home account)") }
             let account = try Parse.account(raw, what: "--account")

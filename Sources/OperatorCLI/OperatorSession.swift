@@ -56,15 +56,16 @@ public actor OperatorSession {
         public var account: AccountID
         /// Bound on connecting and on each command's round trip.
         public var timeout: Duration
-        public var clientID: String
+        /// nil: `USERNAME:escrowctl-RANDOM`; on the platform's broker no other login may use it.
+        public var clientID: String?
         /// With `mqtts://`: the CA that signed the broker's certificate (default: the system's CAs).
         public var caFile: String?
 
         public init(broker: String = "mqtt://127.0.0.1:1883", username: String? = nil, password: String? = nil,
-                    account: AccountID, timeout: Duration = .seconds(10), clientID: String = "escrowctl-" + OperatorSession.randomToken(12),
+                    account: AccountID, timeout: Duration = .seconds(10), clientID: String? = nil,
                     caFile: String? = nil) {
             self.broker = broker; self.username = username; self.password = password
-            self.account = account; self.timeout = timeout; self.clientID = clientID; self.caFile = caFile
+            self.account = account; self.timeout = timeout; self.caFile = caFile; self.clientID = clientID
         }
     }
 
@@ -100,7 +101,7 @@ public actor OperatorSession {
     /// Connects (MQTT 5, clean session, no automatic reconnect) within `configuration.timeout`.
     public static func connect(_ configuration: Configuration) async throws -> OperatorSession {
         var options: MQTTOptions
-        do { options = try MQTTOptions.parse(url: configuration.broker, clientID: configuration.clientID) } catch let e as MQTTError {
+        do { options = try MQTTOptions.parse(url: configuration.broker, clientID: configuration.clientID ?? "") } catch let e as MQTTError {
             throw OperatorError.connection(e)
         } catch { throw OperatorError.invalidArgument("\(error)") }
         options.version = .v5
@@ -109,6 +110,9 @@ public actor OperatorSession {
         options.keepAlive = 30
         if let u = configuration.username { options.username = u }
         if let p = configuration.password { options.password = p }
+        if configuration.clientID == nil {
+            options.clientID = BrokerNames.clientID(options.username ?? "anonymous", suffix: "escrowctl-" + randomToken(12))
+        }
         if let ca = configuration.caFile, options.tls != nil { options.tls = MQTTTLS(caFile: ca) }
         let client: MQTTClient
         do {

@@ -91,4 +91,53 @@ struct CredentialRotationTests {
         #expect(Self.persisted(agent, "certificateRequested") == .bool(false))
         await platform.close()
     }
+
+    /// Connects with the escrow certificate until the broker refuses it (bounded); nil if it never does.
+    static func escrowRefusal(_ dir: String, port: Int, within timeout: Duration = .seconds(15)) async throws -> MQTTError? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let old = try SecurityTests.deviceClient(dir, id: "escrow-probe", port: port)
+            do {
+                try await old.connect(timeout: .seconds(5))
+                await old.disconnect()
+            } catch let e as MQTTError {
+                return e
+            }
+        }
+        return nil
+    }
+
+    @Test("a device offline during approval, with an escrowd restart in between, gets its owner identity within one reconnect and its escrow certificate is refused")
+    func lateActivation() async throws {
+        let platform = try await PlatformSession()
+        let oem = try await platform.account("oem", kind: .provisioner)
+        let acme = try await platform.account("acme", kind: .customer)
+        let files = try TempDirectory(prefix: "bundles")
+        let confs = try await platform.provision(["late-0001"], by: oem, account: "oem", into: files)
+        let dir = files.path + "/late-0001"
+        // Approved while the device has never connected: no CSR is on file.
+        let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(["late-0001"])]).result(Commands.TransferResult.self)
+        _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"]).result(Commands.TransferResult.self)
+        await oem.close(); await acme.close()
+        await platform.admin.close()
+        platform.escrowd.stop()
+        try platform.escrowd.start()
+        let owner = try await platform.operatorProbe(user: "op-acme", password: "pw-acme-secret", accounts: ["acme"])
+
+        let agent = try AgentProcess(config: confs["late-0001"]!)
+        defer { agent.process.terminate() }
+        try await waitUntil(timeout: .seconds(20), "the late device installs an identity issued by its owner") {
+            Self.persisted(agent, "identity") == .string("issued") && Self.persisted(agent, "mode") == .string("normal")
+        }
+        let issued = try Certificate(pem: String(contentsOfFile: dir + "/state/identity.crt", encoding: .utf8))
+        #expect(issued.issuerCommonName == "EscrowFleet customer acme", "\(agent.logTail())")
+        try await waitUntil(timeout: .seconds(15), "the device is online in normal mode on its owner-issued identity") {
+            let show = try await owner.send("acme", "device.show", ["deviceId": "late-0001"]).result(Commands.DeviceShowResult.self)
+            return show.device.online && show.device.mode == .normal && show.device.fingerprint == issued.sha256Fingerprint
+        }
+        let refusal = try await Self.escrowRefusal(dir, port: platform.escrowd.devicePort)
+        #expect(refusal != nil, "the escrow certificate of an activated device is still accepted")
+        await owner.close()
+        platform.escrowd.stop()
+    }
 }

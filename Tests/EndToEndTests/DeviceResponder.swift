@@ -13,7 +13,7 @@ actor DeviceResponder {
 
     init(escrowd: EscrowdProcess) async throws {
         let secret = try String(contentsOfFile: escrowd.dataDirectory + "/escrowd.secret", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        var o = MQTTOptions(clientID: "responder-\(UUID().uuidString.prefix(6))", port: escrowd.operatorPort)
+        var o = MQTTOptions(clientID: BrokerNames.clientID("svc-escrowd", suffix: "responder-\(UUID().uuidString.prefix(6))"), port: escrowd.operatorPort)
         o.username = "svc-escrowd"; o.password = secret
         o.reconnect = Backoff(initial: .milliseconds(200), maximum: .seconds(1))
         client = try MQTTClient(o)

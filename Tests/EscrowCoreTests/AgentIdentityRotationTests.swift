@@ -71,10 +71,11 @@ struct AgentIdentityRotationTests {
         #expect(!rebooted.handle(.connected).contains(.requestCertificate))
     }
 
-    @Test("never asked by agents without certificates, by activated devices, or once the issued identity is in force")
+    @Test("never asked by agents without certificates, by activated devices that asked already, or once the issued identity is in force")
     func notAsked() {
         for (state, rotates) in [(AgentState.factory(Self.id), false),
-                                 (AgentState(deviceId: Self.id, mode: .normal, owner: "acme", appliedVersion: 1), true),
+                                 (AgentState(deviceId: Self.id, mode: .normal, owner: "acme", appliedVersion: 1, certificateRequested: true), true),
+                                 (AgentState(deviceId: Self.id, mode: .normal, owner: "acme", appliedVersion: 1, identity: .issued), true),
                                  (AgentState(deviceId: Self.id, identity: .issued), true)] {
             var m = Self.machine(state, rotates: rotates)
             _ = m.handle(.boot)
@@ -163,5 +164,32 @@ struct AgentIdentityRotationTests {
         #expect(s.identity == .factory && !s.certificateRequested && s.appliedVersion == 3)
         let round = try WireCodec.decode(AgentState.self, from: WireCodec.encode(AgentState(deviceId: Self.id, identity: .issued, certificateRequested: true)))
         #expect(round.identity == .issued && round.certificateRequested)
+    }
+
+    @Test("active on the factory identity: the agent sends its CSR from normal mode")
+    func lateActivationAsks() throws {
+        // Activated while offline, without a certificate: applied, then asked for on the next connect.
+        var m = Self.online()
+        #expect(m.handle(.certificateRequestReady(csr: Self.csrPEM)).published.first?.topic == Self.csrTopic)
+        _ = m.handle(Self.activation(1, certificate: nil))
+        _ = m.handle(.persisted)
+        #expect(m.state.mode == .normal && m.state.identity == .factory)
+        #expect(!m.state.certificateRequested, "an activation without a certificate asks again")
+        _ = m.handle(.connectionLost)
+        let reconnect = m.handle(.connected)
+        #expect(reconnect.last == .requestCertificate)
+        let sent = m.handle(.certificateRequestReady(csr: Self.csrPEM))
+        #expect(sent.published.first?.topic == Self.csrTopic)
+        // The certificate then arrives in a later configuration and is installed as usual.
+        let install = m.handle(Self.activation(2))
+        #expect(install.contains { if case .persistIdentity = $0 { true } else { false } })
+        // A device that never connected before its activation asks on its first connection too.
+        var fresh = Self.machine(AgentState(deviceId: Self.id, mode: .normal, appliedVersion: 1))
+        _ = fresh.handle(.boot)
+        #expect(fresh.handle(.connected).last == .requestCertificate)
+        // An issued identity never asks.
+        var issued = Self.machine(AgentState(deviceId: Self.id, mode: .normal, appliedVersion: 1, identity: .issued))
+        _ = issued.handle(.boot)
+        #expect(issued.handle(.connected).last != .requestCertificate)
     }
 }

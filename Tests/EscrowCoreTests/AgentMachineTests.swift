@@ -403,4 +403,22 @@ struct ConfigValidationTests {
         #expect(ConfigValidation.check(WireCodec.encode(c), appliedVersion: 9, currentMode: .normal) == .stale(version: 2))
         if case .reject(let v, _) = ConfigValidation.check(Fx.bytes("[]"), appliedVersion: 0, currentMode: .escrow) { #expect(v == 0) } else { Issue.record("expected reject") }
     }
+
+    @Test("status and will carry the connection's session, new on every connection")
+    func sessions() throws {
+        var m = AgentMachine(state: .factory("dev-s"), agentVersion: "1.0.0")
+        #expect(try Fx.json(m.will.payload)["session"] == nil, "no session before the first connection")
+        m.beginSession(now: Date(timeIntervalSince1970: 1_000))
+        let first = try #require(m.session)
+        #expect(first == 1_000_000)
+        #expect(try Fx.json(m.will.payload)["session"]?.intValue == first)
+        _ = m.handle(.boot)
+        let online = try #require(m.handle(.connected).published.first { $0.topic == "devices/dev-s/status" })
+        #expect(online.json["session"]?.intValue == first, "the online status names the same connection as its will")
+        // A clock that goes backwards still gives a newer session.
+        m.beginSession(now: Date(timeIntervalSince1970: 999))
+        #expect(m.session == first + 1)
+        m.beginSession(now: Date(timeIntervalSince1970: 2_000))
+        #expect(m.session == 2_000_000)
+    }
 }

@@ -31,7 +31,8 @@ struct BrokerConfigTests {
             "listener 8883 0.0.0.0", "listener 1883 127.0.0.1",
             "cafile /var/lib/escrow/broker/certs/ca.pem", "crlfile /var/lib/escrow/broker/certs/crl.pem",
             "certfile /var/lib/escrow/broker/certs/server.pem", "keyfile /var/lib/escrow/broker/certs/server.key",
-            "require_certificate true", "use_identity_as_username true",
+            "require_certificate true", "use_identity_as_username true", "use_username_as_clientid true",
+            "plugin_opt_acl_file /var/lib/escrow/broker/acl", "plugin_opt_service_prefix svc-",
         ] {
             #expect(lines.contains(required), "missing: \(required)")
         }
@@ -57,6 +58,27 @@ struct BrokerConfigTests {
             "topic write accounts/cust1/cmd/#", "topic read accounts/cust1/reply/#", "topic read accounts/cust1/events/#"])
         let revoked = lines.firstIndex(of: "user dev-old")!
         #expect(lines[revoked + 1] == "topic deny #")
+    }
+
+    @Test("a login listed twice is refused before any file is written")
+    func duplicateLoginsAreRefused() throws {
+        #expect(throws: BrokerError.self) {
+            try ACLFile.render(ACLInput(controlPlaneUser: "svc-escrowd", operators: [("svc-escrowd", ["oem"])]))
+        }
+        #expect(throws: BrokerError.self) {
+            try ACLFile.render(ACLInput(controlPlaneUser: "svc-escrowd", operators: [("op-a", ["oem"]), ("op-a", ["acme"])]))
+        }
+        #expect(throws: BrokerError.self) { try PasswordFile.render([("svc-escrowd", "$7$1$x$y"), ("svc-escrowd", "$7$1$x$z")]) }
+        #expect(throws: Never.self) { try ACLFile.render(ACLInput(controlPlaneUser: "svc-escrowd", operators: [("op-a", ["oem"])])) }
+    }
+
+    @Test("the plugin is located through ESCROW_BROKER_PLUGIN, or next to the executable")
+    func pluginLocation() {
+        #expect(BrokerPlugin.locate(environment: ["ESCROW_BROKER_PLUGIN": "/opt/x.so"]) == "/opt/x.so")
+        // SwiftPM builds the plugin product next to the test bundle.
+        let found = BrokerPlugin.locate(environment: [:])
+        #expect(found?.hasSuffix("/" + BrokerPlugin.fileName) == true, "\(BrokerPlugin.missingMessage)")
+        #expect(BrokerPlugin.missingMessage.contains("ESCROW_BROKER_PLUGIN"))
     }
 
     @Test func namesThatCouldBreakTheFilesAreRefused() {

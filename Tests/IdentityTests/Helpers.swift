@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import EscrowCore
 import Synchronization
 import Testing
 @testable import Broker
@@ -97,7 +98,7 @@ final class BrokerFixture: @unchecked Sendable {
     let owner: CertificateAuthority
     let broker: ManagedBroker
     var devices: [String: DeviceIdentity] = [:]
-    let controlPlaneUser = "escrowd"
+    let controlPlaneUser = "svc-escrowd"
     let controlPlanePassword = "cp-secret"
     let operators: [(username: String, password: String, accounts: [String])]
 
@@ -150,8 +151,10 @@ final class BrokerFixture: @unchecked Sendable {
          "--cert", dir.file("\(id).pem"), "--key", dir.file("\(id).key"), "-i", id]
     }
 
+    /// A login's arguments, with a client id of its own (`USER:SUFFIX`, as the broker plugin requires).
     func userArgs(_ user: String, _ password: String) -> [String] {
-        ["-h", "127.0.0.1", "-p", "\(plan.operatorListener.port)", "-u", user, "-P", password]
+        ["-h", "127.0.0.1", "-p", "\(plan.operatorListener.port)", "-u", user, "-P", password,
+         "-i", BrokerNames.clientID(user, suffix: "cli-\(UUID().uuidString.prefix(8))")]
     }
 
     var controlPlane: [String] { userArgs(controlPlaneUser, controlPlanePassword) }

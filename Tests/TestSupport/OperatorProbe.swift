@@ -6,13 +6,14 @@ import MQTT
 public actor OperatorProbe {
     public nonisolated let client: MQTTClient
     private var replies: [String: CommandReply] = [:]
+    private var waiters: [String: CheckedContinuation<CommandReply?, Never>] = [:]
     public private(set) var events: [Event] = []
     private var pump: Task<Void, Never>?
     private var counter = 0
 
     /// Connects and subscribes to the replies and events of `accounts` (all accounts by default).
     public init(port: Int, username: String? = nil, password: String? = nil, accounts: [AccountID]? = nil) async throws {
-        var options = MQTTOptions(clientID: "operator-probe-\(UUID().uuidString.prefix(8))", port: port)
+        var options = MQTTOptions(clientID: BrokerNames.clientID(username ?? "anonymous", suffix: "probe-\(UUID().uuidString.prefix(8))"), port: port)
         options.username = username
         options.password = password
         client = try MQTTClient(options)
@@ -28,7 +29,10 @@ public actor OperatorProbe {
     private func take(_ m: MQTTMessage) {
         switch Topic(path: m.topic) {
         case .accountReply?:
-            if let r = try? WireCodec.decode(CommandReply.self, from: m.payload) { replies[r.requestId] = r }
+            if let r = try? WireCodec.decode(CommandReply.self, from: m.payload) {
+                replies[r.requestId] = r
+                waiters.removeValue(forKey: r.requestId)?.resume(returning: r)
+            }
         case .accountEvent(let account, _)?:
             if var e = try? WireCodec.decode(Event.self, from: m.payload) {
                 // Record the topic's account: the test checks events reach the right account only.
@@ -55,14 +59,21 @@ public actor OperatorProbe {
         try await client.publish(Topic.accountCommand(account, command: command).path, payload)
     }
 
+    /// The reply to `id`, awaited (woken by its arrival), or an error after `timeout`.
     public func reply(_ id: String, timeout: Duration = .seconds(30)) async throws -> CommandReply {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let r = replies[id] { return r }
-            try await Task.sleep(for: .milliseconds(10))
+        if let r = replies[id] { return r }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expire(id)
         }
-        throw TestSupportError("no reply to \(id) within \(timeout)")
+        defer { timer.cancel() }
+        // Registered before this actor runs anything else, so the reply or the timer finds it.
+        let reply = await withCheckedContinuation { waiters[id] = $0 }
+        guard let reply else { throw TestSupportError("no reply to \(id) within \(timeout)") }
+        return reply
     }
+
+    private func expire(_ id: String) { waiters.removeValue(forKey: id)?.resume(returning: nil) }
 
     public func events(of type: EventType) -> [Event] { events.filter { $0.type == type } }
     public func clearEvents() { events.removeAll() }

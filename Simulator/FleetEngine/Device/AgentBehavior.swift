@@ -30,6 +30,7 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
 
     public init(machine: AgentMachine, initialHeartbeat: Double? = nil, heartbeatJitter: Double = 0.2, heartbeatQoS: QoS = .atMostOnce) {
         self.machine = machine
+        self.machine.beginSession()
         self.initialHeartbeat = initialHeartbeat ?? Double(machine.state.heartbeatInterval)
         self.heartbeatJitter = heartbeatJitter
         self.heartbeatQoS = heartbeatQoS
@@ -70,6 +71,7 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
 
     public mutating func onDisconnected(now: Double) {
         _ = perform(machine.handle(.connectionLost), now: now, context: .message)
+        machine.beginSession() // the next CONNECT's will belongs to a new connection
     }
 
     private var isApplying: Bool {

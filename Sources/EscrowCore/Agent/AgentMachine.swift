@@ -59,14 +59,26 @@ public struct AgentMachine: Equatable, Sendable {
     /// Asks for an owner-issued identity while in escrow (`escrow-agent` over mutual TLS); off for
     /// agents without certificates (plain MQTT, simulated fleets), which ignore a configuration's certificate.
     public let rotatesIdentity: Bool
+    /// The connection in force, as carried by its status and will (`DeviceStatus.session`);
+    /// nil until `beginSession` (then no session is sent).
+    public private(set) var session: Int?
 
     public init(state: AgentState, agentVersion: String = "1.0.0", bootedAt: Date = Date(), rotatesIdentity: Bool = false) {
         self.state = state; self.agentVersion = agentVersion; self.bootedAt = bootedAt; self.rotatesIdentity = rotatesIdentity
     }
 
-    /// True when the agent should (still) send a CSR for its post-activation identity.
+    /// True when the agent should (still) send a CSR for its owner-issued identity: in escrow, and
+    /// also after an activation that reached it without a certificate (it was offline, or the
+    /// platform had no CSR on file), so that no device keeps its escrow identity once active.
     var needsCertificate: Bool {
-        rotatesIdentity && state.mode == .escrow && state.identity == .factory && !state.certificateRequested
+        rotatesIdentity && state.identity == .factory && !state.certificateRequested
+    }
+
+    /// Starts a new connection's session: call before building the CONNECT (its will) for every
+    /// connection. Strictly increasing: the Unix time in milliseconds, or one more than the last.
+    public mutating func beginSession(now: Date = Date()) {
+        let millis = Int((now.timeIntervalSince1970 * 1000).rounded(.down))
+        session = max(millis, (session ?? 0) + 1)
     }
 
     public var id: DeviceID { state.deviceId }
@@ -75,7 +87,7 @@ public struct AgentMachine: Equatable, Sendable {
 
     /// The will message the connection must carry: it marks the device offline.
     public var will: (topic: String, payload: [UInt8]) {
-        (statusTopic, WireCodec.encode(DeviceStatus(state: .offline, mode: state.mode, configVersion: state.appliedVersion, agentVersion: agentVersion)))
+        (statusTopic, WireCodec.encode(DeviceStatus(state: .offline, mode: state.mode, configVersion: state.appliedVersion, agentVersion: agentVersion, session: session)))
     }
 
     public mutating func handle(_ event: Event, now: Date = Date()) -> [Effect] {
@@ -190,6 +202,9 @@ public struct AgentMachine: Equatable, Sendable {
         if rotatesIdentity, config.certificate != nil {
             s.identity = .issued
             s.certificateRequested = false
+        } else if rotatesIdentity, config.mode == .normal, s.identity == .factory {
+            // Active on the escrow identity: the platform had no (valid) CSR on file; ask (again).
+            s.certificateRequested = false
         }
         s.mode = config.mode
         s.owner = config.owner
@@ -201,7 +216,7 @@ public struct AgentMachine: Equatable, Sendable {
 
     private func statusEffect() -> Effect {
         .publish(topic: statusTopic,
-                 payload: WireCodec.encode(DeviceStatus(state: .online, mode: state.mode, configVersion: state.appliedVersion, agentVersion: agentVersion)),
+                 payload: WireCodec.encode(DeviceStatus(state: .online, mode: state.mode, configVersion: state.appliedVersion, agentVersion: agentVersion, session: session)),
                  qos: 1, retain: true)
     }
 

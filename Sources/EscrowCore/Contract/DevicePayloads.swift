@@ -12,8 +12,13 @@ public struct DeviceStatus: VersionedPayload, Codable, Equatable, Sendable {
     public var mode: DeviceMode?
     public var configVersion: Int?
     public var agentVersion: String?
-    public init(state: State, mode: DeviceMode? = nil, configVersion: Int? = nil, agentVersion: String? = nil) {
-        self.state = state; self.mode = mode; self.configVersion = configVersion; self.agentVersion = agentVersion
+    /// The connection this status belongs to: strictly increasing per device across connections
+    /// (`escrow-agent` uses the Unix time in milliseconds when it opened the connection). The will
+    /// of a connection carries the same value as its online status, so the platform can ignore a
+    /// will that an older connection leaves behind. Absent: always applied.
+    public var session: Int?
+    public init(state: State, mode: DeviceMode? = nil, configVersion: Int? = nil, agentVersion: String? = nil, session: Int? = nil) {
+        self.state = state; self.mode = mode; self.configVersion = configVersion; self.agentVersion = agentVersion; self.session = session
     }
 }
 

@@ -53,3 +53,42 @@ public enum Identifier {
         return true
     }
 }
+
+/// The broker's one namespace of usernames. Operators, services and devices share it (a device's
+/// certificate CN is its username), so the three kinds can never collide: operators are `op-*`,
+/// services (`escrowd`) are `svc-*`, and device ids may start with neither. The broker plugin and
+/// the ACL file rely on it, and the generated files are checked for duplicates before every reload.
+public enum BrokerNames {
+    public static let operatorPrefix = "op-"
+    public static let servicePrefix = "svc-"
+    /// The platform administrator, created by `escrowd` itself.
+    public static let administrator = "op-admin"
+    /// The control plane's default login.
+    public static let controlPlane = "svc-escrowd"
+
+    /// Why `username` cannot be given to a new operator, or nil when it can.
+    public static func operatorNameProblem(_ username: String) -> String? {
+        guard Identifier.isValid(username) else { return "operator usernames match [A-Za-z0-9._-]{1,64}" }
+        if username.hasPrefix(servicePrefix) { return "'\(servicePrefix)*' names are reserved for platform services" }
+        guard username.hasPrefix(operatorPrefix), username.count > operatorPrefix.count else {
+            return "operator usernames start with '\(operatorPrefix)' (device ids never do, so the two cannot collide)"
+        }
+        if username == administrator { return "'\(administrator)' is the platform administrator's reserved name" }
+        return nil
+    }
+
+    /// True when `id` lies in the operators' or services' part of the namespace.
+    public static func isReservedForLogins(_ id: String) -> Bool {
+        id.hasPrefix(operatorPrefix) || id.hasPrefix(servicePrefix)
+    }
+
+    /// A client id a login may use on the operator listener: the username itself, or
+    /// `USERNAME:SUFFIX` (`:` never occurs in a username). The broker plugin refuses any other, so
+    /// no login can take over another's session by reusing its client id.
+    public static func clientID(_ username: String, suffix: String? = nil) -> String {
+        suffix.map { "\(username):\($0)" } ?? username
+    }
+    public static func isClientID(_ clientID: String, of username: String) -> Bool {
+        clientID == username || clientID.hasPrefix(username + ":")
+    }
+}

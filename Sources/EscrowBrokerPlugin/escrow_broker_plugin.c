@@ -1,0 +1,883 @@
+/*
+ * escrow_broker_plugin.c: the EscrowFleet plugin for Mosquitto 2.0 (plugin API 5).
+ *
+ * Mosquitto 2.0.11's acl_file grants every SUBSCRIBE and filters only at
+ * delivery. That lets a client without read rights join a shared subscription
+ * group ($share/GROUP/filter), take its round-robin share of the group's
+ * messages and have them dropped, starving the legitimate members. This plugin
+ * closes that gap and one more, reading the same ACL file as the broker:
+ *
+ *  - MOSQ_EVT_ACL_CHECK, SUBSCRIBE only: a $share filter needs a service user
+ *    (username starts with the service_prefix option); any filter must be
+ *    covered by one of the user's read rules and overlap none of its deny
+ *    rules. A covered filter is deferred (the broker's acl_file then runs and
+ *    grants it); anything else is refused (SUBACK 0x80, or 0x87 on MQTT 5).
+ *    Every other access (READ, WRITE, UNSUBSCRIBE) is deferred to acl_file.
+ *  - MOSQ_EVT_BASIC_AUTH: the client id must be the username or start with
+ *    "USERNAME:", so one user cannot take over another's session by reusing
+ *    its client id. An acceptable id is deferred to password_file.
+ *  - MOSQ_EVT_RELOAD (SIGHUP): the ACL file is read again; if that fails the
+ *    previous rules stay in force.
+ *
+ * Options (plugin_opt_NAME in mosquitto.conf): acl_file (required),
+ * service_prefix (default "svc-"). See README.md next to this file.
+ *
+ * The broker is single threaded: callbacks never run concurrently, so the
+ * state behind the userdata pointer needs no locking.
+ */
+
+/* getline, strdup and ssize_t are POSIX.1-2008, not C99. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#include "escrow_broker_plugin.h"
+
+#define LOG_PREFIX "escrow_broker_plugin: "
+
+/* Longest topic mosquitto accepts (MQTT strings are length-prefixed by 16 bits). */
+#define MAX_TOPIC_LENGTH 65535
+
+/* ------------------------------------------------------------------------
+ * String arena: every topic and username of one rule set lives here, so a
+ * rule set is freed in a handful of calls whatever its size.
+ * ------------------------------------------------------------------------ */
+
+#define ARENA_CHUNK_SIZE (64 * 1024)
+
+struct arena_chunk {
+    struct arena_chunk *next;
+    size_t used;
+    size_t size;
+    char data[];
+};
+
+struct arena {
+    struct arena_chunk *head;
+};
+
+/* Copies the len bytes at s into the arena, NUL-terminated. NULL on OOM. */
+static const char *arena_strndup(struct arena *arena, const char *s, size_t len)
+{
+    struct arena_chunk *chunk = arena->head;
+
+    if (chunk == NULL || chunk->size - chunk->used < len + 1) {
+        size_t size = len + 1 > ARENA_CHUNK_SIZE ? len + 1 : ARENA_CHUNK_SIZE;
+        chunk = malloc(sizeof(*chunk) + size);
+        if (chunk == NULL) {
+            return NULL;
+        }
+        chunk->used = 0;
+        chunk->size = size;
+        chunk->next = arena->head;
+        arena->head = chunk;
+    }
+    char *copy = chunk->data + chunk->used;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    chunk->used += len + 1;
+    return copy;
+}
+
+static void arena_free(struct arena *arena)
+{
+    struct arena_chunk *chunk = arena->head;
+    while (chunk != NULL) {
+        struct arena_chunk *next = chunk->next;
+        free(chunk);
+        chunk = next;
+    }
+    arena->head = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Rule set: the parsed ACL file.
+ * ------------------------------------------------------------------------ */
+
+/* One `topic` or `pattern` line. access is MOSQ_ACL_READ and/or
+ * MOSQ_ACL_WRITE, or MOSQ_ACL_NONE for `deny` (as in mosquitto). */
+struct rule {
+    const char *topic;
+    int access;
+    unsigned username_refs;  /* occurrences of %u (patterns only) */
+    unsigned client_id_refs; /* occurrences of %c (patterns only) */
+};
+
+struct rule_list {
+    struct rule *items;
+    size_t count;
+    size_t capacity;
+};
+
+/* The rules of one `user NAME` block (blocks of the same name are merged, as
+ * mosquitto does). A slot with username == NULL is empty. */
+struct user_rules {
+    const char *username;
+    uint64_t hash;
+    struct rule_list rules;
+};
+
+struct rule_set {
+    struct user_rules *users; /* open-addressing hash table, linear probing */
+    size_t user_capacity;     /* a power of two, at least twice user_count */
+    size_t user_count;
+    size_t topic_rule_count;
+    struct rule_list patterns;
+    struct arena strings;
+};
+
+static int rule_list_append(struct rule_list *list, struct rule rule)
+{
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity == 0 ? 4 : list->capacity * 2;
+        struct rule *items = realloc(list->items, capacity * sizeof(*items));
+        if (items == NULL) {
+            return MOSQ_ERR_NOMEM;
+        }
+        list->items = items;
+        list->capacity = capacity;
+    }
+    list->items[list->count++] = rule;
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* FNV-1a, 64 bits. */
+static uint64_t hash_string(const char *s)
+{
+    uint64_t hash = UINT64_C(14695981039346656037);
+    for (; *s != '\0'; s++) {
+        hash ^= (unsigned char)*s;
+        hash *= UINT64_C(1099511628211);
+    }
+    return hash;
+}
+
+static struct user_rules *rule_set_slot(struct user_rules *table, size_t capacity,
+                                        const char *username, uint64_t hash)
+{
+    size_t mask = capacity - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        struct user_rules *slot = &table[i];
+        if (slot->username == NULL ||
+            (slot->hash == hash && strcmp(slot->username, username) == 0)) {
+            return slot;
+        }
+    }
+}
+
+/* The rules of username, or NULL if the file has no block for it. */
+static const struct user_rules *rule_set_find(const struct rule_set *set, const char *username)
+{
+    if (set->user_count == 0) {
+        return NULL;
+    }
+    const struct user_rules *slot =
+        rule_set_slot(set->users, set->user_capacity, username, hash_string(username));
+    return slot->username != NULL ? slot : NULL;
+}
+
+static int rule_set_grow(struct rule_set *set)
+{
+    size_t capacity = set->user_capacity == 0 ? 64 : set->user_capacity * 2;
+    struct user_rules *table = calloc(capacity, sizeof(*table));
+    if (table == NULL) {
+        return MOSQ_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < set->user_capacity; i++) {
+        struct user_rules *old = &set->users[i];
+        if (old->username != NULL) {
+            *rule_set_slot(table, capacity, old->username, old->hash) = *old;
+        }
+    }
+    free(set->users);
+    set->users = table;
+    set->user_capacity = capacity;
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* The entry for username (a string in the set's arena), created if needed. */
+static struct user_rules *rule_set_user(struct rule_set *set, const char *username)
+{
+    if ((set->user_count + 1) * 2 > set->user_capacity && rule_set_grow(set) != MOSQ_ERR_SUCCESS) {
+        return NULL;
+    }
+    uint64_t hash = hash_string(username);
+    struct user_rules *slot = rule_set_slot(set->users, set->user_capacity, username, hash);
+    if (slot->username == NULL) {
+        slot->username = username;
+        slot->hash = hash;
+        set->user_count++;
+    }
+    return slot;
+}
+
+static void rule_set_free(struct rule_set *set)
+{
+    if (set == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < set->user_capacity; i++) {
+        free(set->users[i].rules.items);
+    }
+    free(set->users);
+    free(set->patterns.items);
+    arena_free(&set->strings);
+    free(set);
+}
+
+/* ------------------------------------------------------------------------
+ * Topic filters, level by level. A cursor walks a filter's levels; "a/" has
+ * two levels, "a" and "", so the end is a NULL cursor, not an empty string.
+ * ------------------------------------------------------------------------ */
+
+struct level {
+    const char *text;
+    size_t length;
+};
+
+static bool level_next(const char **cursor, struct level *level)
+{
+    if (*cursor == NULL) {
+        return false;
+    }
+    const char *slash = strchr(*cursor, '/');
+    level->text = *cursor;
+    if (slash != NULL) {
+        level->length = (size_t)(slash - *cursor);
+        *cursor = slash + 1;
+    } else {
+        level->length = strlen(*cursor);
+        *cursor = NULL;
+    }
+    return true;
+}
+
+static bool level_is(const struct level *level, char wildcard)
+{
+    return level->length == 1 && level->text[0] == wildcard;
+}
+
+static bool level_equal(const struct level *a, const struct level *b)
+{
+    return a->length == b->length && memcmp(a->text, b->text, a->length) == 0;
+}
+
+/* The wildcards of a topic filter used where mosquitto would accept it as a
+ * subscription (mosquitto_sub_topic_check): '+' fills a whole level, '#' fills
+ * the whole last level. */
+static bool filter_is_valid(const char *filter)
+{
+    size_t length = strlen(filter);
+    if (length == 0 || length > MAX_TOPIC_LENGTH) {
+        return false;
+    }
+    for (size_t i = 0; i < length; i++) {
+        char c = filter[i];
+        if (c != '+' && c != '#') {
+            continue;
+        }
+        bool starts_level = i == 0 || filter[i - 1] == '/';
+        bool ends_level = i + 1 == length || filter[i + 1] == '/';
+        if (!starts_level || !ends_level || (c == '#' && i + 1 != length)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether every topic that filter matches is also matched by rule.
+ * Topics starting with '$' are only matched by rules starting with '$'
+ * (mosquitto's acl_file does the same; MQTT keeps them from wildcards). */
+static bool rule_covers(const char *rule, const char *filter)
+{
+    if (filter[0] == '$' && rule[0] != '$') {
+        return false;
+    }
+    const char *rule_cursor = rule;
+    const char *filter_cursor = filter;
+    struct level r, f;
+    for (;;) {
+        bool has_rule = level_next(&rule_cursor, &r);
+        bool has_filter = level_next(&filter_cursor, &f);
+        if (has_rule && level_is(&r, '#')) {
+            return true; /* the rest, including no further level */
+        }
+        if (!has_rule || !has_filter) {
+            return !has_rule && !has_filter;
+        }
+        if (level_is(&f, '#')) {
+            return false; /* only a rule '#' covers a filter '#' */
+        }
+        if (level_is(&r, '+')) {
+            continue; /* a literal or a '+' */
+        }
+        if (level_is(&f, '+') || !level_equal(&r, &f)) {
+            return false;
+        }
+    }
+}
+
+/* Whether some topic is matched by both filters. */
+static bool filters_overlap(const char *a, const char *b)
+{
+    if ((a[0] == '$' && (b[0] == '+' || b[0] == '#')) ||
+        (b[0] == '$' && (a[0] == '+' || a[0] == '#'))) {
+        return false;
+    }
+    const char *a_cursor = a;
+    const char *b_cursor = b;
+    struct level la, lb;
+    for (;;) {
+        bool has_a = level_next(&a_cursor, &la);
+        bool has_b = level_next(&b_cursor, &lb);
+        if ((has_a && level_is(&la, '#')) || (has_b && level_is(&lb, '#'))) {
+            return true;
+        }
+        if (!has_a || !has_b) {
+            return !has_a && !has_b;
+        }
+        if (level_is(&la, '+') || level_is(&lb, '+')) {
+            continue;
+        }
+        if (!level_equal(&la, &lb)) {
+            return false;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * ACL file parser: mosquitto's acl_file format.
+ *
+ *   # comment
+ *   pattern read|write|readwrite|deny TOPIC   (%u username, %c client id)
+ *   user NAME
+ *   topic read|write|readwrite|deny TOPIC
+ *
+ * As in mosquitto: a `topic` line without an access word grants readwrite;
+ * `pattern` lines are global wherever they appear; `topic` lines before the
+ * first `user` line are for anonymous clients, which this plugin refuses, so
+ * they are skipped; an unknown keyword, access word or invalid topic fails the
+ * whole file.
+ * ------------------------------------------------------------------------ */
+
+struct load_error {
+    char message[512];
+};
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static char *skip_blanks(char *s)
+{
+    while (is_blank(*s)) {
+        s++;
+    }
+    return s;
+}
+
+/* Splits the first word off *line; *line moves past it and its blanks. */
+static char *take_word(char **line)
+{
+    char *word = *line;
+    char *end = word;
+    while (*end != '\0' && !is_blank(*end)) {
+        end++;
+    }
+    *line = skip_blanks(end);
+    *end = '\0';
+    return word;
+}
+
+static unsigned count_refs(const char *topic, char which)
+{
+    unsigned count = 0;
+    for (const char *p = topic; p[0] != '\0' && p[1] != '\0'; p++) {
+        if (p[0] == '%' && p[1] == which) {
+            count++;
+            p++;
+        }
+    }
+    return count;
+}
+
+static bool parse_access(const char *word, int *access)
+{
+    if (strcmp(word, "read") == 0) {
+        *access = MOSQ_ACL_READ;
+    } else if (strcmp(word, "write") == 0) {
+        *access = MOSQ_ACL_WRITE;
+    } else if (strcmp(word, "readwrite") == 0) {
+        *access = MOSQ_ACL_READ | MOSQ_ACL_WRITE;
+    } else if (strcmp(word, "deny") == 0) {
+        *access = MOSQ_ACL_NONE;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Parser state carried from line to line. */
+struct parser {
+    struct rule_set *set;
+    const char *user; /* current `user` block (arena string), NULL before the first */
+    size_t line_number;
+    struct load_error *error;
+};
+
+static int parse_fail(struct parser *parser, const char *what, const char *line)
+{
+    snprintf(parser->error->message, sizeof(parser->error->message),
+             "line %zu: %s: \"%.120s%s\"", parser->line_number, what, line,
+             strlen(line) > 120 ? "..." : "");
+    return MOSQ_ERR_INVAL;
+}
+
+/* line: one line, trailing whitespace removed. original: the same, untouched,
+ * for error messages. */
+static int parse_line(struct parser *parser, char *line, const char *original)
+{
+    line = skip_blanks(line);
+    if (line[0] == '\0' || line[0] == '#') {
+        return MOSQ_ERR_SUCCESS;
+    }
+    char *keyword = take_word(&line);
+
+    if (strcmp(keyword, "user") == 0) {
+        if (line[0] == '\0') {
+            return parse_fail(parser, "missing username", original);
+        }
+        parser->user = arena_strndup(&parser->set->strings, line, strlen(line));
+        return parser->user != NULL ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOMEM;
+    }
+
+    bool is_pattern = strcmp(keyword, "pattern") == 0;
+    if (!is_pattern && strcmp(keyword, "topic") != 0) {
+        return parse_fail(parser, "invalid line", original);
+    }
+    if (line[0] == '\0') {
+        return parse_fail(parser, "empty topic", original);
+    }
+    int access = MOSQ_ACL_READ | MOSQ_ACL_WRITE;
+    char *topic = line;
+    char *first = take_word(&line);
+    if (line[0] != '\0') {
+        if (!parse_access(first, &access)) {
+            return parse_fail(parser, "invalid access type (read, write, readwrite or deny)", original);
+        }
+        topic = line;
+    }
+    if (!filter_is_valid(topic)) {
+        return parse_fail(parser, "invalid topic", original);
+    }
+    if (!is_pattern && parser->user == NULL) {
+        return MOSQ_ERR_SUCCESS; /* anonymous clients: refused by this plugin anyway */
+    }
+
+    struct rule rule = {.access = access};
+    rule.topic = arena_strndup(&parser->set->strings, topic, strlen(topic));
+    if (rule.topic == NULL) {
+        return MOSQ_ERR_NOMEM;
+    }
+    if (is_pattern) {
+        rule.username_refs = count_refs(rule.topic, 'u');
+        rule.client_id_refs = count_refs(rule.topic, 'c');
+        return rule_list_append(&parser->set->patterns, rule);
+    }
+    struct user_rules *user = rule_set_user(parser->set, parser->user);
+    if (user == NULL) {
+        return MOSQ_ERR_NOMEM;
+    }
+    parser->set->topic_rule_count++;
+    return rule_list_append(&user->rules, rule);
+}
+
+/* Reads path into a new rule set. On failure returns NULL with error filled. */
+static struct rule_set *rule_set_load(const char *path, struct load_error *error)
+{
+    struct rule_set *set = calloc(1, sizeof(*set));
+    if (set == NULL) {
+        snprintf(error->message, sizeof(error->message), "out of memory");
+        return NULL;
+    }
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        snprintf(error->message, sizeof(error->message), "cannot open: %s", strerror(errno));
+        rule_set_free(set);
+        return NULL;
+    }
+
+    struct parser parser = {.set = set, .error = error};
+    char *line = NULL;     /* getline's buffer: any line length */
+    char *original = NULL; /* a copy of the line for error messages */
+    size_t line_capacity = 0;
+    size_t original_capacity = 0;
+    ssize_t length;
+    int rc = MOSQ_ERR_SUCCESS;
+
+    while (rc == MOSQ_ERR_SUCCESS && (length = getline(&line, &line_capacity, file)) >= 0) {
+        parser.line_number++;
+        while (length > 0 && isspace((unsigned char)line[length - 1])) {
+            line[--length] = '\0';
+        }
+        if (original_capacity < (size_t)length + 1) {
+            char *grown = realloc(original, (size_t)length + 1);
+            if (grown == NULL) {
+                rc = MOSQ_ERR_NOMEM;
+                break;
+            }
+            original = grown;
+            original_capacity = (size_t)length + 1;
+        }
+        memcpy(original, line, (size_t)length + 1);
+        rc = parse_line(&parser, line, original);
+    }
+    if (rc == MOSQ_ERR_SUCCESS && ferror(file)) {
+        snprintf(error->message, sizeof(error->message), "read error: %s", strerror(errno));
+        rc = MOSQ_ERR_ERRNO;
+    }
+    if (rc == MOSQ_ERR_NOMEM) {
+        snprintf(error->message, sizeof(error->message), "out of memory at line %zu", parser.line_number);
+    }
+    free(line);
+    free(original);
+    fclose(file);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        rule_set_free(set);
+        return NULL;
+    }
+    return set;
+}
+
+/* ------------------------------------------------------------------------
+ * Plugin state and checks.
+ * ------------------------------------------------------------------------ */
+
+struct plugin_state {
+    mosquitto_plugin_id_t *identifier;
+    char *acl_path;
+    char *service_prefix;
+    size_t service_prefix_length;
+    struct rule_set *rules; /* never NULL once init succeeded */
+};
+
+static bool value_is_substitutable(const char *value)
+{
+    return value != NULL && strpbrk(value, "+#/") == NULL;
+}
+
+/* The pattern's topic with %u and %c replaced, in a new string. NULL with
+ * *skip set if the pattern cannot apply to this client: the value is missing
+ * or contains '+', '#' or '/', which would let it reach other clients' topics.
+ * (Mosquitto 2.0.11 refuses every check of a client whose username or id has
+ * '+' or '#' when patterns exist, and does substitute '/'; skipping is at
+ * least as strict.) NULL alone on OOM. */
+static char *pattern_expand(const struct rule *pattern, const char *username,
+                            const char *client_id, bool *skip)
+{
+    *skip = false;
+    if ((pattern->username_refs > 0 && !value_is_substitutable(username)) ||
+        (pattern->client_id_refs > 0 && !value_is_substitutable(client_id))) {
+        *skip = true;
+        return NULL;
+    }
+    size_t username_length = pattern->username_refs > 0 ? strlen(username) : 0;
+    size_t client_id_length = pattern->client_id_refs > 0 ? strlen(client_id) : 0;
+    size_t length = strlen(pattern->topic) + pattern->username_refs * username_length +
+                    pattern->client_id_refs * client_id_length;
+    char *expanded = malloc(length + 1);
+    if (expanded == NULL) {
+        return NULL;
+    }
+    char *out = expanded;
+    for (const char *p = pattern->topic; *p != '\0'; p++) {
+        if (p[0] == '%' && p[1] == 'u') {
+            memcpy(out, username, username_length);
+            out += username_length;
+            p++;
+        } else if (p[0] == '%' && p[1] == 'c') {
+            memcpy(out, client_id, client_id_length);
+            out += client_id_length;
+            p++;
+        } else {
+            *out++ = *p;
+        }
+    }
+    *out = '\0';
+    return expanded;
+}
+
+enum pattern_test { PATTERN_DENY_OVERLAPS, PATTERN_READ_COVERS };
+
+/* Whether some pattern passes test for this client. *failed is set on OOM. */
+static bool patterns_match(const struct rule_list *patterns, enum pattern_test test,
+                           const char *filter, const char *username,
+                           const char *client_id, bool *failed)
+{
+    for (size_t i = 0; i < patterns->count; i++) {
+        const struct rule *pattern = &patterns->items[i];
+        bool wanted = test == PATTERN_DENY_OVERLAPS ? pattern->access == MOSQ_ACL_NONE
+                                                    : (pattern->access & MOSQ_ACL_READ) != 0;
+        if (!wanted) {
+            continue;
+        }
+        bool skip;
+        char *topic = pattern_expand(pattern, username, client_id, &skip);
+        if (topic == NULL) {
+            if (skip) {
+                continue;
+            }
+            *failed = true;
+            return false;
+        }
+        bool match = test == PATTERN_DENY_OVERLAPS ? filters_overlap(topic, filter)
+                                                   : rule_covers(topic, filter);
+        free(topic);
+        if (match) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int deny_subscribe(const char *username, const char *topic, const char *reason)
+{
+    mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "denied SUBSCRIBE \"%s\" for \"%s\": %s",
+                         topic, username != NULL ? username : "(no username)", reason);
+    return MOSQ_ERR_ACL_DENIED;
+}
+
+/* Rule 1: a SUBSCRIBE (topic is the full filter, $share prefix included). */
+static int check_subscribe(const struct plugin_state *state, struct mosquitto *client,
+                           const char *topic)
+{
+    const char *username = mosquitto_client_username(client);
+    const char *client_id = mosquitto_client_id(client);
+    if (username == NULL) {
+        return deny_subscribe(username, topic, "no username");
+    }
+
+    const char *filter = topic;
+    if (strncmp(topic, "$share/", 7) == 0) {
+        if (strncmp(username, state->service_prefix, state->service_prefix_length) != 0) {
+            return deny_subscribe(username, topic, "shared subscriptions are for service users");
+        }
+        const char *group = topic + 7;
+        const char *slash = strchr(group, '/');
+        if (slash == NULL || slash == group || slash[1] == '\0') {
+            return deny_subscribe(username, topic, "malformed shared subscription");
+        }
+        filter = slash + 1;
+    }
+
+    const struct rule_set *set = state->rules;
+    const struct user_rules *user = rule_set_find(set, username);
+    bool failed = false;
+
+    if (user != NULL) {
+        for (size_t i = 0; i < user->rules.count; i++) {
+            const struct rule *rule = &user->rules.items[i];
+            if (rule->access == MOSQ_ACL_NONE && filters_overlap(rule->topic, filter)) {
+                return deny_subscribe(username, topic, "overlaps a deny rule");
+            }
+        }
+    }
+    if (patterns_match(&set->patterns, PATTERN_DENY_OVERLAPS, filter, username, client_id, &failed)) {
+        return deny_subscribe(username, topic, "overlaps a deny pattern");
+    }
+    if (failed) {
+        return deny_subscribe(username, topic, "out of memory");
+    }
+
+    if (user != NULL) {
+        for (size_t i = 0; i < user->rules.count; i++) {
+            const struct rule *rule = &user->rules.items[i];
+            if ((rule->access & MOSQ_ACL_READ) != 0 && rule_covers(rule->topic, filter)) {
+                return MOSQ_ERR_PLUGIN_DEFER;
+            }
+        }
+    }
+    if (patterns_match(&set->patterns, PATTERN_READ_COVERS, filter, username, client_id, &failed)) {
+        return MOSQ_ERR_PLUGIN_DEFER;
+    }
+    return deny_subscribe(username, topic, failed ? "out of memory" : "not covered by a read rule");
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+    const struct mosquitto_evt_acl_check *ed = event_data;
+    (void)event;
+
+    if (ed->access != MOSQ_ACL_SUBSCRIBE) {
+        return MOSQ_ERR_PLUGIN_DEFER; /* acl_file decides at publish and delivery */
+    }
+    return check_subscribe(userdata, ed->client, ed->topic);
+}
+
+/* Rule 3: the client id is the username, or "USERNAME:" and anything. */
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+    const struct mosquitto_evt_basic_auth *ed = event_data;
+    const char *client_id = mosquitto_client_id(ed->client);
+    (void)event;
+    (void)userdata;
+
+    if (ed->username != NULL && client_id != NULL) {
+        size_t length = strlen(ed->username);
+        if (strncmp(client_id, ed->username, length) == 0 &&
+            (client_id[length] == '\0' || client_id[length] == ':')) {
+            return MOSQ_ERR_PLUGIN_DEFER; /* password_file checks the password */
+        }
+    }
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         LOG_PREFIX "refused client id \"%s\" for username \"%s\": "
+                         "it must be the username or start with \"USERNAME:\"",
+                         client_id != NULL ? client_id : "", ed->username != NULL ? ed->username : "(none)");
+    return MOSQ_ERR_AUTH;
+}
+
+static void log_loaded(const char *verb, const struct plugin_state *state)
+{
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         LOG_PREFIX "%s ACL file \"%s\": %zu users, %zu topic rules, %zu patterns",
+                         verb, state->acl_path, state->rules->user_count,
+                         state->rules->topic_rule_count, state->rules->patterns.count);
+}
+
+/* Rule 4: SIGHUP. Returns MOSQ_ERR_PLUGIN_DEFER in every case: mosquitto
+ * 2.0.11 stops at the first reload callback that returns anything else, and on
+ * an error it also skips re-registering its own password_file and acl_file
+ * checks, which would lock every client out. */
+static int on_reload(int event, void *event_data, void *userdata)
+{
+    struct plugin_state *state = userdata;
+    struct load_error error;
+    (void)event;
+    (void)event_data;
+
+    struct rule_set *fresh = rule_set_load(state->acl_path, &error);
+    if (fresh == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             LOG_PREFIX "Error: cannot reload ACL file \"%s\": %s; keeping the previous rules",
+                             state->acl_path, error.message);
+        return MOSQ_ERR_PLUGIN_DEFER;
+    }
+    rule_set_free(state->rules);
+    state->rules = fresh;
+    log_loaded("reloaded", state);
+    return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+/* ------------------------------------------------------------------------
+ * Plugin entry points.
+ * ------------------------------------------------------------------------ */
+
+static void state_free(struct plugin_state *state)
+{
+    if (state == NULL) {
+        return;
+    }
+    rule_set_free(state->rules);
+    free(state->acl_path);
+    free(state->service_prefix);
+    free(state);
+}
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+    for (int i = 0; i < supported_version_count; i++) {
+        if (supported_versions[i] == 5) {
+            return 5;
+        }
+    }
+    return -1;
+}
+
+static int init_fail(struct plugin_state *state, const char *message)
+{
+    mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: %s", message);
+    state_free(state);
+    return MOSQ_ERR_INVAL;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                          struct mosquitto_opt *options, int option_count)
+{
+    struct plugin_state *state = calloc(1, sizeof(*state));
+    if (state == NULL) {
+        return init_fail(NULL, "out of memory");
+    }
+    state->identifier = identifier;
+
+    const char *acl_path = NULL;
+    const char *service_prefix = ESCROW_BROKER_PLUGIN_DEFAULT_SERVICE_PREFIX;
+    for (int i = 0; i < option_count; i++) {
+        if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_ACL_FILE) == 0) {
+            acl_path = options[i].value;
+        } else if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_SERVICE_PREFIX) == 0) {
+            service_prefix = options[i].value;
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "Warning: unknown option plugin_opt_%s ignored",
+                                 options[i].key);
+        }
+    }
+    if (acl_path == NULL || acl_path[0] == '\0') {
+        return init_fail(state, "plugin_opt_acl_file is required (the broker's acl_file path)");
+    }
+    if (service_prefix == NULL || service_prefix[0] == '\0') {
+        return init_fail(state, "plugin_opt_service_prefix must not be empty");
+    }
+    state->acl_path = strdup(acl_path);
+    state->service_prefix = strdup(service_prefix);
+    if (state->acl_path == NULL || state->service_prefix == NULL) {
+        return init_fail(state, "out of memory");
+    }
+    state->service_prefix_length = strlen(state->service_prefix);
+
+    struct load_error error;
+    state->rules = rule_set_load(state->acl_path, &error);
+    if (state->rules == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: cannot load ACL file \"%s\": %s",
+                             state->acl_path, error.message);
+        state_free(state);
+        return MOSQ_ERR_INVAL;
+    }
+
+    if (mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, state) != MOSQ_ERR_SUCCESS ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, state) != MOSQ_ERR_SUCCESS ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, state) != MOSQ_ERR_SUCCESS) {
+        mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+        mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+        mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+        return init_fail(state, "cannot register callbacks");
+    }
+    log_loaded("loaded", state);
+    *userdata = state;
+    return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
+{
+    struct plugin_state *state = userdata;
+    (void)options;
+    (void)option_count;
+
+    if (state != NULL) {
+        mosquitto_callback_unregister(state->identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+        mosquitto_callback_unregister(state->identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+        mosquitto_callback_unregister(state->identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+        state_free(state);
+    }
+    return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,26 @@
+/*
+ * escrow_broker_plugin.h: the EscrowFleet Mosquitto plugin's options.
+ *
+ * The plugin is loaded by the broker, not linked into any program: its entry
+ * points (mosquitto_plugin_version, mosquitto_plugin_init,
+ * mosquitto_plugin_cleanup) are declared by <mosquitto_plugin.h>. This header
+ * only names its options so that the configuration writer and the plugin
+ * agree; it includes nothing, so it can sit in a SwiftPM C target's include
+ * directory. See ../README.md for the rules the plugin enforces.
+ *
+ *   plugin /path/to/libEscrowBrokerPlugin.so
+ *   plugin_opt_acl_file /path/to/acl          (required: the broker's acl_file)
+ *   plugin_opt_service_prefix svc-            (optional)
+ */
+
+#ifndef ESCROW_BROKER_PLUGIN_H
+#define ESCROW_BROKER_PLUGIN_H
+
+/* Path of the ACL file, the same file as the broker's acl_file. Required. */
+#define ESCROW_BROKER_PLUGIN_OPT_ACL_FILE "acl_file"
+
+/* Usernames starting with this prefix may subscribe to $share/GROUP/... */
+#define ESCROW_BROKER_PLUGIN_OPT_SERVICE_PREFIX "service_prefix"
+#define ESCROW_BROKER_PLUGIN_DEFAULT_SERVICE_PREFIX "svc-"
+
+#endif /* ESCROW_BROKER_PLUGIN_H */
