@@ -26,7 +26,7 @@ let package = Package(
 
         // The broker plugin, in C against mosquitto-dev's plugin API (its symbols resolve in the broker).
         .target(name: "EscrowBrokerPlugin", exclude: ["README.md"],
-                cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
+                cSettings: [.unsafeFlags(["-Wall", "-Wextra"])]),  // -Werror: Tests/BrokerPluginC/run.sh
 
         // Pure domain and wire contract.
         .target(name: "EscrowCore"),
@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "Identity", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "OperatorCLI", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "TestSupport"]),
     ]
 )
 

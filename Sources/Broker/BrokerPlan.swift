@@ -11,8 +11,10 @@ public struct BrokerPlan: Sendable, Equatable {
         public var keyFile: String
         /// Concatenated CRLs, one per CA in `caFile`; nil disables revocation checks.
         public var crlFile: String?
-        public init(caFile: String, certFile: String, keyFile: String, crlFile: String? = nil) {
-            self.caFile = caFile; self.certFile = certFile; self.keyFile = keyFile; self.crlFile = crlFile
+        /// Revoked serials enforced by the broker plugin (`BrokerLayout.revokedFile`).
+        public var revokedFile: String?
+        public init(caFile: String, certFile: String, keyFile: String, crlFile: String? = nil, revokedFile: String? = nil) {
+            self.caFile = caFile; self.certFile = certFile; self.keyFile = keyFile; self.crlFile = crlFile; self.revokedFile = revokedFile
         }
     }
 
@@ -80,7 +82,7 @@ public struct BrokerPlan: Sendable, Equatable {
     public init(layout: BrokerLayout, deviceHost: String = "0.0.0.0", devicePort: Int = 8883,
                 operatorHost: String = "127.0.0.1", operatorPort: Int = 1883, operatorTLS: Bool = false) {
         let tls = TLSFiles(caFile: layout.caBundle, certFile: layout.serverCertificate,
-                           keyFile: layout.serverKey, crlFile: layout.crlFile)
+                           keyFile: layout.serverKey, crlFile: layout.crlFile, revokedFile: layout.revokedFile)
         self.init(deviceListener: DeviceListener(host: deviceHost, port: devicePort, tls: tls),
                   operatorListener: OperatorListener(host: operatorHost, port: operatorPort,
                                                      tls: operatorTLS ? TLSFiles(caFile: layout.caBundle, certFile: layout.serverCertificate, keyFile: layout.serverKey) : nil),
@@ -107,6 +109,7 @@ public struct BrokerPlan: Sendable, Equatable {
                 "plugin_opt_acl_file \(aclFile)",
                 "plugin_opt_service_prefix \(BrokerNames.servicePrefix)",
             ]
+            if let revoked = deviceListener.tls.revokedFile { lines.append("plugin_opt_revoked_file \(revoked)") }
         }
         if let pidFile { lines.append("pid_file \(pidFile)") }
         if let dir = persistenceDirectory {

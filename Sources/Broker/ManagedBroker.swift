@@ -39,7 +39,7 @@ public final class ManagedBroker: Sendable {
         /// Least time between two SIGHUPs. mosquitto 2.0.11 clears its reload flag when a reload
         /// ends, so a SIGHUP that arrives while it is still reloading is lost (measured by
         /// bench/crl-scale.sh); a reload asked for sooner is sent once the spacing has passed.
-        public var reloadSpacing: Duration = .milliseconds(300)
+        public var reloadSpacing: Duration = .milliseconds(50)
         public init() {}
     }
 

@@ -33,6 +33,8 @@ struct CommandProcessor {
         case .deviceProvision: result = try encode(provision(account, decode(args), &fx))
         case .deviceList:
             let a: Commands.DeviceList = try decode(args)
+            if let l = a.limit, !(1...1_000).contains(l) { throw DomainError.invalid("limit must be within 1...1000, got \(l)") }
+            if let o = a.offset, o < 0 { throw DomainError.invalid("offset must be >= 0, got \(o)") }
             let (devices, total) = try ledger.devices(owner: account, filter: a)
             return Outcome(result: try encode(Commands.DeviceListResult(devices: devices, total: total)), effects: fx, mutating: false)
         case .deviceShow: return Outcome(result: try encode(deviceShow(account, decode(args))), effects: fx, mutating: false)
@@ -64,6 +66,7 @@ struct CommandProcessor {
             if let h = a.heartbeatInterval, !DeviceConfig.heartbeatRange.contains(h) {
                 throw DomainError.invalid("heartbeatInterval must be within \(DeviceConfig.heartbeatRange)")
             }
+            try Self.requireConfigFits(a.settings)
             result = try encode(ledger.putProfile(account, a))
         case .profileList:
             return Outcome(result: try encode(Commands.ProfileListResult(profiles: ledger.profiles(account))), effects: fx, mutating: false)
@@ -135,6 +138,11 @@ struct CommandProcessor {
         guard let acct = try ledger.account(account), acct.kind == .provisioner else {
             throw DomainError.forbidden("only a provisioner account creates escrow devices")
         }
+        if a.deviceIds != nil, a.prefix != nil || a.count != nil || a.start != nil {
+            throw DomainError.invalid("give deviceIds, or prefix and count (with start), not both")
+        }
+        if let s = a.start, s < 0 { throw DomainError.invalid("start must be >= 0, got \(s)") }
+        if a.count != nil, a.prefix == nil { throw DomainError.invalid("count needs prefix") }
         var ids: [DeviceID] = a.deviceIds ?? []
         if let prefix = a.prefix {
             guard let count = a.count, count > 0 else { throw DomainError.invalid("with prefix, give count > 0") }
@@ -311,8 +319,19 @@ struct CommandProcessor {
 
     // MARK: configuration
 
+    /// Settings whose configuration would exceed the device limit (64 KiB, with room for the other
+    /// fields and a certificate) are refused where they enter: `profile.put` and `config.push`.
+    static func requireConfigFits(_ settings: [String: JSONValue]) throws {
+        let size = WireCodec.encode(JSONValue.object(settings)).count
+        if size > ConfigValidation.maxConfigBytes - 2048 {
+            throw DomainError.invalid("settings: \(size) bytes encoded; a configuration may be at most \(ConfigValidation.maxConfigBytes) bytes, so settings may be at most \(ConfigValidation.maxConfigBytes - 2048)")
+        }
+    }
+
     private func configPush(_ account: AccountID, _ a: Commands.ConfigPush, _ fx: inout Effects) throws -> Commands.ConfigPushResult {
         try requireRealAccount(account)
+        if a.all == true, a.deviceIds != nil { throw DomainError.invalid("give deviceIds or all: true, not both") }
+        if a.settings != nil, a.profile != nil { throw DomainError.invalid("give profile or settings, not both") }
         var profile: Commands.Profile
         if let settings = a.settings {
             profile = .init(name: "adhoc", version: 0, settings: settings, heartbeatInterval: a.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
@@ -326,9 +345,7 @@ struct CommandProcessor {
             guard DeviceConfig.heartbeatRange.contains(h) else { throw DomainError.invalid("heartbeatInterval must be within \(DeviceConfig.heartbeatRange)") }
             profile.heartbeatInterval = h
         }
-        if WireCodec.encode(JSONValue.object(profile.settings)).count > ConfigValidation.maxConfigBytes - 1024 {
-            throw DomainError(.tooLarge, "settings exceed the \(ConfigValidation.maxConfigBytes)-byte configuration limit")
-        }
+        try Self.requireConfigFits(profile.settings)
         let targets: [DeviceID]
         if a.all == true {
             targets = try ledger.activeDeviceIDs(owner: account)
@@ -364,7 +381,9 @@ struct CommandProcessor {
 
     private func decode<T: Decodable>(_ args: JSONValue) throws -> T {
         do { return try args.decode(T.self) } catch {
-            throw DomainError(.invalidArgument, "args: " + WireCodec.describe(error))
+            // A field missing or of the wrong type is `malformed` (topics.md, Errors); values out of
+            // range are `invalid_argument`, raised by the command itself.
+            throw DomainError(.malformed, "args: " + WireCodec.describe(error))
         }
     }
     private func encode<T: Encodable>(_ value: T) throws -> JSONValue { try JSONValue(encoding: value) }

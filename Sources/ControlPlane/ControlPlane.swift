@@ -19,6 +19,10 @@ public actor ControlPlane {
         public var expirySweepInterval: Duration = .seconds(1)
         /// Use `$share/escrowd/...` for device and command topics so several instances split the load.
         public var sharedSubscriptions = true
+        /// An active device still on its escrow identity this long after activation (it never came
+        /// back to take up its owner-issued one) has its escrow certificate revoked: its provisioner
+        /// held that key. Checked with each reconciliation. The device then needs a new bundle.
+        public var escrowGrace: Duration = .seconds(30 * 86_400)
         public init(databasePath: String) { self.databasePath = databasePath }
     }
 
@@ -211,12 +215,18 @@ public actor ControlPlane {
         do {
             envelope = try WireCodec.decode(CommandEnvelope.self, from: m.payload)
         } catch {
-            fail(account: account, command: command, requestID: nil, error: error, response: m.properties)
+            // Answered on the reply topic whenever the request id can still be read.
+            fail(account: account, command: command, requestID: CommandEnvelope.readableRequestID(from: m.payload), error: error, response: m.properties)
             return
         }
         guard Identifier.isValid(envelope.requestId) else {
             fail(account: account, command: command, requestID: nil,
                  error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties)
+            return
+        }
+        guard case .object = envelope.args else {
+            fail(account: account, command: command, requestID: envelope.requestId,
+                 error: WireError(.malformed, "args: expected a JSON object (use {} for a command without arguments)"), response: m.properties)
             return
         }
         do {
@@ -345,6 +355,21 @@ public actor ControlPlane {
             publishConfigs(pending)
         } catch {
             log(.warn, "reconciliation skipped: \(error)")
+        }
+        revokeLapsedEscrowIdentities()
+    }
+
+    /// Revokes the escrow certificates of devices active for longer than `escrowGrace` without
+    /// taking up an owner-issued identity (see `Options.escrowGrace`).
+    func revokeLapsedEscrowIdentities() {
+        let cutoff = Date().addingTimeInterval(-Double(options.escrowGrace.components.seconds))
+        do {
+            let lapsed = try ledger.db.transaction { _ in try ledger.revokeLapsedEscrowIdentities(activatedBefore: cutoff, at: Date()) }
+            guard !lapsed.isEmpty else { return }
+            log(.warn, "revoked the escrow certificates of \(lapsed.count) devices active for over \(options.escrowGrace) without their owner-issued identity (\(lapsed.prefix(10).map(\.rawValue).joined(separator: ", "))\(lapsed.count > 10 ? ", ..." : "")); they need new bundles")
+            onAccessChanged(try accessSnapshot())
+        } catch {
+            log(.warn, "escrow-grace check skipped: \(error)")
         }
     }
 

@@ -19,6 +19,8 @@ public final class Daemon: Sendable {
         /// The host name devices use to reach the broker (goes into bundles and the server certificate).
         public var publicHost = "127.0.0.1"
         public var reconcileInterval: Duration = .seconds(30)
+        /// See `ControlPlane.Options.escrowGrace`.
+        public var escrowGrace: Duration = .seconds(30 * 86_400)
         public var mqttVersion: MQTTVersion = .v5
         /// Managed broker: TLS on the operator listener too (certificate from the platform CA), for
         /// operators on other hosts. escrowctl then needs `ca = DATA/platform-ca.pem` (admin.conf has it).
@@ -98,6 +100,7 @@ public final class Daemon: Sendable {
         client = try MQTTClient(options)
         var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
         cpOptions.reconcileInterval = settings.reconcileInterval
+        cpOptions.escrowGrace = settings.escrowGrace
         let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username
         let log = self.log, pidFile = settings.brokerPIDFile, external = settings.externalBroker != nil && pidFile == nil
         service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot in

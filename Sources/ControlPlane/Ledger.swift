@@ -386,6 +386,23 @@ final class Ledger {
             """, [.text(id.rawValue)])
         return revoked
     }
+    /// Revokes the escrow certificate of every active device that was activated before `cutoff` and
+    /// still runs on an identity its owner did not issue. Returns those devices.
+    func revokeLapsedEscrowIdentities(activatedBefore cutoff: Date, at: Date) throws -> [DeviceID] {
+        let rows = try db.query("""
+            SELECT id, coalesce(cert_issuer, provisioner) AS issuer, cert_serial FROM devices d
+            WHERE state = 'active' AND activated_at < ? AND cert_serial IS NOT NULL AND coalesce(cert_issuer, provisioner) != owner
+              AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.account_id = coalesce(d.cert_issuer, d.provisioner) AND r.serial = d.cert_serial)
+            """, [.real(cutoff.timeIntervalSince1970)])
+        var out: [DeviceID] = []
+        for r in rows {
+            let id = try r.string("id")
+            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
+                           [.text(try r.string("issuer")), .text(try r.string("cert_serial")), .text(id), .real(at.timeIntervalSince1970)])
+            if let d = DeviceID(id) { out.append(d) }
+        }
+        return out
+    }
     /// Revoked certificate serials per issuing account.
     func revokedSerials() throws -> [AccountID: [String]] {
         var out: [AccountID: [String]] = [:]

@@ -23,7 +23,7 @@ public enum AccountCommands {
             let id = try Parse.account(a.positionals[0], what: "account id")
             guard let name = a.value("name"), !name.isEmpty else { throw UsageError("--name is required") }
             guard let k = a.value("kind") else { throw UsageError("--kind is required (provisioner, reseller or customer)") }
-            guard let kind = Account.Kind(rawValue: k) else { throw UsageError("--kind must be provisioner, reseller or customer, got '\(k)'") }
+            guard let kind = Account.Kind(rawValue: k) else { throw .invalid("--kind must be provisioner, reseller or customer, got '\(k)'") }
             let managedBy = try a.value("managed-by").map { v throws(UsageError) in try Parse.account(v, what: "--managed-by") }
             args = .init(id: id, name: name, kind: kind, managedBy: managedBy)
         }

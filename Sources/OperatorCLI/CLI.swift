@@ -201,7 +201,7 @@ public enum CLI {
         let g = context.global
         switch error {
         case let e as CLIError: return e
-        case let e as UsageError: return CLIError(.usage, "usage", e.message)
+        case let e as UsageError: return e.invalidValue ? CLIError(.dataError, "invalid_argument", e.message) : CLIError(.usage, "usage", e.message)
         case let e as CLIUsageError: return CLIError(.usage, "usage", e.message)
         case let e as OperatorError:
             switch e {

@@ -67,7 +67,7 @@ public enum DeviceSelection: Sendable, Equatable {
         case .range: return nil
         case .csv(let path):
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw CLIError(.notFound, "not_found", "cannot read CSV file \(path)", hint: "Check the path given to --csv.")
+                throw CLIError(.dataError, "invalid_argument", "cannot read CSV file \(path)", hint: "Check the path given to --csv.")
             }
             do { return try Self.readCSV(text, file: path) } catch { throw CLIError(.dataError, "invalid_argument", error.message) }
         }
@@ -204,7 +204,7 @@ public enum DeviceCommands {
                   --state S    escrow (waiting for an owner) or active
                   --online     only devices connected now
                   --prefix P   only ids starting with P
-                  --limit N    at most N devices (default 1000)
+                  --limit N    at most N devices (1...1000; default 100)
                 """,
             examples: ["escrowctl device list --state escrow --prefix sn- --limit 20", "escrowctl device list --online --json"],
             valued: ["state", "prefix", "limit"], booleans: ["online"])
@@ -217,7 +217,7 @@ public enum DeviceCommands {
                 guard let v = DeviceView.State(rawValue: s) else { throw UsageError("--state must be escrow or active, got '\(s)'") }
                 state = v
             }
-            args = .init(state: state, online: a.flag("online") ? true : nil, prefix: a.value("prefix"), limit: try a.int("limit", in: 1...20_000))
+            args = .init(state: state, online: a.flag("online") ? true : nil, prefix: a.value("prefix"), limit: try a.int("limit", in: 1...1_000))
         }
 
         public func run(_ c: CommandContext) async throws {

@@ -31,7 +31,8 @@ public enum ExitCode: Int32, Sendable, CaseIterable {
         case .conflict: self = .conflict
         case .forbidden: self = .refused
         case .storageUnavailable: self = .storageUnavailable
-        case .unknownCommand, .internalError: self = .failure
+        case .unknownCommand: self = .usage
+        case .internalError: self = .failure
         }
     }
 

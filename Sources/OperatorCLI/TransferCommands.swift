@@ -13,7 +13,7 @@ public enum TransferCommands {
                   --prefix P     the account's escrow devices whose id starts with P, not already in a transfer
                                  (the first N by id with --count N)
                   --note TEXT    shown to the receiver (at most 500 characters)
-                  --expires 7d   how long the receiver has to decide (60s ... 90d; default 7d)
+                  --expires 7d   how long the receiver has to decide (1s ... 90d; default 7d)
                 """,
             examples: ["escrowctl transfer request --to resell --prefix sn- --count 500 --note \"PO 4711\"",
                        "escrowctl transfer request --to cust --ids sn-000001,sn-000002 --expires 2d"],
@@ -42,7 +42,9 @@ public enum TransferCommands {
             note = a.value("note")
             if let n = note, n.count > 500 { throw UsageError("--note is at most 500 characters") }
             expiresIn = try a.seconds("expires")
-            if let e = expiresIn, !Commands.TransferRequest.expiryRange.contains(e) { throw UsageError("--expires must be within 1s and 90d") }
+            if let e = expiresIn, !Commands.TransferRequest.expiryRange.contains(e) {
+                throw .invalid("--expires must be within \(Commands.TransferRequest.expiryRange.lowerBound)s and 90d, got \(e)s")
+            }
         }
 
         public func run(_ c: CommandContext) async throws {

@@ -26,6 +26,8 @@ OPTIONS
   --operator-tls           managed broker: TLS on the operator listener too, for operators on
                            other hosts (admin.conf then names the CA escrowctl must trust)
   --reconcile-interval D   re-publish unacknowledged configurations this often (default 30s)
+  --escrow-grace D         revoke the escrow certificate of a device still not on its owner-issued
+                           identity this long after activation (default 30d; it then needs a new bundle)
   --mqtt 5|3.1.1           protocol escrowd speaks (default 5)
   --config FILE            read options from FILE (key = value, same names without dashes)
   --log-level L            debug, info, warn or error (default info)
@@ -58,7 +60,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
 umask(0o077)
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "mqtt", "config", "log-level", "broker-pid-file"]
+                           "reconcile-interval", "escrow-grace", "mqtt", "config", "log-level", "broker-pid-file"]
 var argv = Array(CommandLine.arguments.dropFirst())
 let args: Arguments
 do {
@@ -87,6 +89,7 @@ do {
     if let p = try args.int("operator-port", in: 1...65535) { settings.operatorPort = p }
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
+    if let s = try args.seconds("escrow-grace") { settings.escrowGrace = .seconds(max(1, s)) }
     settings.brokerPIDFile = args.value("broker-pid-file")
     settings.operatorTLS = args.flag("operator-tls")
     if let v = args.value("mqtt") {

@@ -25,12 +25,13 @@ struct HostileTenantTests {
         let admin: OperatorProbe
         let task: Task<Void, any Error>
 
-        init() async throws {
+        init(_ configure: (inout Daemon.Settings) -> Void = { _ in }) async throws {
             dir = try TempDirectory(prefix: "hostile")
             let ports = try freePorts(2)
             var settings = Daemon.Settings(dataDirectory: dir.path + "/data")
             settings.devicePort = ports[0]
             settings.operatorPort = ports[1]
+            configure(&settings)
             daemon = try Daemon(settings: settings, log: .silent)
             let daemon = self.daemon
             task = Task { try await daemon.run() }

@@ -87,4 +87,27 @@ struct StalePresenceTests {
         await oem.close()
         await p.close()
     }
+
+    @Test("a device that never takes up its owner identity loses its escrow certificate after the grace period")
+    func escrowGrace() async throws {
+        let p = try await HostileTenantTests.Platform { $0.escrowGrace = .seconds(1); $0.reconcileInterval = .seconds(1) }
+        let oem = try await p.account("oem", kind: .provisioner)
+        let acme = try await p.account("acme", kind: .customer)
+        let dirs = try await p.provision(["dev-gone", "dev-stays"], by: oem, account: "oem")
+        let serial = try Certificate(pem: String(contentsOfFile: dirs["dev-gone"]! + "/device.crt", encoding: .utf8)).serialNumberHex
+        let kept = try Certificate(pem: String(contentsOfFile: dirs["dev-stays"]! + "/device.crt", encoding: .utf8)).serialNumberHex
+        let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(["dev-gone"])]).result(Commands.TransferResult.self)
+        _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"]).result(Commands.TransferResult.self)
+        let revokedFile = p.daemon.layout.revokedFile
+        try await waitUntil("the lapsed escrow certificate is in the broker's revocation set") {
+            ((try? String(contentsOfFile: revokedFile, encoding: .utf8)) ?? "").split(separator: "\n").contains { $0 == serial }
+        }
+        let revoked = try String(contentsOfFile: revokedFile, encoding: .utf8)
+        #expect(!revoked.contains(kept), "a device still in escrow keeps its certificate")
+        // The broker refuses it from then on.
+        let device = try p.device(dirs["dev-gone"]!, clientID: "dev-gone")
+        #expect(await brokerRefuses(device), "the lapsed escrow certificate still has rights at the broker")
+        for op in [oem, acme] { await op.close() }
+        await p.close()
+    }
 }

@@ -83,8 +83,13 @@ struct CLIStoryTests {
         let tailOut = try TempDirectory(prefix: "tail")
         let tailer = try ChildProcess.spawn(try escrowctlPath(), ["tail", "--json", "--for", "20s", "--count", "3", "--type", "transfer.approved,transfer.rejected,transfer.cancelled"],
                                             stdout: tailOut.file("out"), environment: cust.merging(["PATH": "/usr/bin:/bin"]) { $1 })
-        try await waitUntil("tail is subscribed") {
-            (try? String(contentsOfFile: tailOut.file("out"), encoding: .utf8))?.contains("following events") == true
+        do {
+            try await waitUntil(timeout: .seconds(30), "tail is subscribed") {
+                (try? String(contentsOfFile: tailOut.file("out"), encoding: .utf8))?.contains("following events") == true
+            }
+        } catch {
+            Issue.record("tail printed: \((try? String(contentsOfFile: tailOut.file("out"), encoding: .utf8)) ?? "nothing"); exit status \(String(describing: tailer.exitStatus))")
+            throw error
         }
         let some = try runCLI(["transfer", "approve", offerID, "--ids", "sn-000001,sn-000002,sn-000003,sn-000004,sn-000005", "--activate"], env: cust)
         #expect(some.status == 0 && some.stdout.contains("5 devices approved (activate)"), "\(some)")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import Broker
 
 /// There is no Docker engine here, so this checks that docker-compose.yml and the broker
 /// configuration escrowd generates for it agree: services, ports, mounted paths, listeners.
@@ -41,7 +42,7 @@ struct ComposeTests {
     func agree() throws {
         let s = try Self.services()
         #expect(Set(s.keys) == ["init", "mosquitto", "escrowd", "fleetsim"])
-        #expect(s["mosquitto"]?["image"]?.hasPrefix("eclipse-mosquitto:") == true, "the official image")
+        #expect(s["mosquitto"]?["image"] == s["init"]?["image"], "the broker runs the EscrowFleet image (Debian's Mosquitto and the plugin)")
         #expect(s["fleetsim"]?["profiles"]?.contains("sim") == true, "fleetsim is optional")
         #expect(s["escrowd"]?["pid"] == "\"service:mosquitto\"", "escrowd can signal the broker")
 
@@ -68,6 +69,11 @@ struct ComposeTests {
         #expect(listeners.allSatisfy { $0.count == 3 && $0[2] == "0.0.0.0" })
         #expect(try Self.array(s["mosquitto"]?["ports"]) == ["\(devicePort):\(devicePort)", "\(operatorPort):\(operatorPort)"])
         #expect(lines.contains("require_certificate true") && lines.contains("use_identity_as_username true"))
+        #expect(lines.contains("use_username_as_clientid true"))
+        // The plugin line names the path the image installs it at (the broker container runs the same image).
+        let dockerfile = try String(contentsOfFile: Self.root + "/.ci/Dockerfile", encoding: .utf8)
+        #expect(dockerfile.contains("/usr/lib/escrowfleet/\(BrokerPlugin.fileName)"))
+        #expect(BrokerPlugin.searchDirectories.contains("/usr/lib/escrowfleet"))
         #expect(lines.contains("allow_anonymous false"))
 
         // Every file the config names lies in the data directory (so in the shared volume) and exists.
@@ -99,7 +105,6 @@ struct ComposeTests {
         let text = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-ext", "subjectAltName", "-in", tmp.path + "/data/broker/certs/server.pem"])
         #expect(!pem.isEmpty && text.contains("DNS:mosquitto"), "server certificate SANs: \(text)")
         // The image builds the four executables the services run.
-        let dockerfile = try String(contentsOfFile: Self.root + "/.ci/Dockerfile", encoding: .utf8)
         for product in ["escrowd", "escrowctl", "escrow-agent", "fleetsim"] { #expect(dockerfile.contains("--product \(product)")) }
         #expect(s["init"]?["build"]?.contains(".ci/Dockerfile") == true)
     }

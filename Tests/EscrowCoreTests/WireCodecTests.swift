@@ -181,4 +181,29 @@ struct JSONValueTests {
         #expect(v == .object(["transferId": .string("t-1")]))
         #expect(try v.decode(Commands.TransferRef.self) == args)
     }
+
+    @Test("nesting is bounded at 32 levels before any parse; brackets inside strings do not count")
+    func nestingDepth() throws {
+        func nested(_ depth: Int) -> [UInt8] {
+            Array(("{\"schema\":1,\"state\":\"online\",\"x\":" + String(repeating: "[", count: depth - 1) + String(repeating: "]", count: depth - 1) + "}").utf8)
+        }
+        #expect(throws: Never.self) { try WireCodec.decode(DeviceStatus.self, from: nested(32)) }
+        for depth in [33, 500, 10_000] {
+            #expect(throws: WireError(.malformed, "payload nests arrays or objects deeper than 32 levels")) {
+                try WireCodec.decode(DeviceStatus.self, from: nested(depth))
+            }
+        }
+        let quoted = Array(("{\"schema\":1,\"state\":\"online\",\"agentVersion\":\"" + String(repeating: "[{", count: 40) + "\\\"]\"}").utf8)
+        #expect(try WireCodec.decode(DeviceStatus.self, from: quoted).agentVersion?.hasPrefix("[{") == true)
+    }
+
+    @Test("invalid UTF-8 anywhere is malformed, before any parse", arguments: [
+        [0xC3, 0x28], [0xFF], [0xED, 0xA0, 0x80], [0xF0, 0x28, 0x8C, 0x28], [0xC0, 0xAF],
+    ] as [[UInt8]])
+    func invalidUTF8(_ bad: [UInt8]) {
+        let payload = Array(#"{"schema":1,"state":"online","agentVersion":""#.utf8) + bad + Array(#""}"#.utf8)
+        #expect(throws: WireError(.malformed, "payload is not valid UTF-8")) {
+            try WireCodec.decode(DeviceStatus.self, from: payload)
+        }
+    }
 }

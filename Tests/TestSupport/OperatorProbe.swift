@@ -6,7 +6,8 @@ import MQTT
 public actor OperatorProbe {
     public nonisolated let client: MQTTClient
     private var replies: [String: CommandReply] = [:]
-    private var waiters: [String: CheckedContinuation<CommandReply?, Never>] = [:]
+    private var waiters: [String: (token: Int, continuation: CheckedContinuation<CommandReply?, Never>)] = [:]
+    private var nextToken = 0
     public private(set) var events: [Event] = []
     private var pump: Task<Void, Never>?
     private var counter = 0
@@ -31,7 +32,7 @@ public actor OperatorProbe {
         case .accountReply?:
             if let r = try? WireCodec.decode(CommandReply.self, from: m.payload) {
                 replies[r.requestId] = r
-                waiters.removeValue(forKey: r.requestId)?.resume(returning: r)
+                waiters.removeValue(forKey: r.requestId)?.continuation.resume(returning: r)
             }
         case .accountEvent(let account, _)?:
             if var e = try? WireCodec.decode(Event.self, from: m.payload) {
@@ -62,18 +63,24 @@ public actor OperatorProbe {
     /// The reply to `id`, awaited (woken by its arrival), or an error after `timeout`.
     public func reply(_ id: String, timeout: Duration = .seconds(30)) async throws -> CommandReply {
         if let r = replies[id] { return r }
+        nextToken += 1
+        let token = nextToken
         let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            await self?.expire(id)
+            guard (try? await Task.sleep(for: timeout)) != nil else { return } // cancelled: answered in time
+            await self?.expire(id, token: token)
         }
         defer { timer.cancel() }
         // Registered before this actor runs anything else, so the reply or the timer finds it.
-        let reply = await withCheckedContinuation { waiters[id] = $0 }
+        let reply = await withCheckedContinuation { waiters[id] = (token, $0) }
         guard let reply else { throw TestSupportError("no reply to \(id) within \(timeout)") }
         return reply
     }
 
-    private func expire(_ id: String) { waiters.removeValue(forKey: id)?.resume(returning: nil) }
+    /// Only the waiter that armed this timer: a later wait for the same request id keeps its own.
+    private func expire(_ id: String, token: Int) {
+        guard waiters[id]?.token == token else { return }
+        waiters.removeValue(forKey: id)?.continuation.resume(returning: nil)
+    }
 
     public func events(of type: EventType) -> [Event] { events.filter { $0.type == type } }
     public func clearEvents() { events.removeAll() }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import MQTT
 
 /// Polls `condition` (every `interval`) until it holds, or throws naming `what` after `timeout`.
 /// Polling inside a bounded wait is fine; a bare sleep as synchronisation is not.
@@ -82,4 +83,21 @@ public func collect<Element: Sendable>(
 
 private final class Progress: Sendable {
     let count = Atomic<Int>(0)
+}
+
+/// True when the broker gives the device client no rights: the connection is refused (TLS or
+/// CONNACK), or it connects but its subscription to its own `devices/{id}/config` is refused
+/// (the broker plugin's revocation set allows the handshake, then denies every access and kicks
+/// the session). The client is disconnected afterwards.
+public func brokerRefuses(_ device: MQTTClient) async -> Bool {
+    do { try await device.connect(timeout: .seconds(5)) } catch { return true }
+    let refused: Bool
+    do {
+        let codes = try await device.subscribe([("devices/\(device.options.clientID)/config", .atLeastOnce)])
+        refused = codes.allSatisfy { $0 >= 0x80 }
+    } catch {
+        refused = true // disconnected before the SUBACK
+    }
+    await device.disconnect()
+    return refused
 }

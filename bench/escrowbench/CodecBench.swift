@@ -43,6 +43,25 @@ struct CodecBench {
         measure("prototype: device topic split on UTF-8 without [String] (deviceTopic below)") {
             deviceTopic(topic)?.id.utf8.count ?? 0
         }
+        // Hostile commands (issue 14): refused before any parse, whatever their shape.
+        let megabyte = [UInt8](repeating: UInt8(ascii: "a"), count: 1 << 20)
+        let deep = Array(("{\"schema\":1,\"requestId\":\"r\",\"args\":" + String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000) + "}").utf8)
+        let deep500 = Array(("{\"schema\":1,\"requestId\":\"r\",\"args\":{\"name\":\"p\",\"settings\":" + String(repeating: "{\"a\":", count: 500) + "1" + String(repeating: "}", count: 500) + "}}").utf8)
+        func refusal(_ name: String, _ payload: [UInt8], runs: Int = 1_000) {
+            let start = ContinuousClock.now
+            var code = ""
+            for _ in 0..<runs {
+                do { _ = try WireCodec.decode(CommandEnvelope.self, from: payload) } catch { code = error.code.rawValue }
+            }
+            let us = seconds(ContinuousClock.now - start) * 1e6 / Double(runs)
+            print(pad(fmt(us, 2), 8) + " us/op  refuse \(name) (\(payload.count) bytes) -> \(code)")
+        }
+        refusal("a 1 MiB command", megabyte)
+        refusal("a 10,000-deep nested command", deep)
+        refusal("a 500-deep profile.put", deep500)
+        let parseStart = ContinuousClock.now
+        _ = try? JSONDecoder().decode(JSONValue.self, from: Data(deep500))
+        print(pad(fmt(seconds(ContinuousClock.now - parseStart) * 1e6, 2), 8) + " us     reference: Foundation's JSONDecoder parsing the 500-deep payload without the precheck (once)")
         if sink == 42 { print("") }
     }
 

@@ -11,6 +11,26 @@ public struct CommandEnvelope: VersionedPayload, Codable, Sendable {
     /// The command's arguments (see `CommandName` and topics.md).
     public var args: JSONValue
     public init(requestId: String, args: JSONValue = .object([:])) { self.requestId = requestId; self.args = args }
+
+    /// The request id of an envelope that does not decode (no `schema`, no `args`, a wrong type
+    /// elsewhere), when it can still be read: its error is then answered on
+    /// `accounts/{accountId}/reply/{requestId}`. Invalid UTF-8 elsewhere in the payload does not
+    /// hide it (read leniently); nil for payloads over the size limit or too deeply nested (never
+    /// parsed), not a JSON object, or without a valid `requestId`.
+    public static func readableRequestID(from bytes: [UInt8]) -> String? {
+        struct Probe: Decodable {
+            var requestId: String?
+            init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                requestId = try? c.decodeIfPresent(String.self, forKey: .requestId)
+            }
+            enum CodingKeys: String, CodingKey { case requestId }
+        }
+        guard bytes.count <= WireCodec.maxPayloadBytes, (try? WireCodec.checkNesting(Data(bytes))) != nil else { return nil }
+        let lenient = Data(String(decoding: bytes, as: UTF8.self).utf8)
+        guard let id = (try? WireCodec.decoder.decode(Probe.self, from: lenient))?.requestId, Identifier.isValid(id) else { return nil }
+        return id
+    }
 }
 
 /// `accounts/{accountId}/reply/{requestId}` (and the MQTT 5 response topic when given), QoS 1.
@@ -72,9 +92,11 @@ public struct Event: VersionedPayload, Codable, Equatable, Sendable {
     public var deviceId: DeviceID?
     public var transferId: String?
     public var details: [String: JSONValue]
+    /// Absent values are omitted, never sent as `null` (topics.md, Conventions): a `null` in
+    /// `details` is dropped here, once for every event.
     public init(type: EventType, at: Date, account: AccountID, deviceId: DeviceID? = nil,
                 transferId: String? = nil, details: [String: JSONValue] = [:]) {
         self.type = type; self.at = at; self.account = account; self.deviceId = deviceId
-        self.transferId = transferId; self.details = details
+        self.transferId = transferId; self.details = details.filter { $0.value != .null }
     }
 }

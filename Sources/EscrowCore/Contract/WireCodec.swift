@@ -8,6 +8,9 @@ public enum WireCodec {
     public static let maxPayloadBytes = 256 * 1024
     /// Device payloads (heartbeat, status, ack, csr) are small: anything larger is hostile.
     public static let maxDevicePayloadBytes = 16 * 1024
+    /// Arrays and objects nest at most this deep (the outermost object is level 1): checked in one
+    /// pass before parsing, so a 10,000-deep payload costs a scan, not a recursive parse.
+    public static let maxNestingDepth = 32
 
     /// Shared coders: building a JSONDecoder per message cost more than parsing a heartbeat.
     /// Never change their options: every thread uses them (make your own coder instead).
@@ -28,12 +31,43 @@ public enum WireCodec {
         do { return Array(try encoder.encode(value)) } catch { fatalError("encoding \(T.self) failed: \(error)") }
     }
 
+    /// What is refused before any parsing, in one pass over the bytes: invalid UTF-8, and arrays or
+    /// objects nested deeper than `maxNestingDepth` (brackets inside strings do not count).
+    public static func precheck(_ data: Data) throws(WireError) {
+        guard String(validating: data, as: UTF8.self) != nil else {
+            throw WireError(.malformed, "payload is not valid UTF-8")
+        }
+        try checkNesting(data)
+    }
+
+    /// Refuses arrays or objects nested deeper than `maxNestingDepth`, in one pass over the bytes.
+    public static func checkNesting(_ data: Data) throws(WireError) {
+        var depth = 0, inString = false, escaped = false
+        for byte in data {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                if depth > maxNestingDepth {
+                    throw WireError(.malformed, "payload nests arrays or objects deeper than \(maxNestingDepth) levels")
+                }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: continue
+            }
+        }
+    }
+
     /// Decodes a versioned payload, mapping every failure to a documented `WireError`.
     public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>, limit: Int = maxPayloadBytes) throws(WireError) -> T {
         guard bytes.count <= limit else {
             throw WireError(.tooLarge, "payload is \(bytes.count) bytes; the limit is \(limit)")
         }
         let data = Data(bytes)
+        try precheck(data)
         // Fast path: one parse. A versioned payload that decodes only needs its schema checked.
         if T.self is any VersionedPayload.Type, let value = try? decoder.decode(T.self, from: data),
            let schema = (value as? any VersionedPayload)?.schema {

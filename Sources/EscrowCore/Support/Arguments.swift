@@ -49,21 +49,21 @@ public struct Arguments: Sendable {
 
     public func int(_ name: String, in range: ClosedRange<Int>? = nil) throws(UsageError) -> Int? {
         guard let v = value(name) else { return nil }
-        guard let n = Int(v) else { throw UsageError("--\(name) expects a whole number, got '\(v)'") }
-        if let range, !range.contains(n) { throw UsageError("--\(name) must be within \(range.lowerBound)...\(range.upperBound), got \(n)") }
+        guard let n = Int(v) else { throw .invalid("--\(name) expects a whole number, got '\(v)'") }
+        if let range, !range.contains(n) { throw .invalid("--\(name) must be within \(range.lowerBound)...\(range.upperBound), got \(n)") }
         return n
     }
 
     public func double(_ name: String) throws(UsageError) -> Double? {
         guard let v = value(name) else { return nil }
-        guard let n = Double(v) else { throw UsageError("--\(name) expects a number, got '\(v)'") }
+        guard let n = Double(v) else { throw .invalid("--\(name) expects a number, got '\(v)'") }
         return n
     }
 
     /// Durations like `90`, `90s`, `15m`, `2h`, `7d` (seconds when no unit is given).
     public func seconds(_ name: String) throws(UsageError) -> Int? {
         guard let v = value(name) else { return nil }
-        guard let s = Self.parseDuration(v) else { throw UsageError("--\(name) expects a duration like 90s, 15m, 2h or 7d, got '\(v)'") }
+        guard let s = Self.parseDuration(v) else { throw .invalid("--\(name) expects a duration like 90s, 15m, 2h or 7d, got '\(v)'") }
         return s
     }
 
@@ -83,9 +83,20 @@ public struct Arguments: Sendable {
 /// A command-line mistake: printed with a hint to `--help`, exit code 64 (EX_USAGE).
 public struct UsageError: Error, Equatable, Sendable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// True for a value that is present but invalid (out of range, not a number, not one of the
+    /// choices): EX_DATAERR, 65. Unknown commands or options and missing arguments stay EX_USAGE, 64.
+    public var invalidValue: Bool
+    public init(_ message: String) { self.message = message; invalidValue = false }
+    public static func invalid(_ message: String) -> UsageError {
+        var e = UsageError(message)
+        e.invalidValue = true
+        return e
+    }
     public var description: String { message }
     public static let exitCode: Int32 = 64
+    public static let invalidValueExitCode: Int32 = 65
+    /// The exit status this error calls for.
+    public var status: Int32 { invalidValue ? Self.invalidValueExitCode : Self.exitCode }
 }
 
 /// Reads `key = value` lines (`#` comments) from a configuration file.
