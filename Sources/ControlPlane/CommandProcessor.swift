@@ -226,7 +226,7 @@ struct CommandProcessor {
         fx.notify(.transferRequested, [t.from, t.to], at: at, transfer: t.id,
                   details: ["from": .string(t.from.rawValue), "to": .string(t.to.rawValue), "count": .number(Double(eligible.count)),
                             "note": a.note.map(JSONValue.string) ?? .null, "expiresAt": .string(ISO8601DateFormatter().string(from: t.expiresAt))])
-        return .init(transfer: TransferView(t, includeItems: false), decided: eligible, refused: refused)
+        return .init(transfer: TransferView(t, includeItems: true), decided: eligible, refused: refused)
     }
 
     private func decide(_ account: AccountID, _ id: String, _ event: Transfer.Event, profile: String?, _ fx: inout Effects) throws -> Commands.TransferResult {
@@ -243,7 +243,7 @@ struct CommandProcessor {
         var action: ApprovalAction?
         if case .approve(_, let a, _) = event { action = a }
         try apply(transition, of: t, action: action, profile: chosenProfile, at: at, &fx)
-        return .init(transfer: TransferView(t, includeItems: false), decided: transition.decided, refused: transition.refused)
+        return .init(transfer: TransferView(t, includeItems: true), decided: transition.decided, refused: transition.refused)
     }
 
     /// Executes a transfer transition's effects inside the current transaction.

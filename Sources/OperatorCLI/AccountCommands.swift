@@ -84,7 +84,7 @@ public enum AccountCommands {
             let account = try Parse.account(raw, what: "--account")
             generatedPassword = a.value("password") == nil
             let password = a.value("password") ?? OperatorSession.randomToken(24)
-            guard (8...256).contains(password.count) else { throw UsageError("--password must be 8 to 256 characters") }
+            guard (8...256).contains(password.count) else { throw UsageError.invalid("--password must be 8 to 256 characters") }
             args = .init(username: user, password: password, account: account)
         }
 
@@ -121,7 +121,7 @@ enum Parse {
     static func heartbeat(_ a: Arguments) throws(UsageError) -> Int? {
         guard let v = a.value("heartbeat") else { return nil }
         guard let d = GlobalOptions.parseDuration(v), d.components.attoseconds == 0, d.components.seconds > 0 else {
-            throw UsageError("--heartbeat expects whole seconds like 60 or 5m, got '\(v)'")
+            throw UsageError.invalid("--heartbeat expects whole seconds like 60 or 5m, got '\(v)'")
         }
         return Int(d.components.seconds)
     }

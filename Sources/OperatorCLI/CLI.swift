@@ -65,6 +65,9 @@ public struct CLIError: Error, Sendable, Equatable, CustomStringConvertible {
 public struct CLIUsageError: Error, Sendable, Equatable {
     public var message: String
     public var usage: String
+    /// A present but invalid value (`UsageError.invalidValue`): exit 65, not 64.
+    public var invalidValue = false
+    public var exit: ExitCode { invalidValue ? .dataError : .usage }
 }
 
 /// escrowctl: parse, validate, run, and print every error in one place.
@@ -158,7 +161,7 @@ public enum CLI {
             return .run(Invocation(command: command, spec: spec, global: global, account: account))
         } catch {
             throw CLIUsageError(message: error.message, usage: spec.usage.map { "  escrowctl \($0)" }.joined(separator: "\n")
-                                + "\n\nRun 'escrowctl \(spec.name) --help' for options and examples.")
+                                + "\n\nRun 'escrowctl \(spec.name) --help' for options and examples.", invalidValue: error.invalidValue)
         }
     }
 
@@ -176,8 +179,8 @@ public enum CLI {
             case .run(let i): invocation = i
             }
         } catch {
-            console.err("escrowctl: usage: \(error.message)\n\n\(error.usage)")
-            return .usage
+            console.err("escrowctl: \(error.invalidValue ? "invalid argument" : "usage"): \(error.message)\n\n\(error.usage)")
+            return error.exit
         }
         let context = CommandContext(invocation: invocation)
         do {
@@ -202,7 +205,7 @@ public enum CLI {
         switch error {
         case let e as CLIError: return e
         case let e as UsageError: return e.invalidValue ? CLIError(.dataError, "invalid_argument", e.message) : CLIError(.usage, "usage", e.message)
-        case let e as CLIUsageError: return CLIError(.usage, "usage", e.message)
+        case let e as CLIUsageError: return CLIError(e.exit, e.invalidValue ? "invalid_argument" : "usage", e.message)
         case let e as OperatorError:
             switch e {
             case .connection(let m):

@@ -28,7 +28,7 @@ public enum DeviceSelection: Sendable, Equatable {
             guard let count = try a.int("count", in: 1...10_000_000) else { throw UsageError("--prefix needs --count N") }
             let start = try a.int("start", in: 0...99_999_999) ?? 1
             guard DeviceSelection.rangeID(prefix, start + count - 1) != nil, DeviceSelection.rangeID(prefix, start) != nil else {
-                throw UsageError("--prefix '\(prefix.prefix(80))' does not make valid device ids ([A-Za-z0-9._-]{1,64})")
+                throw UsageError.invalid("--prefix '\(prefix.prefix(80))' does not make valid device ids ([A-Za-z0-9._-]{1,64})")
             }
             return .range(prefix: prefix, count: count, start: start)
         }
@@ -214,7 +214,7 @@ public enum DeviceCommands {
         public init(_ a: Arguments) throws(UsageError) {
             var state: DeviceView.State?
             if let s = a.value("state") {
-                guard let v = DeviceView.State(rawValue: s) else { throw UsageError("--state must be escrow or active, got '\(s)'") }
+                guard let v = DeviceView.State(rawValue: s) else { throw UsageError.invalid("--state must be escrow or active, got '\(s)'") }
                 state = v
             }
             args = .init(state: state, online: a.flag("online") ? true : nil, prefix: a.value("prefix"), limit: try a.int("limit", in: 1...1_000))

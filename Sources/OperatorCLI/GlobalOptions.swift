@@ -64,7 +64,7 @@ public struct GlobalOptions: Sendable, Equatable {
             return file[key]
         }
         o.broker = pick("broker", "ESCROW_BROKER", "broker") ?? defaultBroker
-        guard o.broker.contains("://") else { throw UsageError("--broker expects a URL like mqtt://host:1883, got '\(o.broker)'") }
+        guard o.broker.contains("://") else { throw UsageError.invalid("--broker expects a URL like mqtt://host:1883, got '\(o.broker)'") }
         o.user = pick("user", "ESCROW_USER", "user")
         o.password = pick("password", "ESCROW_PASSWORD", "password", useFlag: passwordFlag)
         o.caFile = pick("ca", "ESCROW_CA", "ca")
@@ -73,13 +73,13 @@ public struct GlobalOptions: Sendable, Equatable {
             o.account = a
         }
         if let t = args.value("timeout") {
-            guard let d = parseDuration(t), d > .zero else { throw UsageError("--timeout expects a duration like 10s, 500ms or 2m, got '\(t)'") }
+            guard let d = parseDuration(t), d > .zero else { throw UsageError.invalid("--timeout expects a duration like 10s, 500ms or 2m, got '\(t)'") }
             o.timeout = d
         }
         o.json = args.flag("json")
         o.quiet = args.flag("quiet")
         if let r = args.value("request-id") {
-            guard Identifier.isValid(r) else { throw UsageError("--request-id must match [A-Za-z0-9._-]{1,64}, got '\(r.prefix(80))'") }
+            guard Identifier.isValid(r) else { throw UsageError.invalid("--request-id must match [A-Za-z0-9._-]{1,64}, got '\(r.prefix(80))'") }
             o.requestId = r
         }
         return o

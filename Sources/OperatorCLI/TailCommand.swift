@@ -31,7 +31,7 @@ public struct TailCommand: OperatorCommand {
             var set = Set<EventType>()
             for t in a.list("type") {
                 guard let e = EventType(rawValue: t) else {
-                    throw UsageError("--type '\(t.prefix(80))' is not an event type; known: \(EventType.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw UsageError.invalid("--type '\(t.prefix(80))' is not an event type; known: \(EventType.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 set.insert(e)
             }
@@ -41,7 +41,7 @@ public struct TailCommand: OperatorCommand {
         device = try a.value("device").map { v throws(UsageError) in try Parse.devices([v], what: "--device")[0] }
         count = try a.int("count", in: 1...Int.max)
         if let f = a.value("for") {
-            guard let d = GlobalOptions.parseDuration(f), d > .zero else { throw UsageError("--for expects a duration like 30s or 10m, got '\(f)'") }
+            guard let d = GlobalOptions.parseDuration(f), d > .zero else { throw UsageError.invalid("--for expects a duration like 30s or 10m, got '\(f)'") }
             duration = d
         }
     }

@@ -231,7 +231,7 @@ struct CLIParsingTests {
         try "a\nb\n".write(toFile: dir.file("d.csv"), atomically: true, encoding: .utf8)
         #expect(try DeviceSelection.csv(dir.file("d.csv")).resolveIDs() == ["a", "b"])
         #expect(throws: CLIError.self) { try DeviceSelection.csv(dir.file("missing.csv")).resolveIDs() }
-        do { _ = try DeviceSelection.csv(dir.file("missing.csv")).resolveIDs() } catch let e as CLIError { #expect(e.exit == .notFound) }
+        do { _ = try DeviceSelection.csv(dir.file("missing.csv")).resolveIDs() } catch let e as CLIError { #expect(e.exit == .dataError, "topics.md: a CSV it cannot read exits 65") }
     }
 
     @Test("exit codes: one per error code and connection failure")
@@ -239,7 +239,7 @@ struct CLIParsingTests {
         let expected: [ErrorCode: ExitCode] = [
             .invalidArgument: .dataError, .malformed: .dataError, .unsupportedSchema: .dataError, .tooLarge: .dataError,
             .notFound: .notFound, .conflict: .conflict, .forbidden: .refused, .storageUnavailable: .storageUnavailable,
-            .unknownCommand: .failure, .internalError: .failure,
+            .unknownCommand: .usage, .internalError: .failure,
         ]
         for code in ErrorCode.allCases { #expect(ExitCode(code) == expected[code], "\(code)") }
         #expect(ExitCode(MQTTError.Kind.unreachable) == .unavailable)
@@ -303,5 +303,21 @@ struct CLIParsingTests {
         let conf = try KeyValueFile.parse(String(contentsOfFile: path + "/agent.conf", encoding: .utf8))
         #expect(conf == ["broker": "mqtts://factory:8883", "device_id": "sn-000001", "certificate": "device.crt",
                          "private_key": "device.key", "broker_ca": "broker-ca.pem", "state_dir": "state"])
+    }
+
+    @Test("invalid option values exit 65, missing or unknown options 64, as topics.md documents")
+    func invalidValuesAreDataErrors() throws {
+        for (args, status) in [
+            (["account", "create", "x", "--name", "X", "--kind", "emperor"], Int32(65)),
+            (["account", "create", "x", "--name", "X"], 64),
+            (["device", "list", "--limit", "0"], 65),
+            (["device", "list", "--limit", "1001"], 65),
+            (["device", "list", "--limit", "ten"], 65),
+            (["transfer", "request", "--to", "b", "--ids", "a", "--expires", "soon"], 65),
+            (["device", "list", "--frobnicate"], 64),
+        ] {
+            let r = try runCLI(args, env: ["ESCROW_BROKER": "mqtt://127.0.0.1:1", "ESCROW_USER": "op-x", "ESCROW_PASSWORD": "pw-x-secret", "ESCROW_ACCOUNT": "x"])
+            #expect(r.status == status, "escrowctl \(args.joined(separator: " ")): \(r)")
+        }
     }
 }

@@ -47,7 +47,7 @@ extension Transfer {
 
         case .cancel(let by):
             guard by == from else { throw .forbidden("only the sending account \(from) may cancel transfer \(id)") }
-            guard isOpen else { throw .conflict("transfer \(id) is \(status.rawValue); only a pending request can be cancelled") }
+            guard isOpen else { throw .conflict(closedMessage + "; only a pending request can be cancelled") }
             try ensureNotExpired(now)
             let pend = pendingDevices
             for d in pend { items[d] = .cancelled; t.effects.append(.release(d)) }
@@ -57,7 +57,7 @@ extension Transfer {
 
         case .approve(let devices, let action, let by):
             guard by == to else { throw .forbidden("only the receiving account \(to) may approve transfer \(id)") }
-            guard isOpen else { throw .conflict("transfer \(id) is \(status.rawValue); nothing is pending") }
+            guard isOpen else { throw .conflict(closedMessage) }
             try ensureNotExpired(now)
             let (chosen, refused) = select(devices)
             t.refused = refused
@@ -73,7 +73,7 @@ extension Transfer {
 
         case .reject(let devices, let reason, let by):
             guard by == to else { throw .forbidden("only the receiving account \(to) may reject transfer \(id)") }
-            guard isOpen else { throw .conflict("transfer \(id) is \(status.rawValue); nothing is pending") }
+            guard isOpen else { throw .conflict(closedMessage) }
             try ensureNotExpired(now)
             let (chosen, refused) = select(devices)
             t.refused = refused
@@ -84,6 +84,12 @@ extension Transfer {
             }
             return t
         }
+    }
+
+    /// Why a closed request cannot be decided; an expired one says so, with when.
+    private var closedMessage: String {
+        status == .expired ? "transfer \(id) expired at \(expiresAt); nothing is pending: ask the sender for a new request"
+                           : "transfer \(id) is \(status.rawValue); nothing is pending"
     }
 
     private func ensureNotExpired(_ now: Date) throws(DomainError) {
