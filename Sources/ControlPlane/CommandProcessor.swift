@@ -21,6 +21,12 @@ struct CommandProcessor {
         guard let command = CommandName(rawValue: name) else {
             throw DomainError(.unknownCommand, "unknown command '\(name.prefix(64))'; known: \(CommandName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        // The contract's one definition of the arguments, before anything else reads them.
+        guard case .object(let fields) = args else { throw WireError(.malformed, "args: expected a JSON object") }
+        try CommandSchema.byName[command]?.validate(fields)
+        if account == .platform, !CommandName.platformCommands.contains(command) {
+            throw DomainError.forbidden("\(command.rawValue) acts in a real account; the platform account only creates and lists accounts and operators")
+        }
         if account != .platform, try ledger.account(account) == nil {
             throw DomainError.notFound("account \(account)")
         }
@@ -84,7 +90,7 @@ struct CommandProcessor {
         guard account == .platform else { throw DomainError.forbidden("\(what) is for platform administrators (accounts/platform/cmd/...)") }
     }
     private func requireRealAccount(_ account: AccountID) throws {
-        guard account != .platform else { throw DomainError.invalid("the platform account holds no devices; act in a real account") }
+        guard account != .platform else { throw DomainError.forbidden("the platform account holds no devices; act in a real account") }
     }
 
     private func accountCreate(_ account: AccountID, _ a: Commands.AccountCreate, _ fx: inout Effects) throws -> Account {

@@ -162,6 +162,8 @@ public final class MosquittoBroker: Sendable {
             "connection_messages true",
             "log_timestamp_format %H:%M:%S",
             "max_queued_messages \(config.maxQueuedMessages)",
+            // As escrowd's generated config: small request/reply packets must not wait for delayed ACKs.
+            "set_tcp_nodelay true",
         ]
         if getuid() == 0 { lines.append("user root") }
         if config.persistence {

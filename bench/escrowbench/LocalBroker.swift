@@ -23,6 +23,7 @@ final class LocalBroker: Sendable {
             "allow_anonymous true",
             "persistence false",
             "max_queued_messages \(maxQueuedMessages)",
+            "set_tcp_nodelay true",
             "sys_interval 1",
             "log_dest stderr",
             "log_type error", "log_type warning", "log_type notice",

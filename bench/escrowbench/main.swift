@@ -6,6 +6,7 @@ let usage = """
 usage: escrowbench heartbeats [--devices 20000] [--duration 20s] [--rate N] [--connections 1] [--max-queued 1000000] [--verbose]
        escrowbench bulk-transfer [--devices 10000] [--max-queued 1000000] [--verbose]
        escrowbench codec [--iterations 200000]
+       escrowbench fairness [--duration 20s] [--flood-rate 1000] [--verbose]
 """
 
 func parseDuration(_ s: String) -> Duration? {
@@ -58,6 +59,13 @@ enum Main {
             var b = BulkTransferBench()
             b.devices = int("--devices", b.devices)
             b.maxQueued = int("--max-queued", b.maxQueued)
+            b.verbose = flags.contains("--verbose")
+            guard options.isEmpty else { fail("unknown option \(options.keys.sorted()[0])") }
+            try await b.run()
+        case "fairness":
+            var b = FairnessBench()
+            if let d = options.removeValue(forKey: "--duration") { guard let p = parseDuration(d) else { fail("--duration: e.g. 20s") }; b.duration = p }
+            b.floodRate = max(1, int("--flood-rate", b.floodRate))
             b.verbose = flags.contains("--verbose")
             guard options.isEmpty else { fail("unknown option \(options.keys.sorted()[0])") }
             try await b.run()

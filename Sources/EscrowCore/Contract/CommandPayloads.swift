@@ -46,6 +46,9 @@ public struct CommandReply: VersionedPayload, Codable, Equatable, Sendable {
 
 /// Every command the platform understands.
 public enum CommandName: String, CaseIterable, Sendable {
+    /// What `accounts/platform/cmd/...` accepts; every other command there is `forbidden`.
+    public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .operatorCreate]
+
     case accountCreate = "account.create"
     case accountList = "account.list"
     case operatorCreate = "operator.create"
