@@ -199,15 +199,17 @@ public enum DeviceCommands {
     public struct List: OperatorCommand {
         public static let spec = CommandSpec(
             path: ["device", "list"], group: .devices, summary: "List the account's devices",
-            usage: ["device list [--state escrow|active] [--online] [--prefix P] [--limit N]"],
+            usage: ["device list [--state escrow|active] [--online] [--prefix P] [--limit N] [--offset K]"],
             options: """
                   --state S    escrow (waiting for an owner) or active
                   --online     only devices connected now
                   --prefix P   only ids starting with P
                   --limit N    at most N devices (1...1000; default 100)
+                  --offset K   skip the first K devices in id order (default 0): the next page is --offset K+N
                 """,
-            examples: ["escrowctl device list --state escrow --prefix sn- --limit 20", "escrowctl device list --online --json"],
-            valued: ["state", "prefix", "limit"], booleans: ["online"])
+            examples: ["escrowctl device list --state escrow --prefix sn- --limit 20", "escrowctl device list --online --json",
+                       "escrowctl device list --limit 1000 --offset 1000"],
+            valued: ["state", "prefix", "limit", "offset"], booleans: ["online"])
 
         public var args: Commands.DeviceList
 
@@ -217,7 +219,8 @@ public enum DeviceCommands {
                 guard let v = DeviceView.State(rawValue: s) else { throw UsageError.invalid("--state must be escrow or active, got '\(s)'") }
                 state = v
             }
-            args = .init(state: state, online: a.flag("online") ? true : nil, prefix: a.value("prefix"), limit: try a.int("limit", in: 1...1_000))
+            args = .init(state: state, online: a.flag("online") ? true : nil, prefix: a.value("prefix"), limit: try a.int("limit", in: 1...1_000),
+                         offset: try a.int("offset", in: 0...Int.max))
         }
 
         public func run(_ c: CommandContext) async throws {
@@ -225,7 +228,9 @@ public enum DeviceCommands {
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.DeviceListResult.self, .deviceList)
             if !r.devices.isEmpty { c.console.out(Self.table(r.devices).render()) }
-            c.console.note("\(r.devices.count) of \(Format.plural(r.total, "device")) in account \(c.account)")
+            let offset = args.offset ?? 0
+            let more = offset + r.devices.count < r.total ? "; next page: --offset \(offset + r.devices.count)" : ""
+            c.console.note("\(r.devices.count) of \(Format.plural(r.total, "device")) in account \(c.account)" + (offset > 0 ? " from #\(offset + 1)" : "") + more)
         }
 
         public static func table(_ devices: [DeviceView]) -> Table {

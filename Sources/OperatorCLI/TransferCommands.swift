@@ -241,7 +241,11 @@ public enum TransferCommands {
         let json = try await c.call(name, args)
         if c.global.json { return c.console.json(json) }
         let r = try c.decode(json, as: Commands.TransferResult.self, name)
-        c.console.out("\(Format.plural(r.decided.count, "device")) \(verb) in transfer \(r.transfer.id) (\(r.transfer.from) -> \(r.transfer.to)); status now \(r.transfer.status.rawValue)")
+        c.console.out("\(Format.plural(r.decided.count, "device")) \(verb) in transfer \(r.transfer.id) (\(r.transfer.from) -> \(r.transfer.to)); status now \(r.transfer.status.rawValue) (\(Format.counts(r.transfer.counts)))")
         RefusalList.print(r.refused, c)
+        // A decision that decided nothing changed nothing: say so, and let scripts see it.
+        if r.decided.isEmpty, let first = r.refused.first {
+            throw CLIError(.conflict, "conflict", "nothing changed: no named device could be \(verb.split(separator: " ").first ?? "decided") (\(first.reason))")
+        }
     }
 }

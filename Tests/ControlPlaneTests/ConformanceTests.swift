@@ -205,6 +205,8 @@ struct ConformanceTests {
         #expect(ok1.ok && ok1 == ok2, "a replay returns the first reply")
         let profiles = try await op.send("acme", "profile.list", [:]).result(Commands.ProfileListResult.self).profiles
         #expect(profiles.first { $0.name == "replayed" }?.version == 1 && profiles.first { $0.name == "replayed" }?.settings == ["a": 1])
+        let problems = await op.shapeProblems
+        #expect(problems.isEmpty, "events off their contract shape: \(problems.prefix(5))")
         print("conformance: \(all.count) generated command cases + 9 replay, account and payload cases, seed \(seed)")
         await p.shutdown()
     }

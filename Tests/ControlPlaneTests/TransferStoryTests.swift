@@ -93,6 +93,9 @@ struct TransferStoryTests {
         // Nothing about activated devices reached the OEM after it handed them over.
         let oemAboutApproved = events.filter { $0.account == "oem" && $0.deviceId.map { approved.contains($0.rawValue) } == true }
         #expect(oemAboutApproved.filter { $0.type == .configApplied || $0.type == .deviceActivated }.isEmpty)
+        // Every event of the story has the shape the contract gives its type.
+        let problems = await op.shapeProblems
+        #expect(problems.isEmpty, "events off their contract shape: \(problems.prefix(5))")
         await p.shutdown()
     }
 }

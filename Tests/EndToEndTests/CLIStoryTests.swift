@@ -113,4 +113,27 @@ struct CLIStoryTests {
         let usage = try runCLI(["transfer", "approve"], env: cust)
         #expect(usage.status == 64, "a missing transfer id is a usage error: \(usage)")
     }
+
+    @Test("device list pages with --offset; a decision that decides nothing says so and exits 67")
+    func pagingAndNoOps() async throws {
+        let escrowd = try EscrowdProcess()
+        let admin = ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"]
+        #expect(try runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: admin).status == 0)
+        #expect(try runCLI(["account", "create", "cust", "--name", "Cust", "--kind", "customer"], env: admin).status == 0)
+        #expect(try runAs(admin, ["operator", "create", "op-oem", "--account", "oem", "--password", "oem-secret-1"]).status == 0)
+        let oem = operatorEnv(broker: escrowd.operatorURL, user: "op-oem", password: "oem-secret-1", account: "oem")
+        #expect(try runAs(oem, ["device", "provision", "--prefix", "pg-", "--count", "5"]).status == 0)
+        let first = try runCLI(["device", "list", "--limit", "2"], env: oem)
+        #expect(first.status == 0 && first.stderr.contains("next page: --offset 2"), "\(first)")
+        let last = try runCLI(["--json", "device", "list", "--limit", "2", "--offset", "4"], env: oem)
+        #expect(last.status == 0 && last.stdout.contains("pg-000005") && !last.stdout.contains("pg-000004"), "\(last)")
+        let request = try runCLI(["transfer", "request", "--to", "cust", "--ids", "pg-000001"], env: oem)
+        let tid = try #require(request.stdout.split(separator: " ").dropFirst().first.map(String.init), "\(request)")
+        #expect(try runAs(admin, ["operator", "create", "op-cust", "--account", "cust", "--password", "cust-secret-1"]).status == 0)
+        let cust = operatorEnv(broker: escrowd.operatorURL, user: "op-cust", password: "cust-secret-1", account: "cust")
+        let none = try runAs(cust, ["transfer", "approve", tid, "--ids", "pg-000002", "--hold"])
+        #expect(none.status == 67 && none.stderr.contains("nothing changed"), "\(none)")
+        let cancelled = try runCLI(["transfer", "cancel", tid], env: oem)
+        #expect(cancelled.status == 0 && cancelled.stdout.contains("status now cancelled (cancelled 1)"), "\(cancelled)")
+    }
 }

@@ -75,3 +75,23 @@ struct ArgumentSchemaTests {
         #expect(throws: WireError.self) { try provision.validate(["deviceIds": ["a"], "start": 1]) }
     }
 }
+
+/// `EventType.shape` is the one definition of the events; topics.md's events table agrees.
+@Suite("Event shapes: one definition, and topics.md agrees with it")
+struct EventShapeTests {
+    @Test("each event type's row names exactly its details and references", arguments: EventType.allCases)
+    func documented(_ t: EventType) throws {
+        let row = try #require(ContractDocumentTests.lines.first { $0.hasPrefix("| `\(t.rawValue)` |") }, "no row for \(t.rawValue)")
+        let cells = row.split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast().map { $0.trimmingCharacters(in: .whitespaces) }
+        try #require(cells.count == 5)
+        let refs = cells[3], details = cells[4]
+        #expect(refs.contains("deviceId") == t.shape.device && refs.contains("transferId") == t.shape.transfer, "\(t.rawValue) references: \(refs)")
+        // Backticked names; `name?` is optional. Text after a closing parenthesis is commentary.
+        var required: [String] = [], optional: [String] = []
+        for part in details.split(separator: "`", omittingEmptySubsequences: false).enumerated() where part.offset % 2 == 1 {
+            let name = String(part.element)
+            if name.hasSuffix("?") { optional.append(String(name.dropLast())) } else { required.append(name) }
+        }
+        #expect(required == t.shape.required && optional == t.shape.optional, "\(t.rawValue): documented \(required) / \(optional)")
+    }
+}

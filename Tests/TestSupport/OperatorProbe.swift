@@ -9,6 +9,8 @@ public actor OperatorProbe {
     private var waiters: [String: (token: Int, continuation: CheckedContinuation<CommandReply?, Never>)] = [:]
     private var nextToken = 0
     public private(set) var events: [Event] = []
+    /// Every event received that does not have its contract shape (`EventType.shape`).
+    public private(set) var shapeProblems: [String] = []
     private var pump: Task<Void, Never>?
     private var counter = 0
 
@@ -36,6 +38,7 @@ public actor OperatorProbe {
             }
         case .accountEvent(let account, _)?:
             if var e = try? WireCodec.decode(Event.self, from: m.payload) {
+                if let problem = e.shapeProblem { shapeProblems.append(problem) }
                 // Record the topic's account: the test checks events reach the right account only.
                 e.details["_topicAccount"] = .string(account.rawValue)
                 events.append(e)

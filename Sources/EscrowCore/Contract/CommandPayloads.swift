@@ -85,6 +85,43 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     case configApplied = "config.applied"
     case configRejected = "config.rejected"
     case commandFailed = "command.failed"
+
+    /// The one definition of each event's shape (topics.md, Events, is held against it): the
+    /// `details` keys it always carries, those it may carry, and whether it names a device and a
+    /// transfer.
+    public var shape: (required: [String], optional: [String], device: Bool, transfer: Bool) {
+        let batch = (["count", "deviceIds"], ["truncated"])
+        switch self {
+        case .accountCreated: return (["id", "name", "kind"], ["managedBy"], false, false)
+        case .deviceProvisioned: return (batch.0, batch.1, false, false)
+        case .transferRequested: return (["from", "to", "count", "expiresAt"], ["note"], false, true)
+        case .transferApproved: return (["action"] + batch.0, batch.1, false, true)
+        case .transferRejected: return (["reason"] + batch.0, batch.1, false, true)
+        case .transferCancelled, .transferExpired: return (batch.0, batch.1, false, true)
+        case .transferCompleted: return (["status", "counts"], [], false, true)
+        case .deviceHeld: return (["from"], [], true, true)
+        case .deviceActivated: return (["from", "profile", "configVersion"], [], true, true)
+        case .deviceOnline: return ([], ["mode", "configVersion", "agentVersion"], true, false)
+        case .deviceOffline: return ([], ["mode", "configVersion", "agentVersion"], true, false)
+        case .configPushed: return (["version"], ["profile"], true, false)
+        case .configApplied: return (["version"], ["mode"], true, false)
+        case .configRejected: return (["version", "reason"], [], true, false)
+        case .commandFailed: return (["command", "code", "message"], ["requestId"], false, false)
+        }
+    }
+}
+
+extension Event {
+    /// What in this event differs from `type.shape`, or nil when it conforms.
+    public var shapeProblem: String? {
+        let s = type.shape
+        let keys = Set(details.keys)
+        if let missing = s.required.first(where: { !keys.contains($0) }) { return "\(type.rawValue): details.\(missing) is missing" }
+        if let extra = keys.subtracting(s.required + s.optional).sorted().first { return "\(type.rawValue): details.\(extra) is not in the contract" }
+        if (deviceId != nil) != s.device { return "\(type.rawValue): deviceId is \(deviceId == nil ? "missing" : "unexpected")" }
+        if (transferId != nil) != s.transfer { return "\(type.rawValue): transferId is \(transferId == nil ? "missing" : "unexpected")" }
+        return nil
+    }
 }
 
 public struct Event: VersionedPayload, Codable, Equatable, Sendable {
