@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import EscrowCore
 import ControlPlane
+import OperatorCLI
 import MQTT
 import TestSupport
 
@@ -68,13 +69,7 @@ struct HostileTenantTests {
         func provision(_ ids: [String], by op: OperatorProbe, account: AccountID) async throws -> [String: String] {
             let r = try await op.send(account, "device.provision", ["deviceIds": TestSupport.ids(ids)]).result(Commands.DeviceProvisionResult.self)
             var dirs: [String: String] = [:]
-            for b in r.bundles {
-                let d = try dir.subdirectory(b.deviceId.rawValue)
-                try b.certificate.write(toFile: d + "/device.crt", atomically: true, encoding: .utf8)
-                try b.privateKey.write(toFile: d + "/device.key", atomically: true, encoding: .utf8)
-                try b.brokerCA.write(toFile: d + "/broker-ca.pem", atomically: true, encoding: .utf8)
-                dirs[b.deviceId.rawValue] = d
-            }
+            for b in r.bundles { dirs[b.deviceId.rawValue] = try DeviceBundleWriter.write(b, into: dir.path) }
             return dirs
         }
 

@@ -3,6 +3,7 @@ import EscrowCore
 import MQTT
 import POSIX
 import TestSupport
+import OperatorCLI
 
 /// A running `escrowd` (real binary, managed mosquitto, mutual TLS for devices) with operators.
 struct PlatformSession {
@@ -43,20 +44,9 @@ struct PlatformSession {
         let r = try await op.send(account, "device.provision", ["deviceIds": TestSupport.ids(deviceIDs)]).result(Commands.DeviceProvisionResult.self)
         var configs: [String: String] = [:]
         for b in r.bundles {
-            let dir = try directory.subdirectory(b.deviceId.rawValue)
-            try b.certificate.write(toFile: dir + "/device.crt", atomically: true, encoding: .utf8)
-            try b.privateKey.write(toFile: dir + "/device.key", atomically: true, encoding: .utf8)
-            try b.brokerCA.write(toFile: dir + "/broker-ca.pem", atomically: true, encoding: .utf8)
-            let conf = """
-                broker = \(b.brokerURL)
-                device_id = \(b.deviceId)
-                certificate = device.crt
-                private_key = device.key
-                broker_ca = broker-ca.pem
-                state_dir = state
-                backoff_initial = 1
-                backoff_max = 2
-                """
+            // The layout escrowctl writes, with a short backoff for tests.
+            let dir = try DeviceBundleWriter.write(b, into: directory.path)
+            let conf = DeviceBundleWriter.agentConf(b) + "backoff_initial = 1\nbackoff_max = 2\n"
             try conf.write(toFile: dir + "/agent.conf", atomically: true, encoding: .utf8)
             configs[b.deviceId.rawValue] = dir + "/agent.conf"
         }
