@@ -29,7 +29,8 @@ public enum BrokerEvent: Sendable, Equatable {
 ///   and a pid file lets the next `start()` kill a broker orphaned by a crashed supervisor.
 public final class ManagedBroker: Sendable {
     public struct Options: Sendable {
-        public var executable: String = "/usr/sbin/mosquitto"
+        /// The broker binary: `mosquitto` from PATH, else Debian's /usr/sbin/mosquitto.
+        public var executable: String = ManagedBroker.locateMosquitto()
         public var maxRestarts: Int = 5
         public var initialBackoff: Duration = .milliseconds(200)
         public var maxBackoff: Duration = .seconds(10)
@@ -81,6 +82,12 @@ public final class ManagedBroker: Sendable {
                   readinessEndpoints: [(plan.deviceListener.host, plan.deviceListener.port),
                                        (plan.operatorListener.host, plan.operatorListener.port)],
                   pidFile: layout.pidFile, outputFile: layout.stderrFile, options: options)
+    }
+
+    /// `mosquitto` on PATH (then /usr/sbin, where Debian puts it and where PATH often does not reach).
+    public static func locateMosquitto(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        let dirs = (environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/local/sbin"]
+        return dirs.map { $0 + "/mosquitto" }.first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/sbin/mosquitto"
     }
 
     deinit {

@@ -19,6 +19,8 @@ public final class Daemon: Sendable {
         /// The host name devices use to reach the broker (goes into bundles and the server certificate).
         public var publicHost = "127.0.0.1"
         public var reconcileInterval: Duration = .seconds(30)
+        /// The managed broker's binary (`--mosquitto`); nil: `mosquitto` from PATH, else /usr/sbin/mosquitto.
+        public var mosquitto: String?
         /// See `ControlPlane.Options.escrowGrace`.
         public var escrowGrace: Duration = .seconds(30 * 86_400)
         public var mqttVersion: MQTTVersion = .v5
@@ -91,7 +93,14 @@ public final class Daemon: Sendable {
             guard plan.plugin != nil else { throw BrokerError.launchFailed(BrokerPlugin.missingMessage) }
             options = MQTTOptions(clientID: clientID, host: settings.localHost, port: settings.operatorPort)
             if settings.operatorTLS { options.tls = MQTTTLS(caFile: caCert) }
-            broker = ManagedBroker(layout: layout, plan: plan)
+            var brokerOptions = ManagedBroker.Options()
+            if let m = settings.mosquitto {
+                guard FileManager.default.isExecutableFile(atPath: m) else {
+                    throw BrokerError.launchFailed("--mosquitto \(m) is not an executable file")
+                }
+                brokerOptions.executable = m
+            }
+            broker = ManagedBroker(layout: layout, plan: plan, options: brokerOptions)
         }
         options.username = settings.username
         options.password = password

@@ -37,6 +37,17 @@ public actor AgentRuntime {
         if state.identity == .issued, !files.hasIssuedIdentity {
             throw .identity("the state says the issued identity is in use, but \(files.certificate) or \(files.key) is missing")
         }
+        // A bundle whose certificate names another device would connect as that device (the broker
+        // takes the CN as the username): refuse it before connecting.
+        if let path = settings.certificate, FileManager.default.fileExists(atPath: path) {
+            let cert: Certificate
+            do { cert = try Certificate(pem: try String(contentsOfFile: path, encoding: .utf8)) } catch {
+                throw .identity("\(path) is not a readable PEM certificate (\(error))")
+            }
+            guard cert.commonName == settings.deviceID.rawValue else {
+                throw .identity("\(path) is the certificate of '\(cert.commonName)', but device_id is \(settings.deviceID): use the bundle made for this device")
+            }
+        }
         let rotates = settings.broker.hasPrefix("mqtts://") && settings.certificate != nil
         machine = AgentMachine(state: state, agentVersion: agentVersion, rotatesIdentity: rotates)
     }

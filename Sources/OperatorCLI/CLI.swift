@@ -172,6 +172,7 @@ public enum CLI {
 
     public static func run(_ argv: [String], environment: [String: String]) async -> ExitCode {
         let console = Console(quiet: argv.contains("--quiet"))
+        if EscrowFleetVersion.requested(argv) { console.out(EscrowFleetVersion.line("escrowctl")); return .ok }
         let invocation: Invocation
         do {
             switch try parse(argv, environment: environment) {

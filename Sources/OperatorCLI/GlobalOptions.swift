@@ -38,6 +38,7 @@ public struct GlobalOptions: Sendable, Equatable {
           --request-id ID    idempotency key: a retry with the same id gets the first reply
           --json             print the reply's result as JSON (pretty, sorted keys)
           --quiet            no progress or notes on stderr
+          --version          print the version and exit
         """
 
     /// Resolves the options from parsed flags, the environment and the config file.

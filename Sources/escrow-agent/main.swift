@@ -12,6 +12,7 @@ and switches to normal mode when that configuration says so. See topics.md.
 USAGE
   escrow-agent --config FILE            run with the settings in FILE
   escrow-agent --help                   show this text
+  escrow-agent --version                print the version
 
 SETTINGS (FILE holds `key = value` lines; relative paths are relative to FILE)
   broker            mqtts://HOST:PORT (mutual TLS) or mqtt://HOST:PORT (tests only)
@@ -52,6 +53,7 @@ func logLine(_ s: String) {
 }
 
 let args: Arguments
+if EscrowFleetVersion.requested(Array(CommandLine.arguments.dropFirst())) { print(EscrowFleetVersion.line("escrow-agent")); exit(0) }
 do { args = try Arguments(Array(CommandLine.arguments.dropFirst()), valued: ["config"], booleans: ["help"]) } catch {
     stderr("escrow-agent: \(error.message) (see escrow-agent --help)"); exit(UsageError.exitCode)
 }

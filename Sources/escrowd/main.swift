@@ -26,6 +26,7 @@ OPTIONS
   --operator-tls           managed broker: TLS on the operator listener too, for operators on
                            other hosts (admin.conf then names the CA escrowctl must trust)
   --reconcile-interval D   re-publish unacknowledged configurations this often (default 30s)
+  --mosquitto PATH         the managed broker's binary (default: mosquitto from PATH, else /usr/sbin/mosquitto)
   --escrow-grace D         revoke the escrow certificate of a device still not on its owner-issued
                            identity this long after activation (default 30d; it then needs a new bundle)
   --mqtt 5|3.1.1           protocol escrowd speaks (default 5)
@@ -37,6 +38,7 @@ OPTIONS
                            docker-compose.yml); without it, copy them and reload by hand
   --init-broker-files      write DATA/broker and DATA/admin.conf, then exit (container start-up)
   -h, --help               show this text
+  --version                print the version and exit
 
 FILES (in DATA)
   escrow.db                the SQLite ledger (WAL mode)
@@ -60,8 +62,9 @@ func fail(_ message: String, _ code: Int32) -> Never {
 umask(0o077)
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "escrow-grace", "mqtt", "config", "log-level", "broker-pid-file"]
+                           "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file"]
 var argv = Array(CommandLine.arguments.dropFirst())
+if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd")); exit(0) }
 let args: Arguments
 do {
     var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files", "operator-tls"])
@@ -90,6 +93,7 @@ do {
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
     if let s = try args.seconds("escrow-grace") { settings.escrowGrace = .seconds(max(1, s)) }
+    settings.mosquitto = args.value("mosquitto")
     settings.brokerPIDFile = args.value("broker-pid-file")
     settings.operatorTLS = args.flag("operator-tls")
     if let v = args.value("mqtt") {

@@ -119,9 +119,36 @@ struct AgentExitCodeTests {
         let platform = try await PlatformSession()
         let rogue = try TestCertificates(caName: "Rogue CA")
         let cert = try rogue.makeClient(commonName: "dev-1")
+        // Another device's certificate: refused before connecting, 66, naming both ids.
+        let other = try rogue.makeClient(commonName: "dev-2")
+        r = try run("broker = \(platform.escrowd.deviceURL)\ndevice_id = dev-1\ncertificate = \(other.certFile)\nprivate_key = \(other.keyFile)\nbroker_ca = \(platform.escrowd.dataDirectory)/platform-ca.pem\n", in: dir)
+        #expect(r.status == 66 && r.output.contains("'dev-2'") && r.output.contains("dev-1"), "\(r)")
         let ca = platform.escrowd.dataDirectory + "/platform-ca.pem"
         r = try run("broker = \(platform.escrowd.deviceURL)\ndevice_id = dev-1\ncertificate = \(cert.certFile)\nprivate_key = \(cert.keyFile)\nbroker_ca = \(ca)\nconnect_attempts = 1\n", in: dir)
         #expect(r.status == 77, "a refused login is not retried: \(r)")
         await platform.close()
+    }
+}
+
+@Suite("escrowd start-up failures say why", .timeLimit(.minutes(1)))
+struct EscrowdStartupTests {
+    @Test("--mosquitto names the broker binary; a broker that fails to start has its own error printed")
+    func brokerBinary() throws {
+        let scratch = try TempDirectory(prefix: "fake-broker")
+        let fake = scratch.file("mosquitto")
+        try "#!/bin/sh\necho 'Error: Unknown configuration variable \"bogus\".' >&2\nexit 3\n".write(toFile: fake, atomically: true, encoding: .utf8)
+        chmod(fake, 0o755)
+        do {
+            _ = try EscrowdProcess(arguments: ["--mosquitto", fake])
+            Issue.record("escrowd started with a broker that exits at once")
+        } catch {
+            #expect("\(error)".contains("Unknown configuration variable"), "the broker's own line is shown: \(error)")
+        }
+        do {
+            _ = try EscrowdProcess(arguments: ["--mosquitto", scratch.file("missing")])
+            Issue.record("escrowd started without a broker binary")
+        } catch {
+            #expect("\(error)".contains("is not an executable file"), "\(error)")
+        }
     }
 }

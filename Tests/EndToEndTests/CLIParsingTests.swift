@@ -321,3 +321,12 @@ struct CLIParsingTests {
         }
     }
 }
+
+@Suite("Every executable reports its version")
+struct VersionTests {
+    @Test("--version prints name, version and wire schema, and exits 0", arguments: ["escrowd", "escrowctl", "escrow-agent", "fleetsim"])
+    func version(_ product: String) throws {
+        let out = try runCommand(try Products.path(product), ["--version"])
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == EscrowFleetVersion.line(product), "\(out)")
+    }
+}

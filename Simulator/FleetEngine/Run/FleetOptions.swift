@@ -127,6 +127,7 @@ public struct FleetOptions: Sendable, Equatable {
                                 own source address (127.0.0.<i+1> unless given), and merge reports
       --quiet                   no progress lines
       -h, --help                this text
+      --version                 print the version and exit
 
     MUTUAL TLS
       --bundles DIR             device identities written by `escrowctl device provision --out DIR`
