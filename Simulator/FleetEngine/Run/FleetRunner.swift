@@ -15,7 +15,9 @@ public final class StopFlag: Sendable {
     /// SIGINT/SIGTERM set this flag (through DispatchSource, so no work runs in a signal handler).
     /// Keep the returned sources alive for the life of the run.
     public func installSignalHandlers() -> [any DispatchSourceSignal] {
-        [SIGINT, SIGTERM].map { sig in
+        // A broker that dies mid-write is a reconnect, not a reason for the whole fleet to die.
+        signal(SIGPIPE, SIG_IGN)
+        return [SIGINT, SIGTERM].map { sig in
             signal(sig, SIG_IGN)
             let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             src.setEventHandler { [self] in request() }
