@@ -26,7 +26,8 @@ let package = Package(
 
         // The broker plugin, in C against mosquitto-dev's plugin API (its symbols resolve in the broker).
         .target(name: "EscrowBrokerPlugin", exclude: ["README.md"],
-                cSettings: [.unsafeFlags(["-Wall", "-Wextra"])]),  // -Werror: Tests/BrokerPluginC/run.sh
+                cSettings: [.unsafeFlags(["-Wall", "-Wextra"])],  // -Werror: Tests/BrokerPluginC/run.sh
+                linkerSettings: [.linkedLibrary("crypto")]),
 
         // Pure domain and wire contract.
         .target(name: "EscrowCore"),

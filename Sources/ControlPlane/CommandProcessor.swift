@@ -48,7 +48,9 @@ struct CommandProcessor {
         case .transferList:
             let a: Commands.TransferList = try decode(args)
             let ts = try ledger.transfers(for: account, direction: a.direction ?? .all).filter { a.status == nil || $0.status == a.status }
-            return Outcome(result: try encode(Commands.TransferListResult(transfers: ts.map { TransferView($0, includeItems: false) })), effects: fx, mutating: false)
+            let page = ts.dropFirst(a.offset ?? 0).prefix(a.limit ?? 100)
+            return Outcome(result: try encode(Commands.TransferListResult(transfers: page.map { TransferView($0, includeItems: false) }, total: ts.count)),
+                           effects: fx, mutating: false)
         case .transferShow:
             let a: Commands.TransferRef = try decode(args)
             let t = try visibleTransfer(a.transferId, to: account)

@@ -92,14 +92,17 @@ public enum TransferCommands {
     public struct Inbox: OperatorCommand {
         public static let spec = CommandSpec(
             path: ["transfer", "inbox"], group: .transfers, summary: "List transfers to and from the account",
-            usage: ["transfer inbox [--incoming | --outgoing] [--status S]"],
+            usage: ["transfer inbox [--incoming | --outgoing] [--status S] [--limit N] [--offset K]"],
             options: """
                   --incoming    only transfers offered to this account
                   --outgoing    only transfers this account offered
                   --status S    \(Transfer.Status.allCases.map(\.rawValue).joined(separator: ", "))
+                  --limit N     at most N transfers, newest first (1...1000; default 100)
+                  --offset K    skip the K newest (default 0): the next page is --offset K+N
                 """,
-            examples: ["escrowctl --account resell transfer inbox --incoming --status pending", "escrowctl transfer inbox --json"],
-            valued: ["status"], booleans: ["incoming", "outgoing"])
+            examples: ["escrowctl --account resell transfer inbox --incoming --status pending", "escrowctl transfer inbox --json",
+                       "escrowctl transfer inbox --limit 50 --offset 50"],
+            valued: ["status", "limit", "offset"], booleans: ["incoming", "outgoing"])
 
         public var args: Commands.TransferList
 
@@ -109,19 +112,23 @@ public enum TransferCommands {
             var status: Transfer.Status?
             if let s = a.value("status") {
                 guard let v = Transfer.Status(rawValue: s) else {
-                    throw UsageError("--status must be one of \(Transfer.Status.allCases.map(\.rawValue).joined(separator: ", ")), got '\(s)'")
+                    throw UsageError.invalid("--status must be one of \(Transfer.Status.allCases.map(\.rawValue).joined(separator: ", ")), got '\(s)'")
                 }
                 status = v
             }
-            args = .init(direction: direction, status: status)
+            args = .init(direction: direction, status: status, limit: try a.int("limit", in: 1...1_000), offset: try a.int("offset", in: 0...Int.max))
         }
 
         public func run(_ c: CommandContext) async throws {
             let json = try await c.call(.transferList, args)
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.TransferListResult.self, .transferList)
-            if r.transfers.isEmpty { return c.console.note("no transfers") }
+            if r.transfers.isEmpty { return c.console.note(r.total == 0 ? "no transfers" : "no transfers on this page (\(r.total) in all)") }
             c.console.out(Self.table(r.transfers, account: c.account).render())
+            let offset = args.offset ?? 0
+            if offset + r.transfers.count < r.total {
+                c.console.note("\(r.transfers.count) of \(r.total) transfers; next page: --offset \(offset + r.transfers.count)")
+            }
         }
 
         public static func table(_ ts: [TransferView], account: AccountID) -> Table {

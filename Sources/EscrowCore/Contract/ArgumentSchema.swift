@@ -107,6 +107,8 @@ public struct CommandSchema: Sendable {
         CommandSchema(.transferList, readOnly: true, [
             Field("direction", .string, [.oneOf(["incoming", "outgoing", "all"])]),
             Field("status", .string, [.oneOf(Transfer.Status.allCases.map(\.rawValue))]),
+            Field("limit", .integer, [.range(1...1_000)]),
+            Field("offset", .integer, [.atLeast(0)]),
         ]),
         CommandSchema(.transferShow, readOnly: true, [Field("transferId", .string, required: true, [.identifier])]),
         CommandSchema(.transferApprove, [

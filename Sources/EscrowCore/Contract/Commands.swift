@@ -108,9 +108,19 @@ public enum Commands {
         public enum Direction: String, Codable, Sendable { case incoming, outgoing, all }
         public var direction: Direction?
         public var status: Transfer.Status?
-        public init(direction: Direction? = nil, status: Transfer.Status? = nil) { self.direction = direction; self.status = status }
+        /// Page size (default 100) and how many to skip, newest first.
+        public var limit: Int?
+        public var offset: Int?
+        public init(direction: Direction? = nil, status: Transfer.Status? = nil, limit: Int? = nil, offset: Int? = nil) {
+            self.direction = direction; self.status = status; self.limit = limit; self.offset = offset
+        }
     }
-    public struct TransferListResult: Codable, Equatable, Sendable { public var transfers: [TransferView]; public init(transfers: [TransferView]) { self.transfers = transfers } }
+    public struct TransferListResult: Codable, Equatable, Sendable {
+        public var transfers: [TransferView]
+        /// How many match, over all pages.
+        public var total: Int
+        public init(transfers: [TransferView], total: Int) { self.transfers = transfers; self.total = total }
+    }
     public struct TransferRef: Codable, Equatable, Sendable {
         public var transferId: String
         public init(transferId: String) { self.transferId = transferId }
