@@ -36,6 +36,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -561,15 +566,294 @@ static struct rule_set *rule_set_load(const char *path, struct load_error *error
 }
 
 /* ------------------------------------------------------------------------
+ * Revocation set: the revoked certificate serials of plugin_opt_revoked_file.
+ *
+ *   # comment
+ *   3f9a0c...      one serial per line, hex (BN_bn2hex of the serial, lowercased)
+ *
+ * A serial is kept as its value: big-endian bytes without leading zero bytes,
+ * so "0abc" (BN_bn2hex pads to whole bytes) and "abc" are the same serial, and
+ * the check needs no hex conversion. Upper-case digits are accepted. RFC 5280
+ * caps serials at 20 bytes; a longer line fails the file. The serial alone is
+ * the key, not (issuer, serial): the CAs draw serials at random from 2^127 or
+ * more, so two CAs never issue the same one by chance.
+ *
+ * Layout: the keys in one dense array (21 bytes each) and an open-addressing
+ * table of 32-bit indexes into it (linear probing, at most half full). 100,000
+ * serials take 2.1 MB of keys and 1 MB of table.
+ * ------------------------------------------------------------------------ */
+
+#define SERIAL_MAX_BYTES 20
+
+struct serial_key {
+    uint8_t length; /* 0 for the serial 0 */
+    uint8_t bytes[SERIAL_MAX_BYTES];
+};
+
+struct serial_set {
+    struct serial_key *keys; /* count distinct serials */
+    size_t count;
+    uint32_t *slots;         /* 0 = empty, else index into keys + 1 */
+    size_t slot_capacity;    /* a power of two, at least twice count; 0 when count is 0 */
+    size_t lines;            /* serial lines read (duplicates included) */
+};
+
+/* FNV-1a, 64 bits, over the value's bytes. */
+static uint64_t hash_serial(const uint8_t *bytes, size_t length)
+{
+    uint64_t hash = UINT64_C(14695981039346656037) ^ length;
+    for (size_t i = 0; i < length; i++) {
+        hash ^= bytes[i];
+        hash *= UINT64_C(1099511628211);
+    }
+    return hash ^ (hash >> 29);
+}
+
+static bool serial_key_equal(const struct serial_key *key, const uint8_t *bytes, size_t length)
+{
+    return key->length == length && memcmp(key->bytes, bytes, length) == 0;
+}
+
+/* Whether the serial with these bytes (big-endian, leading zero bytes
+ * allowed) is in the set. */
+static bool serial_set_contains(const struct serial_set *set, const uint8_t *bytes, size_t length)
+{
+    while (length > 0 && bytes[0] == 0) {
+        bytes++;
+        length--;
+    }
+    if (set->count == 0 || length > SERIAL_MAX_BYTES) {
+        return false;
+    }
+    size_t mask = set->slot_capacity - 1;
+    for (size_t i = (size_t)hash_serial(bytes, length) & mask;; i = (i + 1) & mask) {
+        uint32_t slot = set->slots[i];
+        if (slot == 0) {
+            return false;
+        }
+        if (serial_key_equal(&set->keys[slot - 1], bytes, length)) {
+            return true;
+        }
+    }
+}
+
+static void serial_set_free(struct serial_set *set)
+{
+    if (set == NULL) {
+        return;
+    }
+    free(set->keys);
+    free(set->slots);
+    free(set);
+}
+
+/* Bytes the set holds on the heap. */
+static size_t serial_set_bytes(const struct serial_set *set)
+{
+    return set->count * sizeof(struct serial_key) + set->slot_capacity * sizeof(uint32_t);
+}
+
+/* Hex digit values plus one; 0 for anything else. */
+static const uint8_t hex_digits[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+static int hex_value(char c)
+{
+    return hex_digits[(unsigned char)c] - 1;
+}
+
+/* Parses one line (NUL-terminated, newline included or not). Returns 1 with
+ * *key filled for a serial, 0 for a blank or comment line, -1 with error
+ * filled otherwise. */
+static int parse_serial_line(const char *line, size_t line_number, struct serial_key *key,
+                             struct load_error *error)
+{
+    const char *start = line;
+    while (isspace((unsigned char)*start)) {
+        start++;
+    }
+    if (*start == '\0' || *start == '#') {
+        return 0;
+    }
+    const char *end = start;
+    while (hex_digits[(unsigned char)*end] != 0) {
+        end++;
+    }
+    const char *rest = end;
+    while (isspace((unsigned char)*rest)) {
+        rest++;
+    }
+    if (*rest != '\0') {
+        size_t length = strcspn(start, "\r\n");
+        snprintf(error->message, sizeof(error->message), "line %zu: not a hex serial: \"%.*s%s\"",
+                 line_number, (int)(length > 80 ? 80 : length), start, length > 80 ? "..." : "");
+        return -1;
+    }
+    while (start < end && *start == '0') {
+        start++;
+    }
+    size_t digits = (size_t)(end - start);
+    if (digits > 2 * SERIAL_MAX_BYTES) {
+        snprintf(error->message, sizeof(error->message),
+                 "line %zu: serial longer than %d bytes: \"%.80s...\"", line_number, SERIAL_MAX_BYTES, start);
+        return -1;
+    }
+    key->length = (uint8_t)((digits + 1) / 2);
+    uint8_t *out = key->bytes;
+    const char *p = start;
+    if (digits % 2 == 1) {
+        *out++ = (uint8_t)hex_value(*p++);
+    }
+    for (; p < end; p += 2) {
+        *out++ = (uint8_t)(hex_value(p[0]) << 4 | hex_value(p[1]));
+    }
+    memset(out, 0, (size_t)(key->bytes + SERIAL_MAX_BYTES - out));
+    return 1;
+}
+
+/* Builds the table over the keys read, dropping duplicates. */
+static int serial_set_index(struct serial_set *set)
+{
+    if (set->count == 0) {
+        free(set->keys);
+        set->keys = NULL;
+        return MOSQ_ERR_SUCCESS;
+    }
+    if (set->count > UINT32_MAX / 2) {
+        return MOSQ_ERR_NOMEM;
+    }
+    size_t capacity = 16;
+    while (capacity < set->count * 2) {
+        capacity *= 2;
+    }
+    set->slots = calloc(capacity, sizeof(*set->slots));
+    if (set->slots == NULL) {
+        return MOSQ_ERR_NOMEM;
+    }
+    set->slot_capacity = capacity;
+    size_t mask = capacity - 1;
+    size_t distinct = 0;
+    for (size_t k = 0; k < set->count; k++) {
+        const struct serial_key key = set->keys[k];
+        size_t i = (size_t)hash_serial(key.bytes, key.length) & mask;
+        bool duplicate = false;
+        for (; set->slots[i] != 0; i = (i + 1) & mask) {
+            if (serial_key_equal(&set->keys[set->slots[i] - 1], key.bytes, key.length)) {
+                duplicate = true;
+                break;
+            }
+        }
+        if (!duplicate) {
+            set->keys[distinct] = key;
+            set->slots[i] = (uint32_t)(distinct + 1);
+            distinct++;
+        }
+    }
+    set->count = distinct;
+    struct serial_key *fitted = realloc(set->keys, distinct * sizeof(*fitted));
+    if (fitted != NULL) {
+        set->keys = fitted;
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* Reads path into a new set. On failure returns NULL with error filled. */
+static struct serial_set *serial_set_load(const char *path, struct load_error *error)
+{
+    struct serial_set *set = calloc(1, sizeof(*set));
+    if (set == NULL) {
+        snprintf(error->message, sizeof(error->message), "out of memory");
+        return NULL;
+    }
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        snprintf(error->message, sizeof(error->message), "cannot open: %s", strerror(errno));
+        serial_set_free(set);
+        return NULL;
+    }
+
+    char *line = NULL;
+    size_t line_capacity = 0;
+    size_t line_number = 0;
+    size_t key_capacity = 0;
+    int rc = MOSQ_ERR_SUCCESS;
+    while (getline(&line, &line_capacity, file) >= 0) {
+        line_number++;
+        struct serial_key key;
+        int parsed = parse_serial_line(line, line_number, &key, error);
+        if (parsed < 0) {
+            rc = MOSQ_ERR_INVAL;
+            break;
+        }
+        if (parsed == 0) {
+            continue;
+        }
+        if (set->count == key_capacity) {
+            size_t capacity = key_capacity == 0 ? 1024 : key_capacity * 2;
+            struct serial_key *keys = realloc(set->keys, capacity * sizeof(*keys));
+            if (keys == NULL) {
+                rc = MOSQ_ERR_NOMEM;
+                break;
+            }
+            set->keys = keys;
+            key_capacity = capacity;
+        }
+        set->keys[set->count++] = key;
+    }
+    if (rc == MOSQ_ERR_SUCCESS && ferror(file)) {
+        snprintf(error->message, sizeof(error->message), "read error: %s", strerror(errno));
+        rc = MOSQ_ERR_ERRNO;
+    }
+    free(line);
+    fclose(file);
+    set->lines = set->count;
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = serial_set_index(set);
+    }
+    if (rc == MOSQ_ERR_NOMEM) {
+        snprintf(error->message, sizeof(error->message), "out of memory at line %zu", line_number);
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        serial_set_free(set);
+        return NULL;
+    }
+    return set;
+}
+
+/* ------------------------------------------------------------------------
  * Plugin state and checks.
  * ------------------------------------------------------------------------ */
+
+/* BN_bn2hex of a serial of up to 20 bytes, a sign and a NUL fit in 48. */
+#define SERIAL_HEX_SIZE 48
+
+/* A client denied for a revoked certificate, to be disconnected at the next
+ * tick. client is only ever compared, never dereferenced: the broker may have
+ * freed it (it cannot before MOSQ_EVT_DISCONNECT, which removes the entry). */
+struct pending_kick {
+    const struct mosquitto *client;
+    char *client_id;
+    char serial[SERIAL_HEX_SIZE];
+};
 
 struct plugin_state {
     mosquitto_plugin_id_t *identifier;
     char *acl_path;
     char *service_prefix;
     size_t service_prefix_length;
-    struct rule_set *rules; /* never NULL once init succeeded */
+    struct rule_set *rules;      /* never NULL once init succeeded */
+    char *revoked_path;          /* NULL: no plugin_opt_revoked_file, no revocation checks */
+    struct serial_set *revoked;  /* never NULL once init succeeded with revoked_path */
+    struct pending_kick *kicks;  /* disconnected at the next MOSQ_EVT_TICK */
+    size_t kick_count;
+    size_t kick_capacity;
+    /* A revoked client whose connection is being closed (set by
+     * MOSQ_EVT_DISCONNECT, cleared at the next tick): the broker checks its
+     * will after closing the socket, when its certificate is gone. */
+    const struct mosquitto *closing_revoked;
 };
 
 static bool value_is_substitutable(const char *value)
@@ -714,15 +998,198 @@ static int check_subscribe(const struct plugin_state *state, struct mosquitto *c
     return deny_subscribe(username, topic, failed ? "out of memory" : "not covered by a read rule");
 }
 
+/* ------------------------------------------------------------------------
+ * Revocation: a client whose certificate serial is in the set is denied
+ * everything and disconnected at the next tick.
+ * ------------------------------------------------------------------------ */
+
+/* The serial as escrowd writes it (BN_bn2hex, lowercased), for log lines. */
+static void serial_hex(const ASN1_INTEGER *serial, char out[SERIAL_HEX_SIZE])
+{
+    snprintf(out, SERIAL_HEX_SIZE, "?");
+    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+    if (bn == NULL) {
+        return;
+    }
+    char *hex = BN_bn2hex(bn);
+    BN_free(bn);
+    if (hex == NULL) {
+        return;
+    }
+    size_t i = 0;
+    for (; hex[i] != '\0' && i + 1 < SERIAL_HEX_SIZE; i++) {
+        out[i] = (char)tolower((unsigned char)hex[i]);
+    }
+    out[i] = '\0';
+    OPENSSL_free(hex);
+}
+
+/* The certificate's serial if it is in the set, else NULL. The file format
+ * has no negative serials, so a (non-conforming) negative one never matches. */
+static const ASN1_INTEGER *revoked_serial(const struct serial_set *set, const X509 *cert)
+{
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
+    if (serial == NULL || ASN1_STRING_type(serial) != V_ASN1_INTEGER) {
+        return NULL;
+    }
+    int length = ASN1_STRING_length(serial);
+    if (length < 0 || !serial_set_contains(set, ASN1_STRING_get0_data(serial), (size_t)length)) {
+        return NULL;
+    }
+    return serial;
+}
+
+static bool revocation_enabled(const struct plugin_state *state)
+{
+    return state->revoked != NULL && state->revoked->count > 0;
+}
+
+/* Logs the refusal and queues the client's disconnection, once per
+ * connection: a client already queued is not logged again. */
+static void queue_kick(struct plugin_state *state, struct mosquitto *client, const ASN1_INTEGER *serial)
+{
+    for (size_t i = 0; i < state->kick_count; i++) {
+        if (state->kicks[i].client == client) {
+            return;
+        }
+    }
+    struct pending_kick kick = {.client = client};
+    serial_hex(serial, kick.serial);
+    const char *client_id = mosquitto_client_id(client);
+    const char *username = mosquitto_client_username(client);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         LOG_PREFIX "revoked certificate serial %s for client \"%s\" (username \"%s\"): "
+                         "access denied, disconnecting it",
+                         kick.serial, client_id != NULL ? client_id : "", username != NULL ? username : "(none)");
+    if (client_id == NULL) {
+        return; /* the broker refuses every check of a client without an id anyway */
+    }
+    if (state->kick_count == state->kick_capacity) {
+        size_t capacity = state->kick_capacity == 0 ? 8 : state->kick_capacity * 2;
+        struct pending_kick *kicks = realloc(state->kicks, capacity * sizeof(*kicks));
+        if (kicks == NULL) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: out of memory queueing the disconnection of \"%s\"",
+                                 client_id);
+            return;
+        }
+        state->kicks = kicks;
+        state->kick_capacity = capacity;
+    }
+    kick.client_id = strdup(client_id);
+    if (kick.client_id == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: out of memory queueing the disconnection of \"%s\"",
+                             client_id);
+        return;
+    }
+    state->kicks[state->kick_count++] = kick;
+}
+
+/* Rule 0, before every other: true if the client presents a revoked
+ * certificate (or is the revoked client whose connection is being closed). */
+static bool check_revoked(struct plugin_state *state, const struct mosquitto_evt_acl_check *ed)
+{
+    if (!revocation_enabled(state)) {
+        return false;
+    }
+    if (ed->client == state->closing_revoked) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             LOG_PREFIX "refused %s \"%s\" of client \"%s\" after its disconnection: revoked certificate",
+                             ed->access == MOSQ_ACL_WRITE ? "the will" : "access to", ed->topic != NULL ? ed->topic : "",
+                             mosquitto_client_id(ed->client) != NULL ? mosquitto_client_id(ed->client) : "");
+        return true;
+    }
+    X509 *cert = mosquitto_client_certificate(ed->client);
+    if (cert == NULL) {
+        return false;
+    }
+    const ASN1_INTEGER *serial = revoked_serial(state->revoked, cert);
+    if (serial != NULL) {
+        queue_kick(state, ed->client, serial);
+    }
+    X509_free(cert);
+    return serial != NULL;
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
     const struct mosquitto_evt_acl_check *ed = event_data;
     (void)event;
 
+    if (check_revoked(userdata, ed)) {
+        return MOSQ_ERR_ACL_DENIED;
+    }
     if (ed->access != MOSQ_ACL_SUBSCRIBE) {
         return MOSQ_ERR_PLUGIN_DEFER; /* acl_file decides at publish and delivery */
     }
     return check_subscribe(userdata, ed->client, ed->topic);
+}
+
+/* MOSQ_EVT_TICK: once per pass of the broker's main loop, at its end (every
+ * 100 ms when idle, after each batch of network events when busy). Kicking
+ * here, not in the ACL callback, leaves no caller holding the client. */
+static int on_tick(int event, void *event_data, void *userdata)
+{
+    struct plugin_state *state = userdata;
+    (void)event;
+    (void)event_data;
+
+    state->closing_revoked = NULL;
+    if (state->kick_count == 0) {
+        return MOSQ_ERR_SUCCESS;
+    }
+    /* Detached first: each kick fires MOSQ_EVT_DISCONNECT, which edits the list. */
+    struct pending_kick *kicks = state->kicks;
+    size_t count = state->kick_count;
+    state->kicks = NULL;
+    state->kick_count = 0;
+    state->kick_capacity = 0;
+    for (size_t i = 0; i < count; i++) {
+        int rc = mosquitto_kick_client_by_clientid(kicks[i].client_id, false);
+        if (rc == MOSQ_ERR_SUCCESS) {
+            mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                                 LOG_PREFIX "disconnected client \"%s\": revoked certificate serial %s",
+                                 kicks[i].client_id, kicks[i].serial);
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_INFO,
+                                 LOG_PREFIX "client \"%s\" (revoked certificate serial %s) was gone before its disconnection",
+                                 kicks[i].client_id, kicks[i].serial);
+        }
+        free(kicks[i].client_id);
+    }
+    free(kicks);
+    state->closing_revoked = NULL; /* the kicks' own disconnections set it */
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* MOSQ_EVT_DISCONNECT, called before the broker closes the socket: a queued
+ * kick of this connection is dropped (so a client that takes over its id is
+ * not kicked), and a revoked client is remembered until the next tick so that
+ * its will, checked once the socket (and certificate) is gone, is refused. */
+static int on_disconnect(int event, void *event_data, void *userdata)
+{
+    const struct mosquitto_evt_disconnect *ed = event_data;
+    struct plugin_state *state = userdata;
+    (void)event;
+
+    state->closing_revoked = NULL;
+    for (size_t i = 0; i < state->kick_count;) {
+        if (state->kicks[i].client == ed->client) {
+            free(state->kicks[i].client_id);
+            state->kicks[i] = state->kicks[--state->kick_count];
+        } else {
+            i++;
+        }
+    }
+    if (revocation_enabled(state)) {
+        X509 *cert = mosquitto_client_certificate(ed->client);
+        if (cert != NULL) {
+            if (revoked_serial(state->revoked, cert) != NULL) {
+                state->closing_revoked = ed->client;
+            }
+            X509_free(cert);
+        }
+    }
+    return MOSQ_ERR_SUCCESS;
 }
 
 /* Rule 3: the client id is the username, or "USERNAME:" and anything. */
@@ -755,10 +1222,46 @@ static void log_loaded(const char *verb, const struct plugin_state *state)
                          state->rules->topic_rule_count, state->rules->patterns.count);
 }
 
+static double milliseconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+/* Loads the revoked file into state->revoked (replacing the set only on
+ * success). verb is "load" or "reload", for the log lines. */
+static int load_revoked(struct plugin_state *state, const char *verb)
+{
+    struct load_error error;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    struct serial_set *fresh = serial_set_load(state->revoked_path, &error);
+    if (fresh == NULL) {
+        if (state->revoked != NULL) {
+            mosquitto_log_printf(MOSQ_LOG_ERR,
+                                 LOG_PREFIX "Error: cannot %s revoked file \"%s\": %s; keeping the previous %zu serials",
+                                 verb, state->revoked_path, error.message, state->revoked->count);
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: cannot %s revoked file \"%s\": %s", verb,
+                                 state->revoked_path, error.message);
+        }
+        return MOSQ_ERR_INVAL;
+    }
+    serial_set_free(state->revoked);
+    state->revoked = fresh;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         LOG_PREFIX "%sed revoked file \"%s\": %zu serials from %zu lines, %zu KiB, in %.1f ms",
+                         verb, state->revoked_path, fresh->count, fresh->lines,
+                         (serial_set_bytes(fresh) + 1023) / 1024, milliseconds_since(&start));
+    return MOSQ_ERR_SUCCESS;
+}
+
 /* Rule 4: SIGHUP. Returns MOSQ_ERR_PLUGIN_DEFER in every case: mosquitto
  * 2.0.11 stops at the first reload callback that returns anything else, and on
  * an error it also skips re-registering its own password_file and acl_file
- * checks, which would lock every client out. */
+ * checks, which would lock every client out. The ACL file and the revoked file
+ * are independent: either failing keeps its own previous state only. */
 static int on_reload(int event, void *event_data, void *userdata)
 {
     struct plugin_state *state = userdata;
@@ -766,6 +1269,9 @@ static int on_reload(int event, void *event_data, void *userdata)
     (void)event;
     (void)event_data;
 
+    if (state->revoked_path != NULL) {
+        load_revoked(state, "reload");
+    }
     struct rule_set *fresh = rule_set_load(state->acl_path, &error);
     if (fresh == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -789,9 +1295,24 @@ static void state_free(struct plugin_state *state)
         return;
     }
     rule_set_free(state->rules);
+    serial_set_free(state->revoked);
+    for (size_t i = 0; i < state->kick_count; i++) {
+        free(state->kicks[i].client_id);
+    }
+    free(state->kicks);
     free(state->acl_path);
     free(state->service_prefix);
+    free(state->revoked_path);
     free(state);
+}
+
+static void unregister_callbacks(mosquitto_plugin_id_t *identifier)
+{
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_TICK, on_tick, NULL);
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
 }
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
@@ -821,12 +1342,15 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     state->identifier = identifier;
 
     const char *acl_path = NULL;
+    const char *revoked_path = NULL;
     const char *service_prefix = ESCROW_BROKER_PLUGIN_DEFAULT_SERVICE_PREFIX;
     for (int i = 0; i < option_count; i++) {
         if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_ACL_FILE) == 0) {
             acl_path = options[i].value;
         } else if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_SERVICE_PREFIX) == 0) {
             service_prefix = options[i].value;
+        } else if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_REVOKED_FILE) == 0) {
+            revoked_path = options[i].value;
         } else {
             mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "Warning: unknown option plugin_opt_%s ignored",
                                  options[i].key);
@@ -838,9 +1362,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     if (service_prefix == NULL || service_prefix[0] == '\0') {
         return init_fail(state, "plugin_opt_service_prefix must not be empty");
     }
+    if (revoked_path != NULL && revoked_path[0] == '\0') {
+        return init_fail(state, "plugin_opt_revoked_file must not be empty (leave it out for no revocation set)");
+    }
     state->acl_path = strdup(acl_path);
     state->service_prefix = strdup(service_prefix);
-    if (state->acl_path == NULL || state->service_prefix == NULL) {
+    state->revoked_path = revoked_path != NULL ? strdup(revoked_path) : NULL;
+    if (state->acl_path == NULL || state->service_prefix == NULL || (revoked_path != NULL && state->revoked_path == NULL)) {
         return init_fail(state, "out of memory");
     }
     state->service_prefix_length = strlen(state->service_prefix);
@@ -854,12 +1382,20 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         return MOSQ_ERR_INVAL;
     }
 
+    if (state->revoked_path != NULL && load_revoked(state, "load") != MOSQ_ERR_SUCCESS) {
+        state_free(state);
+        return MOSQ_ERR_INVAL;
+    }
+
+    /* TICK and DISCONNECT only serve revocation. Mosquitto 2.0.11 calls TICK
+     * only with per_listener_settings false (the configuration escrowd writes). */
     if (mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, state) != MOSQ_ERR_SUCCESS ||
         mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, state) != MOSQ_ERR_SUCCESS ||
-        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, state) != MOSQ_ERR_SUCCESS) {
-        mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
-        mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
-        mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, state) != MOSQ_ERR_SUCCESS ||
+        (state->revoked_path != NULL &&
+         (mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, state) != MOSQ_ERR_SUCCESS ||
+          mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, state) != MOSQ_ERR_SUCCESS))) {
+        unregister_callbacks(identifier);
         return init_fail(state, "cannot register callbacks");
     }
     log_loaded("loaded", state);
@@ -874,9 +1410,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
     (void)option_count;
 
     if (state != NULL) {
-        mosquitto_callback_unregister(state->identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
-        mosquitto_callback_unregister(state->identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
-        mosquitto_callback_unregister(state->identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+        unregister_callbacks(state->identifier);
         state_free(state);
     }
     return MOSQ_ERR_SUCCESS;

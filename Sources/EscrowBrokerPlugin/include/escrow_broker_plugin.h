@@ -11,6 +11,7 @@
  *   plugin /path/to/libEscrowBrokerPlugin.so
  *   plugin_opt_acl_file /path/to/acl          (required: the broker's acl_file)
  *   plugin_opt_service_prefix svc-            (optional)
+ *   plugin_opt_revoked_file /path/to/revoked  (optional: revoked certificate serials)
  */
 
 #ifndef ESCROW_BROKER_PLUGIN_H
@@ -22,5 +23,11 @@
 /* Usernames starting with this prefix may subscribe to $share/GROUP/... */
 #define ESCROW_BROKER_PLUGIN_OPT_SERVICE_PREFIX "service_prefix"
 #define ESCROW_BROKER_PLUGIN_DEFAULT_SERVICE_PREFIX "svc-"
+
+/* Path of the revoked-serials file: one certificate serial per line, hex as
+ * OpenSSL's BN_bn2hex prints it, lowercased; '#' comments and blank lines.
+ * Optional: without it there is no revocation set. A client whose certificate
+ * serial is listed is denied every access and disconnected. */
+#define ESCROW_BROKER_PLUGIN_OPT_REVOKED_FILE "revoked_file"
 
 #endif /* ESCROW_BROKER_PLUGIN_H */
