@@ -16,11 +16,19 @@
  *  - MOSQ_EVT_BASIC_AUTH: the client id must be the username or start with
  *    "USERNAME:", so one user cannot take over another's session by reusing
  *    its client id. An acceptable id is deferred to password_file.
- *  - MOSQ_EVT_RELOAD (SIGHUP): the ACL file is read again; if that fails the
- *    previous rules stay in force.
+ *  - MOSQ_EVT_ACL_CHECK, every access, before the rules above: a client whose
+ *    certificate serial is in the revoked set (plugin_opt_revoked_file) is
+ *    denied, and queued for MOSQ_EVT_TICK, which disconnects it
+ *    (mosquitto_kick_client_by_clientid). MOSQ_EVT_DISCONNECT drops a queued
+ *    kick of a connection that ended first and refuses the will of a revoked
+ *    client. The CRLs stay empty: 100,000 entries there cost the broker tens
+ *    of MB per reload (docs/BENCHMARKS.md).
+ *  - MOSQ_EVT_RELOAD (SIGHUP): the revoked file and the ACL file are read
+ *    again; if one fails its previous set or rules stay in force.
  *
  * Options (plugin_opt_NAME in mosquitto.conf): acl_file (required),
- * service_prefix (default "svc-"). See README.md next to this file.
+ * service_prefix (default "svc-"), revoked_file (optional). See README.md
+ * next to this file.
  *
  * The broker is single threaded: callbacks never run concurrently, so the
  * state behind the userdata pointer needs no locking.
