@@ -49,7 +49,7 @@ public final class Certificate: @unchecked Sendable {
         return hex(digest.prefix(Int(length)))
     }
 
-    /// Serial number as lowercase hex without leading zeros (the form `crl(revokedSerials:)` takes).
+    /// Serial number as lowercase hex (`BN_bn2hex`, whole bytes: it may start with one zero nibble), the form `crl(revokedSerials:)` and the broker plugin's revocation set take.
     public var serialNumberHex: String {
         guard let bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(pointer), nil) else { return "" }
         defer { BN_free(bn) }
