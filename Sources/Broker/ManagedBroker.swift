@@ -37,12 +37,12 @@ public final class ManagedBroker: Sendable {
         public var stableAfter: Duration = .seconds(30)
         public var startTimeout: Duration = .seconds(10)
         public var stopGrace: Duration = .seconds(5)
-        /// Least time between two SIGHUPs. mosquitto 2.0.11 clears its reload flag when a reload
-        /// ends, and on an idle broker a reload starts up to 100 ms after the signal (SIGHUP is
-        /// blocked outside epoll_wait), so a SIGHUP sent within ~250 ms of the previous one can be
-        /// lost (measured by bench/crl-scale.sh). The first request is signalled at once; one made
-        /// sooner than this after it is sent once the spacing has passed, covering every request
-        /// in between (the files are always written before the call).
+        /// mosquitto 2.0.11 clears its reload flag when a reload ends, and on an idle broker a
+        /// reload starts up to 100 ms after the signal, so a SIGHUP sent within ~250 ms of the
+        /// previous one can be lost (measured by bench/crl-scale.sh). Every request is signalled at
+        /// once (usually it takes effect); a request made within this spacing of the previous
+        /// signal also gets one trailing SIGHUP, sent when this long has passed since the latest
+        /// signal, so the newest files are always read (they are written before the call).
         public var reloadSpacing: Duration = .milliseconds(300)
         public init() {}
     }
@@ -54,7 +54,7 @@ public final class ManagedBroker: Sendable {
         var consecutiveRestarts = 0
         var onEvent: (@Sendable (BrokerEvent) -> Void)?
         var lastReload: ContinuousClock.Instant?
-        /// A deferred SIGHUP is scheduled: it will read whatever the files say by then.
+        /// A trailing SIGHUP is scheduled: it will read whatever the files say by then.
         var reloadScheduled = false
     }
 
@@ -132,22 +132,30 @@ public final class ManagedBroker: Sendable {
     public func reload() throws(BrokerError) {
         guard pid != nil else { throw BrokerError.notRunning }
         let spacing = options.reloadSpacing
-        let delay: Duration? = state.withLock { s in
-            if s.reloadScheduled { return nil }
+        let trailing: Bool = state.withLock { s in
             let now = ContinuousClock.now
-            if let last = s.lastReload, now - last < spacing {
-                s.reloadScheduled = true
-                return spacing - (now - last)
-            }
-            s.lastReload = now
-            return .zero
+            defer { s.lastReload = now }
+            guard let last = s.lastReload, now - last < spacing, !s.reloadScheduled else { return false }
+            s.reloadScheduled = true
+            return true
         }
-        guard let delay else { return }
-        guard delay > .zero else { return signalReload() }
+        signalReload()
+        if trailing { scheduleTrailingReload(after: spacing) }
+    }
+
+    /// Sends the trailing SIGHUP once `reloadSpacing` has passed since the latest signal.
+    private func scheduleTrailingReload(after delay: Duration) {
         let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
-            self.state.withLock { $0.reloadScheduled = false; $0.lastReload = ContinuousClock.now }
-            self.signalReload()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(max(1, nanoseconds)))) {
+            let spacing = self.options.reloadSpacing
+            let wait: Duration? = self.state.withLock { s in
+                let now = ContinuousClock.now
+                if let last = s.lastReload, now - last < spacing { return spacing - (now - last) }
+                s.reloadScheduled = false
+                s.lastReload = now
+                return nil
+            }
+            if let wait { self.scheduleTrailingReload(after: wait) } else { self.signalReload() }
         }
     }
 

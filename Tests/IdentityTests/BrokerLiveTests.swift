@@ -235,4 +235,27 @@ struct BrokerLiveTests {
         #expect(f.broker.pid != orphan.process.processIdentifier)
         await f.broker.stop()
     }
+
+    /// mosquitto 2.0.11 loses a SIGHUP that arrives during a reload: `ManagedBroker.reload` adds a
+    /// trailing signal after a burst, so the newest files always take effect.
+    @Test func aBurstOfReloadsNeverLosesTheLastChange() async throws {
+        let f = try BrokerFixture(operators: [])
+        try await f.start()
+        defer { f.close() }
+        for i in 1...5 {
+            let ops = (1...i).map { (username: "op-b\($0)", password: "pw-b\($0)-secret", accounts: ["acct"]) }
+            let acl = try ACLFile.render(ACLInput(controlPlaneUser: f.controlPlaneUser, operators: ops.map { ($0.username, $0.accounts) }))
+            let pw = try PasswordFile.render([(f.controlPlaneUser, MosquittoPassword.hash(password: f.controlPlanePassword))]
+                                             + ops.map { ($0.username, MosquittoPassword.hash(password: $0.password)) })
+            try writeBrokerFile(acl, to: f.layout.aclFile, mode: 0o644)
+            try writeBrokerFile(pw, to: f.layout.passwordFile, mode: 0o600)
+            try f.broker.reload()
+        }
+        var admitted = false
+        for _ in 0..<40 where !admitted {
+            admitted = try f.pub(f.userArgs("op-b5", "pw-b5-secret"), "accounts/acct/cmd/x", "1").status == 0
+            if !admitted { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(admitted, "the last of five quick changes never took effect")
+    }
 }
