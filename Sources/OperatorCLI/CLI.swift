@@ -133,13 +133,16 @@ public enum CLI {
         } else if let group = groupHelp(first.word) {
             guard words.count > 1, let t = commands.first(where: { $0.spec.path == [first.word, words[1].word] }) else {
                 if wantsHelp, words.count == 1 { return .help(group) }
-                let what = words.count > 1 ? "unknown command '\(first.word) \(words[1].word)'" : "'\(first.word)' needs a subcommand"
+                let subcommands = commands.filter { $0.spec.path.count == 2 && $0.spec.path[0] == first.word }.map { $0.spec.path[1] }
+                let what = words.count > 1 ? "unknown command '\(first.word) \(words[1].word)'" + Suggestions.phrase(words[1].word, in: subcommands, prefix: first.word + " ")
+                                           : "'\(first.word)' needs a subcommand"
                 throw CLIUsageError(message: what, usage: group)
             }
             type = t
             used.append(words[1].index)
         } else {
-            throw CLIUsageError(message: "unknown command '\(first.word)'", usage: commandList)
+            let words = Array(Set(commands.map { $0.spec.path[0] })).sorted()
+            throw CLIUsageError(message: "unknown command '\(first.word)'" + Suggestions.phrase(first.word, in: words), usage: commandList)
         }
         let spec = type.spec
         let rest = argv.enumerated().filter { !used.contains($0.offset) }.map(\.element)

@@ -37,6 +37,10 @@ struct CLIParsingTests {
         #expect(usageError(["device", "show"])?.message.contains("missing ID") == true)
         #expect(usageError(["device", "show", "a", "b"])?.message.contains("unexpected argument 'b'") == true)
         #expect(usageError(["device", "list", "-x"]) != nil)
+        // Did you mean, for commands, subcommands and options alike.
+        #expect(usageError(["devcie", "list"])?.message.contains("did you mean device?") == true)
+        #expect(usageError(["device", "lsit"])?.message.contains("did you mean device list?") == true)
+        #expect(usageError(["device", "list", "--limt", "3"])?.message.contains("did you mean --limit?") == true)
     }
 
     @Test("--help anywhere, `help CMD` and `CMD --help` print help instead of running")

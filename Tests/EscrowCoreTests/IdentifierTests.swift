@@ -47,3 +47,15 @@ struct IdentifierTests {
         #expect(DeviceID("x").description == "x")
     }
 }
+
+@Suite("Did you mean")
+struct SuggestionTests {
+    @Test("typos, swaps and prefixes find the known word; far-off words find nothing")
+    func closest() {
+        #expect(Suggestions.closest(to: "devcie", in: ["device", "transfer", "account"]) == ["device"])
+        #expect(Suggestions.closest(to: "lsit", in: ["list", "show", "provision"]) == ["list"])
+        #expect(Suggestions.closest(to: "confg", in: ["config", "help"]) == ["config"])
+        #expect(Suggestions.closest(to: "zzz", in: ["device", "transfer"]).isEmpty)
+        #expect(Suggestions.phrase("conect", in: ["connect", "storm"]) == "; did you mean connect?")
+    }
+}

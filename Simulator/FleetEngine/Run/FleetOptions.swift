@@ -1,3 +1,5 @@
+import EscrowCore
+
 /// Scenarios `fleetsim` can run.
 public enum Scenario: String, Sendable, Codable, CaseIterable {
     /// The fleet connects and heartbeats until the duration ends.
@@ -257,7 +259,7 @@ public struct FleetOptions: Sendable, Equatable {
                 if !a.hasPrefix("-"), !sawScenario, let s = Scenario(rawValue: a) {
                     o.scenario = s; sawScenario = true
                 } else if !a.hasPrefix("-") && !sawScenario {
-                    throw .usage("unknown scenario '\(a)'; expected connect, storm, soak or transfer")
+                    throw .usage("unknown scenario '\(a)'" + Suggestions.phrase(a, in: Scenario.allCases.map(\.rawValue)) + " (scenarios: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")))")
                 } else {
                     throw .usage("unknown option '\(a)' (see --help)")
                 }

@@ -36,9 +36,7 @@ public struct Arguments: Sendable {
                 guard i < argv.count else { throw UsageError("--\(name) needs a value") }
                 values[name, default: []].append(argv[i]); i += 1
             } else {
-                let known = (valued.union(booleans)).sorted()
-                let close = known.filter { $0.hasPrefix(String(name.prefix(3))) }
-                throw UsageError("unknown option '--\(name)'" + (close.isEmpty ? "" : "; did you mean " + close.map { "--\($0)" }.joined(separator: ", ") + "?"))
+                throw UsageError("unknown option '--\(name)'" + Suggestions.phrase(name, in: valued.union(booleans).sorted(), prefix: "--"))
             }
         }
     }
