@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -847,9 +848,41 @@ struct pending_kick {
     char serial[SERIAL_HEX_SIZE];
 };
 
+/* Which version of a file was loaded: a rename over it (how escrowd writes
+ * every file) changes the inode, an edit in place the size or mtime. */
+struct file_id {
+    bool known;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+};
+
+static struct file_id file_id_of(const char *path)
+{
+    struct file_id id;
+    memset(&id, 0, sizeof id);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        id.known = true;
+        id.dev = st.st_dev;
+        id.ino = st.st_ino;
+        id.size = st.st_size;
+        id.mtime = st.st_mtim;
+    }
+    return id;
+}
+
+static bool file_id_equal(const struct file_id *a, const struct file_id *b)
+{
+    return a->known == b->known && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
 struct plugin_state {
     mosquitto_plugin_id_t *identifier;
     char *acl_path;
+    struct file_id acl_id;       /* the version of acl_path that rules came from */
     char *service_prefix;
     size_t service_prefix_length;
     struct rule_set *rules;      /* never NULL once init succeeded */
@@ -1118,6 +1151,34 @@ static bool check_revoked(struct plugin_state *state, const struct mosquitto_evt
     return serial != NULL;
 }
 
+static void log_loaded(const char *verb, const struct plugin_state *state);
+
+/* A SUBSCRIBE follows the ACL file as it is on disk, not only as of the last
+ * SIGHUP: a reload can read the password file after escrowd rewrote it but the
+ * ACL file just before, and a login created a moment ago must not have its
+ * first subscriptions refused until the next reload. Being ahead of acl_file is
+ * safe: acl_file still decides every publish and delivery. One stat() per
+ * SUBSCRIBE; a file that fails to parse is not retried until it changes. */
+static void follow_acl_file(struct plugin_state *state)
+{
+    struct file_id id = file_id_of(state->acl_path);
+    if (!id.known || file_id_equal(&id, &state->acl_id)) {
+        return;
+    }
+    state->acl_id = id;
+    struct load_error error;
+    struct rule_set *fresh = rule_set_load(state->acl_path, &error);
+    if (fresh == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             LOG_PREFIX "Error: cannot re-read changed ACL file \"%s\": %s; keeping the previous rules",
+                             state->acl_path, error.message);
+        return;
+    }
+    rule_set_free(state->rules);
+    state->rules = fresh;
+    log_loaded("re-read changed", state);
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
     const struct mosquitto_evt_acl_check *ed = event_data;
@@ -1129,6 +1190,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
     if (ed->access != MOSQ_ACL_SUBSCRIBE) {
         return MOSQ_ERR_PLUGIN_DEFER; /* acl_file decides at publish and delivery */
     }
+    follow_acl_file(userdata);
     return check_subscribe(userdata, ed->client, ed->topic);
 }
 
@@ -1280,6 +1342,7 @@ static int on_reload(int event, void *event_data, void *userdata)
     if (state->revoked_path != NULL) {
         load_revoked(state, "reload");
     }
+    struct file_id id = file_id_of(state->acl_path);
     struct rule_set *fresh = rule_set_load(state->acl_path, &error);
     if (fresh == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -1287,6 +1350,7 @@ static int on_reload(int event, void *event_data, void *userdata)
                              state->acl_path, error.message);
         return MOSQ_ERR_PLUGIN_DEFER;
     }
+    state->acl_id = id;
     rule_set_free(state->rules);
     state->rules = fresh;
     log_loaded("reloaded", state);
@@ -1382,6 +1446,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     state->service_prefix_length = strlen(state->service_prefix);
 
     struct load_error error;
+    state->acl_id = file_id_of(state->acl_path);
     state->rules = rule_set_load(state->acl_path, &error);
     if (state->rules == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: cannot load ACL file \"%s\": %s",

@@ -255,4 +255,18 @@ struct BrokerLiveTests {
             try f.pub(f.userArgs("op-b5", "pw-b5-secret"), "accounts/acct/cmd/x", "1").status == 0
         }
     }
+
+    /// The plugin follows the ACL file at SUBSCRIBE time: a reload that read the password file after a
+    /// rewrite but the ACL file before it cannot leave a new login with its subscriptions refused.
+    @Test func aSubscriptionFollowsTheACLFileOnDiskWithoutAReload() async throws {
+        let f = try BrokerFixture(operators: [("op-x", "px-secret", ["acctX"])])
+        try await f.start()
+        defer { f.close() }
+        let before = try f.sub(f.userArgs("op-x", "px-secret"), ["accounts/acctZ/events/#"], count: 1, timeout: 1)
+        #expect(before.text.contains("Subscribed (mid: 1): 128") || before.text.contains("Subscribed (mid: 1): 135"), "\(before.text)")
+        let acl = try ACLFile.render(ACLInput(controlPlaneUser: f.controlPlaneUser, operators: [("op-x", ["acctX", "acctZ"])]))
+        try writeBrokerFile(acl, to: f.layout.aclFile, mode: 0o644) // no SIGHUP
+        let after = try f.sub(f.userArgs("op-x", "px-secret"), ["accounts/acctZ/events/#"], count: 1, timeout: 1)
+        #expect(after.text.contains("Subscribed (mid: 1): 1"), "\(after.text)")
+    }
 }
