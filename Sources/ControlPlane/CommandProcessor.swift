@@ -39,8 +39,6 @@ struct CommandProcessor {
         case .deviceProvision: result = try encode(provision(account, decode(args), &fx))
         case .deviceList:
             let a: Commands.DeviceList = try decode(args)
-            if let l = a.limit, !(1...1_000).contains(l) { throw DomainError.invalid("limit must be within 1...1000, got \(l)") }
-            if let o = a.offset, o < 0 { throw DomainError.invalid("offset must be >= 0, got \(o)") }
             let (devices, total) = try ledger.devices(owner: account, filter: a)
             return Outcome(result: try encode(Commands.DeviceListResult(devices: devices, total: total)), effects: fx, mutating: false)
         case .deviceShow: return Outcome(result: try encode(deviceShow(account, decode(args))), effects: fx, mutating: false)
@@ -146,11 +144,6 @@ struct CommandProcessor {
         guard let acct = try ledger.account(account), acct.kind == .provisioner else {
             throw DomainError.forbidden("only a provisioner account creates escrow devices")
         }
-        if a.deviceIds != nil, a.prefix != nil || a.count != nil || a.start != nil {
-            throw DomainError.invalid("give deviceIds, or prefix and count (with start), not both")
-        }
-        if let s = a.start, s < 0 { throw DomainError.invalid("start must be >= 0, got \(s)") }
-        if a.count != nil, a.prefix == nil { throw DomainError.invalid("count needs prefix") }
         var ids: [DeviceID] = a.deviceIds ?? []
         if let prefix = a.prefix {
             guard let count = a.count, count > 0 else { throw DomainError.invalid("with prefix, give count > 0") }
@@ -338,8 +331,6 @@ struct CommandProcessor {
 
     private func configPush(_ account: AccountID, _ a: Commands.ConfigPush, _ fx: inout Effects) throws -> Commands.ConfigPushResult {
         try requireRealAccount(account)
-        if a.all == true, a.deviceIds != nil { throw DomainError.invalid("give deviceIds or all: true, not both") }
-        if a.settings != nil, a.profile != nil { throw DomainError.invalid("give profile or settings, not both") }
         var profile: Commands.Profile
         if let settings = a.settings {
             profile = .init(name: "adhoc", version: 0, settings: settings, heartbeatInterval: a.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
