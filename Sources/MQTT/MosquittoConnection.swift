@@ -588,12 +588,16 @@ final class MosquittoConnection: @unchecked Sendable {
 
     private func runLoop() {
         while !shouldStop() {
-            let rc = mosquitto_loop(handle, 100, 1)
+            var rc = mosquitto_loop(handle, 100, 1)
+            var saved = errno
             if rc == MOSQ_ERR_SUCCESS.rawValue {
-                abandonStalledReconnect()
-                continue
+                guard connectAttemptRefused() else {
+                    abandonStalledReconnect()
+                    continue
+                }
+                rc = MOSQ_ERR_ERRNO.rawValue
+                saved = ECONNREFUSED
             }
-            let saved = errno
             guard let delay = connectionDown(rc: rc, errno: saved) else { break }
             guard sleep(for: delay) else { break }
             state.withLock { $0.reconnectStartedAt = clock.now }
@@ -612,6 +616,25 @@ final class MosquittoConnection: @unchecked Sendable {
             return state.loopExitWaiters
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// A TLS connect whose TCP connection was refused: libmosquitto 2.0.11 reads the refusal as
+    /// `SSL_ERROR_SYSCALL`, keeps `want_connect` and reports success from every `mosquitto_loop`
+    /// (spinning a core) until the keepalive expires. The socket then polls `POLLHUP` with no TCP
+    /// connection behind it, which a connect still in progress never does.
+    private func connectAttemptRefused() -> Bool {
+        let pending = state.withLock { $0.phase == .connecting || $0.phase == .reconnecting }
+        guard pending else { return false }
+        let fd = mosquitto_socket(handle)
+        guard fd >= 0 else { return false }
+        var probe = pollfd(fd: fd, events: 0, revents: 0)
+        guard poll(&probe, 1, 0) == 1 else { return false }
+        guard probe.revents & Int16(POLLHUP | POLLERR) != 0 else { return false }
+        state.withLock { state in
+            state.lastFailure = .library("connection to \(options.host):\(options.port)", MOSQ_ERR_ERRNO.rawValue, errno: ECONNREFUSED,
+                                         connecting: true, tls: options.tls != nil)
+        }
+        return true
     }
 
     /// A reconnect whose TCP connection opened but whose CONNACK never came (a broker caught mid

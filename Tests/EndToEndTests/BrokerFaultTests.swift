@@ -33,7 +33,8 @@ struct BrokerFaultTests {
                 return s.count == names.count && s.allSatisfy { $0.state == .applied }
             }
         } catch {
-            Issue.record("escrowd log:\n\(platform.escrowd.logTail(4000))\nagent log:\n\(agents[0].logTail())")
+            let agentLogs = zip(names, agents).map { "agent \($0.0):\n\($0.1.logTail())" }.joined(separator: "\n")
+            Issue.record("escrowd log:\n\(platform.escrowd.logTail(4000))\n\(agentLogs)")
             throw error
         }
         for a in agents { #expect(a.persistedMode == "normal", "\(a.logTail())") }
