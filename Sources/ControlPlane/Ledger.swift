@@ -12,6 +12,9 @@ final class Ledger {
         try db.migrate(Schema.migrations)
     }
 
+    /// Reads through an already open database (a backup being checked), without migrating it.
+    init(database: Database) { db = database }
+
     // MARK: accounts
     func account(_ id: AccountID) throws -> Account? {
         try db.query("SELECT id, name, kind, managed_by FROM accounts WHERE id = ?", [.text(id.rawValue)]).first.map(Self.account)

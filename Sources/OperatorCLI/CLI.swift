@@ -50,8 +50,17 @@ public struct CLIError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: String
     public var message: String
     public var hint: String?
+    /// The request id to retry with, when a command may or may not have run (a timeout).
+    public var requestId: String?
     public init(_ exit: ExitCode, _ code: String, _ message: String, hint: String? = nil) {
         self.exit = exit; self.code = code; self.message = message; self.hint = hint
+    }
+    /// The `--json` form, one line on stderr: `{"error":{"code":"conflict","exit":67,"message":"...","hint":"..."}}`.
+    public var json: JSONValue {
+        var e: [String: JSONValue] = ["code": .string(code), "message": .string(message), "exit": .number(Double(exit.rawValue))]
+        if let hint { e["hint"] = .string(hint) }
+        if let requestId { e["requestId"] = .string(requestId) }
+        return .object(["error": .object(e)])
     }
     /// The single stderr line: `escrowctl: <code>: <message>. <hint>`.
     public var description: String {
@@ -175,7 +184,10 @@ public enum CLI {
 
     public static func run(_ argv: [String], environment: [String: String]) async -> ExitCode {
         let console = Console(quiet: argv.contains("--quiet"))
+        // With --json, errors are one JSON object on stderr too (`CLIError.json`), so scripts parse both streams.
+        let wantsJSON = argv.prefix(while: { $0 != "--" }).contains("--json")
         if EscrowFleetVersion.requested(argv) { console.out(EscrowFleetVersion.line("escrowctl")); return .ok }
+        if let status = Generated.run(argv, console: console) { return status }
         let invocation: Invocation
         do {
             switch try parse(argv, environment: environment) {
@@ -183,7 +195,8 @@ public enum CLI {
             case .run(let i): invocation = i
             }
         } catch {
-            console.err("escrowctl: \(error.invalidValue ? "invalid argument" : "usage"): \(error.message)\n\n\(error.usage)")
+            if wantsJSON { console.err(Console.compactJSON(CLIError(error.exit, error.invalidValue ? "invalid_argument" : "usage", error.message).json)) }
+            else { console.err("escrowctl: \(error.invalidValue ? "invalid argument" : "usage"): \(error.message)\n\n\(error.usage)") }
             return error.exit
         }
         let context = CommandContext(invocation: invocation)
@@ -194,7 +207,9 @@ public enum CLI {
         } catch {
             await context.close()
             let failure = describe(error, context: context)
-            if failure.exit == .usage, error is UsageError {
+            if wantsJSON {
+                console.err(Console.compactJSON(failure.json))
+            } else if failure.exit == .usage, error is UsageError {
                 console.err("escrowctl: usage: \(failure.message)\n\n" + invocation.spec.usage.map { "  escrowctl \($0)" }.joined(separator: "\n"))
             } else {
                 console.err(failure.description)
@@ -235,9 +250,11 @@ public enum CLI {
             case .notAuthorized(let topic):
                 return CLIError(.refused, "forbidden", "user '\(g.user ?? "(none)")' may not use \(topic)",
                                 hint: "Operators act only in their own account and the accounts it manages; check --account.")
-            case .noReply(let command, let account, let after):
-                return CLIError(.timeout, "timeout", "no reply to \(command) in account \(account) within \(Self.seconds(after))",
-                                hint: "escrowd may be down or busy. Retry with the same --request-id (safe), or raise --timeout.")
+            case .noReply(let command, let account, let after, let requestId):
+                var e = CLIError(.timeout, "timeout", "no reply to \(command) in account \(account) within \(Self.seconds(after)) (request id \(requestId))",
+                                 hint: "escrowd may be down or busy. Retry with --request-id \(requestId) (safe: a replayed id gets the first reply), or raise --timeout.")
+                e.requestId = requestId
+                return e
             case .connectionLost(let reason):
                 return CLIError(.unavailable, "unreachable", "lost the connection to \(g.broker) (\(reason))",
                                 hint: "Retry with the same --request-id; escrowd answers a replayed id with its first reply.")
@@ -322,6 +339,10 @@ public enum CLI {
               escrowctl --account cust profile put office --settings '{"ntp":"pool.ntp.org"}' --default
               escrowctl --account cust transfer approve tr-... --activate --profile office
               escrowctl --account cust tail
+
+            SHELL COMPLETION AND MANUAL
+              source <(escrowctl completion bash)     # or: escrowctl completion zsh
+              escrowctl man | man -l -
 
             EXIT STATUS
               0 ok, 1 other failure, 64 usage, 65 invalid argument, 66 not found, 67 conflict,

@@ -9,7 +9,7 @@ public enum OperatorError: Error, Sendable, CustomStringConvertible {
     /// The broker's ACL does not let this user use `topic` (the account is outside the user's reach).
     case notAuthorized(topic: String)
     /// No reply within the timeout: escrowd may be down or overloaded.
-    case noReply(command: String, account: AccountID, after: Duration)
+    case noReply(command: String, account: AccountID, after: Duration, requestId: String)
     /// The connection dropped while a reply was awaited.
     case connectionLost(String)
     /// escrowd answered `ok: false`.
@@ -23,7 +23,7 @@ public enum OperatorError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .connection(let e): return e.description
         case .notAuthorized(let t): return "not authorized to use \(t)"
-        case .noReply(let c, let a, let d): return "no reply to \(c) in account \(a) within \(d.seconds) s"
+        case .noReply(let c, let a, let d, let r): return "no reply to \(c) (request id \(r)) in account \(a) within \(d.seconds) s"
         case .connectionLost(let r): return "connection to the broker lost: \(r)"
         case .command(let w): return w.description
         case .badReply(let m): return "unreadable reply: \(m)"
@@ -156,7 +156,7 @@ public actor OperatorSession {
         if disconnectReason == nil { try? await client.unsubscribe([replyTopic]) }
         guard let message else {
             if let reason = disconnectReason { throw OperatorError.connectionLost(reason) }
-            throw OperatorError.noReply(command: command.rawValue, account: account, after: configuration.timeout)
+            throw OperatorError.noReply(command: command.rawValue, account: account, after: configuration.timeout, requestId: rid)
         }
         // Replies come from escrowd (trusted) and carry up to 1,000 device bundles: allow far more than a command.
         do { return try WireCodec.decode(CommandReply.self, from: message.payload, limit: Self.maxReplyBytes) } catch {

@@ -89,20 +89,10 @@ public struct Console: Sendable {
 
 /// Small formatters shared by the commands.
 enum Format {
+    /// RFC 3339 in UTC, to the second (the precision of the contract's timestamps): `2026-11-29T10:08:59Z`.
     static func date(_ d: Date?) -> String {
         guard let d else { return "-" }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        return f.string(from: d)
-    }
-
-    /// `09:41:07.123` in local time.
-    static func clock(_ d: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.dateFormat = "HH:mm:ss.SSS"
-        return f.string(from: d)
+        return d.formatted(.iso8601)
     }
 
     static func counts(_ c: [String: Int]) -> String {

@@ -82,10 +82,12 @@ public struct TailCommand: OperatorCommand {
         return false
     }
 
-    /// `09:41:07.123 transfer.approved  tr-abc  oem -> reseller  120 devices (hold)`
+    /// `2026-11-29T10:09:00Z transfer.approved   tr-abc  oem -> reseller  120 devices (hold)`: the event's own
+    /// time (RFC 3339, UTC, to the second as on the wire), its type, then the device and transfer it concerns.
     public static func line(_ e: Event) -> String {
         let d = e.details
-        var parts: [String] = [e.transferId ?? e.deviceId?.rawValue ?? e.account.rawValue]
+        var parts: [String] = [e.deviceId?.rawValue, e.transferId].compactMap { $0 }
+        if parts.isEmpty { parts = [e.account.rawValue] }
         if let f = d["from"]?.stringValue, let t = d["to"]?.stringValue { parts.append("\(f) -> \(t)") }
         var what: [String] = []
         if let n = d["devices"]?.intValue ?? d["count"]?.intValue { what.append(Format.plural(n, "device")) }
@@ -99,7 +101,7 @@ public struct TailCommand: OperatorCommand {
         if let msg = d["message"]?.stringValue ?? d["reason"]?.stringValue, !msg.isEmpty { what.append(msg) }
         if let n = d["note"]?.stringValue { what.append("note: \(n)") }
         if !what.isEmpty { parts.append(what.joined(separator: " ")) }
-        return Format.clock(e.at) + " " + e.type.rawValue.padding(toLength: max(18, e.type.rawValue.count), withPad: " ", startingAt: 0)
+        return Format.date(e.at) + " " + e.type.rawValue.padding(toLength: max(18, e.type.rawValue.count), withPad: " ", startingAt: 0)
             + "  " + parts.joined(separator: "  ")
     }
 }

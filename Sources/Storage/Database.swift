@@ -260,6 +260,31 @@ public final class Database: @unchecked Sendable {
     }
 
     /// Runs `PRAGMA integrity_check`; true when SQLite reports "ok".
+    /// Copies the whole database into a new file at `path` with SQLite's online backup API: one
+    /// consistent snapshot, taken while other connections (another process included) keep writing.
+    /// Blocking: call it from a thread of its own or a command-line tool, never the cooperative pool.
+    public func backup(to path: String) throws {
+        guard !FileManager.default.fileExists(atPath: path) else {
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "\(path) already exists; back up into a new file")
+        }
+        var destination: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &destination, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil)
+        defer { sqlite3_close_v2(destination) }
+        try SQLiteError.check(rc, connection: destination)
+        try withLock { () throws(SQLiteError) in
+            guard let backup = sqlite3_backup_init(destination, "main", connection, "main") else {
+                throw SQLiteError(resultCode: sqlite3_errcode(destination), connection: destination, sql: nil)
+            }
+            var step: Int32
+            repeat {
+                step = sqlite3_backup_step(backup, -1)
+                if step == SQLITE_BUSY || step == SQLITE_LOCKED { sqlite3_sleep(10) }
+            } while step == SQLITE_OK || step == SQLITE_BUSY || step == SQLITE_LOCKED
+            let finish = sqlite3_backup_finish(backup)
+            try SQLiteError.check(step == SQLITE_DONE ? finish : step, connection: destination)
+        }
+    }
+
     public func integrityCheck() throws -> Bool {
         try integrityProblems().isEmpty
     }

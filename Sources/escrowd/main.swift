@@ -12,6 +12,8 @@ starts and manages its own mosquitto (TLS for devices, passwords for operators, 
 USAGE
   escrowd [--data DIR] [--broker URL] [options]
   escrowd --print-broker-config [--data DIR]
+  escrowd backup --to NEWDIR [--data DIR]      consistent copy while escrowd runs
+  escrowd restore --from BACKUPDIR [--data NEWDIR]
 
 OPTIONS
   --data DIR               state directory: database, broker files, CAs (default ./escrow-data)
@@ -45,8 +47,16 @@ FILES (in DATA)
   admin.conf               escrowctl settings for the platform administrator (op-admin)
   broker/                  generated mosquitto.conf, acl, passwd, certs, persistence, log
 
+BACKUP AND RESTORE
+  backup writes NEWDIR/escrow.db through SQLite's online backup API (escrowd may keep running),
+  the platform CA, escrowd.secret, admin.conf and a MANIFEST; broker/ is rebuilt on start.
+  restore checks the database's integrity and every device's custody chain, then fills a data
+  directory that holds no database yet. Exit 0 ok, 64 usage, 65 not a valid backup, 73 exists.
+
 EXAMPLES
   escrowd                                   # managed broker on 127.0.0.1:8883 (devices) and :1883
+  escrowd backup --data /var/lib/escrowfleet --to /backup/escrow-$(date +%F)
+  escrowd restore --from /backup/escrow-2026-12-01 --data /var/lib/escrowfleet-new
   escrowd --data /var/lib/escrowfleet --bind 0.0.0.0 --public-host mqtt.example.com --operator-tls
   escrowctl --config escrow-data/admin.conf account list
 
@@ -65,6 +75,40 @@ let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device
                            "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file"]
 var argv = Array(CommandLine.arguments.dropFirst())
 if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd")); exit(0) }
+if let verb = argv.first, verb == "backup" || verb == "restore" {
+    backupOrRestore(verb, Array(argv.dropFirst()))
+}
+
+/// `escrowd backup` / `escrowd restore`: run to completion on the main thread, then exit.
+func backupOrRestore(_ verb: String, _ rest: [String]) -> Never {
+    let args: Arguments
+    do {
+        args = try Arguments(rest, valued: ["data", "to", "from"], booleans: ["help"])
+        if args.flag("help") { print(help); exit(0) }
+        if !args.positionals.isEmpty { throw UsageError("unexpected argument '\(args.positionals[0])'") }
+    } catch {
+        fail("\(error) (see escrowd --help)", UsageError.exitCode)
+    }
+    let data = args.value("data") ?? "./escrow-data"
+    do {
+        if verb == "backup" {
+            guard let to = args.value("to") else { fail("backup needs --to NEWDIR (see escrowd --help)", UsageError.exitCode) }
+            if FileManager.default.fileExists(atPath: to) { fail("\(to) already exists; back up into a new directory", 73) }
+            let s = try Backup.backup(dataDirectory: data, to: to)
+            print("backed up \(data) to \(to): \(s.accounts) accounts, \(s.devices) devices, \(s.chainsVerified) custody chains verified, schema \(s.schemaVersion) (\(s.files.joined(separator: ", ")))")
+        } else {
+            guard let from = args.value("from") else { fail("restore needs --from BACKUPDIR (see escrowd --help)", UsageError.exitCode) }
+            if FileManager.default.fileExists(atPath: data + "/escrow.db") {
+                fail("\(data) already holds a database; restore into a new, empty data directory (--data NEWDIR)", 73)
+            }
+            let s = try Backup.restore(from: from, into: data)
+            print("restored \(from) into \(data): \(s.accounts) accounts, \(s.devices) devices, \(s.chainsVerified) custody chains verified; start escrowd --data \(data)")
+        }
+        exit(0)
+    } catch {
+        fail("\(verb) failed: \(error)", 65)
+    }
+}
 let args: Arguments
 do {
     var parsed = try Arguments(argv, valued: valued, booleans: ["help", "print-broker-config", "init-broker-files", "operator-tls"])

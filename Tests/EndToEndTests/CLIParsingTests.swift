@@ -256,8 +256,9 @@ struct CLIParsingTests {
     @Test("errors are described with their exit status, code and a hint")
     func describe() throws {
         let context = CommandContext(invocation: try invocation(["device", "list", "--user", "op-x"]))
-        let timeout = CLI.describe(OperatorError.noReply(command: "device.list", account: "oem", after: .seconds(10)), context: context)
+        let timeout = CLI.describe(OperatorError.noReply(command: "device.list", account: "oem", after: .seconds(10), requestId: "r-42"), context: context)
         #expect(timeout.exit == .timeout && timeout.description.contains("escrowd may be down") && !timeout.description.contains("\n"))
+        #expect(timeout.description.contains("--request-id r-42") && timeout.json["error"]?["requestId"] == .string("r-42"))
         let wire = CLI.describe(OperatorError.command(WireError(.conflict, "account oem already exists")), context: context)
         #expect(wire.exit == .conflict && wire.description.hasPrefix("escrowctl: conflict: account oem already exists. "))
         let refused = CLI.describe(OperatorError.connection(MQTTError(kind: .refused, operation: "connect", code: 5, message: "not authorised")), context: context)
@@ -285,7 +286,9 @@ struct CLIParsingTests {
                       details: ["from": .string("oem"), "to": .string("reseller"), "devices": .number(120)])
         let line = TailCommand.line(e)
         #expect(line.hasSuffix("transfer.requested  tr-abc  oem -> reseller  120 devices"))
-        #expect(line.range(of: #"^\d\d:\d\d:\d\d\.\d{3} "#, options: .regularExpression) != nil)
+        #expect(line.hasPrefix("2024-05-01T09:41:07Z transfer.requested"), "RFC 3339 UTC, to the second as on the wire: \(line)")
+        let activated = Event(type: .deviceActivated, at: at, account: "acme", deviceId: "sn-7", transferId: "tr-abc", details: ["version": .number(1)])
+        #expect(TailCommand.line(activated) == "2024-05-01T09:41:07Z device.activated    sn-7  tr-abc  config v1", "the device and the transfer")
         let approved = Event(type: .transferApproved, at: at, account: "oem", transferId: "tr-abc",
                              details: ["count": .number(120), "action": .string("hold"), "devices": .array([.string("sn-1")])])
         #expect(TailCommand.line(approved).hasSuffix("transfer.approved   tr-abc  120 devices (hold)"))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import EscrowCore
 
 /// The built escrowctl binary, without escrowd: help, usage errors, an unreachable broker, no reply.
 @Suite("escrowctl binary without escrowd")
@@ -54,7 +55,7 @@ struct CLIUnreachableTests {
         let broker = try MosquittoBroker()
         let r = try runCLI(["--broker", broker.url, "--account", "oem", "--timeout", "1s", "device", "list"])
         #expect(r.status == 75, "\(r)")
-        #expect(r.stderr.hasPrefix("escrowctl: timeout: no reply to device.list in account oem within 1 s"), "\(r)")
+        #expect(r.stderr.hasPrefix("escrowctl: timeout: no reply to device.list in account oem within 1 s (request id "), "\(r)")
         #expect(r.stderr.contains("escrowd may be down"), "\(r)")
     }
 
@@ -64,5 +65,18 @@ struct CLIUnreachableTests {
         let r = try runCLI(["--broker", broker.url, "--user", "op-admin", "--password", "wrong", "--account", "oem", "--timeout", "3s", "device", "list"])
         #expect(r.status == 77, "\(r)")
         #expect(r.stderr.hasPrefix("escrowctl: refused:"), "\(r)")
+    }
+
+    @Test("with --json every error is one JSON object on stderr with its code, exit status and hint; stdout stays empty")
+    func jsonErrors() throws {
+        let broker = try MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "right-password"]))
+        let refused = try runCLI(["--json", "--broker", broker.url, "--user", "op-admin", "--password", "wrong", "--account", "oem", "--timeout", "3s", "device", "list"])
+        #expect(refused.status == 77 && refused.stdout.isEmpty, "\(refused)")
+        let object = try JSONDecoder().decode(JSONValue.self, from: Data(refused.stderr.utf8))
+        #expect(object["error"]?["code"] == .string("refused") && object["error"]?["exit"] == .number(77), "\(refused)")
+        #expect(object["error"]?["hint"]?.stringValue?.contains("--password") == true, "\(refused)")
+        let usage = try runCLI(["--json", "device", "provision", "--prefix", "sn-", "--count", "x"])
+        let u = try JSONDecoder().decode(JSONValue.self, from: Data(usage.stderr.utf8))
+        #expect(usage.status == 65 && u["error"]?["code"] == .string("invalid_argument") && u["error"]?["exit"] == .number(65), "\(usage)")
     }
 }

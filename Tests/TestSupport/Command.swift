@@ -26,6 +26,19 @@ public func runCommand(_ executable: String, _ arguments: [String], installHint:
     return text
 }
 
+/// Runs a short-lived command to completion (bounded by `timeout`) and returns its exit status and
+/// combined output, whatever the status.
+public func runCommandStatus(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
+    let scratch = try TempDirectory(prefix: "cmd")
+    let outputPath = scratch.file("output")
+    let child = try ChildProcess.spawn(executable, arguments, stdout: outputPath)
+    guard child.waitForExit(timeout: timeout) else {
+        child.signal(SIGKILL)
+        throw TestSupportError("\(([executable] + arguments).joined(separator: " ")) did not finish within \(timeout)")
+    }
+    return (child.exitStatus ?? -1, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+}
+
 /// Finds an executable in the usual system directories.
 public func locateExecutable(_ name: String) -> String? {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"] {

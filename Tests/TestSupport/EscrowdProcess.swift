@@ -17,12 +17,15 @@ public final class EscrowdProcess: @unchecked Sendable {
     public var operatorURL: String { "mqtt://127.0.0.1:\(operatorPort)" }
     public var deviceURL: String { "mqtts://127.0.0.1:\(devicePort)" }
 
-    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20)) throws {
+    /// `prepare` fills the data directory (a path that does not exist yet) before the first start,
+    /// for example with `escrowd restore`.
+    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), prepare: ((String) throws -> Void)? = nil) throws {
         data = try TempDirectory(prefix: "escrowd")
         let ports = try freePorts(2)
         devicePort = ports[0]
         operatorPort = ports[1]
         extraArguments = arguments
+        try prepare?(data.path + "/data")
         try start(timeout: startTimeout)
     }
 
