@@ -30,6 +30,8 @@ public final class Daemon: Sendable {
         /// With an external broker that mounts DATA/broker (docker-compose.yml): its pid file;
         /// escrowd sends SIGHUP after each rewrite of the broker's files.
         public var brokerPIDFile: String?
+        /// The broker logs to its stderr instead of DATA/broker/mosquitto.log (a container's log stream).
+        public var brokerLogToStderr = false
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
         /// Where escrowd and local operators reach the managed broker's listeners.
         var localHost: String { bindHost == "0.0.0.0" ? "127.0.0.1" : bindHost }
@@ -73,13 +75,16 @@ public final class Daemon: Sendable {
 
         let password = try settings.password ?? Self.secret(at: dir + "/escrowd.secret")
         var options: MQTTOptions
-        let plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
+        var plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
                               operatorHost: settings.bindHost, operatorPort: settings.operatorPort, operatorTLS: settings.operatorTLS)
+        if settings.brokerLogToStderr { plan.logFile = nil }
         // The broker's files are always kept current in DATA/broker: a managed broker reads them,
         // an external one is given them (see --print-broker-config).
         do {
             if !FileManager.default.fileExists(atPath: layout.serverCertificate) {
-                try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"])))
+                // Also the external broker's own host name: clients on its network (fleetsim in docker-compose) use it.
+                let brokerHost = settings.externalBroker.flatMap { URLComponents(string: $0)?.host }
+                try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"] + [brokerHost].compactMap { $0 })).sorted())
             }
             try layout.install(plan: plan, acl: "", passwords: "")
         }

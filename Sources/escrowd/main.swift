@@ -39,6 +39,8 @@ OPTIONS
                            of its files in DATA/broker (a Mosquitto that mounts them, as in
                            docker-compose.yml); without it, copy them and reload by hand
   --init-broker-files      write DATA/broker and DATA/admin.conf, then exit (container start-up)
+  --broker-log file|stderr where the broker logs: DATA/broker/mosquitto.log (default) or its stderr
+                           (a container's log stream)
   -h, --help               show this text
   --version                print the version and exit
 
@@ -72,7 +74,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
 umask(0o077)
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file"]
+                           "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log"]
 var argv = Array(CommandLine.arguments.dropFirst())
 if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd")); exit(0) }
 if let verb = argv.first, verb == "backup" || verb == "restore" {
@@ -139,6 +141,10 @@ do {
     if let s = try args.seconds("escrow-grace") { settings.escrowGrace = .seconds(max(1, s)) }
     settings.mosquitto = args.value("mosquitto")
     settings.brokerPIDFile = args.value("broker-pid-file")
+    if let l = args.value("broker-log") {
+        guard l == "file" || l == "stderr" else { throw UsageError("--broker-log is file or stderr") }
+        settings.brokerLogToStderr = l == "stderr"
+    }
     settings.operatorTLS = args.flag("operator-tls")
     if let v = args.value("mqtt") {
         guard v == "5" || v == "3.1.1" else { throw UsageError("--mqtt is 5 or 3.1.1") }
