@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import EscrowCore
 import TestSupport
+import Broker
 
 /// docker-compose.yml, the Dockerfile and the systemd unit, checked for what an operator relies on:
 /// no root, no CA keys or ledger where the broker can read them, the operator port on loopback unless
@@ -108,6 +109,62 @@ struct DeploymentTests {
         #expect(conf.contains("log_dest stderr") && !conf.contains("log_dest file"), "\(conf)")
     }
 
+    static func strings(_ v: JSONValue?) -> [String] { (v?.arrayValue ?? []).compactMap(\.stringValue) }
+    static func option(_ name: String, in command: [String]) -> String? {
+        command.firstIndex(of: name).flatMap { command.indices.contains($0 + 1) ? command[$0 + 1] : nil }
+    }
+
+    @Test("the broker configuration escrowd generates for compose agrees with the file: listeners, ports, paths in the broker's volume, plugin, pid file, certificate names")
+    func generatedConfigurationAgrees() throws {
+        let services = try #require(try Self.compose()["services"]?.objectValue)
+        let data = "/var/lib/escrowfleet"
+        #expect(services["mosquitto"]?["image"] == services["init"]?["image"], "the broker runs the EscrowFleet image (Debian's Mosquitto and the plugin)")
+        #expect(Self.strings(services["fleetsim"]?["profiles"]) == ["sim"], "fleetsim is optional")
+        #expect(services["escrowd"]?["pid"]?.stringValue == "service:mosquitto", "escrowd can signal the broker")
+        // Generate the broker files exactly as the `init` service does, into a temp data directory.
+        let initCommand = (Self.strings(services["init"]?["entrypoint"]) + Self.strings(services["init"]?["command"])).map(Self.interpolate)
+        #expect(initCommand.first == "escrowd" && initCommand.contains("--init-broker-files") && Self.option("--data", in: initCommand) == data)
+        let tmp = try TempDirectory(prefix: "compose")
+        var args = Array(initCommand.dropFirst())
+        args[args.firstIndex(of: "--data")! + 1] = tmp.path + "/data"
+        _ = try runCommand(try Products.path("escrowd"), args)
+        let lines = try String(contentsOfFile: tmp.path + "/data/broker/mosquitto.conf", encoding: .utf8)
+            .split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
+        // Listeners: the container ports compose publishes, on all interfaces; devices on mutual TLS.
+        let listeners = lines.filter { $0.hasPrefix("listener ") }.map { $0.split(separator: " ").map(String.init) }
+        let devicePort = try #require(Self.option("--device-port", in: initCommand)), operatorPort = try #require(Self.option("--operator-port", in: initCommand))
+        #expect(listeners.map { $0[1] } == [devicePort, operatorPort] && listeners.allSatisfy { $0.count == 3 && $0[2] == "0.0.0.0" })
+        let published = Self.strings(services["mosquitto"]?["ports"]).map(Self.interpolate)
+        #expect(published.map { $0.split(separator: ":").last.map(String.init) ?? "" } == [devicePort, operatorPort], "\(published)")
+        #expect(lines.contains("require_certificate true") && lines.contains("use_identity_as_username true") && lines.contains("use_username_as_clientid true"))
+        #expect(lines.contains("allow_anonymous false"))
+        // The plugin line names the path the image installs it at (the broker container runs the same image).
+        let dockerfile = try String(contentsOfFile: Self.root + "/.ci/Dockerfile", encoding: .utf8)
+        #expect(dockerfile.contains("/usr/lib/escrowfleet/\(BrokerPlugin.fileName)") && BrokerPlugin.searchDirectories.contains("/usr/lib/escrowfleet"))
+        // Every file the config names lies in DATA/broker, the only volume the broker mounts, and exists.
+        for key in ["password_file", "acl_file", "persistence_location", "cafile", "certfile", "keyfile", "crlfile", "pid_file", "plugin_opt_acl_file", "plugin_opt_revoked_file"] {
+            for line in lines where line.hasPrefix(key + " ") {
+                let path = String(line.dropFirst(key.count + 1))
+                #expect(path.hasPrefix(tmp.path + "/data/broker/"), "\(key) \(path) is outside the broker's volume")
+                if key != "persistence_location" && key != "pid_file" { #expect(FileManager.default.fileExists(atPath: path), "\(key) \(path) was not written") }
+            }
+        }
+        // The broker reads the generated file; escrowd signals the pid the broker writes.
+        #expect(Self.strings(services["mosquitto"]?["entrypoint"]) == ["mosquitto", "-c", "\(data)/broker/mosquitto.conf"])
+        let pidLine = try #require(lines.first { $0.hasPrefix("pid_file ") })
+        let escrowd = (Self.strings(services["escrowd"]?["entrypoint"]) + Self.strings(services["escrowd"]?["command"])).map(Self.interpolate)
+        #expect(Self.option("--broker-pid-file", in: escrowd) == pidLine.replacingOccurrences(of: "pid_file " + tmp.path + "/data", with: data))
+        #expect(Self.option("--broker", in: escrowd) == "mqtt://mosquitto:\(operatorPort)")
+        let sim = Self.strings(services["fleetsim"]?["command"])
+        #expect(Self.option("--broker", in: sim) == "mqtts://mosquitto:\(devicePort)" && Self.option("--admin-config", in: sim) == "\(data)/admin.conf")
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/data/admin.conf"))
+        // The broker's certificate names the public host and the host the simulator dials inside the network.
+        let sans = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-ext", "subjectAltName", "-in", tmp.path + "/data/broker/certs/server.pem"])
+        #expect(sans.contains("DNS:mosquitto") && sans.contains("DNS:localhost"), "server certificate SANs: \(sans)")
+        for product in ["escrowd", "escrowctl", "escrow-agent", "fleetsim"] { #expect(dockerfile.contains("--product \(product)")) }
+        #expect(services["init"]?["build"]?["dockerfile"]?.stringValue == ".ci/Dockerfile")
+    }
+
     @Test("the systemd unit verifies and is hardened")
     func systemdUnit() throws {
         let unit = try String(contentsOfFile: Self.root + "/docs/deploy/escrowd.service", encoding: .utf8)
@@ -127,6 +184,23 @@ struct DeploymentTests {
     @Test("docker compose config validates the file", .enabled(if: DeploymentTests.composeAvailable, "docker compose is not installed here: skipped (the structural checks above still ran)"))
     func composeConfig() throws {
         _ = try runCommand(try #require(locateExecutable("docker")), ["compose", "-f", Self.root + "/docker-compose.yml", "config", "--quiet"])
+    }
+
+    @Test("compose smoke test: the stack comes up healthy, runs the transfer story with 50 simulated devices, and goes away",
+          .enabled(if: DeploymentTests.dockerDaemonAvailable, "no Docker daemon with the compose plugin here: skipped"), .timeLimit(.minutes(30)))
+    func composeSmoke() throws {
+        let docker = try #require(locateExecutable("docker"))
+        let base = ["compose", "-p", "escrowfleet-smoke-\(getpid())", "-f", Self.root + "/docker-compose.yml"]
+        defer { _ = try? runCommandStatus(docker, base + ["--profile", "sim", "down", "-v", "--remove-orphans"], timeout: .seconds(120)) }
+        _ = try runCommand(docker, base + ["up", "-d", "--build", "--wait", "--wait-timeout", "180"], timeout: .seconds(1500))
+        let story = try runCommand(docker, base + ["--profile", "sim", "run", "--rm", "fleetsim", "transfer", "--admin-config", "/var/lib/escrowfleet/admin.conf",
+                                                   "--devices", "50", "--broker", "mqtts://mosquitto:8883"], timeout: .seconds(300))
+        #expect(story.contains("passed"), "\(story)")
+    }
+
+    static var dockerDaemonAvailable: Bool {
+        guard composeAvailable, let docker = locateExecutable("docker") else { return false }
+        return (try? runCommandStatus(docker, ["info", "--format", "{{.ServerVersion}}"]).status) == 0
     }
 
     static var composeAvailable: Bool {
