@@ -181,9 +181,16 @@ struct DeploymentTests {
         #expect(r.status == 0, "\(r.output)")
     }
 
-    @Test("docker compose config validates the file", .enabled(if: DeploymentTests.composeAvailable, "docker compose is not installed here: skipped (the structural checks above still ran)"))
+    @Test("docker compose config validates the file (Compose v2, or Debian's docker-compose 1.29)")
     func composeConfig() throws {
-        _ = try runCommand(try #require(locateExecutable("docker")), ["compose", "-f", Self.root + "/docker-compose.yml", "config", "--quiet"])
+        let file = Self.root + "/docker-compose.yml"
+        if Self.composeAvailable, let docker = locateExecutable("docker") {
+            _ = try runCommand(docker, ["compose", "-f", file, "config", "--quiet"])
+        } else {
+            let v1 = try #require(locateExecutable("docker-compose"), "neither 'docker compose' nor 'docker-compose' is installed: apt-get install docker-compose (.ci/install-deps does)")
+            let r = try runCommandStatus(v1, ["-f", file, "config", "-q"])
+            #expect(r.status == 0, "docker-compose config: \(r.output)")
+        }
     }
 
     @Test("compose smoke test: the stack comes up healthy, runs the transfer story with 50 simulated devices, and goes away",
