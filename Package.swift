@@ -46,10 +46,13 @@ let package = Package(
         .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
 
         // Executables: parse arguments, wire parts, run.
-        .executableTarget(name: "escrowd", dependencies: ["ControlPlane"]),
-        .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"]),
-        .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"]),
-        .executableTarget(name: "fleetsim", dependencies: ["FleetEngine"], path: "Simulator/fleetsim"),
+        // Each is stamped with the git commit it was built from (`--version`), by a build-tool plugin
+        // applied to these small targets only, so a new commit relinks four mains and recompiles nothing else.
+        .executableTarget(name: "escrowd", dependencies: ["ControlPlane"], plugins: ["BuildStampPlugin"]),
+        .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"], plugins: ["BuildStampPlugin"]),
+        .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"], plugins: ["BuildStampPlugin"]),
+        .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "EscrowCore"], path: "Simulator/fleetsim", plugins: ["BuildStampPlugin"]),
+        .plugin(name: "BuildStampPlugin", capability: .buildTool(), path: "Sources/BuildStampPlugin"),
         .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
         // Tests.
@@ -64,7 +67,7 @@ let package = Package(
     ]
 )
 
-for target in package.targets where target.type != .system {
+for target in package.targets where target.type != .system && target.type != .plugin {
     target.swiftSettings = (target.swiftSettings ?? []) + [
         .enableUpcomingFeature("ExistentialAny"),
     ]

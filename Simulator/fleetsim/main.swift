@@ -1,7 +1,10 @@
 import FleetEngine
+import EscrowCore
 import Glibc
 
 // fleetsim: drive a simulated escrow fleet against an MQTT broker. All logic lives in FleetEngine.
+let arguments = Array(CommandLine.arguments.dropFirst())
+if EscrowFleetVersion.requested(arguments) { print(EscrowFleetVersion.line("fleetsim", commit: BuildStamp.commit)); exit(0) }
 let stop = StopFlag()
 let signalSources = stop.installSignalHandlers()
-exit(FleetMain.run(Array(CommandLine.arguments.dropFirst()), stop: stop))
+exit(FleetMain.run(arguments, stop: stop))

@@ -52,6 +52,8 @@ final class MosquittoConnection: @unchecked Sendable {
         var reconnectStartedAt: ContinuousClock.Instant?
         /// Why the connection last failed (connect failures are reported from this).
         var lastFailure: MQTTError?
+        /// Consecutive loops that found the connecting socket hung up (see `connectAttemptRefused`).
+        var hangUpStreak = 0
         var random = SystemRandomNumberGenerator()
     }
 
@@ -622,19 +624,23 @@ final class MosquittoConnection: @unchecked Sendable {
     /// `SSL_ERROR_SYSCALL`, keeps `want_connect` and reports success from every `mosquitto_loop`
     /// (spinning a core) until the keepalive expires. The socket then polls `POLLHUP` with no TCP
     /// connection behind it, which a connect still in progress never does.
+    ///
+    /// A broker that refuses the TLS handshake (an untrusted certificate) also leaves a hung-up socket
+    /// for a moment, with its alert still to be read; libmosquitto reads it at the next loop and reports
+    /// the TLS failure itself. So the hang-up counts only once seen on three loops in a row.
     private func connectAttemptRefused() -> Bool {
         let pending = state.withLock { $0.phase == .connecting || $0.phase == .reconnecting }
-        guard pending else { return false }
-        let fd = mosquitto_socket(handle)
-        guard fd >= 0 else { return false }
+        let fd = pending ? mosquitto_socket(handle) : -1
         var probe = pollfd(fd: fd, events: 0, revents: 0)
-        guard poll(&probe, 1, 0) == 1 else { return false }
-        guard probe.revents & Int16(POLLHUP | POLLERR) != 0 else { return false }
-        state.withLock { state in
+        let hungUp = fd >= 0 && poll(&probe, 1, 0) == 1 && probe.revents & Int16(POLLHUP | POLLERR) != 0
+        return state.withLock { state in
+            state.hangUpStreak = hungUp ? state.hangUpStreak + 1 : 0
+            guard state.hangUpStreak >= 3 else { return false }
+            state.hangUpStreak = 0
             state.lastFailure = .library("connection to \(options.host):\(options.port)", MOSQ_ERR_ERRNO.rawValue, errno: ECONNREFUSED,
                                          connecting: true, tls: options.tls != nil)
+            return true
         }
-        return true
     }
 
     /// A reconnect whose TCP connection opened but whose CONNACK never came (a broker caught mid

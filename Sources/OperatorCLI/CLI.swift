@@ -186,7 +186,6 @@ public enum CLI {
         let console = Console(quiet: argv.contains("--quiet"))
         // With --json, errors are one JSON object on stderr too (`CLIError.json`), so scripts parse both streams.
         let wantsJSON = argv.prefix(while: { $0 != "--" }).contains("--json")
-        if EscrowFleetVersion.requested(argv) { console.out(EscrowFleetVersion.line("escrowctl")); return .ok }
         if let status = Generated.run(argv, console: console) { return status }
         let invocation: Invocation
         do {

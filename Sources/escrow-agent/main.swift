@@ -53,7 +53,7 @@ func logLine(_ s: String) {
 }
 
 let args: Arguments
-if EscrowFleetVersion.requested(Array(CommandLine.arguments.dropFirst())) { print(EscrowFleetVersion.line("escrow-agent")); exit(0) }
+if EscrowFleetVersion.requested(Array(CommandLine.arguments.dropFirst())) { print(EscrowFleetVersion.line("escrow-agent", commit: BuildStamp.commit)); exit(0) }
 do { args = try Arguments(Array(CommandLine.arguments.dropFirst()), valued: ["config"], booleans: ["help"]) } catch {
     stderr("escrow-agent: \(error.message) (see escrow-agent --help)"); exit(UsageError.exitCode)
 }
@@ -86,8 +86,7 @@ do {
         }
     }
     withExtendedLifetime(sources) { dispatchMain() }
-} catch let e as AgentError {
-    stderr("escrow-agent: \(e.description)"); exit(e.exitCode)
 } catch {
-    stderr("escrow-agent: \(error)"); exit(1)
+    // Both throwing calls throw AgentError only (typed throws).
+    stderr("escrow-agent: \(error.description)"); exit(error.exitCode)
 }

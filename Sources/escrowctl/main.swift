@@ -1,5 +1,6 @@
 import Foundation
 import OperatorCLI
+import EscrowCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,4 +8,6 @@ import Glibc
 // escrowctl: everything lives in OperatorCLI; this file only hands over the arguments.
 // A broker that closes the socket mid-write is an error to report, not a silent SIGPIPE death.
 signal(SIGPIPE, SIG_IGN)
-exit(await CLI.main(Array(CommandLine.arguments.dropFirst())))
+let argv = Array(CommandLine.arguments.dropFirst())
+if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowctl", commit: BuildStamp.commit)); exit(0) }
+exit(await CLI.main(argv))

@@ -76,7 +76,7 @@ umask(0o077)
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
                            "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log"]
 var argv = Array(CommandLine.arguments.dropFirst())
-if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd")); exit(0) }
+if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd", commit: BuildStamp.commit)); exit(0) }
 if let verb = argv.first, verb == "backup" || verb == "restore" {
     backupOrRestore(verb, Array(argv.dropFirst()))
 }

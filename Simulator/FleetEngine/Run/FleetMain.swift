@@ -10,7 +10,6 @@ public enum FleetMain {
     public static func run(_ args: [String], stop: StopFlag = StopFlag(),
                            stdout: (String) -> Void = { print($0) },
                            stderr: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) -> Int32 {
-        if EscrowFleetVersion.requested(args) { stdout(EscrowFleetVersion.line("fleetsim")); return 0 }
         var options: FleetOptions
         do { options = try FleetOptions.parse(args) } catch {
             stderr("fleetsim: \(error.description)")

@@ -2,9 +2,10 @@
 public enum EscrowFleetVersion {
     public static let version = "0.4.0"
 
-    /// `escrowctl 0.4.0 (EscrowFleet; wire schema 1)`: what `--version` prints.
-    public static func line(_ program: String) -> String {
-        "\(program) \(version) (EscrowFleet; wire schema \(WireCodec.schemaVersion))"
+    /// `escrowctl 0.4.0 (commit 1e5b265a9c01; EscrowFleet; wire schema 1)`: what `--version` prints.
+    /// Each executable passes the commit its build was stamped with (`BuildStampPlugin`).
+    public static func line(_ program: String, commit: String) -> String {
+        "\(program) \(version) (commit \(commit); EscrowFleet; wire schema \(WireCodec.schemaVersion))"
     }
 
     /// True when the command line asks for the version (anywhere, so `escrowctl device --version` works too).
