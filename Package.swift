@@ -37,11 +37,12 @@ let package = Package(
         .target(name: "Storage", dependencies: ["CSQLite"]),
         .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
         .target(name: "POSIX"),
+        .target(name: "HTTPServer"),
         .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "POSIX"]),
 
         // Products' libraries.
         .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity", "POSIX"]),
-        .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker"]),
+        .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker", "HTTPServer"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
 
@@ -63,7 +64,7 @@ let package = Package(
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "Identity", "OperatorCLI", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "HTTPServer", "TestSupport"]),
     ]
 )
 

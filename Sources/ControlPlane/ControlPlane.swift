@@ -53,6 +53,8 @@ public actor ControlPlane {
     var processor: CommandProcessor
     let onAccessChanged: @Sendable (AccessSnapshot) -> Void
     private var tally = Counters()
+    let latencies = LatencyRecorder()
+    var onlineCount: Int { online.values.filter { $0 }.count }
     public var counters: Counters {
         var c = tally
         c.heartbeats = ingest.heartbeats
@@ -211,31 +213,38 @@ public actor ControlPlane {
 
     private func handleCommand(account: AccountID, command: String, message m: MQTTMessage) {
         tally.commands += 1
+        let clock = ContinuousClock(), start = clock.now
+        let code = executeCommand(account: account, command: command, message: m)
+        let elapsed = start.duration(to: clock.now)
+        latencies.command(command, code: code, seconds: Self.seconds(elapsed))
+    }
+
+    /// Decodes, runs and answers one command; returns its result code ("ok" or the contract's error code).
+    private func executeCommand(account: AccountID, command: String, message m: MQTTMessage) -> String {
         let envelope: CommandEnvelope
         do {
             envelope = try WireCodec.decode(CommandEnvelope.self, from: m.payload)
         } catch {
             // Answered on the reply topic whenever the request id can still be read.
-            fail(account: account, command: command, requestID: CommandEnvelope.readableRequestID(from: m.payload), error: error, response: m.properties)
-            return
+            return fail(account: account, command: command, requestID: CommandEnvelope.readableRequestID(from: m.payload), error: error, response: m.properties)
         }
         guard Identifier.isValid(envelope.requestId) else {
-            fail(account: account, command: command, requestID: nil,
-                 error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties)
-            return
+            return fail(account: account, command: command, requestID: nil,
+                        error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties)
         }
         guard case .object = envelope.args else {
-            fail(account: account, command: command, requestID: envelope.requestId,
-                 error: WireError(.malformed, "args: expected a JSON object (use {} for a command without arguments)"), response: m.properties)
-            return
+            return fail(account: account, command: command, requestID: envelope.requestId,
+                        error: WireError(.malformed, "args: expected a JSON object (use {} for a command without arguments)"), response: m.properties)
         }
         do {
             if let stored = try ledger.storedReply(account: account, requestID: envelope.requestId) {
                 log(.debug, "replay of \(account)/\(envelope.requestId): returning the first reply")
                 reply(account: account, requestID: envelope.requestId, payload: stored, response: m.properties)
-                return
+                return "ok"
             }
             var effects = Effects()
+            let clock = ContinuousClock(), began = clock.now
+            defer { latencies.commit(seconds: Self.seconds(began.duration(to: clock.now))) }
             let payload: [UInt8] = try ledger.db.transaction { _ in
                 let outcome = try processor.execute(account: account, command: command, args: envelope.args)
                 let bytes = WireCodec.encode(CommandReply(requestId: envelope.requestId, result: outcome.result))
@@ -253,10 +262,13 @@ public actor ControlPlane {
             // Committed: now the world may hear of it.
             reply(account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
             afterCommit(effects)
+            return "ok"
         } catch {
-            fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties)
+            return fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties)
         }
     }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     private func afterCommit(_ effects: Effects) {
         ingest.addKnown(effects.configs)
@@ -267,10 +279,12 @@ public actor ControlPlane {
         ingest.addKnown(effects.provisioned)
     }
 
-    private func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties) {
+    @discardableResult
+    private func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties) -> String {
         tally.commandErrors += 1
         let wire = Self.wireError(error)
-        log(.info, "command \(account)/\(command.prefix(64)) failed: \(wire)")
+        log(.info, "command \(account)/\(command.prefix(64)) failed: \(wire)",
+            ["account": account.rawValue, "command": String(command.prefix(64)), "requestId": requestID ?? "", "code": wire.code.rawValue])
         if let requestID {
             reply(account: account, requestID: requestID, payload: WireCodec.encode(CommandReply(requestId: requestID, error: wire)), response: response)
         } else if let rt = response.responseTopic, rt.hasPrefix("accounts/\(account)/reply/") {
@@ -281,6 +295,7 @@ public actor ControlPlane {
             "code": .string(wire.code.rawValue), "message": .string(wire.message),
         ])
         publish(Outbound.event(event))
+        return wire.code.rawValue
     }
 
     static func withoutPrivateKeys(_ result: JSONValue) -> JSONValue {
@@ -462,6 +477,8 @@ public actor ControlPlane {
         let acks = pendingAcks, statuses = presence
         var events: [Event] = []
         var revoked = false
+        let clock = ContinuousClock(), began = clock.now
+        defer { latencies.commit(seconds: Self.seconds(began.duration(to: clock.now))) }
         do {
             try ledger.db.transaction { _ in
                 let at = Date()

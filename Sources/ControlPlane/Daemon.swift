@@ -3,6 +3,8 @@ import EscrowCore
 import MQTT
 import Broker
 import Identity
+import HTTPServer
+import Synchronization
 
 /// `escrowd` as a whole: the data directory, the broker it manages (or the external one it
 /// uses), the MQTT connection, and the `ControlPlane` service.
@@ -32,6 +34,8 @@ public final class Daemon: Sendable {
         public var brokerPIDFile: String?
         /// The broker logs to its stderr instead of DATA/broker/mosquitto.log (a container's log stream).
         public var brokerLogToStderr = false
+        /// `HOST:PORT` of the HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; nil: none.
+        public var httpAddress: String?
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
         /// Where escrowd and local operators reach the managed broker's listeners.
         var localHost: String { bindHost == "0.0.0.0" ? "127.0.0.1" : bindHost }
@@ -45,6 +49,7 @@ public final class Daemon: Sendable {
     public let service: ControlPlane
     let credentials: IdentityCredentials
     let platformCA: CertificateAuthority
+    let httpServer = Mutex<HTTPServer?>(nil)
 
     public var databasePath: String { settings.dataDirectory + "/escrow.db" }
     /// `key = value` file escrowctl reads for the platform administrator (mode 0600).
@@ -187,6 +192,11 @@ public final class Daemon: Sendable {
         }
         try await client.connect()
         log(.info, "connected to the broker as \(settings.username)")
+        if let address = settings.httpAddress {
+            let server = try Self.startHTTP(address, service: service)
+            httpServer.withLock { $0 = server }
+            log(.info, "http: /metrics, /healthz and /readyz on http://\(server.host):\(server.port)")
+        }
         try await service.run()
     }
 
@@ -216,6 +226,7 @@ public final class Daemon: Sendable {
     public func stopBrokerSynchronously() { broker?.stopSynchronously() }
 
     public func shutdown() async {
+        httpServer.withLock { $0?.stop() }
         await service.stop()
         await client.disconnect()
         if let broker { await broker.stop() }
@@ -226,6 +237,33 @@ public final class Daemon: Sendable {
         let plan = BrokerPlan(layout: layout, deviceHost: "0.0.0.0", devicePort: settings.devicePort,
                               operatorHost: "0.0.0.0", operatorPort: settings.operatorPort)
         return describeForExternalBroker(plan)
+    }
+
+    /// `/metrics` (Prometheus text), `/healthz` (the process answers), `/readyz` (broker connected and
+    /// ledger writable; 503 with the reasons otherwise), on the server's own threads.
+    static func startHTTP(_ address: String, service: ControlPlane) throws -> HTTPServer {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            throw BrokerError.launchFailed("--http expects HOST:PORT, for example 127.0.0.1:9464; got '\(address)'")
+        }
+        let server = try HTTPServer(host: String(address[..<colon]), port: port) { request in
+            guard request.method == "GET" || request.method == "HEAD" else {
+                return HTTPResponse(status: 405, headers: [("Allow", "GET, HEAD")], body: Array("only GET and HEAD\n".utf8))
+            }
+            switch request.path {
+            case "/healthz":
+                return HTTPResponse(status: 200, text: "ok\n")
+            case "/readyz":
+                guard let problems = awaitBlocking({ await service.readiness() }) else { return HTTPResponse(status: 503, text: "not ready: the control plane did not answer within 5 s\n") }
+                return problems.isEmpty ? HTTPResponse(status: 200, text: "ready\n") : HTTPResponse(status: 503, text: "not ready: " + problems.joined(separator: "; ") + "\n")
+            case "/metrics":
+                guard let snapshot = awaitBlocking({ await service.metricsSnapshot() }) else { return HTTPResponse(status: 503, text: "the control plane did not answer within 5 s\n") }
+                return HTTPResponse(status: 200, contentType: PrometheusText.contentType, body: Array(snapshot.render().utf8))
+            default:
+                return HTTPResponse(status: 404, text: "not found: \(request.path.prefix(200)); try /metrics, /healthz or /readyz\n")
+            }
+        }
+        server.start()
+        return server
     }
 
     /// Reads a secret from `path`, creating a random one (mode 0600) the first time.
@@ -259,4 +297,18 @@ extension ControlPlane {
             try ledger.insertOperator(username, account: .platform, passwordHash: passwordHash, at: Date())
         }
     }
+}
+
+/// Runs `body` on a task and waits for it on the calling thread (an HTTP connection's thread, never
+/// the cooperative pool), at most `timeout`; nil when it took longer.
+func awaitBlocking<T: Sendable>(timeout: Duration = .seconds(5), _ body: @escaping @Sendable () async -> T) -> T? {
+    let result = Mutex<T?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let value = await body()
+        result.withLock { $0 = value }
+        done.signal()
+    }
+    guard done.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000))) == .success else { return nil }
+    return result.withLock { $0 }
 }

@@ -48,7 +48,7 @@ EXIT CODES
 
 func stderr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 func logLine(_ s: String) {
-    let ts = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+    let ts = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     FileHandle.standardOutput.write(Data("\(ts) escrow-agent \(s)\n".utf8))
 }
 

@@ -34,11 +34,15 @@ OPTIONS
   --mqtt 5|3.1.1           protocol escrowd speaks (default 5)
   --config FILE            read options from FILE (key = value, same names without dashes)
   --log-level L            debug, info, warn or error (default info)
+  --log-format F           text (default) or json: one object per line with time (UTC), level,
+                           component, message and fields such as account and requestId
   --print-broker-config    print the mosquitto settings an external broker needs, then exit
   --broker-pid-file FILE   with --broker: SIGHUP the broker whose pid is in FILE after each rewrite
                            of its files in DATA/broker (a Mosquitto that mounts them, as in
                            docker-compose.yml); without it, copy them and reload by hand
   --init-broker-files      write DATA/broker and DATA/admin.conf, then exit (container start-up)
+  --http HOST:PORT         serve /metrics (Prometheus), /healthz and /readyz over HTTP there
+                           (for example 127.0.0.1:9464; default: none)
   --broker-log file|stderr where the broker logs: DATA/broker/mosquitto.log (default) or its stderr
                            (a container's log stream)
   -h, --help               show this text
@@ -74,7 +78,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
 umask(0o077)
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log"]
+                           "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log", "http", "log-format"]
 var argv = Array(CommandLine.arguments.dropFirst())
 if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd", commit: BuildStamp.commit)); exit(0) }
 if let verb = argv.first, verb == "backup" || verb == "restore" {
@@ -141,6 +145,7 @@ do {
     if let s = try args.seconds("escrow-grace") { settings.escrowGrace = .seconds(max(1, s)) }
     settings.mosquitto = args.value("mosquitto")
     settings.brokerPIDFile = args.value("broker-pid-file")
+    settings.httpAddress = args.value("http")
     if let l = args.value("broker-log") {
         guard l == "file" || l == "stderr" else { throw UsageError("--broker-log is file or stderr") }
         settings.brokerLogToStderr = l == "stderr"
@@ -153,8 +158,9 @@ do {
 } catch {
     fail("\(error) (see escrowd --help)", UsageError.exitCode)
 }
-let level = Log.Level(rawValue: args.value("log-level") ?? "info") ?? .info
-let log = Log(component: "escrowd", minimum: level)
+guard let level = Log.Level(rawValue: args.value("log-level") ?? "info") else { fail("--log-level is debug, info, warn or error (see escrowd --help)", UsageError.exitCode) }
+guard let format = Log.Format(rawValue: args.value("log-format") ?? "text") else { fail("--log-format is text or json (see escrowd --help)", UsageError.exitCode) }
+let log = Log(component: "escrowd", minimum: level, format: format)
 
 let daemon: Daemon
 do { daemon = try Daemon(settings: settings, log: log) } catch { fail("cannot start: \(error)", 1) }

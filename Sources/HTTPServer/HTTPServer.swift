@@ -1,0 +1,218 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One HTTP/1.1 request, as far as this server reads it.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    /// The path without the query string.
+    public var path: String
+    public var query: [String: String]
+    /// Header names lowercased.
+    public var headers: [String: String]
+    public var body: [UInt8]
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    public init(status: Int, contentType: String = "text/plain; charset=utf-8", headers: [(String, String)] = [], body: [UInt8]) {
+        self.status = status
+        self.headers = [("Content-Type", contentType)] + headers
+        self.body = body
+    }
+    public init(status: Int, text: String) { self.init(status: status, body: Array(text.utf8)) }
+
+    static func reason(_ status: Int) -> String {
+        [200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+         413: "Content Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"][status] ?? "Status"
+    }
+}
+
+/// A small HTTP/1.1 server on its own threads (never Swift's cooperative pool): an accept thread
+/// and one thread per connection, at most `maxConnections` at once. One request per connection
+/// (`Connection: close`); heads over 16 KiB, bodies over 1 MiB and clients silent for 10 s are refused.
+/// The handler runs on the connection's thread and may block (for example to await an actor).
+public final class HTTPServer: Sendable {
+    public typealias Handler = @Sendable (HTTPRequest) -> HTTPResponse
+
+    public static let maxHeadBytes = 16 * 1024
+    public static let maxBodyBytes = 1024 * 1024
+    public let host: String
+    /// The bound port (the kernel's choice when 0 was asked for).
+    public let port: Int
+    private let listener: Int32
+    private let wake: (read: Int32, write: Int32)
+    private let handler: Handler
+    private let maxConnections: Int
+    private let active = Mutex(0)
+    private let stopped = Mutex(false)
+
+    /// Binds and listens (errors are thrown here, before any thread starts); `start()` serves.
+    public init(host: String = "127.0.0.1", port: Int, maxConnections: Int = 64, handler: @escaping Handler) throws {
+        self.host = host
+        self.handler = handler
+        self.maxConnections = maxConnections
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HTTPServerError("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            close(fd)
+            throw HTTPServerError("'\(host)' is not an IPv4 address (use 127.0.0.1 or 0.0.0.0)")
+        }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 128) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw HTTPServerError("cannot listen on \(host):\(port): \(reason)")
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        self.port = Int(UInt16(bigEndian: actual.sin_port))
+        listener = fd
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { close(fd); throw HTTPServerError("pipe: \(String(cString: strerror(errno)))") }
+        wake = (fds[0], fds[1])
+    }
+
+    public func start() {
+        let thread = Thread { [self] in acceptLoop() }
+        thread.name = "http-accept-\(port)"
+        thread.start()
+    }
+
+    /// Stops accepting; connections in progress finish on their own threads.
+    public func stop() {
+        let first = stopped.withLock { s -> Bool in defer { s = true }; return !s }
+        guard first else { return }
+        var byte: UInt8 = 1
+        _ = write(wake.write, &byte, 1)
+    }
+
+    private func acceptLoop() {
+        defer { close(listener); close(wake.read); close(wake.write) }
+        while true {
+            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&fds, 2, -1)
+            if n < 0 { if errno == EINTR { continue }; return }
+            if fds[1].revents != 0 { return }
+            guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { continue }
+            let admitted = active.withLock { count -> Bool in
+                guard count < maxConnections else { return false }
+                count += 1
+                return true
+            }
+            guard admitted else {
+                Self.send(client, HTTPResponse(status: 503, text: "too many connections\n"))
+                close(client)
+                continue
+            }
+            let thread = Thread { [self] in
+                serve(client)
+                close(client)
+                active.withLock { $0 -= 1 }
+            }
+            thread.name = "http-conn"
+            thread.start()
+        }
+    }
+
+    private func serve(_ fd: Int32) {
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        switch Self.read(fd) {
+        case .failure(let refusal): Self.send(fd, refusal.response)
+        case .success(let request):
+            Self.send(fd, handler(request), head: request.method == "HEAD")
+        }
+    }
+
+    /// Reads one request: the head up to CRLFCRLF, then Content-Length bytes of body.
+    static func read(_ fd: Int32) -> Result<HTTPRequest, Refusal> {
+        var buffer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        var headEnd: Int?
+        while headEnd == nil {
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n <= 0 { return .failure(Refusal(HTTPResponse(status: n == 0 ? 400 : 408, text: "incomplete request\n"))) }
+            buffer += chunk[0..<n]
+            headEnd = find(buffer, [13, 10, 13, 10])
+            if headEnd == nil, buffer.count > maxHeadBytes { return .failure(Refusal(HTTPResponse(status: 431, text: "request head over \(maxHeadBytes) bytes\n"))) }
+        }
+        guard let end = headEnd, end <= maxHeadBytes, let head = String(validating: buffer[0..<end], as: UTF8.self) else {
+            return .failure(Refusal(HTTPResponse(status: end(headEnd) > maxHeadBytes ? 431 : 400, text: "request head is not valid UTF-8 or too large\n")))
+        }
+        let lines = head.components(separatedBy: "\r\n")
+        let requestLine = lines[0].split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1."), requestLine[1].hasPrefix("/"),
+              requestLine[0].allSatisfy({ $0.isUppercase }) else {
+            return .failure(Refusal(HTTPResponse(status: 400, text: "malformed request line\n")))
+        }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() where !line.isEmpty {
+            guard let colon = line.firstIndex(of: ":") else { return .failure(Refusal(HTTPResponse(status: 400, text: "malformed header line\n"))) }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        var body = Array(buffer[(end + 4)...])
+        let length = Int(headers["content-length"] ?? "0") ?? -1
+        guard length >= 0 else { return .failure(Refusal(HTTPResponse(status: 400, text: "bad Content-Length\n"))) }
+        guard length <= maxBodyBytes else { return .failure(Refusal(HTTPResponse(status: 413, text: "body over \(maxBodyBytes) bytes\n"))) }
+        while body.count < length {
+            let n = recv(fd, &chunk, min(chunk.count, length - body.count), 0)
+            if n <= 0 { return .failure(Refusal(HTTPResponse(status: 408, text: "incomplete body\n"))) }
+            body += chunk[0..<n]
+        }
+        let target = requestLine[1]
+        let (path, queryText) = target.firstIndex(of: "?").map { (String(target[..<$0]), String(target[target.index(after: $0)...])) } ?? (target, "")
+        var query: [String: String] = [:]
+        for pair in queryText.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+            query[kv[0]] = kv.count > 1 ? kv[1] : ""
+        }
+        return .success(HTTPRequest(method: requestLine[0], path: path.removingPercentEncoding ?? path, query: query, headers: headers, body: body))
+    }
+
+    private static func end(_ i: Int?) -> Int { i ?? 0 }
+
+    static func find(_ haystack: [UInt8], _ needle: [UInt8]) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] && Array(haystack[i..<(i + needle.count)]) == needle { return i }
+        return nil
+    }
+
+    static func send(_ fd: Int32, _ r: HTTPResponse, head: Bool = false) {
+        var text = "HTTP/1.1 \(r.status) \(HTTPResponse.reason(r.status))\r\n"
+        for (k, v) in r.headers { text += "\(k): \(v)\r\n" }
+        text += "Content-Length: \(r.body.count)\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        var bytes = Array(text.utf8)
+        if !head { bytes += r.body }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+}
+
+/// A request refused while reading it, with the response that says why.
+struct Refusal: Error {
+    let response: HTTPResponse
+    init(_ response: HTTPResponse) { self.response = response }
+}
+
+public struct HTTPServerError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ d: String) { description = d }
+}
