@@ -31,6 +31,7 @@ struct DemoTests {
             #expect(output.contains("applied device/platform   42 / 42"))
             #expect(output.contains("approve sent→applied"))
             #expect(output.contains("event "), "events are shown as they happen")
+            #expect(output.contains("escrowd_devices{state=\"active\"} 42"), "escrowd's /metrics at the end: \(output.suffix(1500))")
         }
         let reports = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".html") }
         #expect(reports.count == 2)

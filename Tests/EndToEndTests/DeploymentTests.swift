@@ -62,13 +62,15 @@ struct DeploymentTests {
         }
     }
 
-    @Test("healthchecks probe the real service over MQTT, not a pid file")
+    @Test("healthchecks probe the real service (an MQTT login for the broker, /readyz for escrowd), not a pid file")
     func healthchecks() throws {
         let services = try #require(try Self.compose()["services"]?.objectValue)
-        for name in ["mosquitto", "escrowd"] {
-            let test = (services[name]?["healthcheck"]?["test"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: " ")
-            #expect(test.contains("escrowctl") && !test.contains(".pid"), "\(name): \(test)")
-        }
+        func test(_ name: String) -> String { Self.strings(services[name]?["healthcheck"]?["test"]).joined(separator: " ") }
+        #expect(test("mosquitto").contains("escrowctl") && !test("mosquitto").contains(".pid"), "\(test("mosquitto"))")
+        #expect(test("escrowd").contains("http://127.0.0.1:9464/readyz"), "\(test("escrowd"))")
+        let escrowd = Self.strings(services["escrowd"]?["entrypoint"]) + Self.strings(services["escrowd"]?["command"])
+        #expect(Self.option("--http", in: escrowd) == "0.0.0.0:9464")
+        #expect(try String(contentsOfFile: Self.root + "/.ci/Dockerfile", encoding: .utf8).contains(" curl "), "the image has curl for the healthcheck")
     }
 
     @Test("the mosquitto healthcheck command tells a live broker (exit 77, login refused) from a dead one (69)")
@@ -85,7 +87,7 @@ struct DeploymentTests {
     func dockerfile() throws {
         let text = try String(contentsOfFile: Self.root + "/.ci/Dockerfile", encoding: .utf8)
         #expect(text.components(separatedBy: "\nFROM ").count - 1 + (text.hasPrefix("FROM ") ? 1 : 0) >= 2)
-        #expect(text.contains("\nUSER escrow\n") && text.contains("EXPOSE 8883 1883"))
+        #expect(text.contains("\nUSER escrow\n") && text.contains("EXPOSE 8883 1883 9464"))
         let ignore = try String(contentsOfFile: Self.root + "/.ci/Dockerfile.dockerignore", encoding: .utf8)
         #expect(ignore.contains(".build") && ignore.contains(".git"))
     }
