@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "escrowctl", targets: ["escrowctl"]),
         .executable(name: "escrow-agent", targets: ["escrow-agent"]),
         .executable(name: "fleetsim", targets: ["fleetsim"]),
+        .executable(name: "escrow-console", targets: ["escrow-console"]),
         // The Mosquitto plugin (libEscrowBrokerPlugin.so), loaded by the generated broker config.
         .library(name: "EscrowBrokerPlugin", type: .dynamic, targets: ["EscrowBrokerPlugin"]),
     ],
@@ -44,6 +45,7 @@ let package = Package(
         .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity", "POSIX"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker", "HTTPServer"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
+        .target(name: "Console", dependencies: ["EscrowCore", "HTTPServer", "OperatorCLI"]),
         .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
 
         // Executables: parse arguments, wire parts, run.
@@ -53,6 +55,7 @@ let package = Package(
         .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "EscrowCore"], path: "Simulator/fleetsim", plugins: ["BuildStampPlugin"]),
+        .executableTarget(name: "escrow-console", dependencies: ["Console", "HTTPServer", "EscrowCore"], plugins: ["BuildStampPlugin"]),
         .plugin(name: "BuildStampPlugin", capability: .buildTool(), path: "Sources/BuildStampPlugin"),
         .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
@@ -64,7 +67,7 @@ let package = Package(
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "Identity", "OperatorCLI", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "HTTPServer", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "HTTPServer", "Console", "TestSupport"]),
     ]
 )
 

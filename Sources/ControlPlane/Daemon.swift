@@ -298,17 +298,3 @@ extension ControlPlane {
         }
     }
 }
-
-/// Runs `body` on a task and waits for it on the calling thread (an HTTP connection's thread, never
-/// the cooperative pool), at most `timeout`; nil when it took longer.
-func awaitBlocking<T: Sendable>(timeout: Duration = .seconds(5), _ body: @escaping @Sendable () async -> T) -> T? {
-    let result = Mutex<T?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        let value = await body()
-        result.withLock { $0 = value }
-        done.signal()
-    }
-    guard done.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000))) == .success else { return nil }
-    return result.withLock { $0 }
-}

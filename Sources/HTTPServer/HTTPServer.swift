@@ -19,15 +19,24 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: [UInt8]
+    /// A body written over time (server-sent events): called on the connection's thread after the
+    /// head, with a writer that returns false once the client is gone; the connection closes when it returns.
+    public var stream: (@Sendable (_ write: @escaping @Sendable ([UInt8]) -> Bool) -> Void)?
     public init(status: Int, contentType: String = "text/plain; charset=utf-8", headers: [(String, String)] = [], body: [UInt8]) {
         self.status = status
         self.headers = [("Content-Type", contentType)] + headers
         self.body = body
     }
+    public static func streaming(contentType: String, headers: [(String, String)] = [],
+                                 _ stream: @escaping @Sendable (_ write: @escaping @Sendable ([UInt8]) -> Bool) -> Void) -> HTTPResponse {
+        var r = HTTPResponse(status: 200, contentType: contentType, headers: headers, body: [])
+        r.stream = stream
+        return r
+    }
     public init(status: Int, text: String) { self.init(status: status, body: Array(text.utf8)) }
 
     static func reason(_ status: Int) -> String {
-        [200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+        [200: "OK", 204: "No Content", 303: "See Other", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
          413: "Content Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"][status] ?? "Status"
     }
 }
@@ -94,7 +103,7 @@ public final class HTTPServer: Sendable {
         let first = stopped.withLock { s -> Bool in defer { s = true }; return !s }
         guard first else { return }
         var byte: UInt8 = 1
-        _ = write(wake.write, &byte, 1)
+        _ = Glibc.write(wake.write, &byte, 1)
     }
 
     private func acceptLoop() {
@@ -194,15 +203,29 @@ public final class HTTPServer: Sendable {
     static func send(_ fd: Int32, _ r: HTTPResponse, head: Bool = false) {
         var text = "HTTP/1.1 \(r.status) \(HTTPResponse.reason(r.status))\r\n"
         for (k, v) in r.headers { text += "\(k): \(v)\r\n" }
-        text += "Content-Length: \(r.body.count)\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        if r.stream == nil { text += "Content-Length: \(r.body.count)\r\n" }
+        text += "Connection: close\r\nCache-Control: no-store\r\n\r\n"
         var bytes = Array(text.utf8)
         if !head { bytes += r.body }
+        guard write(fd, bytes) else { return }
+        if let stream = r.stream, !head {
+            // No receive timeout while streaming: the client only listens.
+            var none = timeval(tv_sec: 0, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
+            stream { chunk in write(fd, chunk) }
+        }
+    }
+
+    /// Writes all of `bytes`; false when the peer is gone (or too slow for the send timeout).
+    @discardableResult
+    static func write(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
+            if n <= 0 { return false }
             offset += n
         }
+        return true
     }
 }
 
@@ -215,4 +238,19 @@ struct Refusal: Error {
 public struct HTTPServerError: Error, CustomStringConvertible, Sendable {
     public var description: String
     init(_ d: String) { description = d }
+}
+
+/// Runs `body` on a task and waits for it on the calling thread (an HTTP connection's thread, never
+/// the cooperative pool), at most `timeout`; nil when it took longer. How handlers reach actors.
+public func awaitBlocking<T: Sendable>(timeout: Duration = .seconds(5), _ body: @escaping @Sendable () async -> T) -> T? {
+    let result = Mutex<T?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let value = await body()
+        result.withLock { $0 = value }
+        done.signal()
+    }
+    let milliseconds = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+    guard done.wait(timeout: .now() + .milliseconds(milliseconds)) == .success else { return nil }
+    return result.withLock { $0 }
 }

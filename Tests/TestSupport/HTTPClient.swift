@@ -31,7 +31,7 @@ public struct HTTPExchange: Sendable {
         }
         var response: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
+        while !complete(response) {
             let n = recv(fd, &chunk, chunk.count, 0)
             if n < 0 && errno == EAGAIN { throw TestSupportError("no complete HTTP response within \(timeout)") }
             if n <= 0 { break }
@@ -47,6 +47,17 @@ public struct HTTPExchange: Sendable {
             if let c = l.firstIndex(of: ":") { headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces) }
         }
         return HTTPExchange(status: status, headers: headers, body: String(text[split.upperBound...]))
+    }
+
+    /// A whole response: its head and, when it says so, Content-Length bytes of body (servers that
+    /// keep the connection open, such as chromedriver); otherwise the server's close ends it.
+    static func complete(_ bytes: [UInt8]) -> Bool {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else { return false }
+        let head = text[..<split.lowerBound].lowercased()
+        guard let line = head.components(separatedBy: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+              let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) else { return false }
+        return bytes.count - text[..<split.upperBound].utf8.count >= length
     }
 
     public static func get(port: Int, _ path: String) throws -> HTTPExchange {
