@@ -45,7 +45,10 @@ measure() {  # name path
     [[ "$code" == 200 ]] || { echo "$1: HTTP $code"; head -c 400 "$RUN/page.html"; exit 1; }
     times+=("$t")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v name="$1" -v path="$2" '{a[NR]=$1*1000} END {printf "%-28s p50 %6.1f ms  p90 %6.1f ms  max %6.1f ms  (n=%d)  %s\n", name, a[int(NR*0.5)+1>NR?NR:int(NR*0.5)+1], a[int(NR*0.9)+1>NR?NR:int(NR*0.9)+1], a[NR], NR, path}'
+  printf '%s\n' "${times[@]}" | sort -n | awk -v name="$1" -v path="$2" '
+    function q(p,  i) { i = int(NR * p) + 1; if (i > NR) i = NR; return a[i] }
+    { a[NR] = $1 * 1000 }
+    END { printf "%-28s p50 %6.1f ms  p90 %6.1f ms  max %6.1f ms  (n=%d)  %s\n", name, q(0.5), q(0.9), a[NR], NR, path }'
 }
 echo "console pages with $N devices in account oem (debug build, curl on loopback, $R requests each):"
 measure "fleet, first page" "/fleet"

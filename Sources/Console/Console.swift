@@ -231,7 +231,8 @@ public final class Console: Sendable {
         if let prefix = q["q"], !prefix.isEmpty { args["prefix"] = .string(String(prefix.prefix(64))) }
         switch call(s, .deviceList, args, in: account, as: Commands.DeviceListResult.self) {
         case .success(let list):
-            let counts = [("all", total([:])), ("escrow", total(["state": "escrow"])), ("active", total(["state": "active"])), ("online", total(["online": true]))]
+            let unfiltered = args["state"] == nil && args["prefix"] == nil
+            let counts = [("all", unfiltered ? list.total : total([:])), ("escrow", total(["state": "escrow"])), ("active", total(["state": "active"])), ("online", total(["online": true]))]
             return page(200, "Fleet", Pages.fleet(list, counts: counts.map { ($0.0, $0.1 ?? 0) }, query: q, account: account), session: s, account: account)
         case .failure(.wire(let m, let status)):
             return page(status, "Fleet", Pages.message(error: m), session: s, account: account)

@@ -63,7 +63,9 @@ final class Ledger {
         var params: [SQLValue] = [.text(owner.rawValue)]
         if let s = filter.state { sql += " AND d.state = ?"; params.append(.text(s.rawValue)) }
         if let o = filter.online { sql += " AND d.online = ?"; params.append(.integer(o ? 1 : 0)) }
-        if let p = filter.prefix { sql += " AND substr(d.id, 1, ?) = ?"; params += [.integer(Int64(p.utf8.count)), .text(p)] }
+        // A prefix as an index range: ids are [A-Za-z0-9._-], all below "~", so [p, p + "~") holds
+        // exactly the ids that start with p.
+        if let p = filter.prefix { sql += " AND d.id >= ? AND d.id < ?"; params += [.text(p), .text(p + "~")] }
         let total = Int(try db.query("SELECT count(*) AS n" + sql, params).first?.int("n") ?? 0)
         let limit = min(max(filter.limit ?? 100, 1), 1_000), offset = max(filter.offset ?? 0, 0)
         let rows = try db.query("SELECT \(Self.deviceColumns)" + sql + " ORDER BY d.id LIMIT ? OFFSET ?", params + [.integer(Int64(limit)), .integer(Int64(offset))])

@@ -134,5 +134,11 @@ enum Schema {
         -- from an older connection (a late will) is ignored.
         ALTER TABLE devices ADD COLUMN presence_session INTEGER;
         """),
+        Migration(version: 4, name: "fleet listing indexes", sql: """
+        -- device.list by state or presence within an account (the console's fleet page at 100,000
+        -- devices), and id prefixes as index ranges (Ledger.devices).
+        CREATE INDEX devices_owner_state ON devices(owner, state, id);
+        CREATE INDEX devices_owner_online ON devices(owner, online, id);
+        """),
     ]
 }
