@@ -336,7 +336,8 @@ final class Ledger {
         try db.execute("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
     }
     func enqueue(_ o: Outbound) throws {
-        try db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", [.text(o.topic), .blob(o.payload)])
+        try db.execute("INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
+                       [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970)])
     }
     func outbox(limit: Int) throws -> [(id: Int64, message: Outbound)] {
         try db.query("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {

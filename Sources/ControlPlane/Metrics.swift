@@ -30,6 +30,8 @@ public struct MetricsSnapshot: Sendable {
     public var devicesOnline: Int
     public var transfersByStatus: [String: Int]
     public var outboxDepth: Int
+    /// Seconds since the oldest outbox row was committed (0 when empty).
+    public var outboxOldestAge: Double
     public var brokerConnected: Bool
     public var counters: ControlPlane.Counters
     var latencies: LatencyRecorder.State
@@ -65,6 +67,7 @@ public struct MetricsSnapshot: Sendable {
         commits.histograms = [([], latencies.commits)]
         families.append(commits)
         families.append(F("escrowd_outbox_depth", .gauge, "Committed events and messages not yet handed to the broker.", samples: [.init([], Double(outboxDepth))]))
+        families.append(F("escrowd_outbox_oldest_age_seconds", .gauge, "Age of the oldest committed message not yet handed to the broker (0 when none).", samples: [.init([], outboxOldestAge)]))
         families.append(F("escrowd_broker_connected", .gauge, "1 while escrowd's MQTT connection to the broker is up.", samples: [.init([], brokerConnected ? 1 : 0)]))
         return PrometheusText.render(families)
     }
@@ -78,8 +81,10 @@ extension ControlPlane {
         let transfers = (try? ledger.db.query("SELECT status, count(*) AS n FROM transfers GROUP BY status")
             .map { (try $0.string("status"), Int(try $0.int("n"))) }) ?? []
         let depth = (try? ledger.db.scalar("SELECT count(*) FROM outbox").intValue) ?? nil
+        let oldest = (try? ledger.db.scalar("SELECT min(created_at) FROM outbox").doubleValue) ?? nil
         return MetricsSnapshot(devicesByState: Dictionary(byState, uniquingKeysWith: +), devicesOnline: onlineCount,
                                transfersByStatus: Dictionary(transfers, uniquingKeysWith: +), outboxDepth: depth ?? 0,
+                               outboxOldestAge: oldest.map { max(0, Date().timeIntervalSince1970 - $0) } ?? 0,
                                brokerConnected: client.isConnected, counters: counters, latencies: latencies.snapshot, at: Date())
     }
 

@@ -139,6 +139,8 @@ enum Schema {
         -- devices), and id prefixes as index ranges (Ledger.devices).
         CREATE INDEX devices_owner_state ON devices(owner, state, id);
         CREATE INDEX devices_owner_online ON devices(owner, online, id);
+        -- When each outbox row was committed: /metrics reports the oldest one's age.
+        ALTER TABLE outbox ADD COLUMN created_at REAL;
         """),
     ]
 }

@@ -42,7 +42,7 @@ struct MetricsTests {
         #expect(Self.value(after, "escrowd_transfers", ["status": "approved"]) == 1)
         #expect((Self.value(after, "escrowd_configs_published_total") ?? 0) >= 3)
         #expect((Self.value(after, "escrowd_ledger_commit_duration_seconds_count") ?? 0) >= 4)
-        #expect(Self.value(after, "escrowd_outbox_depth") == 0)
+        #expect(Self.value(after, "escrowd_outbox_depth") == 0 && Self.value(after, "escrowd_outbox_oldest_age_seconds") == 0)
         await p.shutdown()
     }
 

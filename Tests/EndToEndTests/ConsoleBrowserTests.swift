@@ -167,4 +167,41 @@ struct ConsoleBrowserTests {
         #expect(!log.contains("pw-acme-secret") && !log.contains("wrong-guess") && log.contains("login refused for op-acme"))
         await stage.stop()
     }
+
+    @Test("the live events page keeps up with a 1,000-device activation: every device.activated the ledger holds is shown", .enabled(if: Browser.isInstalled))
+    func liveEventsKeepUp() async throws {
+        let platform = try await PlatformSession()
+        let oem = try await platform.account("oem", kind: .provisioner)
+        let acme = try await platform.account("acme", kind: .customer)
+        _ = try await oem.send("oem", "device.provision", ["prefix": "bulk-", "count": 1_000, "issueIdentity": false], timeout: .seconds(30)).result(Commands.DeviceProvisionResult.self)
+        let ids = (1...1_000).map { String(format: "bulk-%06d", $0) }
+        let t = try await oem.send("oem", "transfer.request", ["to": "acme", "deviceIds": TestSupport.ids(ids)], timeout: .seconds(30)).result(Commands.TransferResult.self)
+        let port = try freePort()
+        let logs = try TempDirectory(prefix: "console")
+        let console = try ChildProcess.spawn(try Products.path("escrow-console"), ["--listen", "127.0.0.1:\(port)", "--broker", platform.escrowd.operatorURL],
+                                             stdout: logs.file("console.log"))
+        defer { console.signal(SIGTERM) }
+        try await waitUntil(timeout: .seconds(20), "the console serves") { (try? HTTPExchange.get(port: port, "/healthz").status) == 200 }
+        let browser = try await Browser()
+        defer { browser.close() }
+        let stage = Stage(platform: platform, console: console, consolePort: port, toAcme: t.transfer.id, toOther: "", logs: logs)
+        try Self.login(browser, stage, user: "op-acme", password: "pw-acme-secret", account: "acme")
+        try await waitUntil("logged in") { browser.url.hasSuffix("/inbox") }
+        try browser.open(stage.base + "/events?account=acme&type=device.activated")
+        try await waitUntil("the event stream is live") { (try? browser.text("#stream-status")) == "live" }
+        // All 1,000 at once, through the contract (not the page), while the page listens.
+        _ = try await acme.send("acme", "transfer.approve", ["transferId": .string(t.transfer.id), "action": "activate"], timeout: .seconds(60)).result(Commands.TransferResult.self)
+        let ledger = try await acme.send("acme", "device.list", ["state": "active", "limit": 1]).result(Commands.DeviceListResult.self).total
+        #expect(ledger == 1_000)
+        do {
+            try await waitUntil(timeout: .seconds(60), "the page shows one row per activation the ledger holds") {
+                (try? browser.text("#event-count")) == String(ledger) && (try? browser.elements("#events tbody tr").count) == ledger
+            }
+        } catch {
+            Issue.record("the page counted \((try? browser.text("#event-count")) ?? "?") of \(ledger)")
+            throw error
+        }
+        await oem.close(); await acme.close()
+        await platform.close()
+    }
 }
