@@ -55,7 +55,7 @@ let package = Package(
         .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "EscrowCore"], path: "Simulator/fleetsim", plugins: ["BuildStampPlugin"]),
-        .executableTarget(name: "escrow-console", dependencies: ["Console", "HTTPServer", "EscrowCore"], plugins: ["BuildStampPlugin"]),
+        .executableTarget(name: "escrow-console", dependencies: ["Console", "HTTPServer", "Identity", "EscrowCore"], plugins: ["BuildStampPlugin"]),
         .plugin(name: "BuildStampPlugin", capability: .buildTool(), path: "Sources/BuildStampPlugin"),
         .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 

@@ -15,6 +15,22 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
 }
 
+/// The byte stream under one connection: the socket itself, or TLS over it (`HTTPServer`'s
+/// `transport`, supplied by a module that may use OpenSSL).
+public protocol HTTPTransport {
+    /// Up to `buffer.count` bytes; 0 at the end of the stream, < 0 on a timeout or failure.
+    func receive(into buffer: inout [UInt8]) -> Int
+    /// All of `bytes`; false once the peer is gone.
+    func send(_ bytes: [UInt8]) -> Bool
+}
+
+/// Plain TCP.
+struct SocketTransport: HTTPTransport {
+    let fd: Int32
+    func receive(into buffer: inout [UInt8]) -> Int { buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
+    func send(_ bytes: [UInt8]) -> Bool { HTTPServer.write(fd, bytes) }
+}
+
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
@@ -56,14 +72,18 @@ public final class HTTPServer: Sendable {
     private let listener: Int32
     private let wake: (read: Int32, write: Int32)
     private let handler: Handler
+    private let transport: (@Sendable (Int32) throws -> any HTTPTransport)?
     private let maxConnections: Int
     private let active = Mutex(0)
     private let stopped = Mutex(false)
 
     /// Binds and listens (errors are thrown here, before any thread starts); `start()` serves.
-    public init(host: String = "127.0.0.1", port: Int, maxConnections: Int = 64, handler: @escaping Handler) throws {
+    /// `transport` wraps each accepted socket (a TLS handshake, say); a throw closes the connection.
+    public init(host: String = "127.0.0.1", port: Int, maxConnections: Int = 64,
+                transport: (@Sendable (Int32) throws -> any HTTPTransport)? = nil, handler: @escaping Handler) throws {
         self.host = host
         self.handler = handler
+        self.transport = transport
         self.maxConnections = maxConnections
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw HTTPServerError("socket: \(String(cString: strerror(errno)))") }
@@ -122,7 +142,7 @@ public final class HTTPServer: Sendable {
                 return true
             }
             guard admitted else {
-                Self.send(client, HTTPResponse(status: 503, text: "too many connections\n"))
+                if transport == nil { Self.send(SocketTransport(fd: client), HTTPResponse(status: 503, text: "too many connections\n")) }
                 close(client)
                 continue
             }
@@ -140,20 +160,27 @@ public final class HTTPServer: Sendable {
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        switch Self.read(fd) {
-        case .failure(let refusal): Self.send(fd, refusal.response)
+        let connection: any HTTPTransport
+        if let transport {
+            guard let wrapped = try? transport(fd) else { return }
+            connection = wrapped
+        } else {
+            connection = SocketTransport(fd: fd)
+        }
+        switch Self.read(connection) {
+        case .failure(let refusal): Self.send(connection, refusal.response, fd: fd)
         case .success(let request):
-            Self.send(fd, handler(request), head: request.method == "HEAD")
+            Self.send(connection, handler(request), head: request.method == "HEAD", fd: fd)
         }
     }
 
     /// Reads one request: the head up to CRLFCRLF, then Content-Length bytes of body.
-    static func read(_ fd: Int32) -> Result<HTTPRequest, Refusal> {
+    static func read(_ connection: any HTTPTransport) -> Result<HTTPRequest, Refusal> {
         var buffer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         var headEnd: Int?
         while headEnd == nil {
-            let n = recv(fd, &chunk, chunk.count, 0)
+            let n = connection.receive(into: &chunk)
             if n <= 0 { return .failure(Refusal(HTTPResponse(status: n == 0 ? 400 : 408, text: "incomplete request\n"))) }
             buffer += chunk[0..<n]
             headEnd = find(buffer, [13, 10, 13, 10])
@@ -178,9 +205,10 @@ public final class HTTPServer: Sendable {
         guard length >= 0 else { return .failure(Refusal(HTTPResponse(status: 400, text: "bad Content-Length\n"))) }
         guard length <= maxBodyBytes else { return .failure(Refusal(HTTPResponse(status: 413, text: "body over \(maxBodyBytes) bytes\n"))) }
         while body.count < length {
-            let n = recv(fd, &chunk, min(chunk.count, length - body.count), 0)
+            var part = [UInt8](repeating: 0, count: min(chunk.count, length - body.count))
+            let n = connection.receive(into: &part)
             if n <= 0 { return .failure(Refusal(HTTPResponse(status: 408, text: "incomplete body\n"))) }
-            body += chunk[0..<n]
+            body += part[0..<n]
         }
         let target = requestLine[1]
         let (path, queryText) = target.firstIndex(of: "?").map { (String(target[..<$0]), String(target[target.index(after: $0)...])) } ?? (target, "")
@@ -200,19 +228,23 @@ public final class HTTPServer: Sendable {
         return nil
     }
 
-    static func send(_ fd: Int32, _ r: HTTPResponse, head: Bool = false) {
+    static func send(_ connection: any HTTPTransport, _ r: HTTPResponse, head: Bool = false, fd: Int32? = nil) {
         var text = "HTTP/1.1 \(r.status) \(HTTPResponse.reason(r.status))\r\n"
         for (k, v) in r.headers { text += "\(k): \(v)\r\n" }
         if r.stream == nil { text += "Content-Length: \(r.body.count)\r\n" }
         text += "Connection: close\r\nCache-Control: no-store\r\n\r\n"
         var bytes = Array(text.utf8)
         if !head { bytes += r.body }
-        guard write(fd, bytes) else { return }
+        guard connection.send(bytes) else { return }
         if let stream = r.stream, !head {
             // No receive timeout while streaming: the client only listens.
-            var none = timeval(tv_sec: 0, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
-            stream { chunk in write(fd, chunk) }
+            if let fd {
+                var none = timeval(tv_sec: 0, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
+            }
+            nonisolated(unsafe) let connection = connection
+            let lock = NSLock()
+            stream { chunk in lock.withLock { connection.send(chunk) } }
         }
     }
 
