@@ -148,8 +148,10 @@ public final class Engine<Behavior: DeviceBehavior> {
         if let d = timers.nextDeadline { waitNs = d > now ? min(waitNs, d - now) : 0 }
         if queueHead < connectQueue.count && connectsInFlight < connectWindow { waitNs = min(waitNs, 2_000_000) }
         let n = System.epollWait(epollFD, eventBuffer, maxEvents: maxEvents, timeoutMs: Int32((waitNs + 999_999) / 1_000_000))
-        now = System.monotonicNanos()
         for i in 0..<n {
+            // Event time: the clock is read for each event, not once per batch, so the latencies of
+            // devices served in one epoll batch differ by the time each was really handled.
+            now = System.monotonicNanos()
             let (events, data) = System.event(at: i, in: eventBuffer)
             handle(events: events, device: Int(data & 0xFFFF_FFFF), generation: UInt32(data >> 32), now: now)
         }
