@@ -52,6 +52,8 @@ public struct FleetReport: Codable, Sendable {
     public var problems: [String]
     /// The `transfer` scenario's story and latencies (nil for the other scenarios).
     public var transfer: TransferReport?
+    /// `--threshold` results, when any were given.
+    public var thresholds: [Threshold.Result]?
 
     public func json() -> Data {
         let e = JSONEncoder()

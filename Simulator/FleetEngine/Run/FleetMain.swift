@@ -6,7 +6,7 @@ import Glibc
 /// The whole `fleetsim` command: parse, validate, run (in-process or as workers), report.
 /// `main.swift` only calls `FleetMain.run`; everything here is testable.
 public enum FleetMain {
-    /// Returns the process exit code: 0 ok, 1 run failed, 64 usage.
+    /// Returns the process exit code: 0 ok, 1 run failed, 64 usage, 99 a threshold failed, 130 Ctrl-C.
     public static func run(_ args: [String], stop: StopFlag = StopFlag(),
                            stdout: (String) -> Void = { print($0) },
                            stderr: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) -> Int32 {
@@ -20,7 +20,7 @@ public enum FleetMain {
             stderr("fleetsim: \(error.description)")
             return 64
         }
-        let report: FleetReport
+        var report: FleetReport
         do {
             if options.scenario == .transfer {
                 report = try TransferRunner(options: options, output: stderr).run(stop: stop)
@@ -33,7 +33,9 @@ public enum FleetMain {
             stderr("fleetsim: \(error.description)")
             return 1
         }
+        if !options.thresholds.isEmpty && !options.isWorker { report.thresholds = options.thresholds.map { $0.evaluate(report) } }
         if !options.isWorker { stdout(report.summaryTable) }
+        for t in report.thresholds ?? [] { stdout(t.line) }
         do {
             if let p = options.reportPath { try report.json().write(to: URL(fileURLWithPath: p)) }
             if let p = options.htmlPath { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: p)) }
@@ -50,6 +52,13 @@ public enum FleetMain {
             stderr("fleetsim: " + (report.problems.first ?? "run failed"))
             return 1
         }
+        let failed = (report.thresholds ?? []).filter { !$0.passed }
+        if !failed.isEmpty {
+            stderr("fleetsim: \(failed.count) of \(report.thresholds!.count) thresholds failed: " + failed.map(\.threshold.expression).joined(separator: ", "))
+            return Threshold.exitCode
+        }
+        // Ctrl-C: the partial report is written; say so in the status (workers end normally for the parent).
+        if report.stoppedBy == "signal" && !options.isWorker { return 130 }
         return 0
     }
 }

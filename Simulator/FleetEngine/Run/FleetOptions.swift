@@ -65,6 +65,8 @@ public struct FleetOptions: Sendable, Equatable {
     /// Seconds to wait after everyone is connected before the storm.
     public var stormAfter: Double = 2
     public var quiet = false
+    /// `--threshold` rules, checked against the report when the run ends (exit 99 if one fails).
+    public var thresholds: [Threshold] = []
     /// Set by `--worker` on child processes: no summary on stdout (the parent prints the merged one).
     public var isWorker = false
     public var help = false
@@ -128,6 +130,13 @@ public struct FleetOptions: Sendable, Equatable {
       --workers K               run K child processes, each with a slice of the devices and its
                                 own source address (127.0.0.<i+1> unless given), and merge reports
       --quiet                   no progress lines
+      --threshold RULE          fail the run (exit 99, reports still written) unless RULE holds;
+                                repeatable. RULE is METRIC OP VALUE, OP one of < <= > >= == !=:
+                                'connect.p99<2s', 'push_ack.p90<=500ms', 'errors==0', 'connected>=19000'.
+                                Latencies: connect, puback, recovery, approval_applied,
+                                approve_sent_applied, push_ack, each .p50 .p90 .p99 .p999 .max .mean
+                                (us, ms or s; default ms). Counts: connected, peak_connected,
+                                errors, drops, rejected_connacks
       -h, --help                this text
       --version                 print the version and exit
 
@@ -161,7 +170,8 @@ public struct FleetOptions: Sendable, Equatable {
                --reject 0.2 --via reseller --report transfer.json --html transfer.html
 
     Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted, transfer
-    verification failed), 64 usage.
+    verification failed), 64 usage, 99 ran but a --threshold failed, 130 stopped by Ctrl-C
+    (the partial report is written first).
     """
 
     /// Parses arguments (without the program name). Throws `FleetError.usage` with one clear line.
@@ -254,6 +264,7 @@ public struct FleetOptions: Sendable, Equatable {
             case "--backoff-max": o.backoffMax = try number(a, try value(a), min: 0.001)
             case "--storm-after": o.stormAfter = try number(a, try value(a))
             case "--quiet": o.quiet = true
+            case "--threshold": o.thresholds.append(try Threshold.parse(try value(a)))
             case "--worker": o.isWorker = true
             default:
                 if !a.hasPrefix("-"), !sawScenario, let s = Scenario(rawValue: a) {
