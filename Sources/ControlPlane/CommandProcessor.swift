@@ -36,6 +36,13 @@ struct CommandProcessor {
         case .accountCreate: result = try encode(accountCreate(account, decode(args), &fx))
         case .accountList: return Outcome(result: try encode(accountList(account)), effects: fx, mutating: false)
         case .operatorCreate: result = try encode(operatorCreate(account, decode(args), &fx))
+        case .operatorList:
+            try requirePlatform(account, "operator.list")
+            let a: Commands.OperatorList = try decode(args)
+            let ops = try ledger.operators().filter { a.account == nil || $0.account == a.account }
+            return Outcome(result: try encode(Commands.OperatorListResult(operators: ops.map { .init(username: $0.username, account: $0.account) })), effects: fx, mutating: false)
+        case .operatorPasswd: result = try encode(operatorPasswd(account, decode(args), &fx))
+        case .operatorDelete: result = try encode(operatorDelete(account, decode(args), &fx))
         case .deviceProvision: result = try encode(provision(account, decode(args), &fx))
         case .deviceList:
             let a: Commands.DeviceList = try decode(args)
@@ -135,6 +142,27 @@ struct CommandProcessor {
         try ledger.insertOperator(a.username, account: a.account, passwordHash: hash, at: now())
         fx.accessChanged = true
         return .init(username: a.username, account: a.account, reach: AccessPolicy.accounts(reachableBy: a.account, in: try ledger.accounts()))
+    }
+
+    /// A new password; the broker refuses the old one from its next reload (at once).
+    private func operatorPasswd(_ account: AccountID, _ a: Commands.OperatorPasswd, _ fx: inout Effects) throws -> Commands.OperatorListResult.Entry {
+        try requirePlatform(account, "operator.passwd")
+        guard a.password.count >= 8, a.password.count <= 256 else { throw DomainError.invalid("password must be 8 to 256 characters") }
+        guard let op = try ledger.operators().first(where: { $0.username == a.username }) else { throw DomainError.notFound("operator \(a.username)") }
+        let hash = credentials?.passwordHash(a.password) ?? "plain:" + a.password
+        try ledger.db.execute("UPDATE operators SET password_hash = ? WHERE username = ?", [.text(hash), .text(a.username)])
+        fx.accessChanged = true
+        return .init(username: op.username, account: op.account)
+    }
+
+    /// Removes a login; `op-admin` stays (escrowd's own administrator).
+    private func operatorDelete(_ account: AccountID, _ a: Commands.OperatorRef, _ fx: inout Effects) throws -> Commands.OperatorListResult.Entry {
+        try requirePlatform(account, "operator.delete")
+        guard a.username != "op-admin" else { throw DomainError.forbidden("op-admin is the platform's own administrator and cannot be deleted; rotate its password with operator.passwd") }
+        guard let op = try ledger.operators().first(where: { $0.username == a.username }) else { throw DomainError.notFound("operator \(a.username)") }
+        try ledger.db.execute("DELETE FROM operators WHERE username = ?", [.text(a.username)])
+        fx.accessChanged = true
+        return .init(username: op.username, account: op.account)
     }
 
     // MARK: devices

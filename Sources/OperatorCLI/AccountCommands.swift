@@ -101,6 +101,80 @@ public enum AccountCommands {
     }
 }
 
+extension AccountCommands {
+    public struct OperatorList: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["operator", "list"], group: .platform, summary: "List operator logins (all, or one account's)",
+            usage: ["operator list [--account ACCT]"],
+            options: """
+                  --account ACCT  only the operators whose home account is ACCT
+                  --json          the reply as JSON
+                """,
+            examples: ["escrowctl operator list", "escrowctl operator list --account oem --json"],
+            valued: ["account"], booleans: [], actsIn: .platform)
+        public var args: Commands.OperatorList
+        public init(_ a: Arguments) throws(UsageError) {
+            args = .init(account: try a.value("account").map { v throws(UsageError) in try Parse.account(v, what: "--account") })
+        }
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.operatorList, args)
+            if c.global.json { return c.console.json(json) }
+            let r = try c.decode(json, as: Commands.OperatorListResult.self, .operatorList)
+            c.console.out(Table(["USERNAME", "ACCOUNT"], r.operators.map { [$0.username, $0.account.rawValue] }).render())
+            c.console.note(Format.plural(r.operators.count, "operator"))
+        }
+    }
+
+    public struct OperatorPasswd: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["operator", "passwd"], group: .platform, summary: "Give an operator a new password (the old one is refused at once)",
+            usage: ["operator passwd USER [--password P]"],
+            options: """
+                  USER            the operator's username
+                  --password P    the new password, 8 to 256 characters; generated and printed when absent
+                """,
+            examples: ["escrowctl operator passwd op-alice", "escrowctl operator passwd op-bob --password 'new horse battery'"],
+            valued: ["password"], booleans: [], positionals: ["USER"], actsIn: .platform)
+        public var args: Commands.OperatorPasswd
+        public var generatedPassword: Bool
+        public init(_ a: Arguments) throws(UsageError) {
+            generatedPassword = a.value("password") == nil
+            let password = a.value("password") ?? OperatorSession.randomToken(24)
+            guard (8...256).contains(password.count) else { throw UsageError.invalid("--password must be 8 to 256 characters") }
+            args = .init(username: a.positionals[0], password: password)
+        }
+        public func run(_ c: CommandContext) async throws {
+            var json = try await c.call(.operatorPasswd, args)
+            if c.global.json {
+                if generatedPassword, case .object(var o) = json { o["password"] = .string(args.password); json = .object(o) }
+                return c.console.json(json)
+            }
+            let r = try c.decode(json, as: Commands.OperatorListResult.Entry.self, .operatorPasswd)
+            c.console.out("operator \(r.username) (account \(r.account)) has a new password; the old one is refused from now on")
+            if generatedPassword { c.console.out("password: \(args.password)") }
+        }
+    }
+
+    public struct OperatorDelete: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["operator", "delete"], group: .platform, summary: "Remove an operator login (refused by the broker at once)",
+            usage: ["operator delete USER"],
+            options: """
+                  USER            the operator's username (op-admin cannot be deleted)
+                """,
+            examples: ["escrowctl operator delete op-alice"],
+            valued: [], booleans: [], positionals: ["USER"], actsIn: .platform)
+        public var args: Commands.OperatorRef
+        public init(_ a: Arguments) throws(UsageError) { args = .init(username: a.positionals[0]) }
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.operatorDelete, args)
+            if c.global.json { return c.console.json(json) }
+            let r = try c.decode(json, as: Commands.OperatorListResult.Entry.self, .operatorDelete)
+            c.console.out("operator \(r.username) (account \(r.account)) deleted; the broker refuses its login from now on")
+        }
+    }
+}
+
 /// Validation helpers shared by the commands.
 enum Parse {
     static func account(_ raw: String, what: String) throws(UsageError) -> AccountID {

@@ -84,6 +84,7 @@ public enum CLI {
     /// Every command, in help order.
     public static let commands: [any OperatorCommand.Type] = [
         AccountCommands.Create.self, AccountCommands.List.self, AccountCommands.OperatorCreate.self,
+        AccountCommands.OperatorList.self, AccountCommands.OperatorPasswd.self, AccountCommands.OperatorDelete.self,
         DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self,
         TransferCommands.Request.self, TransferCommands.Inbox.self, TransferCommands.Show.self,
         TransferCommands.Approve.self, TransferCommands.Reject.self, TransferCommands.Cancel.self,

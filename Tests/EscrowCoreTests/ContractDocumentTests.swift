@@ -79,6 +79,9 @@ struct ContractDocumentTests {
         switch name {
         case "Commands.AccountCreate": try roundTrip(Commands.AccountCreate.self, v)
         case "Commands.OperatorCreate": try roundTrip(Commands.OperatorCreate.self, v)
+        case "Commands.OperatorList": try roundTrip(Commands.OperatorList.self, v)
+        case "Commands.OperatorPasswd": try roundTrip(Commands.OperatorPasswd.self, v)
+        case "Commands.OperatorRef": try roundTrip(Commands.OperatorRef.self, v)
         case "Commands.DeviceProvision": try roundTrip(Commands.DeviceProvision.self, v)
         case "Commands.DeviceList": try roundTrip(Commands.DeviceList.self, v)
         case "Commands.DeviceShow": try roundTrip(Commands.DeviceShow.self, v)
@@ -100,6 +103,8 @@ struct ContractDocumentTests {
         case "Account": try roundTrip(Account.self, v)
         case "Commands.AccountListResult": try roundTrip(Commands.AccountListResult.self, v)
         case "Commands.OperatorResult": try roundTrip(Commands.OperatorResult.self, v)
+        case "Commands.OperatorListResult": try roundTrip(Commands.OperatorListResult.self, v)
+        case "Commands.OperatorListResult.Entry": try roundTrip(Commands.OperatorListResult.Entry.self, v)
         case "Commands.DeviceProvisionResult": try roundTrip(Commands.DeviceProvisionResult.self, v)
         case "Commands.DeviceListResult": try roundTrip(Commands.DeviceListResult.self, v)
         case "Commands.DeviceShowResult": try roundTrip(Commands.DeviceShowResult.self, v)

@@ -83,6 +83,12 @@ public struct CommandSchema: Sendable {
             Field("password", .string, required: true, [.length(8...256)]),
             Field("account", .string, required: true, [.identifier]),
         ]),
+        CommandSchema(.operatorList, readOnly: true, [Field("account", .string, [.identifier])]),
+        CommandSchema(.operatorPasswd, [
+            Field("username", .string, required: true, [.identifier]),
+            Field("password", .string, required: true, [.length(8...256)]),
+        ]),
+        CommandSchema(.operatorDelete, [Field("username", .string, required: true, [.identifier])]),
         CommandSchema(.deviceProvision, [
             Field("deviceIds", .stringArray, [.count(1...Commands.DeviceProvision.maxPerCommand), .identifier]),
             Field("prefix", .string, [.length(1...58)]),

@@ -47,11 +47,14 @@ public struct CommandReply: VersionedPayload, Codable, Equatable, Sendable {
 /// Every command the platform understands.
 public enum CommandName: String, CaseIterable, Sendable {
     /// What `accounts/platform/cmd/...` accepts; every other command there is `forbidden`.
-    public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .operatorCreate]
+    public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .operatorCreate, .operatorList, .operatorPasswd, .operatorDelete]
 
     case accountCreate = "account.create"
     case accountList = "account.list"
     case operatorCreate = "operator.create"
+    case operatorList = "operator.list"
+    case operatorPasswd = "operator.passwd"
+    case operatorDelete = "operator.delete"
     case deviceProvision = "device.provision"
     case deviceList = "device.list"
     case deviceShow = "device.show"

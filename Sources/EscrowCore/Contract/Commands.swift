@@ -23,6 +23,29 @@ public enum Commands {
             self.username = username; self.password = password; self.account = account
         }
     }
+    public struct OperatorList: Codable, Equatable, Sendable {
+        /// Only the operators of this account; omitted: all.
+        public var account: AccountID?
+        public init(account: AccountID? = nil) { self.account = account }
+    }
+    public struct OperatorListResult: Codable, Equatable, Sendable {
+        public struct Entry: Codable, Equatable, Sendable {
+            public var username: String
+            public var account: AccountID
+            public init(username: String, account: AccountID) { self.username = username; self.account = account }
+        }
+        public var operators: [Entry]
+        public init(operators: [Entry]) { self.operators = operators }
+    }
+    public struct OperatorPasswd: Codable, Equatable, Sendable {
+        public var username: String
+        public var password: String
+        public init(username: String, password: String) { self.username = username; self.password = password }
+    }
+    public struct OperatorRef: Codable, Equatable, Sendable {
+        public var username: String
+        public init(username: String) { self.username = username }
+    }
     public struct OperatorResult: Codable, Equatable, Sendable {
         public init(username: String, account: AccountID, reach: [AccountID]) { self.username = username; self.account = account; self.reach = reach }
         public var username: String
