@@ -5,6 +5,7 @@ import Broker
 import Identity
 import HTTPServer
 import Synchronization
+import POSIX
 
 /// `escrowd` as a whole: the data directory, the broker it manages (or the external one it
 /// uses), the MQTT connection, and the `ControlPlane` service.
@@ -36,6 +37,8 @@ public final class Daemon: Sendable {
         public var brokerLogToStderr = false
         /// `HOST:PORT` of the HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; nil: none.
         public var httpAddress: String?
+        /// Take the data directory's lock (everything but `--print-broker-config`, which only reads).
+        public var lockDataDirectory = true
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
         /// Where escrowd and local operators reach the managed broker's listeners.
         var localHost: String { bindHost == "0.0.0.0" ? "127.0.0.1" : bindHost }
@@ -50,6 +53,9 @@ public final class Daemon: Sendable {
     let credentials: IdentityCredentials
     let platformCA: CertificateAuthority
     let httpServer = Mutex<HTTPServer?>(nil)
+    /// Held from `init` on: a second escrowd on the same data directory is refused before it
+    /// rewrites a file (or stops the first one's broker).
+    let dataLock: DirectoryLock?
 
     public var databasePath: String { settings.dataDirectory + "/escrow.db" }
     /// `key = value` file escrowctl reads for the platform administrator (mode 0600).
@@ -64,6 +70,7 @@ public final class Daemon: Sendable {
         }
         let dir = settings.dataDirectory
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        dataLock = settings.lockDataDirectory ? try DirectoryLock(directory: dir) : nil
         layout = BrokerLayout(dataDirectory: dir)
         try layout.createDirectories()
 

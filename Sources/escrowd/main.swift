@@ -146,6 +146,7 @@ do {
     settings.mosquitto = args.value("mosquitto")
     settings.brokerPIDFile = args.value("broker-pid-file")
     settings.httpAddress = args.value("http")
+    settings.lockDataDirectory = !args.flag("print-broker-config")
     if let l = args.value("broker-log") {
         guard l == "file" || l == "stderr" else { throw UsageError("--broker-log is file or stderr") }
         settings.brokerLogToStderr = l == "stderr"
