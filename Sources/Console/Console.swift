@@ -247,8 +247,8 @@ public final class Console: Sendable {
         }
     }
 
-    /// Server-sent events: each event of the account as `data: {json}`, a comment every 15 s so a
-    /// closed tab is noticed, until the browser goes away.
+    /// Server-sent events: each event of the account as `data: {json}`, until the browser goes away
+    /// (the server sees the hang-up and stops the task) or the operator's session ends.
     private func stream(_ s: Session, account: AccountID, types: String) -> HTTPResponse {
         let wanted = Set(types.split(separator: ",").compactMap { EventType(rawValue: String($0)) })
         let mqtt = s.mqtt
@@ -257,29 +257,16 @@ public final class Console: Sendable {
         }) ?? nil else {
             return HTTPResponse(status: 403, text: "forbidden: the broker refused the event subscription\n")
         }
-        return .streaming(contentType: "text/event-stream", headers: Self.securityHeaders) { write in
-            guard write(Array(": connected\n\n".utf8)) else { return }
-            let done = DispatchSemaphore(value: 0)
+        return .streaming(contentType: "text/event-stream", headers: Self.securityHeaders) { write, finish in
             let task = Task {
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for await e in events {
-                            guard write(Array("data: \(String(decoding: e.payload, as: UTF8.self))\n\n".utf8)) else { return }
-                        }
+                if write(Array(": connected\n\n".utf8)) {
+                    for await e in events {
+                        guard write(Array("data: \(String(decoding: e.payload, as: UTF8.self))\n\n".utf8)) else { break }
                     }
-                    group.addTask {
-                        while !Task.isCancelled {
-                            try? await Task.sleep(for: .seconds(15))
-                            if !write(Array(": keepalive\n\n".utf8)) { return }
-                        }
-                    }
-                    await group.next()
-                    group.cancelAll()
                 }
-                done.signal()
+                finish()
             }
-            done.wait()
-            task.cancel()
+            return { task.cancel() }
         }
     }
 

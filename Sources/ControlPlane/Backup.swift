@@ -25,7 +25,9 @@ public enum Backup {
 
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var description: String
-        init(_ d: String) { description = d }
+        /// escrowd's exit status: 73 when the target already exists, 65 for a backup or data directory that will not do.
+        public var exitCode: Int32
+        init(_ d: String, exitCode: Int32 = 65) { description = d; self.exitCode = exitCode }
     }
 
     /// Writes a backup of `dataDirectory` into the new directory `destination`.
@@ -36,7 +38,7 @@ public enum Backup {
             throw Failure("\(database) does not exist: is --data the directory escrowd runs with?")
         }
         guard !fm.fileExists(atPath: destination) else {
-            throw Failure("\(destination) already exists; back up into a new directory")
+            throw Failure("\(destination) already exists; back up into a new directory", exitCode: 73)
         }
         for f in required where !fm.fileExists(atPath: dataDirectory + "/" + f) {
             throw Failure("\(dataDirectory)/\(f) is missing; without it a restore cannot serve the devices")
@@ -76,7 +78,7 @@ public enum Backup {
             throw Failure("\(source)/MANIFEST must list escrow.db, platform-ca.pem and platform-ca.key")
         }
         if fm.fileExists(atPath: dataDirectory + "/escrow.db") {
-            throw Failure("\(dataDirectory) already holds a database; restore into a new, empty data directory")
+            throw Failure("\(dataDirectory) already holds a database; restore into a new, empty data directory (--data NEWDIR)", exitCode: 73)
         }
         let summary = try check(source + "/escrow.db", files: listed)
         try fm.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -216,7 +216,7 @@ public actor ControlPlane {
         let clock = ContinuousClock(), start = clock.now
         let code = executeCommand(account: account, command: command, message: m)
         let elapsed = start.duration(to: clock.now)
-        latencies.command(command, code: code, seconds: Self.seconds(elapsed))
+        latencies.command(command, code: code, seconds: elapsed.seconds)
     }
 
     /// Decodes, runs and answers one command; returns its result code ("ok" or the contract's error code).
@@ -244,7 +244,7 @@ public actor ControlPlane {
             }
             var effects = Effects()
             let clock = ContinuousClock(), began = clock.now
-            defer { latencies.commit(seconds: Self.seconds(began.duration(to: clock.now))) }
+            defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
             let payload: [UInt8] = try ledger.db.transaction { _ in
                 let outcome = try processor.execute(account: account, command: command, args: envelope.args)
                 let bytes = WireCodec.encode(CommandReply(requestId: envelope.requestId, result: outcome.result))
@@ -267,8 +267,6 @@ public actor ControlPlane {
             return fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties)
         }
     }
-
-    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     private func afterCommit(_ effects: Effects) {
         ingest.addKnown(effects.configs)
@@ -478,7 +476,7 @@ public actor ControlPlane {
         var events: [Event] = []
         var revoked = false
         let clock = ContinuousClock(), began = clock.now
-        defer { latencies.commit(seconds: Self.seconds(began.duration(to: clock.now))) }
+        defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
         do {
             try ledger.db.transaction { _ in
                 let at = Date()

@@ -200,7 +200,8 @@ public final class Daemon: Sendable {
         try await client.connect()
         log(.info, "connected to the broker as \(settings.username)")
         if let address = settings.httpAddress {
-            let server = try Self.startHTTP(address, service: service)
+            let server: HTTPServer
+            do { server = try Self.startHTTP(address, service: service) } catch { throw HTTPServerError("--http \(address): \(error)") }
             httpServer.withLock { $0 = server }
             log(.info, "http: /metrics, /healthz and /readyz on http://\(server.host):\(server.port)")
         }
@@ -249,10 +250,7 @@ public final class Daemon: Sendable {
     /// `/metrics` (Prometheus text), `/healthz` (the process answers), `/readyz` (broker connected and
     /// ledger writable; 503 with the reasons otherwise), on the server's own threads.
     static func startHTTP(_ address: String, service: ControlPlane) throws -> HTTPServer {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
-            throw BrokerError.launchFailed("--http expects HOST:PORT, for example 127.0.0.1:9464; got '\(address)'")
-        }
-        let server = try HTTPServer(host: String(address[..<colon]), port: port) { request in
+        let server = try HTTPServer(listen: address) { request in
             guard request.method == "GET" || request.method == "HEAD" else {
                 return HTTPResponse(status: 405, headers: [("Allow", "GET, HEAD")], body: Array("only GET and HEAD\n".utf8))
             }

@@ -35,16 +35,17 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: [UInt8]
-    /// A body written over time (server-sent events): called on the connection's thread after the
-    /// head, with a writer that returns false once the client is gone; the connection closes when it returns.
-    public var stream: (@Sendable (_ write: @escaping @Sendable ([UInt8]) -> Bool) -> Void)?
+    /// A body written over time (server-sent events), started after the head with a writer (false
+    /// once the client is gone) and `finish` (ends the response). It returns how to stop the
+    /// producer: the server calls that when the client hangs up, an event on the socket it waits for.
+    public typealias Stream = @Sendable (_ write: @escaping @Sendable ([UInt8]) -> Bool, _ finish: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)
+    public var stream: Stream?
     public init(status: Int, contentType: String = "text/plain; charset=utf-8", headers: [(String, String)] = [], body: [UInt8]) {
         self.status = status
         self.headers = [("Content-Type", contentType)] + headers
         self.body = body
     }
-    public static func streaming(contentType: String, headers: [(String, String)] = [],
-                                 _ stream: @escaping @Sendable (_ write: @escaping @Sendable ([UInt8]) -> Bool) -> Void) -> HTTPResponse {
+    public static func streaming(contentType: String, headers: [(String, String)] = [], _ stream: @escaping Stream) -> HTTPResponse {
         var r = HTTPResponse(status: 200, contentType: contentType, headers: headers, body: [])
         r.stream = stream
         return r
@@ -110,6 +111,15 @@ public final class HTTPServer: Sendable {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { close(fd); throw HTTPServerError("pipe: \(String(cString: strerror(errno)))") }
         wake = (fds[0], fds[1])
+    }
+
+    /// `HOST:PORT`, as `--http` and `--listen` take it (`127.0.0.1:9464`; port 0: the kernel's choice).
+    public convenience init(listen address: String, maxConnections: Int = 64,
+                            transport: (@Sendable (Int32) throws -> any HTTPTransport)? = nil, handler: @escaping Handler) throws {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            throw HTTPServerError("expected HOST:PORT, for example 127.0.0.1:9464; got '\(address.prefix(80))'")
+        }
+        try self.init(host: String(address[..<colon]), port: port, maxConnections: maxConnections, transport: transport, handler: handler)
     }
 
     public func start() {
@@ -236,15 +246,28 @@ public final class HTTPServer: Sendable {
         var bytes = Array(text.utf8)
         if !head { bytes += r.body }
         guard connection.send(bytes) else { return }
-        if let stream = r.stream, !head {
-            // No receive timeout while streaming: the client only listens.
-            if let fd {
-                var none = timeval(tv_sec: 0, tv_usec: 0)
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
-            }
-            nonisolated(unsafe) let connection = connection
-            let lock = NSLock()
-            stream { chunk in lock.withLock { connection.send(chunk) } }
+        guard let stream = r.stream, !head, let fd else { return }
+        // The producer writes from its own task; once this returns the socket is closed (and its
+        // number may be reused), so every write and the finish go through `open`.
+        nonisolated(unsafe) let connection = connection
+        let open = Mutex(true)
+        let stop = stream({ chunk in open.withLock { $0 && connection.send(chunk) } },
+                          { open.withLock { if $0 { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) } } })
+        waitForHangUp(fd)
+        open.withLock { $0 = false }
+        stop()
+    }
+
+    /// Blocks until the client closes its side (or `finish` shut the socket down): an event, no timer.
+    /// A listening client sends nothing; stray bytes are read and dropped.
+    static func waitForHangUp(_ fd: Int32) {
+        var scratch = [UInt8](repeating: 0, count: 512)
+        while true {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let n = poll(&p, 1, -1)
+            if n < 0 { if errno == EINTR { continue }; return }
+            if p.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { return }
+            if recv(fd, &scratch, scratch.count, Int32(MSG_DONTWAIT)) <= 0 { return }
         }
     }
 
@@ -269,7 +292,7 @@ struct Refusal: Error {
 
 public struct HTTPServerError: Error, CustomStringConvertible, Sendable {
     public var description: String
-    init(_ d: String) { description = d }
+    public init(_ d: String) { description = d }
 }
 
 /// Runs `body` on a task and waits for it on the calling thread (an HTTP connection's thread, never

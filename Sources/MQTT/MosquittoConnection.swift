@@ -602,7 +602,7 @@ final class MosquittoConnection: @unchecked Sendable {
             }
             guard let delay = connectionDown(rc: rc, errno: saved) else { break }
             guard sleep(for: delay) else { break }
-            state.withLock { $0.reconnectStartedAt = clock.now }
+            state.withLock { $0.reconnectStartedAt = clock.now; $0.hangUpStreak = 0 }
             let reconnect = mosquitto_reconnect_async(handle)
             if reconnect != MOSQ_ERR_SUCCESS.rawValue {
                 let saved = errno
@@ -628,9 +628,10 @@ final class MosquittoConnection: @unchecked Sendable {
     /// A broker that refuses the TLS handshake (an untrusted certificate) also leaves a hung-up socket
     /// for a moment, with its alert still to be read; libmosquitto reads it at the next loop and reports
     /// the TLS failure itself. So the hang-up counts only once seen on three loops in a row.
+    /// Connected (the usual case, once per loop): one lock, no system call.
     private func connectAttemptRefused() -> Bool {
-        let pending = state.withLock { $0.phase == .connecting || $0.phase == .reconnecting }
-        let fd = pending ? mosquitto_socket(handle) : -1
+        guard state.withLock({ $0.phase == .connecting || $0.phase == .reconnecting }) else { return false }
+        let fd = mosquitto_socket(handle)
         var probe = pollfd(fd: fd, events: 0, revents: 0)
         let hungUp = fd >= 0 && poll(&probe, 1, 0) == 1 && probe.revents & Int16(POLLHUP | POLLERR) != 0
         return state.withLock { state in

@@ -82,18 +82,14 @@ public enum AccountCommands {
             }
             guard let raw = a.value("account") else { throw UsageError("--account is required (the operator's home account)") }
             let account = try Parse.account(raw, what: "--account")
-            generatedPassword = a.value("password") == nil
-            let password = a.value("password") ?? OperatorSession.randomToken(24)
-            guard (8...256).contains(password.count) else { throw UsageError.invalid("--password must be 8 to 256 characters") }
+            let (password, generated) = try Parse.password(a)
+            generatedPassword = generated
             args = .init(username: user, password: password, account: account)
         }
 
         public func run(_ c: CommandContext) async throws {
-            var json = try await c.call(.operatorCreate, args)
-            if c.global.json {
-                if generatedPassword, case .object(var o) = json { o["password"] = .string(args.password); json = .object(o) }
-                return c.console.json(json)
-            }
+            let json = try await c.call(.operatorCreate, args)
+            if c.global.json { return c.console.json(Parse.showingPassword(json, args.password, if: generatedPassword)) }
             let r = try c.decode(json, as: Commands.OperatorResult.self, .operatorCreate)
             c.console.out("operator \(r.username) created in account \(r.account); may act in: \(r.reach.map(\.rawValue).joined(separator: ", "))")
             if generatedPassword { c.console.out("password: \(args.password)") }
@@ -138,17 +134,13 @@ extension AccountCommands {
         public var args: Commands.OperatorPasswd
         public var generatedPassword: Bool
         public init(_ a: Arguments) throws(UsageError) {
-            generatedPassword = a.value("password") == nil
-            let password = a.value("password") ?? OperatorSession.randomToken(24)
-            guard (8...256).contains(password.count) else { throw UsageError.invalid("--password must be 8 to 256 characters") }
+            let (password, generated) = try Parse.password(a)
+            generatedPassword = generated
             args = .init(username: a.positionals[0], password: password)
         }
         public func run(_ c: CommandContext) async throws {
-            var json = try await c.call(.operatorPasswd, args)
-            if c.global.json {
-                if generatedPassword, case .object(var o) = json { o["password"] = .string(args.password); json = .object(o) }
-                return c.console.json(json)
-            }
+            let json = try await c.call(.operatorPasswd, args)
+            if c.global.json { return c.console.json(Parse.showingPassword(json, args.password, if: generatedPassword)) }
             let r = try c.decode(json, as: Commands.OperatorListResult.Entry.self, .operatorPasswd)
             c.console.out("operator \(r.username) (account \(r.account)) has a new password; the old one is refused from now on")
             if generatedPassword { c.console.out("password: \(args.password)") }
@@ -177,6 +169,20 @@ extension AccountCommands {
 
 /// Validation helpers shared by the commands.
 enum Parse {
+    /// `--password P` (8 to 256 characters), or a generated one to print once; `generated` says which.
+    static func password(_ a: Arguments) throws(UsageError) -> (password: String, generated: Bool) {
+        let password = a.value("password") ?? OperatorSession.randomToken(24)
+        guard (8...256).contains(password.count) else { throw UsageError.invalid("--password must be 8 to 256 characters") }
+        return (password, a.value("password") == nil)
+    }
+
+    /// The reply with a generated password added, for `--json` (the only time it is shown).
+    static func showingPassword(_ reply: JSONValue, _ password: String, if generated: Bool) -> JSONValue {
+        guard generated, case .object(var o) = reply else { return reply }
+        o["password"] = .string(password)
+        return .object(o)
+    }
+
     static func account(_ raw: String, what: String) throws(UsageError) -> AccountID {
         guard let a = AccountID(raw) else { throw UsageError("\(what) '\(raw.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
         return a

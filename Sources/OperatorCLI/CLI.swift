@@ -55,6 +55,8 @@ public struct CLIError: Error, Sendable, Equatable, CustomStringConvertible {
     public init(_ exit: ExitCode, _ code: String, _ message: String, hint: String? = nil) {
         self.exit = exit; self.code = code; self.message = message; self.hint = hint
     }
+    /// A usage mistake as a failure: code `usage`, or `invalid_argument` for a present but invalid value.
+    public init(usage e: CLIUsageError) { self.init(e.exit, e.invalidValue ? "invalid_argument" : "usage", e.message) }
     /// The `--json` form, one line on stderr: `{"error":{"code":"conflict","exit":67,"message":"...","hint":"..."}}`.
     public var json: JSONValue {
         var e: [String: JSONValue] = ["code": .string(code), "message": .string(message), "exit": .number(Double(exit.rawValue))]
@@ -195,7 +197,7 @@ public enum CLI {
             case .run(let i): invocation = i
             }
         } catch {
-            if wantsJSON { console.err(Console.compactJSON(CLIError(error.exit, error.invalidValue ? "invalid_argument" : "usage", error.message).json)) }
+            if wantsJSON { console.err(Console.compactJSON(CLIError(usage: error).json)) }
             else { console.err("escrowctl: \(error.invalidValue ? "invalid argument" : "usage"): \(error.message)\n\n\(error.usage)") }
             return error.exit
         }
@@ -224,7 +226,7 @@ public enum CLI {
         switch error {
         case let e as CLIError: return e
         case let e as UsageError: return e.invalidValue ? CLIError(.dataError, "invalid_argument", e.message) : CLIError(.usage, "usage", e.message)
-        case let e as CLIUsageError: return CLIError(e.exit, e.invalidValue ? "invalid_argument" : "usage", e.message)
+        case let e as CLIUsageError: return CLIError(usage: e)
         case let e as OperatorError:
             switch e {
             case .connection(let m):

@@ -266,8 +266,3 @@ public actor OperatorSession {
         sinks = [:]
     }
 }
-
-extension Duration {
-    /// Whole and fractional seconds as a Double.
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

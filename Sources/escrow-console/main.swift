@@ -63,9 +63,6 @@ do {
 }
 options.log = { line in FileHandle.standardError.write(Data("\(Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))) \(line)\n".utf8)) }
 let listen = args.value("listen") ?? "127.0.0.1:8080"
-guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-    fail("--listen expects HOST:PORT, for example 127.0.0.1:8080; got '\(listen)'", UsageError.exitCode)
-}
 /// TLS over an accepted socket, for HTTPServer (which may not use OpenSSL itself).
 struct TLSTransport: HTTPTransport {
     let connection: TLSServerConnection
@@ -89,9 +86,9 @@ default:
 let console = Console(options: options)
 let server: HTTPServer
 do {
-    server = try HTTPServer(host: String(listen[..<colon]), port: port, transport: transport) { console.handle($0) }
+    server = try HTTPServer(listen: listen, transport: transport) { console.handle($0) }
 } catch {
-    fail("\(error)", 69)
+    fail("--listen \(listen): \(error)", 69)
 }
 server.start()
 options.log("escrow-console: serving \(transport == nil ? "http" : "https")://\(server.host):\(server.port)/ for operators of \(options.broker)")

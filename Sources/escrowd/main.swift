@@ -99,18 +99,16 @@ func backupOrRestore(_ verb: String, _ rest: [String]) -> Never {
     do {
         if verb == "backup" {
             guard let to = args.value("to") else { fail("backup needs --to NEWDIR (see escrowd --help)", UsageError.exitCode) }
-            if FileManager.default.fileExists(atPath: to) { fail("\(to) already exists; back up into a new directory", 73) }
             let s = try Backup.backup(dataDirectory: data, to: to)
             print("backed up \(data) to \(to): \(s.accounts) accounts, \(s.devices) devices, \(s.chainsVerified) custody chains verified, schema \(s.schemaVersion) (\(s.files.joined(separator: ", ")))")
         } else {
             guard let from = args.value("from") else { fail("restore needs --from BACKUPDIR (see escrowd --help)", UsageError.exitCode) }
-            if FileManager.default.fileExists(atPath: data + "/escrow.db") {
-                fail("\(data) already holds a database; restore into a new, empty data directory (--data NEWDIR)", 73)
-            }
             let s = try Backup.restore(from: from, into: data)
             print("restored \(from) into \(data): \(s.accounts) accounts, \(s.devices) devices, \(s.chainsVerified) custody chains verified; start escrowd --data \(data)")
         }
         exit(0)
+    } catch let failure as Backup.Failure {
+        fail("\(verb) failed: \(failure)", failure.exitCode)
     } catch {
         fail("\(verb) failed: \(error)", 65)
     }

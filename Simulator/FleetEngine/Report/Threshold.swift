@@ -97,8 +97,12 @@ public struct Threshold: Sendable, Equatable, Codable {
         public var threshold: Threshold
         public var actual: Double?
         public var passed: Bool
+        /// `123.45 ms`, `19000` or `not measured`.
+        public var measured: String {
+            actual.map { threshold.metric.contains(".") ? String(format: "%.2f ms", $0) : String(Int($0)) } ?? "not measured"
+        }
         public var line: String {
-            let shown = actual.map { threshold.metric.contains(".") ? String(format: "%.2f ms", $0) : String(Int($0)) } ?? "not measured"
+            let shown = measured
             return "threshold \(threshold.expression.padding(toLength: max(28, threshold.expression.count), withPad: " ", startingAt: 0)) \(shown.padding(toLength: 14, withPad: " ", startingAt: 0)) \(passed ? "pass" : "FAIL")"
         }
     }
