@@ -43,6 +43,9 @@ import Testing
         (["--rate", "fast"], "--rate expects a number"),
         (["--devices", "2", "--workers", "3"], "exceeds --devices"),
         (["--prefix", "a/b"], "--prefix must be"),
+        (["--sample-interval", "10ms"], "--sample-interval expects a duration from 50ms"),
+        (["--sample-interval", "soon"], "--sample-interval expects"),
+        (["--devices", "4", "--workers", "2", "--interval-json", "-"], "--interval-json runs in one process"),
     ])
     func usageErrorsAreOneClearLine(args: [String], fragment: String) {
         do {
@@ -52,6 +55,19 @@ import Testing
             guard case .usage(let m) = error else { Issue.record("not a usage error: \(error)"); return }
             #expect(m.contains(fragment), "\(m)")
             #expect(!m.contains("\n"))
+        }
+    }
+
+    @Test func reportOutputsAndSampleInterval() throws {
+        #expect(try FleetOptions.parse([]).sampleInterval == 0.25)
+        let o = try FleetOptions.parse(["connect", "--sample-interval", "100ms", "--csv", "out", "--interval-json", "-"])
+        #expect(o.sampleInterval == 0.1 && o.csvDirectory == "out" && o.intervalJSON == "-")
+        #expect(try FleetOptions.parse(["--sample-interval", "1s"]).sampleInterval == 1)
+        #expect(try FleetOptions.parse(["--sample-interval", "0.5"]).sampleInterval == 0.5)
+        var w = FleetOptions(); w.workers = 2; w.sampleInterval = 0.1
+        #expect(try FleetOptions.parse(w.workerArguments(first: 0, count: 1, source: [], report: "r.json")).sampleInterval == 0.1)
+        for word in ["--csv DIR", "--interval-json FILE|-", "--sample-interval T", "fleetsim merge A.json B.json"] {
+            #expect(FleetOptions.usage.contains(word), "usage mentions \(word)")
         }
     }
 

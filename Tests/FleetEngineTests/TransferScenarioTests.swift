@@ -24,6 +24,13 @@ import TestSupport
         #expect(t.approvalToAppliedMs.count == 30 && t.approveSentToAppliedMs.count == 30)
         #expect(t.pushToAckMs.count > 0)
         #expect(t.steps.map(\.name) == ["a", "b", "c", "d", "e", "f", "g"])
+        // The steps are phases on the run's clock, with their own counts and latencies.
+        let phases = try #require(report.phases)
+        #expect(phases.map(\.name) == ["accounts", "provisioning", "escrow connect", "reseller hold", "transfer request", "config applied", "config ack", "verify"])
+        #expect(zip(phases.dropFirst(), phases).allSatisfy { $0.start >= $1.start - 0.01 } && t.steps.allSatisfy { $0.start != nil })
+        #expect(phases[2].latencyName == "connect" && phases[5].latency?.count == 30 && phases[5].count == 30 && phases[4].count == 40)
+        #expect(report.samples.first.map { $0.t >= phases[2].start - 0.5 } == true, "samples are on the run's clock, not the engine's")
+        #expect(report.run?.broker.hasPrefix("mqtts://") == true && report.run?.tls == true)
         #expect(report.peakConnected == 50 && report.connectLatencyMs.count >= 50)
         #expect(report.stoppedBy == "verification passed")
         #expect(t.accounts["customer"] == "acme-\(t.runID)" && t.accounts["reseller"] == "reseller-\(t.runID)")

@@ -341,8 +341,8 @@ public final class Engine<Behavior: DeviceBehavior> {
             slots[d].attempt = 0
             connectedCount += 1
             metrics.connacks += 1
-            metrics.connectLatency.record((now &- slots[d].connectStart) / 1000)
-            if slots[d].lostAt != 0 { metrics.recoveryTime.record((now &- slots[d].lostAt) / 1000); slots[d].lostAt = 0 }
+            metrics.record(.connect, micros: (now &- slots[d].connectStart) / 1000)
+            if slots[d].lostAt != 0 { metrics.record(.recovery, micros: (now &- slots[d].lostAt) / 1000); slots[d].lostAt = 0 }
             if configuration.keepAlive > 0 { addTimer(d, .keepAlive, after: Double(configuration.keepAlive), now: now) }
             execute(behaviors[d].onConnected(now: seconds(now)), device: d, now: now)
         case .publish(let p):
@@ -353,7 +353,7 @@ public final class Engine<Behavior: DeviceBehavior> {
         case .puback(let a):
             if let i = slots[d].inflight.firstIndex(where: { $0.packetID == a.packetID }) {
                 metrics.pubacks += 1
-                metrics.pubackLatency.record((now &- slots[d].inflight[i].sentAt) / 1000)
+                metrics.record(.puback, micros: (now &- slots[d].inflight[i].sentAt) / 1000)
                 slots[d].inflight.remove(at: i)
                 if slots[d].inflight.isEmpty { slots[d].inflight = [] }
             }

@@ -39,6 +39,13 @@ public struct Histogram: Sendable, Equatable {
         sum += Double(value) * Double(n)
     }
 
+    /// Empties the histogram (touches the buckets only when something was recorded).
+    public mutating func reset() {
+        guard count > 0 else { return }
+        for i in counts.indices where counts[i] != 0 { counts[i] = 0 }
+        count = 0; min = .max; max = 0; sum = 0
+    }
+
     public mutating func merge(_ other: Histogram) {
         for i in 0..<counts.count where other.counts[i] != 0 { counts[i] += other.counts[i] }
         count += other.count

@@ -20,12 +20,22 @@ public struct HistogramSummary: Codable, Sendable, Equatable {
     public var histogram: Histogram {
         Histogram(sparse: buckets, min: minMicros, max: UInt64(max * 1000), sum: sumMicros)
     }
+
+    /// The exact merge of two summaries (through their buckets).
+    public func merged(_ other: HistogramSummary) -> HistogramSummary {
+        var h = histogram
+        h.merge(other.histogram)
+        return HistogramSummary(h)
+    }
 }
 
-/// Everything one run measured; written by `--report` and merged across `--workers`.
+/// Everything one run measured; written by `--report`, merged across `--workers` and by `fleetsim merge`.
+///
+/// Fields added after the first release are optional, so reports written before them still decode.
 public struct FleetReport: Codable, Sendable {
     public var tool = "fleetsim"
     public var scenario: Scenario
+    /// When the run started (JSON: ISO 8601, whole seconds; `run.startedAt` has milliseconds).
     public var startedAt: Date
     public var elapsedSeconds: Double
     public var stoppedBy: String
@@ -50,6 +60,14 @@ public struct FleetReport: Codable, Sendable {
     public var rssPerDeviceKB: Double?
     public var workers: Int
     public var problems: [String]
+    /// Seconds between two samples (`--sample-interval`; nil in old reports, which sampled every second).
+    public var sampleIntervalSeconds: Double? = nil
+    /// The run's phases in order, each a marker on the time charts and a row of the phase table.
+    public var phases: [Phase]? = nil
+    /// Who ran what, where, when.
+    public var run: RunMetadata? = nil
+    /// `fleetsim merge`: the metadata of every merged report.
+    public var mergedRuns: [RunMetadata]? = nil
     /// The `transfer` scenario's story and latencies (nil for the other scenarios).
     public var transfer: TransferReport?
     /// `--threshold` results, when any were given.
@@ -68,12 +86,56 @@ public struct FleetReport: Codable, Sendable {
         return try d.decode(FleetReport.self, from: data)
     }
 
-    /// Combines workers' reports: sums counts and series, merges histograms exactly, takes the
-    /// slowest worker's times.
+    /// The start with sub-second precision when the report has it (`run.startedAt`).
+    public var preciseStart: Date { run.flatMap { RunMetadata.parseTimestamp($0.startedAt) } ?? startedAt }
+
+    /// The sample spacing: as recorded, else the median gap of the samples, else 1 s.
+    public var sampleInterval: Double {
+        if let s = sampleIntervalSeconds, s > 0 { return s }
+        let gaps = zip(samples.dropFirst(), samples).map { $0.t - $1.t }.filter { $0 > 0 }.sorted()
+        return gaps.isEmpty ? 1 : gaps[gaps.count / 2]
+    }
+
+    /// One latency the report measured, under its threshold name, with what exactly it measures.
+    public struct Latency: Sendable {
+        public var name: String
+        public var title: String
+        public var definition: String
+        public var summary: HistogramSummary
+    }
+
+    /// Every latency of the report (empty ones too), the one list thresholds, HTML and CSV use.
+    public var latencies: [Latency] {
+        var l = [
+            Latency(name: "connect", title: "Connect latency", definition: "TCP connect() started to CONNACK accepted, per connection attempt that succeeded (first connects and reconnects). Includes the TLS handshake with mqtts://.", summary: connectLatencyMs),
+            Latency(name: "puback", title: "PUBACK latency", definition: "QoS 1 PUBLISH written to its PUBACK read (heartbeats with --qos 1). QoS 0 messages are not measured.", summary: pubackLatencyMs),
+            Latency(name: "recovery", title: "Reconnect time", definition: "Connection lost (drop, storm, churn, broker reset) to CONNACK accepted again, including the backoff wait.", summary: recoveryMs),
+        ]
+        if let t = transfer {
+            l += [
+                Latency(name: "approval_applied", title: "Approval reply to configuration applied", definition: "The transfer.approve batch's reply reaching the customer's operator to the device persisting its normal-mode configuration (0 when the device was faster than the reply).", summary: t.approvalToAppliedMs),
+                Latency(name: "approve_sent_applied", title: "Approve sent to configuration applied", definition: "The transfer.approve command sent to the device persisting its normal-mode configuration.", summary: t.approveSentToAppliedMs),
+                Latency(name: "push_ack", title: "Configuration push to platform ack", definition: "The device receiving its configuration to the customer's operator receiving config.applied for it.", summary: t.pushToAckMs),
+            ]
+        }
+        return l
+    }
+
+    public func latency(named name: String) -> HistogramSummary? { latencies.first { $0.name == name }?.summary }
+
+    /// Combines reports of workers or hosts: sums counts, merges histograms exactly, aligns the time
+    /// series and phases by wall-clock start (the earliest start is t = 0), and takes the latest end.
+    /// Levels (connected, cumulative errors, RSS, fds) are summed per time bucket; interval
+    /// percentiles cannot be merged exactly from p50/p99 and are the slowest part's.
     public static func merge(_ parts: [FleetReport]) -> FleetReport? {
         guard var r = parts.first else { return nil }
+        let origin = parts.map(\.preciseStart).min()!
+        let offsets = parts.map { $0.preciseStart.timeIntervalSince(origin) }
+        let interval = parts.map(\.sampleInterval).min() ?? 1
+        r.startedAt = origin
+        r.run?.startedAt = RunMetadata.timestamp(origin)
+        r.elapsedSeconds = zip(parts, offsets).map { (($0.elapsedSeconds + $1) * 100).rounded() / 100 }.max() ?? r.elapsedSeconds
         for p in parts.dropFirst() {
-            r.elapsedSeconds = max(r.elapsedSeconds, p.elapsedSeconds)
             r.targetDevices += p.targetDevices
             r.peakConnected += p.peakConnected
             r.finalConnected += p.finalConnected
@@ -81,36 +143,27 @@ public struct FleetReport: Codable, Sendable {
             r.stormRecoverySeconds = optionalMax(r.stormRecoverySeconds, p.stormRecoverySeconds, bothRequired: true)
             r.counters.merge(p.counters, uniquingKeysWith: +)
             r.errors.merge(p.errors, uniquingKeysWith: +)
-            var c = r.connectLatencyMs.histogram; c.merge(p.connectLatencyMs.histogram); r.connectLatencyMs = HistogramSummary(c)
-            var a = r.pubackLatencyMs.histogram; a.merge(p.pubackLatencyMs.histogram); r.pubackLatencyMs = HistogramSummary(a)
-            var v = r.recoveryMs.histogram; v.merge(p.recoveryMs.histogram); r.recoveryMs = HistogramSummary(v)
-            r.samples = zipSum(r.samples, p.samples) { x, y in
-                Sample(t: x.t, connected: x.connected + y.connected, connectsPerSec: x.connectsPerSec + y.connectsPerSec,
-                       msgsOutPerSec: x.msgsOutPerSec + y.msgsOutPerSec, msgsInPerSec: x.msgsInPerSec + y.msgsInPerSec, errors: x.errors + y.errors)
-            }
-            r.resources = zipSum(r.resources, p.resources) { x, y in
-                ResourceSample(t: x.t, rssKB: x.rssKB + y.rssKB, fds: x.fds + y.fds, connected: x.connected + y.connected)
-            }
+            r.connectLatencyMs = r.connectLatencyMs.merged(p.connectLatencyMs)
+            r.pubackLatencyMs = r.pubackLatencyMs.merged(p.pubackLatencyMs)
+            r.recoveryMs = r.recoveryMs.merged(p.recoveryMs)
             r.baselineRSSKB += p.baselineRSSKB
             r.peakRSSKB += p.peakRSSKB
             r.problems += p.problems
         }
-        r.workers = parts.count
-        r.rssPerDeviceKB = r.peakConnected > 0 ? Double(r.peakRSSKB - r.baselineRSSKB) / Double(r.peakConnected) : nil
+        r.samples = SeriesMerge.samples(parts.map(\.samples), offsets: offsets, interval: interval)
+        r.resources = SeriesMerge.resources(parts.map(\.resources), offsets: offsets, interval: 1)
+        r.phases = SeriesMerge.phases(parts.map { $0.phases ?? [] }, offsets: offsets)
+        if r.phases?.isEmpty == true { r.phases = nil }
+        r.sampleIntervalSeconds = interval
+        r.workers = parts.map(\.workers).reduce(0, +)
+        r.thresholds = nil
+        r.rssPerDeviceKB = r.peakConnected > 0 ? (Double(r.peakRSSKB - r.baselineRSSKB) / Double(r.peakConnected) * 100).rounded() / 100 : nil
         return r
     }
 
     private static func optionalMax(_ a: Double?, _ b: Double?, bothRequired: Bool) -> Double? {
         guard let a, let b else { return bothRequired ? nil : (a ?? b) }
         return max(a, b)
-    }
-
-    private static func zipSum<T>(_ a: [T], _ b: [T], _ f: (T, T) -> T) -> [T] {
-        let n = max(a.count, b.count)
-        return (0..<n).map { i in
-            if i < a.count && i < b.count { return f(a[i], b[i]) }
-            return i < a.count ? a[i] : b[i]
-        }
     }
 
     /// The end-of-run table.
@@ -142,7 +195,23 @@ public struct FleetReport: Codable, Sendable {
             lines.append(String(repeating: "-", count: 72))
             lines += transfer.summaryLines
         }
+        if let phases, !phases.isEmpty {
+            lines.append(String(repeating: "-", count: 72))
+            lines += Self.phaseLines(phases)
+        }
         for p in problems { lines.append("! " + p) }
         return lines.joined(separator: "\n")
+    }
+
+    /// The phase table as text: one row per phase with its latency's percentiles.
+    static func phaseLines(_ phases: [Phase]) -> [String] {
+        func col(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s.padding(toLength: n, withPad: " ", startingAt: 0) }
+        var lines = [col("phase", 18) + col("start-end s", 14) + col("count", 8) + col("rate/s", 9) + col("errors", 7) + "p50 / p90 / p99 / p99.9 / max ms"]
+        for p in phases {
+            let span = String(format: "%.2f-%.2f", p.start, p.end)
+            let lat = p.latency.map { $0.count == 0 ? "-" : "\($0.p50) / \($0.p90) / \($0.p99) / \($0.p999) / \($0.max) (\(p.latencyName ?? ""))" } ?? "-"
+            lines.append(col(p.name, 18) + col(span, 14) + col("\(p.count)", 8) + col(String(format: "%.1f", p.ratePerSec), 9) + col("\(p.errors)", 7) + lat)
+        }
+        return lines
     }
 }

@@ -61,15 +61,7 @@ public struct Threshold: Sendable, Equatable, Codable {
             }
         }
         let parts = metric.split(separator: ".").map(String.init)
-        let h: HistogramSummary?
-        switch parts[0] {
-        case "connect": h = r.connectLatencyMs
-        case "puback": h = r.pubackLatencyMs
-        case "recovery": h = r.recoveryMs
-        case "approval_applied": h = r.transfer?.approvalToAppliedMs
-        case "approve_sent_applied": h = r.transfer?.approveSentToAppliedMs
-        default: h = r.transfer?.pushToAckMs
-        }
+        let h = r.latency(named: parts[0])
         guard let h, h.count > 0 else { return nil }
         switch parts[1] {
         case "p50": return h.p50

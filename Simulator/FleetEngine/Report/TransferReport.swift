@@ -6,6 +6,8 @@ public struct TransferReport: Codable, Sendable {
         /// The step's letter in the story (a accounts ... g verify).
         public var name: String
         public var seconds: Double
+        /// Seconds from the start of the run to the start of the step (nil in old reports).
+        public var start: Double?
     }
 
     public var runID: String
@@ -31,6 +33,31 @@ public struct TransferReport: Codable, Sendable {
     public var pushToAckMs: HistogramSummary
     /// Devices that persisted before the approval reply arrived (counted as 0 ms in `approvalToAppliedMs`).
     public var appliedBeforeReply: Int
+
+    /// The story's steps as phases (times since the start of the run), with the latency and count
+    /// that belong to each; `errorsBetween` counts the engine's errors in a time range.
+    public func phases(connect: HistogramSummary, errorsBetween: (Double, Double) -> Int) -> [Phase] {
+        let names = ["a": "accounts", "b": "provisioning", "c": "escrow connect", "d": "reseller hold",
+                     "e": "transfer request", "f": "config applied", "g": "verify"]
+        var out: [Phase] = []
+        for step in steps {
+            guard let start = step.start else { continue }
+            let end = ((start + step.seconds) * 1000).rounded() / 1000
+            func phase(_ name: String, _ count: Int, _ latencyName: String? = nil, _ h: HistogramSummary? = nil) -> Phase {
+                Phase(name: name, start: start, end: end, count: count, errors: errorsBetween(start, end), latencyName: latencyName, latency: h)
+            }
+            switch step.name {
+            case "c": out.append(phase("escrow connect", Int(connect.count), "connect", connect))
+            case "e": out.append(phase("transfer request", (outcomes["activated"] ?? 0) + (outcomes["rejected"] ?? 0)))
+            case "f":
+                out.append(phase("config applied", appliedOnDevices, "approval_applied", approvalToAppliedMs))
+                out.append(phase("config ack", Int(pushToAckMs.count), "push_ack", pushToAckMs))
+            case "a": out.append(phase("accounts", accounts.count))
+            default: out.append(phase(names[step.name] ?? step.name, devices))
+            }
+        }
+        return out
+    }
 
     public var summaryLines: [String] {
         func row(_ k: String, _ v: String) -> String { k.padding(toLength: 26, withPad: " ", startingAt: 0) + v }

@@ -7,9 +7,12 @@ import Glibc
 /// `main.swift` only calls `FleetMain.run`; everything here is testable.
 public enum FleetMain {
     /// Returns the process exit code: 0 ok, 1 run failed, 64 usage, 99 a threshold failed, 130 Ctrl-C.
+    /// `version` is what `--version` prints (the main passes its build stamp); it goes into the report.
     public static func run(_ args: [String], stop: StopFlag = StopFlag(),
-                           stdout: (String) -> Void = { print($0) },
+                           version: String = EscrowFleetVersion.line("fleetsim", commit: "unknown"),
+                           stdout: @escaping (String) -> Void = { print($0) },
                            stderr: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) -> Int32 {
+        if args.first == "merge" { return MergeCommand.run(Array(args.dropFirst()), version: version, stdout: stdout, stderr: stderr) }
         var options: FleetOptions
         do { options = try FleetOptions.parse(args) } catch {
             stderr("fleetsim: \(error.description)")
@@ -20,26 +23,37 @@ public enum FleetMain {
             stderr("fleetsim: \(error.description)")
             return 64
         }
+        var intervals: IntervalJSON?
+        if let p = options.intervalJSON {
+            do { intervals = try IntervalJSON(path: p) } catch {
+                stderr("fleetsim: \(error.description)")
+                return 1
+            }
+        }
+        // With the interval lines on stdout, everything else for a person goes to stderr.
+        let say = options.intervalJSON == "-" ? stderr : stdout
         var report: FleetReport
         do {
             if options.scenario == .transfer {
-                report = try TransferRunner(options: options, output: stderr).run(stop: stop)
+                report = try TransferRunner(options: options, output: stderr, intervals: intervals).run(stop: stop)
             } else if options.workers > 1 {
                 report = try WorkerPool(options: options, output: stderr).run(stop: stop)
             } else {
-                report = try FleetRunner(options: options, output: stderr).run(stop: stop)
+                report = try FleetRunner(options: options, output: stderr, intervals: intervals).run(stop: stop)
             }
         } catch {
             stderr("fleetsim: \(error.description)")
             return 1
         }
+        let broker = report.settings["broker"] ?? options.brokerURL
+        report.run = RunMetadata.current(version: version, arguments: args, broker: broker, tls: broker.hasPrefix("mqtts://"),
+                                         startedAt: report.startedAt, durationSeconds: report.elapsedSeconds, stoppedBy: report.stoppedBy)
         if !options.thresholds.isEmpty && !options.isWorker { report.thresholds = options.thresholds.map { $0.evaluate(report) } }
-        if !options.isWorker { stdout(report.summaryTable) }
-        for t in report.thresholds ?? [] { stdout(t.line) }
+        if !options.isWorker { say(report.summaryTable) }
+        for t in report.thresholds ?? [] { say(t.line) }
         do {
-            if let p = options.reportPath { try report.json().write(to: URL(fileURLWithPath: p)) }
-            if let p = options.htmlPath { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: p)) }
-            for p in [options.reportPath, options.htmlPath].compactMap({ $0 }) where !options.isWorker { stdout("report written: \(p)") }
+            try write(report, json: options.reportPath, html: options.htmlPath, csv: options.isWorker ? nil : options.csvDirectory,
+                      say: options.isWorker ? { _ in } : say)
         } catch {
             stderr("fleetsim: cannot write report: \(error.localizedDescription)")
             return 1
@@ -52,14 +66,27 @@ public enum FleetMain {
             stderr("fleetsim: " + (report.problems.first ?? "run failed"))
             return 1
         }
-        let failed = (report.thresholds ?? []).filter { !$0.passed }
-        if !failed.isEmpty {
-            stderr("fleetsim: \(failed.count) of \(report.thresholds!.count) thresholds failed: " + failed.map(\.threshold.expression).joined(separator: ", "))
-            return Threshold.exitCode
-        }
+        if let code = thresholdFailure(report, stderr: stderr) { return code }
         // Ctrl-C: the partial report is written; say so in the status (workers end normally for the parent).
         if report.stoppedBy == "signal" && !options.isWorker { return 130 }
         return 0
+    }
+
+    /// Writes the JSON report, the HTML page and the CSV directory that were asked for.
+    static func write(_ report: FleetReport, json: String?, html: String?, csv: String?, say: (String) -> Void) throws {
+        if let p = json { try report.json().write(to: URL(fileURLWithPath: p)) }
+        if let p = html { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: p)) }
+        if let d = csv { try CSVReport.write(report, to: d) }
+        for p in [json, html, csv].compactMap({ $0 }) { say("report written: \(p)") }
+    }
+
+    /// Exit 99 with one line naming the failed rules, or nil when every threshold passed.
+    static func thresholdFailure(_ report: FleetReport, stderr: (String) -> Void) -> Int32? {
+        let all = report.thresholds ?? []
+        let failed = all.filter { !$0.passed }
+        guard !failed.isEmpty else { return nil }
+        stderr("fleetsim: \(failed.count) of \(all.count) thresholds failed: " + failed.map(\.threshold.expression).joined(separator: ", "))
+        return Threshold.exitCode
     }
 }
 

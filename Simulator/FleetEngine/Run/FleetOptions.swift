@@ -59,6 +59,12 @@ public struct FleetOptions: Sendable, Equatable {
     public var duration: Double = 30
     public var reportPath: String?
     public var htmlPath: String?
+    /// `--csv DIR`: one CSV per series.
+    public var csvDirectory: String?
+    /// `--interval-json FILE|-`: one JSON line per sample while the run goes (`-`: stdout).
+    public var intervalJSON: String?
+    /// Seconds between samples of the time series (`--sample-interval`, 50 ms at least).
+    public var sampleInterval: Double = 0.25
     public var workers = 0
     public var backoffBase: Double = 1
     public var backoffMax: Double = 120
@@ -82,6 +88,8 @@ public struct FleetOptions: Sendable, Equatable {
 
     USAGE: fleetsim <connect|storm|soak> [options]
            fleetsim transfer --admin-config DATA/admin.conf [transfer options] [options]
+           fleetsim merge A.json B.json ... [--report OUT.json] [--html OUT.html] [--csv DIR]
+                          [--threshold RULE ...]
 
     SCENARIOS
       connect   the fleet connects (paced) and heartbeats until --duration ends
@@ -125,8 +133,20 @@ public struct FleetOptions: Sendable, Equatable {
       --backoff-base S          first reconnect backoff ceiling (default 1)
       --backoff-max S           backoff ceiling cap (default 120)
       --storm-after S           storm: seconds to hold after all connected (default 2)
-      --report FILE.json        write the full report as JSON
-      --html FILE.html          write a self-contained HTML report with SVG charts
+      --report FILE.json        write the full report as JSON (run metadata, phases, series,
+                                exact histograms)
+      --html FILE.html          write a self-contained HTML report (inline SVG, no script, no
+                                external assets): verdict and thresholds, run metadata, phase
+                                table, charts over time with phase markers, latency CDFs, and
+                                what each metric measures
+      --csv DIR                 write samples.csv, resources.csv, phases.csv and one
+                                latency-NAME.csv per measured latency (bucket upper bound ms,
+                                count, cumulative fraction) into DIR (created if missing)
+      --interval-json FILE|-    one JSON line per sample as the run goes (t, timestamp, phase,
+                                connected, rates, errors, interval p50/p99); - is stdout (the
+                                summary then goes to stderr). Not with --workers
+      --sample-interval T       time between samples of the series (default 250ms, at least
+                                50ms; 1s, 0.5 and 100ms are accepted)
       --workers K               run K child processes, each with a slice of the devices and its
                                 own source address (127.0.0.<i+1> unless given), and merge reports
       --quiet                   no progress lines
@@ -158,11 +178,21 @@ public struct FleetOptions: Sendable, Equatable {
                                 so the story can run again at once on the same escrowd)
       --broker mqtts://...      the device listener (default: the bundles' brokerURL)
 
+    MERGE
+      fleetsim merge A.json B.json ...   merge reports of several hosts (or runs) of the same
+                                scenario: counts summed, histograms merged exactly, series and
+                                phases aligned by wall-clock start; prints the merged summary,
+                                writes --report/--html/--csv, applies --threshold (exit 99 if
+                                one fails). A missing file, a file that is not a fleetsim
+                                report, or different scenarios: one line, exit 64
+
     EXAMPLES
       fleetsim connect --devices 5000 --duration 20 --html connect.html
       fleetsim storm --devices 2000 --rate 2000 --window 64 --report storm.json
       fleetsim soak --devices 19000 --source-count 2 --duration 600 --html soak.html
       fleetsim connect --devices 19000 --workers 2 --qos 1 --mqtt 5 --report big.json
+      fleetsim connect --devices 5000 --csv out/ --interval-json - | jq .connected
+      fleetsim merge hostA.json hostB.json --html all.html --threshold 'connect.p99<2s'
       escrowctl device provision --prefix sn- --count 5000 --out ./bundles
       fleetsim connect --bundles ./bundles --duration 60 --html tls.html
       fleetsim storm --bundles ./bundles --broker mqtts://127.0.0.1:8883 --tls-ca ca.pem
@@ -259,6 +289,14 @@ public struct FleetOptions: Sendable, Equatable {
                 o.duration = d; o.durationGiven = true
             case "--report": o.reportPath = try value(a)
             case "--html": o.htmlPath = try value(a)
+            case "--csv": o.csvDirectory = try value(a)
+            case "--interval-json": o.intervalJSON = try value(a)
+            case "--sample-interval":
+                let v = try value(a)
+                guard let d = parseSeconds(v), d >= 0.05, d <= 60 else {
+                    throw .usage("--sample-interval expects a duration from 50ms to 60s like 250ms or 1s, got '\(v)'")
+                }
+                o.sampleInterval = d
             case "--workers": o.workers = try integer(a, try value(a), min: 0, max: 64)
             case "--backoff-base": o.backoffBase = try number(a, try value(a), min: 0.001)
             case "--backoff-max": o.backoffMax = try number(a, try value(a), min: 0.001)
@@ -301,6 +339,9 @@ public struct FleetOptions: Sendable, Equatable {
             throw .usage("mqtts:// needs device identities: --bundles DIR (from escrowctl device provision --out DIR)")
         }
         if o.workers > o.devices { throw .usage("--workers (\(o.workers)) exceeds --devices (\(o.devices))") }
+        if o.workers > 1 && o.intervalJSON != nil {
+            throw .usage("--interval-json runs in one process: drop --workers (or run one fleetsim per host and fleetsim merge)")
+        }
         return o
     }
 
@@ -343,7 +384,7 @@ public struct FleetOptions: Sendable, Equatable {
                  "--heartbeat", String(heartbeat), "--heartbeat-jitter", String(heartbeatJitter),
                  "--qos", String(qos.rawValue), "--mqtt", mqtt.label, "--churn", String(churn), "--duration", String(duration),
                  "--backoff-base", String(backoffBase), "--backoff-max", String(backoffMax), "--storm-after", String(stormAfter),
-                 "--report", report, "--quiet", "--worker"]
+                 "--sample-interval", String(sampleInterval), "--report", report, "--quiet", "--worker"]
         if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
         if let b = bundles { a += ["--bundles", b, "--tls-handshakes", String(max(1, tlsHandshakes / max(1, workers)))] }
         if let ca = tlsCA { a += ["--tls-ca", ca] }

@@ -33,13 +33,19 @@ public final class FleetRunner {
     public let options: FleetOptions
     private let output: (String) -> Void
     private let progressToTTY: Bool
+    /// `--interval-json`: receives every sample as it is taken.
+    private let intervals: IntervalJSON?
 
     /// `output` receives progress and diagnostics (default: stderr).
-    public init(options: FleetOptions, output: ((String) -> Void)? = nil, tty: Bool? = nil) {
+    public init(options: FleetOptions, output: ((String) -> Void)? = nil, tty: Bool? = nil, intervals: IntervalJSON? = nil) {
         self.options = options
         self.output = output ?? { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
         progressToTTY = tty ?? (isatty(2) == 1)
+        self.intervals = intervals
     }
+
+    /// Seconds between resource samples: about 30 per run, between 1 s and 10 s.
+    public static func resourceInterval(duration: Double) -> Double { min(10, max(1, (duration / 30).rounded())) }
 
     public static func deviceID(prefix: String, index: Int) -> DeviceID {
         let n = String(index)
@@ -96,18 +102,25 @@ public final class FleetRunner {
         var peak = 0, peakRSS = baseline
         var allConnectedAt: Double?
         var stormAt: Double?, stormRecovered: Double?
-        var nextSample = 1.0, nextResource = 0.0, nextLine = 5.0
+        var nextSample = o.sampleInterval, nextSecond = 1.0, nextResource = 0.0, nextLine = 5.0
+        let resourceEvery = Self.resourceInterval(duration: o.duration)
         var stoppedBy = "duration"
         var problems: [String] = []
         var warnedPorts = false
         var churnCarry = 0.0
         let t0 = engine.now
         m.sampleResources(t: 0, connected: 0)
+        m.beginPhase("connect", at: 0, latency: .connect)
         while true {
-            engine.poll(maxWait: 0.05)
+            engine.poll(maxWait: min(0.05, o.sampleInterval / 2))
             let t = engine.now - t0
             peak = max(peak, engine.connectedCount)
-            if allConnectedAt == nil && m.connacks >= o.devices && engine.connectedCount == o.devices { allConnectedAt = t }
+            if allConnectedAt == nil && m.connacks >= o.devices && engine.connectedCount == o.devices {
+                allConnectedAt = t
+                if o.churn > 0 { m.beginPhase("churn", at: t, latency: .recovery) } else {
+                    m.beginPhase("escrow hold", at: t, latency: o.qos == .atLeastOnce ? .puback : nil)
+                }
+            }
             if stop.isRequested { stoppedBy = "signal"; break }
             if t >= o.duration { break }
             if let fatal = fatalCondition(engine, t: t) { problems.append(fatal); stoppedBy = "error"; break }
@@ -120,6 +133,7 @@ public final class FleetRunner {
                 if stormAt == nil, let all = allConnectedAt, t >= all + o.stormAfter {
                     stormAt = t
                     output("storm: dropping all \(engine.connectedCount) connections at t=\(String(format: "%.1f", t)) s")
+                    m.beginPhase("storm", at: t, latency: .recovery)
                     engine.dropAll()
                 } else if let s = stormAt, stormRecovered == nil, engine.connectedCount == o.devices {
                     stormRecovered = t - s
@@ -129,20 +143,27 @@ public final class FleetRunner {
                 }
             }
             if t >= nextSample {
-                nextSample += 1
-                m.sample(t: t, connected: engine.connectedCount)
+                while nextSample <= t { nextSample += o.sampleInterval }
+                // Sampled first: inside `intervals?.write(...)` the sample would be skipped without --interval-json.
+                let sample = m.sample(t: t, connected: engine.connectedCount)
+                intervals?.write(sample, start: started, phase: m.currentPhase)
+            }
+            if t >= nextSecond {
+                nextSecond += 1
                 if o.churn > 0 { churnCarry += churn(engine, carry: churnCarry) }
                 if !o.quiet { progress(engine, t: t, final: false, line: t >= nextLine) }
                 if t >= nextLine { nextLine += 5 }
             }
             if t >= nextResource {
-                nextResource += 10
+                nextResource += resourceEvery
                 m.sampleResources(t: t, connected: engine.connectedCount)
                 peakRSS = max(peakRSS, m.resources.last!.rssKB)
             }
         }
         let t = engine.now - t0
-        m.sample(t: t, connected: engine.connectedCount)
+        let last = m.sample(t: t, connected: engine.connectedCount)
+        intervals?.write(last, start: started, phase: m.currentPhase)
+        m.endPhase(at: t)
         m.sampleResources(t: t, connected: engine.connectedCount)
         peakRSS = max(peakRSS, m.resources.last!.rssKB)
         let final = engine.connectedCount
@@ -162,7 +183,7 @@ public final class FleetRunner {
             recoveryMs: HistogramSummary(m.recoveryTime), samples: m.samples, resources: m.resources,
             baselineRSSKB: baseline, peakRSSKB: peakRSS,
             rssPerDeviceKB: peak > 0 ? (Double(peakRSS - baseline) / Double(peak) * 100).rounded() / 100 : nil,
-            workers: 1, problems: problems)
+            workers: 1, problems: problems, sampleIntervalSeconds: o.sampleInterval, phases: m.phases)
     }
 
     static func counters(_ m: Metrics) -> [String: Int] {
@@ -179,7 +200,8 @@ public final class FleetRunner {
         return ["broker": o.brokerURL, "devices": "\(o.devices)", "prefix": o.prefix,
                 "rate": "\(o.rate)", "window": "\(o.window)", "sources": o.sourceAddresses.joined(separator: ","),
                 "keepalive": "\(o.keepAlive)", "heartbeat": "\(o.heartbeat)", "heartbeatJitter": "\(o.heartbeatJitter)",
-                "qos": "\(o.qos.rawValue)", "mqtt": o.mqtt.label, "churn": "\(o.churn)", "duration": "\(o.duration)"]
+                "qos": "\(o.qos.rawValue)", "mqtt": o.mqtt.label, "churn": "\(o.churn)", "duration": "\(o.duration)",
+                "sampleInterval": "\(o.sampleInterval)"]
     }
 
     /// A one-line reason to give up early: nothing ever connected and every attempt failed the same way.

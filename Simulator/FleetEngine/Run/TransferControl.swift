@@ -137,6 +137,8 @@ struct TransferControl: Sendable {
     let board: TransferBoard
     let console: Console
     let digest: EventDigest
+    /// The run's start (monotonic ns): steps are recorded as offsets from it.
+    let startNanos: UInt64
     let bag = SessionBag()
     /// Devices per `device.provision` and per `transfer.approve` / `transfer.reject` batch.
     static let batch = 1000
@@ -158,7 +160,8 @@ struct TransferControl: Sendable {
         say("== \(name). \(title)")
         let r = try await body()
         let secs = Double(System.monotonicNanos() - start) / 1e9
-        board.with { $0.steps.append(.init(name: name, seconds: (secs * 100).rounded() / 100)) }
+        let from = (Double(start - startNanos) / 1e6).rounded() / 1000
+        board.with { $0.steps.append(.init(name: name, seconds: (secs * 100).rounded() / 100, start: from)) }
         return r
     }
 

@@ -11,10 +11,12 @@ import Identity
 public final class TransferRunner {
     public let options: FleetOptions
     private let console: Console
+    private let intervals: IntervalJSON?
 
-    public init(options: FleetOptions, output: @escaping (String) -> Void) {
+    public init(options: FleetOptions, output: @escaping (String) -> Void, intervals: IntervalJSON? = nil) {
         self.options = options
         console = Console(output)
+        self.intervals = intervals
     }
 
     public func run(stop: StopFlag = StopFlag()) throws(FleetError) -> FleetReport {
@@ -23,7 +25,7 @@ public final class TransferRunner {
         let startNanos = System.monotonicNanos()
         let board = TransferBoard()
         let digest = EventDigest()
-        let control = TransferControl(options: o, board: board, console: console, digest: digest)
+        let control = TransferControl(options: o, board: board, console: console, digest: digest, startNanos: startNanos)
         Task { await control.run() }
         var nextFlush = startNanos + 1_000_000_000
         func elapsed() -> Double { Double(System.monotonicNanos() - startNanos) / 1e9 }
@@ -87,14 +89,22 @@ public final class TransferRunner {
         let m = engine.metrics
         engine.startAll()
         let t0 = engine.now
+        // Samples are timed from the start of the run (like the steps), engine times from t0.
+        let offset = elapsed()
         var peak = 0, peakRSS = baseline
         var allConnectedAt: Double?
-        var nextSample = 1.0, nextResource = 0.0, nextBoard = 0.0
+        var nextSample = o.sampleInterval, nextResource = 0.0, nextBoard = 0.0
+        let resourceEvery = FleetRunner.resourceInterval(duration: o.duration)
+        func sample(_ t: Double) {
+            // Taken before the optional call: `intervals?.write(m.sample(...))` would skip the sample.
+            let s = m.sample(t: t + offset, connected: engine.connectedCount)
+            intervals?.write(s, start: started, phase: nil)
+        }
         var problems: [String] = []
-        m.sampleResources(t: 0, connected: 0)
+        m.sampleResources(t: offset, connected: 0)
         var approvals: [TransferBoard.Approval] = []
         while true {
-            engine.poll(maxWait: 0.05)
+            engine.poll(maxWait: min(0.05, o.sampleInterval / 2))
             let t = engine.now - t0
             peak = max(peak, engine.connectedCount)
             if allConnectedAt == nil && engine.connectedCount == engine.deviceCount { allConnectedAt = t }
@@ -120,17 +130,20 @@ public final class TransferRunner {
                 break
             }
             flushEvents()
-            if t >= nextSample { nextSample += 1; m.sample(t: t, connected: engine.connectedCount) }
+            if t >= nextSample {
+                while nextSample <= t { nextSample += o.sampleInterval }
+                sample(t)
+            }
             if t >= nextResource {
-                nextResource += 10
-                m.sampleResources(t: t, connected: engine.connectedCount)
+                nextResource += resourceEvery
+                m.sampleResources(t: t + offset, connected: engine.connectedCount)
                 peakRSS = max(peakRSS, m.resources.last!.rssKB)
             }
         }
         digest.flush().forEach(console.line)
         let t = engine.now - t0
-        m.sample(t: t, connected: engine.connectedCount)
-        m.sampleResources(t: t, connected: engine.connectedCount)
+        sample(t)
+        m.sampleResources(t: t + offset, connected: engine.connectedCount)
         peakRSS = max(peakRSS, m.resources.last!.rssKB)
         let final = engine.connectedCount
         let shared = board.with { $0 }
@@ -197,8 +210,11 @@ public final class TransferRunner {
             recoveryMs: HistogramSummary(m.recoveryTime), samples: m.samples, resources: m.resources,
             baselineRSSKB: baseline, peakRSSKB: peakRSS,
             rssPerDeviceKB: peak > 0 ? (Double(peakRSS - baseline) / Double(peak) * 100).rounded() / 100 : nil,
-            workers: 1, problems: problems)
+            workers: 1, problems: problems, sampleIntervalSeconds: o.sampleInterval)
         report.transfer = transfer
+        let samples = m.samples
+        func errors(at time: Double) -> Int { samples.last { $0.t <= time }?.errors ?? 0 }
+        report.phases = transfer.phases(connect: report.connectLatencyMs) { errors(at: $1) - errors(at: $0) }
         return report
     }
 
