@@ -46,6 +46,17 @@ import Testing
         (["--sample-interval", "10ms"], "--sample-interval expects a duration from 50ms"),
         (["--sample-interval", "soon"], "--sample-interval expects"),
         (["--devices", "4", "--workers", "2", "--interval-json", "-"], "--interval-json runs in one process"),
+        (["--publish-rate", "1", "--payload", "5"], "--payload expects an integer in 12...1048576"),
+        (["--publish-rate", "2000"], "--publish-rate expects a number in 0...1000"),
+        (["--payload", "100"], "--payload sets the size of load messages"),
+        (["--publish-rate", "1", "--topic", "a/+/b"], "has a wildcard"),
+        (["--publish-rate", "1", "--topic", "a/%q"], "only %i (device id), %n (index) and %% are known"),
+        (["--topic", "x/%i"], "--topic is where --publish-rate messages go"),
+        (["--subscribe", ""], "--subscribe '' is empty"),
+        (["--fanout-publisher", "5"], "add --subscribe TOPIC"),
+        (["--fanout-publisher", "5", "--subscribe", "devices/%i/x"], "has %i, %n or a wildcard"),
+        (["--ramp", "wave:1"], "--ramp expects linear:DUR, step:N/DUR or spike:N"),
+        (["transfer", "--admin-config", "a", "--ramp", "spike:3"], "transfer runs its own story"),
     ])
     func usageErrorsAreOneClearLine(args: [String], fragment: String) {
         do {
@@ -67,6 +78,21 @@ import Testing
         var w = FleetOptions(); w.workers = 2; w.sampleInterval = 0.1
         #expect(try FleetOptions.parse(w.workerArguments(first: 0, count: 1, source: [], report: "r.json")).sampleInterval == 0.1)
         for word in ["--csv DIR", "--interval-json FILE|-", "--sample-interval T", "fleetsim merge A.json B.json"] {
+            #expect(FleetOptions.usage.contains(word), "usage mentions \(word)")
+        }
+    }
+
+    @Test func scenarioOptions() throws {
+        let o = try FleetOptions.parse(["soak", "--publish-rate", "2/s", "--topic", "plant/%n/t", "--payload", "512", "--subscribe", "fleet/all",
+                                        "--fanout-publisher", "10", "--ramp", "step:100/2s", "--churn", "5"])
+        #expect(o.publishRate == 2 && o.topic == "plant/%n/t" && o.payloadBytes == 512 && o.subscription == "fleet/all")
+        #expect(o.fanoutRate == 10 && o.ramp == .step(devices: 100, every: 2) && o.usesLoadMessages)
+        #expect(try FleetOptions.parse(["--publish-rate", "0.1"]).topic == "devices/%i/telemetry")
+        var w = o; w.workers = 2
+        let back = try FleetOptions.parse(w.workerArguments(first: 0, count: 50, source: [], report: "r.json"))
+        #expect(back.publishRate == 2 && back.topic == "plant/%n/t" && back.payloadBytes == 512 && back.subscription == "fleet/all")
+        #expect(back.fanoutRate == 5 && back.ramp == .step(devices: 50, every: 2), "each worker publishes and ramps its share")
+        for word in ["--payload BYTES", "--publish-rate R", "--topic PATTERN", "--subscribe PATTERN", "--fanout-publisher N", "--ramp PROFILE", "spike:N"] {
             #expect(FleetOptions.usage.contains(word), "usage mentions \(word)")
         }
     }

@@ -112,9 +112,9 @@ struct ReportFormatTests {
             try String(contentsOfFile: out + "/" + n, encoding: .utf8).split(separator: "\n").map(String.init)
         }
         let samples = try lines("samples.csv")
-        #expect(samples[0] == "t_s,connected,connects_per_s,msgs_out_per_s,msgs_in_per_s,errors_total,connect_p50_ms,connect_p99_ms,puback_p50_ms,puback_p99_ms,recovery_p50_ms,recovery_p99_ms")
+        #expect(samples[0] == "t_s,connected,connects_per_s,msgs_out_per_s,msgs_in_per_s,errors_total,connect_p50_ms,connect_p99_ms,puback_p50_ms,puback_p99_ms,recovery_p50_ms,recovery_p99_ms,fanout_p50_ms,fanout_p99_ms")
         #expect(samples.count == 1 + r.samples.count)
-        #expect(samples[1] == "0.250,16,40,10,5,0,1,2,,,,")
+        #expect(samples[1] == "0.250,16,40,10,5,0,1,2,,,,,,")
         #expect(try lines("resources.csv") == ["t_s,rss_kb,fds,connected", "0,10000,10,0", "3,12000,110,100"])
         let phases = try lines("phases.csv")
         #expect(phases[0] == "phase,start_s,end_s,count,rate_per_s,errors,latency,p50_ms,p90_ms,p99_ms,p999_ms,max_ms")

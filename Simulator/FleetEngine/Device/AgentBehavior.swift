@@ -25,8 +25,13 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
     /// Engine time (s) the configuration being applied arrived (-1: none yet).
     public private(set) var configReceivedAt: Double = -1
     /// The current heartbeat timer's token; bumped on every schedule and cancel, so a stale
-    /// timer (cancelled while pending) is recognised and ignored.
+    /// timer (cancelled while pending) is recognised and ignored. Never `loadTimer`.
     private var heartbeatToken: UInt8 = 0
+    /// Extra traffic (`--publish-rate`, `--subscribe`); nil: only what the machine does.
+    public var load: DeviceLoad?
+    private var loadPacer = Pacer(interval: 0, first: 0)
+    /// The timer token of load messages (heartbeat tokens skip it).
+    static let loadTimer: UInt8 = 255
 
     public init(machine: AgentMachine, initialHeartbeat: Double? = nil, heartbeatJitter: Double = 0.2, heartbeatQoS: QoS = .atMostOnce) {
         self.machine = machine
@@ -52,10 +57,22 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
 
     public mutating func onConnected(now: Double) -> [DeviceAction] {
         if machine.phase == .booting { _ = machine.handle(.boot) } // its `.connect` is the engine's job
-        return perform(machine.handle(.connected), now: now, context: .connect)
+        var actions = perform(machine.handle(.connected), now: now, context: .connect)
+        if let load {
+            if let s = load.subscription { actions.append(.subscribe(filter: s, qos: load.qos)) }
+            if load.publishInterval > 0 {
+                // The first load message lands anywhere in one interval, like the first heartbeat.
+                let first = Double.random(in: 0...load.publishInterval)
+                loadPacer = Pacer(interval: load.publishInterval, first: now + first)
+                actions.append(.schedule(timer: Self.loadTimer, after: first))
+            }
+        }
+        return actions
     }
 
     public mutating func onMessage(_ message: IncomingMessage, now: Double) -> [DeviceAction] {
+        // A load message (on the extra subscription) is measured, not given to the machine.
+        if load?.subscription != nil, let sent = LoadMessage.sentAt(message.payload) { return [.measure(.fanout, seconds: now - sent)] }
         let wasApplying = isApplying
         let effects = machine.handle(.message(topic: message.topic, payload: message.payload))
         if !wasApplying && isApplying { configReceivedAt = now }
@@ -63,6 +80,7 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
     }
 
     public mutating func onTimer(_ timer: UInt8, now: Double) -> [DeviceAction] {
+        if timer == Self.loadTimer, let load { return loadMessages(load, now: now) }
         guard timer == heartbeatToken else { return [] }
         let effects = machine.handle(.heartbeatDue)
         guard !effects.isEmpty else { return [] }
@@ -105,19 +123,30 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
                     if applying.mode == .normal { normalAppliedAt = now }
                 }
             case .scheduleHeartbeat(let seconds):
-                heartbeatToken &+= 1
+                bumpHeartbeatToken()
                 let base = machine.state.appliedVersion == 0 ? initialHeartbeat : Double(seconds)
                 // The first beat after a connect lands anywhere in one interval, so a fleet that
                 // connects at once does not beat in step.
                 let after = context == .connect ? Double.random(in: 0...base) : jittered(base)
                 actions.append(.schedule(timer: heartbeatToken, after: after))
             case .cancelHeartbeat:
-                heartbeatToken &+= 1
+                bumpHeartbeatToken()
             case .reconnect, .disconnect:
                 actions.append(.disconnect)
             }
         }
         return actions
+    }
+
+    private mutating func bumpHeartbeatToken() {
+        heartbeatToken = heartbeatToken == Self.loadTimer - 1 ? 0 : heartbeatToken + 1
+    }
+
+    /// The load messages due now (catching up if the timer fired late) and the next timer.
+    private mutating func loadMessages(_ load: DeviceLoad, now: Double) -> [DeviceAction] {
+        let (n, after) = loadPacer.fire(now: now)
+        let message = DeviceAction.publish(topic: load.topic, payload: LoadMessage.payload(sentAt: now, size: load.payloadBytes), qos: load.qos, retain: false)
+        return Array(repeating: message, count: n) + [.schedule(timer: Self.loadTimer, after: after)]
     }
 
     /// The report's outcome for a configuration the machine did not apply (its log line says which).

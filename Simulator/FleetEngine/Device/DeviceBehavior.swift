@@ -41,6 +41,8 @@ public enum DeviceAction: Equatable, Sendable {
     case disconnect
     /// A countable outcome for the report (config applied/ignored/rejected...).
     case note(DeviceNote)
+    /// A latency the behaviour measured itself (e.g. `fanout`, from a load message's send time).
+    case measure(LatencyKind, seconds: Double)
 }
 
 public enum DeviceNote: String, Sendable, Codable {

@@ -79,8 +79,8 @@ public final class Engine<Behavior: DeviceBehavior> {
         epollFD = try System.epollCreate()
         eventBuffer = .allocate(byteCount: Int(maxEvents) * System.epollEventSize, alignment: 8)
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 8)
-        startTime = System.monotonicNanos()
-        lastRefill = startTime
+        startTime = configuration.clockOrigin ?? System.monotonicNanos()
+        lastRefill = System.monotonicNanos()
         tokens = 1
     }
 
@@ -393,6 +393,8 @@ public final class Engine<Behavior: DeviceBehavior> {
                 guard slots[d].fd >= 0 else { continue }
                 closeConnection(d, now: now, graceful: true)
                 if configuration.reconnect { scheduleReconnect(d, now: now) } else { slots[d].state = .stopped }
+            case .measure(let kind, let seconds):
+                metrics.record(kind, micros: UInt64(max(0, seconds) * 1e6))
             case .note(let n):
                 switch n {
                 case .configApplied: metrics.configsApplied += 1

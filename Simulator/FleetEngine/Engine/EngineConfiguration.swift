@@ -20,6 +20,10 @@ public struct EngineConfiguration: Sendable {
     public var backoffMax: Double = 120
     /// Reconnect after a drop or failure (off for one-shot tests).
     public var reconnect: Bool = true
+    /// The monotonic instant (ns) that is time 0 of `Engine.now` (nil: the engine's creation).
+    /// Engines given the same origin (0 = CLOCK_MONOTONIC itself, shared by every process on the
+    /// host) have comparable clocks, so a send time in a payload can be measured by a receiver.
+    public var clockOrigin: UInt64?
     /// Mutual TLS for every connection (nil: plain MQTT). Each device's identity is given to `Engine.init`.
     public var tls: TLSSettings?
     public init() {}

@@ -39,6 +39,8 @@ public struct Sample: Codable, Sendable, Equatable {
     public var pubackP99Ms: Double?
     public var recoveryP50Ms: Double?
     public var recoveryP99Ms: Double?
+    public var fanoutP50Ms: Double?
+    public var fanoutP99Ms: Double?
 
     public init(t: Double, connected: Int, connectsPerSec: Double, msgsOutPerSec: Double, msgsInPerSec: Double, errors: Int) {
         self.t = t; self.connected = connected; self.connectsPerSec = connectsPerSec
@@ -52,6 +54,7 @@ public struct Sample: Codable, Sendable, Equatable {
         case .connect: pair = (connectP50Ms, connectP99Ms)
         case .puback: pair = (pubackP50Ms, pubackP99Ms)
         case .recovery: pair = (recoveryP50Ms, recoveryP99Ms)
+        case .fanout: pair = (fanoutP50Ms, fanoutP99Ms)
         }
         guard let a = pair.0, let b = pair.1 else { return nil }
         return (a, b)
@@ -62,6 +65,7 @@ public struct Sample: Codable, Sendable, Equatable {
         case .connect: (connectP50Ms, connectP99Ms) = (value?.p50, value?.p99)
         case .puback: (pubackP50Ms, pubackP99Ms) = (value?.p50, value?.p99)
         case .recovery: (recoveryP50Ms, recoveryP99Ms) = (value?.p50, value?.p99)
+        case .fanout: (fanoutP50Ms, fanoutP99Ms) = (value?.p50, value?.p99)
         }
     }
 }
@@ -74,6 +78,8 @@ public enum LatencyKind: String, Codable, Sendable, CaseIterable {
     case puback
     /// Connection lost to CONNACK again.
     case recovery
+    /// A load message's publish (send time in its payload) to a subscribed device receiving it.
+    case fanout
 }
 
 /// One resource sample (every 10 s and at the end): resident memory and open descriptors.
@@ -108,6 +114,8 @@ public final class Metrics {
     public var pubackLatency = Histogram()
     /// Connection lost to CONNACK again, microseconds.
     public var recoveryTime = Histogram()
+    /// Load message published to received by a subscribed device, microseconds.
+    public var fanoutLatency = Histogram()
 
     public var samples: [Sample] = []
     public var resources: [ResourceSample] = []
@@ -133,6 +141,7 @@ public final class Metrics {
         case .connect: connectLatency.record(micros)
         case .puback: pubackLatency.record(micros)
         case .recovery: recoveryTime.record(micros)
+        case .fanout: fanoutLatency.record(micros)
         }
         let k = LatencyKind.allCases.firstIndex(of: kind)!
         interval[k].record(micros)

@@ -12,7 +12,7 @@ public enum CSVReport {
     public static func files(_ r: FleetReport) -> [(name: String, text: String)] {
         func num(_ v: Double?) -> String { v.map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int($0)) : String(format: "%.3f", $0) } ?? "" }
         var out: [(String, String)] = []
-        var rows = ["t_s,connected,connects_per_s,msgs_out_per_s,msgs_in_per_s,errors_total,connect_p50_ms,connect_p99_ms,puback_p50_ms,puback_p99_ms,recovery_p50_ms,recovery_p99_ms"]
+        var rows = ["t_s,connected,connects_per_s,msgs_out_per_s,msgs_in_per_s,errors_total,connect_p50_ms,connect_p99_ms,puback_p50_ms,puback_p99_ms,recovery_p50_ms,recovery_p99_ms,fanout_p50_ms,fanout_p99_ms"]
         for s in r.samples {
             var cells = [num(s.t), String(s.connected), num(s.connectsPerSec), num(s.msgsOutPerSec), num(s.msgsInPerSec), String(s.errors)]
             for kind in LatencyKind.allCases { let v = s.interval(kind); cells += [num(v?.p50), num(v?.p99)] }

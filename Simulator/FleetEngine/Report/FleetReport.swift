@@ -52,6 +52,8 @@ public struct FleetReport: Codable, Sendable {
     public var connectLatencyMs: HistogramSummary
     public var pubackLatencyMs: HistogramSummary
     public var recoveryMs: HistogramSummary
+    /// `--subscribe`: load message published to received by a device (nil when nothing subscribed).
+    public var fanoutMs: HistogramSummary? = nil
     public var samples: [Sample]
     public var resources: [ResourceSample]
     public var baselineRSSKB: Int
@@ -111,6 +113,9 @@ public struct FleetReport: Codable, Sendable {
             Latency(name: "puback", title: "PUBACK latency", definition: "QoS 1 PUBLISH written to its PUBACK read (heartbeats with --qos 1). QoS 0 messages are not measured.", summary: pubackLatencyMs),
             Latency(name: "recovery", title: "Reconnect time", definition: "Connection lost (drop, storm, churn, broker reset) to CONNACK accepted again, including the backoff wait.", summary: recoveryMs),
         ]
+        if let f = fanoutMs {
+            l.append(Latency(name: "fanout", title: "Fan-out delivery latency", definition: "A load message published (its send time is in the payload: --fanout-publisher or another device's --publish-rate) to a device that subscribed with --subscribe receiving it, on one host's monotonic clock.", summary: f))
+        }
         if let t = transfer {
             l += [
                 Latency(name: "approval_applied", title: "Approval reply to configuration applied", definition: "The transfer.approve batch's reply reaching the customer's operator to the device persisting its normal-mode configuration (0 when the device was faster than the reply).", summary: t.approvalToAppliedMs),
@@ -146,6 +151,7 @@ public struct FleetReport: Codable, Sendable {
             r.connectLatencyMs = r.connectLatencyMs.merged(p.connectLatencyMs)
             r.pubackLatencyMs = r.pubackLatencyMs.merged(p.pubackLatencyMs)
             r.recoveryMs = r.recoveryMs.merged(p.recoveryMs)
+            if let f = p.fanoutMs { r.fanoutMs = r.fanoutMs.map { $0.merged(f) } ?? f }
             r.baselineRSSKB += p.baselineRSSKB
             r.peakRSSKB += p.peakRSSKB
             r.problems += p.problems

@@ -116,14 +116,14 @@ public enum HTMLReport {
         ], phases: phases, yLabel: "per second")
         s += def("Per interval: CONNACKs accepted, PUBLISH packets sent by the devices (heartbeats, statuses, acks), PUBLISH packets received, each divided by the interval's length.")
         var latencySeries: [(String, [Double?], String)] = []
-        let colors: [LatencyKind: (String, String)] = [.connect: ("#1f77b4", "#aec7e8"), .puback: ("#ff7f0e", "#ffbb78"), .recovery: ("#2ca02c", "#98df8a")]
+        let colors: [LatencyKind: (String, String)] = [.connect: ("#1f77b4", "#aec7e8"), .puback: ("#ff7f0e", "#ffbb78"), .recovery: ("#2ca02c", "#98df8a"), .fanout: ("#9467bd", "#c5b0d5")]
         for kind in LatencyKind.allCases where r.samples.contains(where: { $0.interval(kind) != nil }) {
             latencySeries.append(("\(kind.rawValue) p50", samples.map { $0.interval(kind)?.p50 }, colors[kind]!.1))
             latencySeries.append(("\(kind.rawValue) p99", samples.map { $0.interval(kind)?.p99 }, colors[kind]!.0))
         }
         if !latencySeries.isEmpty {
             s += "<h3>Latency per interval (log scale)</h3>\n" + timeChart(x: t, xMax: xMax, series: latencySeries, phases: phases, yLabel: "ms (log)", logY: true)
-            s += def("p50 and p99 of the latencies recorded in each interval only (connect: TCP connect to CONNACK; puback: QoS 1 PUBLISH to PUBACK; recovery: connection lost to CONNACK again). A gap is an interval with no measurement.")
+            s += def("p50 and p99 of the latencies recorded in each interval only (connect: TCP connect to CONNACK; puback: QoS 1 PUBLISH to PUBACK; recovery: connection lost to CONNACK again; fanout: load message published to received). A gap is an interval with no measurement.")
         }
         s += "<h3>Errors (cumulative)</h3>\n" + timeChart(x: t, xMax: xMax, series: [("errors", samples.map { Double($0.errors) }, "#d62728")], phases: phases, yLabel: "errors")
         let causes = r.errors.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")

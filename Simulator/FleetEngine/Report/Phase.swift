@@ -27,7 +27,8 @@ public struct Phase: Codable, Sendable, Equatable {
     /// What each phase name means, for the report's definitions.
     public static let definitions: [String: String] = [
         "connect": "From the start of the run until every device had its first CONNACK (or the run ended). Count: CONNACKs; latency: TCP connect start to CONNACK.",
-        "escrow hold": "All devices connected in escrow mode, heartbeating. Count: messages published; latency: QoS 1 PUBLISH to PUBACK (only with --qos 1).",
+        "escrow hold": "All devices connected in escrow mode, heartbeating. Count and latency: fan-out deliveries and their latency with --subscribe, else QoS 1 PUBACKs and PUBLISH to PUBACK with --qos 1, else messages published.",
+        "spike": "--ramp spike:N: from releasing the last N devices at once (after all others connected) until every device was connected. Count and latency: CONNACKs, TCP connect start to CONNACK.",
         "churn": "All devices connected while --churn drops a share each second. Count and latency: reconnects, connection lost to CONNACK again.",
         "storm": "From dropping every connection at once until all devices were connected again (or the run ended). Count and latency: reconnects, connection lost to CONNACK again.",
         "accounts": "transfer step a: the OEM, reseller and customer accounts and their operators are created.",

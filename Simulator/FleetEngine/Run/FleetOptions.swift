@@ -65,6 +65,19 @@ public struct FleetOptions: Sendable, Equatable {
     public var intervalJSON: String?
     /// Seconds between samples of the time series (`--sample-interval`, 50 ms at least).
     public var sampleInterval: Double = 0.25
+    /// `--publish-rate`: load messages per second per device beyond heartbeats (0: none).
+    public var publishRate: Double = 0
+    /// `--topic`: where load messages go; `%i` device id, `%n` index.
+    public var topic = "devices/%i/telemetry"
+    /// `--payload`: bytes per load message (nil: `defaultPayload`).
+    public var payloadBytes: Int?
+    public static let defaultPayload = 64
+    /// `--subscribe`: every device's extra subscription (`%i`, `%n` allowed; wildcards too).
+    public var subscription: String?
+    /// `--fanout-publisher`: messages per second one extra connection publishes to `--subscribe`.
+    public var fanoutRate: Double = 0
+    /// `--ramp`: connect pacing profile (`--rate` is the constant one).
+    public var ramp: RampProfile = .constant
     public var workers = 0
     public var backoffBase: Double = 1
     public var backoffMax: Double = 120
@@ -115,6 +128,11 @@ public struct FleetOptions: Sendable, Equatable {
       --devices N               number of devices (default 100; transfer 1000; with --bundles all)
       --prefix P                device id prefix; ids are P000000, P000001, ... (default sim-)
       --rate N                  new connects per second, 0 = unlimited (default 0)
+      --ramp PROFILE            when devices start connecting (then paced by --rate/--window):
+                                linear:DUR   evenly, the last one at DUR (e.g. linear:10s)
+                                step:N/DUR   N more every DUR, the first N at once (step:1000/5s)
+                                spike:N      all but N at the start; once they are connected,
+                                             the last N at once (a "spike" phase)
       --window N                connects in flight (TCP connect to CONNACK) at once (default 64;
                                 mosquitto's listen backlog is 100)
       --source-addresses A,B    bind devices round-robin to these local IPv4 addresses
@@ -128,6 +146,17 @@ public struct FleetOptions: Sendable, Equatable {
       --qos 0|1                 heartbeat QoS (default 0)
       --mqtt 3.1.1|5            protocol version (default 3.1.1)
       --churn P                 drop P percent of connected devices per minute (default 0)
+      --publish-rate R          load messages per second per device beyond heartbeats (default
+                                0; fractions such as 0.1 are fine), QoS of --qos, on --topic
+      --topic PATTERN           topic of load messages, %i = device id, %n = device index, %% = %
+                                (default devices/%i/telemetry)
+      --payload BYTES           size of each load / fan-out message (12...1048576, default 64;
+                                the first 12 bytes carry the send time)
+      --subscribe PATTERN       every device also subscribes to PATTERN (%i, %n, + and # allowed);
+                                load messages received there are measured as fanout latency
+      --fanout-publisher N      one extra connection publishes N messages/s to --subscribe
+                                (a plain topic name), so each fans out to every device; the
+                                report's fanout latency is publish -> receive (plain mqtt:// only)
       --duration T              run length (30, 300s, 5m); the run ends by itself (default 30 s;
                                 transfer: the bound on the whole story, default 300 s)
       --backoff-base S          first reconnect backoff ceiling (default 1)
@@ -153,7 +182,7 @@ public struct FleetOptions: Sendable, Equatable {
       --threshold RULE          fail the run (exit 99, reports still written) unless RULE holds;
                                 repeatable. RULE is METRIC OP VALUE, OP one of < <= > >= == !=:
                                 'connect.p99<2s', 'push_ack.p90<=500ms', 'errors==0', 'connected>=19000'.
-                                Latencies: connect, puback, recovery, approval_applied,
+                                Latencies: connect, puback, recovery, fanout, approval_applied,
                                 approve_sent_applied, push_ack, each .p50 .p90 .p99 .p999 .max .mean
                                 (us, ms or s; default ms). Counts: connected, peak_connected,
                                 errors, drops, rejected_connacks
@@ -193,6 +222,10 @@ public struct FleetOptions: Sendable, Equatable {
       fleetsim connect --devices 19000 --workers 2 --qos 1 --mqtt 5 --report big.json
       fleetsim connect --devices 5000 --csv out/ --interval-json - | jq .connected
       fleetsim merge hostA.json hostB.json --html all.html --threshold 'connect.p99<2s'
+      fleetsim connect --devices 5000 --ramp step:1000/5s --publish-rate 2 --payload 512 \\
+               --topic 'plant/%n/telemetry' --qos 1 --html ramp.html
+      fleetsim soak --devices 2000 --subscribe fleet/broadcast --fanout-publisher 10 \\
+               --churn 5 --duration 10m --threshold 'fanout.p99<250ms'
       escrowctl device provision --prefix sn- --count 5000 --out ./bundles
       fleetsim connect --bundles ./bundles --duration 60 --html tls.html
       fleetsim storm --bundles ./bundles --broker mqtts://127.0.0.1:8883 --tls-ca ca.pem
@@ -287,6 +320,23 @@ public struct FleetOptions: Sendable, Equatable {
                 let v = try value(a)
                 guard let d = parseSeconds(v), d >= 0.1 else { throw .usage("--duration expects seconds like 30, 300s, 5m or 1h, got '\(v)'") }
                 o.duration = d; o.durationGiven = true
+            case "--publish-rate":
+                var v = try value(a)
+                if v.hasSuffix("/s") { v.removeLast(2) }
+                o.publishRate = try number(a, v, min: 0, max: 1000)
+            case "--topic":
+                o.topic = try value(a)
+                if let p = DeviceLoad.problem(in: o.topic, allowWildcards: false) { throw .usage("--topic '\(o.topic.prefix(60))' \(p)") }
+            case "--payload": o.payloadBytes = try integer(a, try value(a), min: LoadMessage.headerSize, max: 1_048_576)
+            case "--subscribe":
+                let v = try value(a)
+                if let p = DeviceLoad.problem(in: v, allowWildcards: true) { throw .usage("--subscribe '\(v.prefix(60))' \(p)") }
+                o.subscription = v
+            case "--fanout-publisher":
+                var v = try value(a)
+                if v.hasSuffix("/s") { v.removeLast(2) }
+                o.fanoutRate = try number(a, v, min: 0.001, max: 100_000)
+            case "--ramp": o.ramp = try RampProfile.parse(try value(a))
             case "--report": o.reportPath = try value(a)
             case "--html": o.htmlPath = try value(a)
             case "--csv": o.csvDirectory = try value(a)
@@ -339,10 +389,31 @@ public struct FleetOptions: Sendable, Equatable {
             throw .usage("mqtts:// needs device identities: --bundles DIR (from escrowctl device provision --out DIR)")
         }
         if o.workers > o.devices { throw .usage("--workers (\(o.workers)) exceeds --devices (\(o.devices))") }
+        try o.validateLoad()
         if o.workers > 1 && o.intervalJSON != nil {
             throw .usage("--interval-json runs in one process: drop --workers (or run one fleetsim per host and fleetsim merge)")
         }
         return o
+    }
+
+    /// The scenario options (`--publish-rate`, `--payload`, `--topic`, `--subscribe`,
+    /// `--fanout-publisher`, `--ramp`) fit together.
+    func validateLoad() throws(FleetError) {
+        let loadGiven = publishRate > 0 || subscription != nil || fanoutRate > 0 || ramp != .constant || payloadBytes != nil || topic != Self().topic
+        if scenario == .transfer && loadGiven {
+            throw .usage("transfer runs its own story: drop --publish-rate, --payload, --topic, --subscribe, --fanout-publisher and --ramp")
+        }
+        if payloadBytes != nil && publishRate == 0 && fanoutRate == 0 {
+            throw .usage("--payload sets the size of load messages: add --publish-rate R or --fanout-publisher N")
+        }
+        if topic != Self().topic && publishRate == 0 { throw .usage("--topic is where --publish-rate messages go: add --publish-rate R") }
+        if fanoutRate > 0 {
+            guard let s = subscription else { throw .usage("--fanout-publisher publishes to the --subscribe topic: add --subscribe TOPIC (e.g. fleet/broadcast)") }
+            guard !s.contains("%"), !s.contains("+"), !s.contains("#") else {
+                throw .usage("--fanout-publisher needs one topic every device subscribes to: --subscribe '\(s.prefix(60))' has %i, %n or a wildcard")
+            }
+            guard !brokerTLS else { throw .usage("--fanout-publisher needs a plain mqtt:// broker (the publisher has no device identity)") }
+        }
     }
 
     /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS) -> (IPv4 host, port, tls).
@@ -374,6 +445,9 @@ public struct FleetOptions: Sendable, Equatable {
         return v
     }
 
+    /// Devices or a publisher send load messages, whose send time a receiver measures.
+    public var usesLoadMessages: Bool { publishRate > 0 || subscription != nil || fanoutRate > 0 }
+
     public var brokerURL: String { "\(brokerTLS ? "mqtts" : "mqtt")://\(brokerHost):\(brokerPort)" }
 
     /// The argument list that reproduces these options for a worker child process.
@@ -388,6 +462,11 @@ public struct FleetOptions: Sendable, Equatable {
         if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
         if let b = bundles { a += ["--bundles", b, "--tls-handshakes", String(max(1, tlsHandshakes / max(1, workers)))] }
         if let ca = tlsCA { a += ["--tls-ca", ca] }
+        if publishRate > 0 { a += ["--publish-rate", String(publishRate), "--topic", topic] }
+        if let p = payloadBytes { a += ["--payload", String(p)] }
+        if let s = subscription { a += ["--subscribe", s] }
+        if fanoutRate > 0 { a += ["--fanout-publisher", String(fanoutRate / Double(max(1, workers)))] }
+        if ramp != .constant { a += ["--ramp", ramp.share(workers: workers).label] }
         return a
     }
 }

@@ -64,7 +64,19 @@ public final class FleetRunner {
         c.connectWindow = options.window
         c.backoffBase = options.backoffBase
         c.backoffMax = options.backoffMax
+        // Load messages carry their send time: every engine (and worker) on the host reads one clock.
+        if options.usesLoadMessages { c.clockOrigin = 0 }
         return c
+    }
+
+    /// The extra traffic of device `index` (nil when no scenario option asks for any).
+    public func deviceLoad(id: DeviceID, index: Int) -> DeviceLoad? {
+        let o = options
+        guard o.publishRate > 0 || o.subscription != nil else { return nil }
+        return DeviceLoad(publishInterval: o.publishRate > 0 ? 1 / o.publishRate : 0,
+                          topic: DeviceLoad.resolve(o.topic, id: id.rawValue, index: index),
+                          payloadBytes: o.payloadBytes ?? FleetOptions.defaultPayload, qos: o.qos,
+                          subscription: o.subscription.map { DeviceLoad.resolve($0, id: id.rawValue, index: index) })
     }
 
     public func run(stop: StopFlag = StopFlag()) throws(FleetError) -> FleetReport {
@@ -90,15 +102,38 @@ public final class FleetRunner {
             tls = try TLSSetup.settings(caPEM: ca, host: o.brokerHost, maxHandshakes: o.tlsHandshakes)
             if !o.quiet { output("loaded \(identities.count) device identities from \(dir); mutual TLS to \(o.brokerURL)") }
         }
-        let behaviors = ids.map {
-            AgentBehavior(id: $0, heartbeatInterval: o.heartbeat, heartbeatJitter: o.heartbeatJitter, heartbeatQoS: o.qos)
+        let behaviors = ids.enumerated().map { i, id in
+            var b = AgentBehavior(id: id, heartbeatInterval: o.heartbeat, heartbeatJitter: o.heartbeatJitter, heartbeatQoS: o.qos)
+            b.load = deviceLoad(id: id, index: o.firstIndex + i)
+            return b
         }
         let engine: Engine<AgentBehavior>
-        do { engine = try Engine(configuration: engineConfiguration(tls: tls), behaviors: behaviors, identities: identities) } catch let e as FleetError { throw e } catch {
+        var publisher: Engine<FanoutPublisher>?
+        do {
+            engine = try Engine(configuration: engineConfiguration(tls: tls), behaviors: behaviors, identities: identities)
+            if o.fanoutRate > 0, let topic = o.subscription {
+                var c = engineConfiguration(tls: nil)
+                c.sourceAddresses = []
+                let p = FanoutPublisher(clientID: "fleetsim-fanout-\(getpid())-\(o.firstIndex)", topic: topic, rate: o.fanoutRate,
+                                        payloadBytes: o.payloadBytes ?? FleetOptions.defaultPayload, qos: o.qos)
+                publisher = try Engine(configuration: c, behaviors: [p])
+            }
+        } catch let e as FleetError { throw e } catch {
             throw .runtime("cannot start the engine: \(error)")
         }
         let m = engine.metrics
-        engine.startAll()
+        publisher?.startAll()
+        var released = 0
+        /// Starts the devices the ramp profile has released by `t`; true when that opened a spike.
+        func release(_ t: Double) -> Bool {
+            let due = o.ramp.released(at: t, of: o.devices, releasedConnected: released > 0 && engine.connectedCount == released)
+            guard due > released else { return false }
+            let spike = released > 0 && o.ramp.spikeSize(of: o.devices) > 0
+            while released < due { engine.start(released); released += 1 }
+            return spike
+        }
+        // With a publisher its pacing needs short waits (its timers fire only between polls).
+        let maxWait = publisher == nil ? min(0.05, o.sampleInterval / 2) : 0.005
         var peak = 0, peakRSS = baseline
         var allConnectedAt: Double?
         var stormAt: Double?, stormRecovered: Double?
@@ -111,14 +146,17 @@ public final class FleetRunner {
         let t0 = engine.now
         m.sampleResources(t: 0, connected: 0)
         m.beginPhase("connect", at: 0, latency: .connect)
+        _ = release(0)
         while true {
-            engine.poll(maxWait: min(0.05, o.sampleInterval / 2))
+            engine.poll(maxWait: maxWait)
+            publisher?.poll(maxWait: 0)
             let t = engine.now - t0
+            if allConnectedAt == nil && release(t) { m.beginPhase("spike", at: t, latency: .connect) }
             peak = max(peak, engine.connectedCount)
             if allConnectedAt == nil && m.connacks >= o.devices && engine.connectedCount == o.devices {
                 allConnectedAt = t
                 if o.churn > 0 { m.beginPhase("churn", at: t, latency: .recovery) } else {
-                    m.beginPhase("escrow hold", at: t, latency: o.qos == .atLeastOnce ? .puback : nil)
+                    m.beginPhase("escrow hold", at: t, latency: o.subscription != nil ? .fanout : (o.qos == .atLeastOnce ? .puback : nil))
                 }
             }
             if stop.isRequested { stoppedBy = "signal"; break }
@@ -169,11 +207,18 @@ public final class FleetRunner {
         let final = engine.connectedCount
         if !o.quiet { progress(engine, t: t, final: true, line: true) }
         engine.stopAll()
+        var counters = Self.counters(m)
+        if let p = publisher {
+            counters["fanoutPublished"] = p.behavior(at: 0).published
+            if p.metrics.connacks == 0 {
+                problems.append("the fan-out publisher never connected to \(o.brokerURL): \(p.lastErrorDetail.values.first ?? "no CONNACK")")
+            }
+            p.stopAll()
+        }
         for (cause, detail) in engine.lastErrorDetail.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where !problems.contains(where: { $0.contains(detail) }) {
             problems.append("last \(cause.rawValue) error: \(detail)")
         }
-        let counters = Self.counters(m)
-        return FleetReport(
+        var report = FleetReport(
             scenario: o.scenario, startedAt: started, elapsedSeconds: (t * 100).rounded() / 100, stoppedBy: stoppedBy,
             settings: settings(), targetDevices: o.devices, peakConnected: peak, finalConnected: final,
             timeToAllConnected: allConnectedAt.map { ($0 * 1000).rounded() / 1000 },
@@ -184,6 +229,8 @@ public final class FleetRunner {
             baselineRSSKB: baseline, peakRSSKB: peakRSS,
             rssPerDeviceKB: peak > 0 ? (Double(peakRSS - baseline) / Double(peak) * 100).rounded() / 100 : nil,
             workers: 1, problems: problems, sampleIntervalSeconds: o.sampleInterval, phases: m.phases)
+        if o.subscription != nil { report.fanoutMs = HistogramSummary(m.fanoutLatency) }
+        return report
     }
 
     static func counters(_ m: Metrics) -> [String: Int] {
@@ -201,7 +248,9 @@ public final class FleetRunner {
                 "rate": "\(o.rate)", "window": "\(o.window)", "sources": o.sourceAddresses.joined(separator: ","),
                 "keepalive": "\(o.keepAlive)", "heartbeat": "\(o.heartbeat)", "heartbeatJitter": "\(o.heartbeatJitter)",
                 "qos": "\(o.qos.rawValue)", "mqtt": o.mqtt.label, "churn": "\(o.churn)", "duration": "\(o.duration)",
-                "sampleInterval": "\(o.sampleInterval)"]
+                "sampleInterval": "\(o.sampleInterval)", "ramp": o.ramp.label, "publishRate": "\(o.publishRate)",
+                "topic": o.topic, "payload": "\(o.payloadBytes ?? FleetOptions.defaultPayload)", "subscribe": o.subscription ?? "",
+                "fanoutPublisher": "\(o.fanoutRate)"]
     }
 
     /// A one-line reason to give up early: nothing ever connected and every attempt failed the same way.
