@@ -198,7 +198,7 @@ public enum HTMLReport {
                 run.append("\(r1(xOf(t))),\(r1(yOf(v)))")
             }
             flush()
-            svg += "<text x=\"\(Int(left + 10 + Double(k) * 110))\" y=\"14\" fill=\"\(color)\">■ \(esc(name))</text>\n"
+            svg += "<text x=\"\(Int(left + 10 + Double(k) * 100))\" y=\"14\" fill=\"\(color)\">■ \(esc(name))</text>\n"
         }
         svg += axisLabels(x: "seconds since start", y: yLabel)
         return svg + "</svg>\n"

@@ -145,7 +145,8 @@ public struct FleetOptions: Sendable, Equatable {
       --heartbeat-jitter F      +/- fraction of jitter per heartbeat (default 0.2)
       --qos 0|1                 heartbeat QoS (default 0)
       --mqtt 3.1.1|5            protocol version (default 3.1.1)
-      --churn P                 drop P percent of connected devices per minute (default 0)
+      --churn P                 drop P percent of connected devices per minute (default 0),
+                                from when the whole fleet has connected (the churn phase)
       --publish-rate R          load messages per second per device beyond heartbeats (default
                                 0; fractions such as 0.1 are fine), QoS of --qos, on --topic
       --topic PATTERN           topic of load messages, %i = device id, %n = device index, %% = %

@@ -188,7 +188,8 @@ public final class FleetRunner {
             }
             if t >= nextSecond {
                 nextSecond += 1
-                if o.churn > 0 { churnCarry += churn(engine, carry: churnCarry) }
+                // Churn is the hold phase's: it starts once the whole fleet has connected.
+                if o.churn > 0 && allConnectedAt != nil { churnCarry += churn(engine, carry: churnCarry) }
                 if !o.quiet { progress(engine, t: t, final: false, line: t >= nextLine) }
                 if t >= nextLine { nextLine += 5 }
             }

@@ -55,8 +55,10 @@ public enum MergeCommand {
     public static func load(_ files: [String]) throws(FleetError) -> [FleetReport] {
         var reports: [FleetReport] = []
         for f in files {
-            guard let data = FileManager.default.contents(atPath: f) else {
-                throw .usage("merge: cannot read \(f): \(FileManager.default.fileExists(atPath: f) ? "permission denied" : "no such file")")
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: f, isDirectory: &isDirectory)
+            guard exists, !isDirectory.boolValue, let data = FileManager.default.contents(atPath: f) else {
+                throw .usage("merge: cannot read \(f): \(!exists ? "no such file" : isDirectory.boolValue ? "it is a directory" : "permission denied")")
             }
             let r: FleetReport
             do { r = try FleetReport.decode(data) } catch {
