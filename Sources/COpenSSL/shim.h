@@ -12,6 +12,7 @@
 #include <openssl/sha.h>
 #include <openssl/buffer.h>
 #include <openssl/ssl.h>
+#include <openssl/hmac.h>
 
 // Only what Swift cannot call directly: macros and variadic functions.
 
