@@ -40,6 +40,21 @@ struct TLSSessionTests {
         }
     }
 
+    @Test func identitiesRoundTripThroughDER() throws {
+        let ca = try CertificateAuthority.create(commonName: "TLS DER CA")
+        let device = try ca.issueDeviceIdentity(deviceID: "dev-der")
+        let certificateDER = try der(pem: device.certificatePEM, labels: ["CERTIFICATE"])
+        let keyDER = try der(pem: device.privateKeyPEM, labels: ["PRIVATE KEY", "EC PRIVATE KEY"])
+        let certificate = try Certificate(der: certificateDER)
+        #expect(certificate.commonName == "dev-der")
+        #expect(certificate.sha256Fingerprint == (try Certificate(pem: device.certificatePEM)).sha256Fingerprint)
+        #expect(try PrivateKey(der: keyDER).publicKey().matches(certificate.publicKey()))
+        #expect(throws: IdentityError.self) { try der(pem: device.certificatePEM, labels: ["PRIVATE KEY"]) }
+        #expect(throws: IdentityError.self) { try der(pem: "garbage", labels: ["CERTIFICATE"]) }
+        #expect(throws: IdentityError.self) { try Certificate(der: Array(certificateDER.prefix(40))) }
+        #expect(throws: IdentityError.self) { try PrivateKey(der: [0x30, 0x03, 0x02, 0x01, 0x00]) }
+    }
+
     @Test func firstHandshakeStepProducesClientHelloAndQueuesWrites() throws {
         let ca = try CertificateAuthority.create(commonName: "TLS Hello CA")
         let device = try ca.issueDeviceIdentity(deviceID: "dev-hello")

@@ -236,8 +236,8 @@ public final class Engine<Behavior: DeviceBehavior> {
         if let tls = configuration.tls {
             // Handshake first; CONNECT is queued in the session and encrypted once it is established.
             do {
-                let session = try TLSClientSession(context: tls.context, certificate: identities[d].certificate,
-                                                   privateKey: identities[d].privateKey, serverName: tls.serverName)
+                let session = try TLSClientSession(context: tls.context, certificate: identities[d].certificate(),
+                                                   privateKey: identities[d].privateKey(), serverName: tls.serverName)
                 slots[d].tls = session
                 try session.handshake()
             } catch {

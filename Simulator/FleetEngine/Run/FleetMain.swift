@@ -31,6 +31,7 @@ public enum FleetMain {
             }
         } catch {
             stderr("fleetsim: \(error.description)")
+            if case .usage = error { return 64 } // an input checked before the first connection
             return 1
         }
         if !options.thresholds.isEmpty && !options.isWorker { report.thresholds = options.thresholds.map { $0.evaluate(report) } }
