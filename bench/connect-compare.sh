@@ -3,8 +3,8 @@
 # against ONE private mosquitto on loopback, in the same run.
 #   bench/connect-compare.sh [DEVICES] [ROUNDS]        (default 5000 devices, 3 rounds)
 # Each round runs every client once, same N, same --window, same source addresses; the order
-# rotates per round (round 1: ref, ref+agent, fleetsim; round 2: ref+agent, fleetsim, ref; ...). After each
-# run it waits until the broker has closed that run's connections. At the end it prints, per run
+# rotates per round (round 1: ref, ref+agent, fleetsim; round 2: ref+agent, fleetsim, ref; ...).
+# After each run it waits until the broker has closed that run's connections. At the end it prints, per run
 # and as the median over rounds, connect latency p50/p90/p99/p99.9/max (ms), time to all
 # connected, connects/s, RSS per device, process CPU and broker CPU, then the ratios
 # fleetsim/ref for p50, p90, p99 with a "within 10%" verdict each, and whether fleetsim's

@@ -83,9 +83,9 @@ CTL=("$BIN_DIR/escrowctl" --config "$DATA/admin.conf")
 PW=$(python3 -c "import secrets;print(secrets.token_hex(12))")
 "${CTL[@]}" --quiet operator create "op-oem-$RUN" --account "oem-$RUN" --password "$PW" >/dev/null
 sleep 0.5 # the broker reloads its password file
-OEM=("$BIN_DIR/escrowctl" --broker "$(awk -F' = ' '/^broker/{print $2}' "$DATA/admin.conf")" --user "op-oem-$RUN" --password "$PW" --account "oem-$RUN")
+OEM=("$BIN_DIR/escrowctl" --broker "$(awk -F' = ' '$1 == "broker" {print $2}' "$DATA/admin.conf")" --user "op-oem-$RUN" --password "$PW" --account "oem-$RUN")
 "${OEM[@]}" device provision --prefix "tls-$RUN-" --count "$N" --out "$BUNDLES" >/dev/null
-echo "provisioned $N bundles into $BUNDLES (broker $(awk -F' = ' '/^broker/{print $2}' "$BUNDLES/$(ls "$BUNDLES" | head -1)/agent.conf"))"
+echo "provisioned $N bundles into $BUNDLES (broker $(awk -F' = ' '$1 == "broker" {print $2}' "$BUNDLES/$(ls "$BUNDLES" | head -1)/agent.conf"))"
 sleep 1
 IDLE_FDS=$(($(ls /proc/$BROKER/fd | wc -l) + 2))
 
@@ -117,10 +117,7 @@ for round in $(seq "$ROUNDS"); do
     ex=$(python3 -c "import json;print(json.load(open('$tag.run.json'))['exit'])")
     [ -s "$tag.json" ] || { echo "round $round $c: no report (exit $ex); see $tag.log" >&2; tail -5 "$tag.log" >&2; exit 1; }
     echo "{\"round\": $round, \"pos\": \"$((pos + 1))\", \"client\": \"$c\", \"report\": \"$tag.json\", \"runner\": \"$tag.run.json\"}" >> "$MANIFEST"
-    echo "  round $round: $c done (exit $ex, $(python3 -c "import json;r=json.load(open('$tag.run.json'));# Runner: waits (bounded) for a quiet broker, runs one client, records wall time, its CPU (wait4
-# rusage), the broker's CPU during the run, and waits (bounded) until the broker has closed the
-# run's connections. With STOP_AT > 0 it sends SIGINT at the first output line "connected N/..."
-# with N >= STOP_AT (fleetsim's progress line). exit 130 in the table = stopped that way."))"
+    echo "  round $round: $c done (exit $ex, $(python3 -c "import json;r=json.load(open('$tag.run.json'));print('%.1f s, waited %.1f s for a quiet broker before, %.1f s for its connections to close after' % (r['wall'], r['brokerQuietWait'], r['brokerIdleWait']))"))"
     sleep "$PAUSE"
   done
 done

@@ -442,6 +442,7 @@ typedef struct {
     int fd;             /* socket registered in epoll, -1 when none */
     uint32_t interest;  /* current epoll interest */
     cstate_t state;
+    long long session;  /* --agent: DeviceStatus.session of this connection (will and status) */
 } client_t;
 
 enum cause { CAUSE_REFUSED, CAUSE_CONNECT, CAUSE_TIMEOUT, CAUSE_NOT_STARTED, CAUSE_DROPPED, CAUSE_COUNT };
@@ -463,6 +464,7 @@ typedef struct {
     int connected;              /* currently connected */
     int connacks;               /* CONNACK 0 received */
     int subacks, pubacks;       /* --agent */
+    int suback_denied;          /* --agent: SUBACK return code 0x80 */
     uint32_t *latency_us;       /* one per CONNACK 0, in arrival order */
     int errors[CAUSE_COUNT];
     int refused_by_code[256];
@@ -502,12 +504,10 @@ static void fail(client_t *c, enum cause cause)
 /* ------------------------------------------------------------------------------------------ */
 /* libmosquitto callbacks                                                                     */
 
-/* A DeviceStatus payload like escrow-agent's (session: Unix time in ms at connection start). */
-static int status_payload(char *buf, size_t len, const char *state)
+/* A DeviceStatus payload like escrow-agent's; the will and the online status of a connection
+ * carry the same session (escrow-agent: Unix time in ms when it opened the connection). */
+static int status_payload(char *buf, size_t len, long long session, const char *state)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long session = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     return snprintf(buf, len, "{\"agentVersion\":\"refclient/1\",\"mode\":\"escrow\",\"schema\":1,\"session\":%lld,\"state\":\"%s\"}",
                     session, state);
 }
@@ -538,15 +538,16 @@ static void on_connect(struct mosquitto *m, void *obj, int rc)
         snprintf(topic, sizeof topic, "devices/%s/config", R.ids[c->index]);
         mosquitto_subscribe(c->m, NULL, topic, 1);
         snprintf(topic, sizeof topic, "devices/%s/status", R.ids[c->index]);
-        int len = status_payload(payload, sizeof payload, "online");
+        int len = status_payload(payload, sizeof payload, c->session, "online");
         mosquitto_publish(c->m, NULL, topic, len, payload, 1, true);
     }
 }
 
 static void on_subscribe(struct mosquitto *m, void *obj, int mid, int qos_count, const int *granted)
 {
-    (void)m, (void)obj, (void)mid, (void)qos_count, (void)granted;
+    (void)m, (void)obj, (void)mid;
     R.subacks++;
+    if (qos_count > 0 && granted[0] >= 0x80) R.suback_denied++;
 }
 
 static void on_publish(struct mosquitto *m, void *obj, int mid)
@@ -816,7 +817,8 @@ static void write_json(const char *path, const summary_t *s, bool all, double al
     if (R.tls) fprintf(f, "  \"tlsSetup\": \"%s\",\n", R.o.tls_setup == TLS_SETUP_PRELOAD ? "preload" : "connect");
     fprintf(f, "  \"mqtt\": \"%s\",\n  \"window\": %d,\n  \"rate\": %g,\n  \"sourceCount\": %d,\n  \"keepalive\": %d,\n",
             R.o.mqtt == MQTT_PROTOCOL_V5 ? "5" : "3.1.1", R.o.window, R.o.rate, R.o.source_count, R.o.keepalive);
-    fprintf(f, "  \"agent\": %s,\n  \"subacks\": %d,\n  \"pubacks\": %d,\n", R.o.agent ? "true" : "false", R.subacks, R.pubacks);
+    fprintf(f, "  \"agent\": %s,\n  \"subacks\": %d,\n  \"subacksDenied\": %d,\n  \"pubacks\": %d,\n", R.o.agent ? "true" : "false",
+            R.subacks, R.suback_denied, R.pubacks);
     fprintf(f, "  \"devices\": %d,\n  \"connected\": %d,\n  \"allConnected\": %s,\n", R.n, R.connacks, all ? "true" : "false");
     fprintf(f, "  \"errors\": {\"total\": %d", total_errors());
     for (int i = 0; i < CAUSE_COUNT; i++) fprintf(f, ", \"%s\": %d", cause_key[i], R.errors[i]);
@@ -931,7 +933,10 @@ int main(int argc, char **argv)
         if (o->agent) {
             char topic[128], payload[256];
             snprintf(topic, sizeof topic, "devices/%s/status", R.ids[i]);
-            int len = status_payload(payload, sizeof payload, "offline");
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            c->session = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + i; /* unique, increasing */
+            int len = status_payload(payload, sizeof payload, c->session, "offline");
             mosquitto_will_set(c->m, topic, len, payload, 1, true);
             mosquitto_subscribe_callback_set(c->m, on_subscribe);
             mosquitto_publish_callback_set(c->m, on_publish);
@@ -1067,14 +1072,19 @@ int main(int argc, char **argv)
            R.port, R.n, R.connacks, total_errors());
     for (int i = 0; i < CAUSE_COUNT; i++)
         if (R.errors[i]) printf(" %s=%d", cause_key[i], R.errors[i]);
-    printf("\n");
+    printf("%s\n", g_stop ? "  (stopped by a signal)" : "");
     for (int i = 0; i < CAUSE_COUNT; i++)
         if (R.detail[i][0]) printf("  %s: %s\n", cause_key[i], R.detail[i]);
     if (all) printf("  all connected after   %.3f s  (%.0f connects/s, window %d)\n", all_s, rate, o->window);
     else printf("  all connected after   never  (%d of %d; %.0f connects/s, window %d)\n", R.connacks, R.n, rate, o->window);
-    if (o->agent) printf("  agent traffic         %d SUBACKs, %d PUBACKs (will + SUBSCRIBE + retained status per device)\n", R.subacks, R.pubacks);
-    printf("  connect latency ms    p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f  (n=%d)\n", s.p50, s.p90, s.p99,
-           s.p999, s.max, s.mean, s.count);
+    if (o->agent)
+        printf("  agent traffic         %d SUBACKs (%d denied), %d PUBACKs (will + SUBSCRIBE + retained status per device)\n", R.subacks,
+               R.suback_denied, R.pubacks);
+    if (s.count > 0)
+        printf("  connect latency ms    p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f  (n=%d)\n", s.p50, s.p90, s.p99,
+               s.p999, s.max, s.mean, s.count);
+    else
+        printf("  connect latency ms    none (no CONNACK)\n");
     printf("  CPU                   %.2f s total, %.2f s connect phase (setup %.2f s)\n", R.cpu_end, R.cpu_all - R.cpu_before_connect,
            R.setup_seconds);
     printf("  RSS KB                before %ld  after setup %ld  all connected %ld  end %ld  peak %ld  per device %.2f\n", R.rss_before,

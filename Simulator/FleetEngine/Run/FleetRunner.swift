@@ -96,7 +96,7 @@ public final class FleetRunner {
         var peak = 0, peakRSS = baseline
         var allConnectedAt: Double?
         var stormAt: Double?, stormRecovered: Double?
-        var nextSample = 1.0, nextResource = 0.0, nextLine = 5.0
+        var nextSample = 1.0, nextResource = 10.0, nextLine = 5.0 // resources were sampled at t = 0 above
         var stoppedBy = "duration"
         var problems: [String] = []
         var warnedPorts = false
