@@ -49,6 +49,12 @@ struct TLSSessionTests {
         #expect(certificate.commonName == "dev-der")
         #expect(certificate.sha256Fingerprint == (try Certificate(pem: device.certificatePEM)).sha256Fingerprint)
         #expect(try PrivateKey(der: keyDER).publicKey().matches(certificate.publicKey()))
+        let raw = try PrivateKey(der: keyDER).rawP256()
+        #expect(raw.privateScalar.count == 32 && raw.publicPoint.count == 65 && raw.publicPoint[0] == 0x04)
+        let rebuilt = try PrivateKey(p256Private: raw.privateScalar, publicPoint: raw.publicPoint)
+        #expect(try rebuilt.publicKey().matches(certificate.publicKey()))
+        #expect(try rebuilt.pem() == PrivateKey(pem: device.privateKeyPEM).pem())
+        #expect(throws: IdentityError.self) { try PrivateKey(p256Private: raw.privateScalar, publicPoint: Array(raw.publicPoint.prefix(10))) }
         #expect(throws: IdentityError.self) { try der(pem: device.certificatePEM, labels: ["PRIVATE KEY"]) }
         #expect(throws: IdentityError.self) { try der(pem: "garbage", labels: ["CERTIFICATE"]) }
         #expect(throws: IdentityError.self) { try Certificate(der: Array(certificateDER.prefix(40))) }
