@@ -19,6 +19,14 @@ public final class Certificate: @unchecked Sendable {
         pointer = try checkNotNil(PEM_read_bio_X509(bio.pointer, nil, nil, nil), "PEM_read_bio_X509")
     }
 
+    /// Parses a DER certificate (what `der(pem:label:)` returns for a PEM one).
+    public init(der: [UInt8]) throws(IdentityError) {
+        pointer = try der.withUnsafeBufferPointer { b throws(IdentityError) in
+            var cursor: UnsafePointer<UInt8>? = b.baseAddress
+            return try checkNotNil(d2i_X509(nil, &cursor, b.count), "d2i_X509")
+        }
+    }
+
     /// Parses every certificate in a PEM bundle (e.g. a CA bundle).
     public static func all(pem: String) throws(IdentityError) -> [Certificate] {
         let bio = try MemoryBIO(text: pem)
@@ -86,5 +94,25 @@ public final class Certificate: @unchecked Sendable {
         var parts = tm()
         guard let time, ASN1_TIME_to_tm(time, &parts) == 1 else { return .distantPast }
         return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
+    }
+}
+
+/// The DER bytes of the first PEM block in `pem` whose label is one of `labels`
+/// ("CERTIFICATE", "PRIVATE KEY", ...), without parsing what they encode.
+public func der(pem: String, labels: Set<String>) throws(IdentityError) -> [UInt8] {
+    let bio = try MemoryBIO(text: pem)
+    while true {
+        var name: UnsafeMutablePointer<CChar>? = nil
+        var header: UnsafeMutablePointer<CChar>? = nil
+        var data: UnsafeMutablePointer<UInt8>? = nil
+        var length = 0
+        guard PEM_read_bio(bio.pointer, &name, &header, &data, &length) == 1 else {
+            ERR_clear_error()
+            throw IdentityError.invalidInput("no PEM block labelled \(labels.sorted().joined(separator: " or "))")
+        }
+        defer { escrow_openssl_free(name); escrow_openssl_free(header); escrow_openssl_free(data) }
+        if let name, labels.contains(String(cString: name)), let data {
+            return Array(UnsafeBufferPointer(start: data, count: length))
+        }
     }
 }

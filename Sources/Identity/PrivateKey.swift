@@ -18,6 +18,37 @@ public final class PrivateKey: @unchecked Sendable {
         pointer = try checkNotNil(PEM_read_bio_PrivateKey(bio.pointer, nil, nil, nil), "PEM_read_bio_PrivateKey")
     }
 
+    /// Imports a DER EC private key, PKCS#8 or SEC1 (what `der(pem:label:)` returns for a
+    /// PEM one). 4x faster than the PEM path, which goes through OpenSSL 3's decoder framework.
+    public init(der: [UInt8]) throws(IdentityError) {
+        pointer = try der.withUnsafeBufferPointer { b throws(IdentityError) in
+            var cursor: UnsafePointer<UInt8>? = b.baseAddress
+            return try checkNotNil(d2i_PrivateKey(EVP_PKEY_EC, nil, &cursor, b.count), "d2i_PrivateKey(EC)")
+        }
+    }
+
+    /// A P-256 key from `rawP256()`'s parts, without any decoding (~20 us against
+    /// ~110 us for `init(der:)` and ~450 us for `init(pem:)`).
+    public init(p256Private: [UInt8], publicPoint: [UInt8]) throws(IdentityError) {
+        pointer = try checkNotNil(escrow_ec_p256_from_raw(p256Private, p256Private.count, publicPoint, publicPoint.count),
+                                  "EVP_PKEY_fromdata(P-256)")
+    }
+
+    /// The private scalar (32 bytes, native byte order) and the uncompressed public point
+    /// (65 bytes): a key's smallest form, for holding thousands of them (fleetsim).
+    public func rawP256() throws(IdentityError) -> (privateScalar: [UInt8], publicPoint: [UInt8]) {
+        var bignum: OpaquePointer? = nil
+        try check(EVP_PKEY_get_bn_param(pointer, "priv", &bignum) == 1 && bignum != nil, "EVP_PKEY_get_bn_param(priv)")
+        defer { BN_clear_free(bignum) }
+        var scalar = [UInt8](repeating: 0, count: 32)
+        try check(BN_bn2nativepad(bignum, &scalar, 32) == 32, "BN_bn2nativepad")
+        var point = [UInt8](repeating: 0, count: 65)
+        var length = 0
+        try check(EVP_PKEY_get_octet_string_param(pointer, "pub", &point, 65, &length) == 1 && length == 65,
+                  "EVP_PKEY_get_octet_string_param(pub)")
+        return (scalar, point)
+    }
+
     deinit { EVP_PKEY_free(pointer) }
 
     /// Unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).

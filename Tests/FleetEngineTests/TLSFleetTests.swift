@@ -78,6 +78,17 @@ import TestSupport
         #expect(err.last?.contains("certificate verify failed") == true, "\(err)")
     }
 
+    @Test func aBundleWhoseKeyIsNotItsCertificatesIsRefusedBeforeAnyConnection() throws {
+        let tls = try TLSBroker(); defer { tls.broker.stop() }
+        let bundles = try tls.bundles(["mix-1", "mix-2"])
+        try FileManager.default.removeItem(atPath: bundles + "/mix-2/device.key")
+        try FileManager.default.copyItem(atPath: bundles + "/mix-1/device.key", toPath: bundles + "/mix-2/device.key")
+        var err: [String] = []
+        let code = FleetMain.run(["connect", "--bundles", bundles, "--duration", "5", "--quiet"], stdout: { _ in }, stderr: { err.append($0) })
+        #expect(code == 64, "\(err)")
+        #expect(err.joined().contains("mix-2") && err.joined().contains("does not belong to certificate mix-2"), "\(err)")
+    }
+
     @Test func mqttsWithoutIdentitiesIsAUsageError() {
         var err: [String] = []
         let code = FleetMain.run(["connect", "--broker", "mqtts://127.0.0.1:8883"], stdout: { _ in }, stderr: { err.append($0) })

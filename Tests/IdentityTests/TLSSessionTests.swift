@@ -40,6 +40,27 @@ struct TLSSessionTests {
         }
     }
 
+    @Test func identitiesRoundTripThroughDER() throws {
+        let ca = try CertificateAuthority.create(commonName: "TLS DER CA")
+        let device = try ca.issueDeviceIdentity(deviceID: "dev-der")
+        let certificateDER = try der(pem: device.certificatePEM, labels: ["CERTIFICATE"])
+        let keyDER = try der(pem: device.privateKeyPEM, labels: ["PRIVATE KEY", "EC PRIVATE KEY"])
+        let certificate = try Certificate(der: certificateDER)
+        #expect(certificate.commonName == "dev-der")
+        #expect(certificate.sha256Fingerprint == (try Certificate(pem: device.certificatePEM)).sha256Fingerprint)
+        #expect(try PrivateKey(der: keyDER).publicKey().matches(certificate.publicKey()))
+        let raw = try PrivateKey(der: keyDER).rawP256()
+        #expect(raw.privateScalar.count == 32 && raw.publicPoint.count == 65 && raw.publicPoint[0] == 0x04)
+        let rebuilt = try PrivateKey(p256Private: raw.privateScalar, publicPoint: raw.publicPoint)
+        #expect(try rebuilt.publicKey().matches(certificate.publicKey()))
+        #expect(try rebuilt.pem() == PrivateKey(pem: device.privateKeyPEM).pem())
+        #expect(throws: IdentityError.self) { try PrivateKey(p256Private: raw.privateScalar, publicPoint: Array(raw.publicPoint.prefix(10))) }
+        #expect(throws: IdentityError.self) { try der(pem: device.certificatePEM, labels: ["PRIVATE KEY"]) }
+        #expect(throws: IdentityError.self) { try der(pem: "garbage", labels: ["CERTIFICATE"]) }
+        #expect(throws: IdentityError.self) { try Certificate(der: Array(certificateDER.prefix(40))) }
+        #expect(throws: IdentityError.self) { try PrivateKey(der: [0x30, 0x03, 0x02, 0x01, 0x00]) }
+    }
+
     @Test func firstHandshakeStepProducesClientHelloAndQueuesWrites() throws {
         let ca = try CertificateAuthority.create(commonName: "TLS Hello CA")
         let device = try ca.issueDeviceIdentity(deviceID: "dev-hello")
@@ -176,7 +197,71 @@ struct TLSSessionTests {
         #expect(refusal.contains("alert") || refusal.contains("eof") || refusal.contains("closed"), "\(refusal)")
     }
 
-    @Test func twoHundredSessionsShareOneContext() throws {
+    @Test func compactRecordsCarryLargeMessagesBothWaysAndSurviveKeyUpdates() throws {
+        let broker = try TLSBroker()
+        defer { broker.stop() }
+        let device = try broker.ca.issueDeviceIdentity(deviceID: "dev-big")
+        let session = try TLSClientSession(context: TLSClientContext(trustedCAPEM: broker.ca.certificate.pem()),
+                                           certificatePEM: device.certificatePEM, privateKeyPEM: device.privateKeyPEM,
+                                           serverName: "127.0.0.1")
+        let link = try TLSLink(port: broker.port, session: session)
+        defer { link.close() }
+        try session.write(mqttConnect(clientID: device.deviceID))
+        try link.handshake()
+        #expect(session.recordLayer.hasSuffix("(compact)"), "\(session.recordLayer)")
+        #expect(session.protocolVersion == "TLSv1.3")
+        #expect(try link.receive(atLeast: 4) == [0x20, 0x02, 0x00, 0x00], "\(broker.log)")
+        try session.write(mqttSubscribe(topic: "t/big", packetID: 1))
+        #expect(try link.receive(atLeast: 5) == [0x90, 0x03, 0x00, 0x01, 0x00])
+        // 40,000 bytes: three records each way (at most 16 KB of plaintext per record).
+        let payload = (0..<40_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let publish = mqttPublish(topic: "t/big", payload: payload)
+        for round in 0..<3 {
+            try session.write(publish)
+            let echoed = try link.receive(atLeast: publish.count)
+            #expect(echoed == publish, "round \(round): \(echoed.count) of \(publish.count) bytes came back intact")
+            // Our KeyUpdate asks the broker for its own: both directions move to new keys.
+            try session.updateKeys()
+            try session.write([0xC0, 0x00])
+            #expect(try link.receive(atLeast: 2) == [0xD0, 0x00], "PINGRESP after key update \(round)")
+        }
+        session.close()
+        try link.flush()
+    }
+
+    @Test func tamperedRecordFailsTheSession() throws {
+        let broker = try TLSBroker()
+        defer { broker.stop() }
+        let device = try broker.ca.issueDeviceIdentity(deviceID: "dev-tamper")
+        let session = try TLSClientSession(context: TLSClientContext(trustedCAPEM: broker.ca.certificate.pem()),
+                                           certificatePEM: device.certificatePEM, privateKeyPEM: device.privateKeyPEM,
+                                           serverName: "127.0.0.1")
+        let link = try TLSLink(port: broker.port, session: session)
+        defer { link.close() }
+        try session.write(mqttConnect(clientID: device.deviceID))
+        try link.handshake()
+        #expect(try link.receive(atLeast: 4) == [0x20, 0x02, 0x00, 0x00])
+        try session.write([0xC0, 0x00])
+        try link.flush()
+        // The PINGRESP record, read off the socket by hand and changed in its last byte (the tag).
+        var record = [UInt8](repeating: 0, count: 4096)
+        var p = pollfd(fd: link.fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&p, 1, 5_000) == 1, "no PINGRESP within 5 s")
+        let n = record.withUnsafeMutableBytes { recv(link.fd, $0.baseAddress, $0.count, 0) }
+        #expect(n > 5)
+        record = Array(record.prefix(max(n, 0)))
+        record[record.count - 1] ^= 0x01
+        session.feed(record)
+        var plaintext: [UInt8] = []
+        #expect(throws: IdentityError.self) { try session.read(into: &plaintext) }
+        #expect(plaintext.isEmpty)
+        guard case .failed(let error) = session.status else { Issue.record("status \(session.status)"); return }
+        #expect("\(error)".contains("authentication tag"), "\(error)")
+        #expect(throws: IdentityError.self) { try session.write([0xC0, 0x00]) }
+    }
+
+    @Test(arguments: [true, false])
+    func twoHundredSessionsShareOneContext(compactRecords: Bool) throws {
         let broker = try TLSBroker()
         defer { broker.stop() }
         let count = 200
@@ -184,7 +269,7 @@ struct TLSSessionTests {
         let identities = try broker.ca.issueDeviceIdentities(ids)
         // Parsed once, like fleetsim does before (re)connecting.
         let parsed = try identities.map { ($0.deviceID, try Certificate(pem: $0.certificatePEM), try PrivateKey(pem: $0.privateKeyPEM)) }
-        let context = try TLSClientContext(trustedCAPEM: broker.ca.certificate.pem())
+        let context = try TLSClientContext(trustedCAPEM: broker.ca.certificate.pem(), compactRecords: compactRecords)
 
         var links: [TLSLink] = []
         links.reserveCapacity(count)
@@ -218,8 +303,13 @@ struct TLSSessionTests {
         print(String(format: "client CPU per handshake (this thread, user+sys): %.2f ms", cpu / Double(count) * 1000))
         print("per session created, before the handshake: \(created.perSession(since: before, count: count))")
         print("per session after handshake: \(handshaken.perSession(since: before, count: count))")
-        print("per session idle after CONNACK (SSL_MODE_RELEASE_BUFFERS): \(idle.perSession(since: before, count: count))")
+        print("per session idle after CONNACK (\(compactRecords ? "compact TLS 1.3 records, SSL freed" : "OpenSSL record layer, SSL_MODE_RELEASE_BUFFERS")): \(idle.perSession(since: before, count: count))")
         #expect(rate > 5)
+        #expect(links.allSatisfy { $0.session.recordLayer.hasSuffix("(compact)") == compactRecords })
+        if compactRecords {
+            // The keys and the Swift objects, nothing of OpenSSL's: well under 8 KB of heap.
+            #expect(idle.heapPerSession(since: before, count: count) < 4_096, "\(idle.perSession(since: before, count: count))")
+        }
         for link in links { link.close() }
     }
 }
@@ -234,6 +324,30 @@ private func mqttConnect(clientID: String) -> [UInt8] {
     let remaining = variable.count + payload.count
     precondition(remaining < 128)
     return [0x10, UInt8(remaining)] + variable + payload
+}
+
+private func mqttSubscribe(topic: String, packetID: UInt16) -> [UInt8] {
+    let t = Array(topic.utf8)
+    let body: [UInt8] = [UInt8(packetID >> 8), UInt8(packetID & 0xFF), UInt8(t.count >> 8), UInt8(t.count & 0xFF)] + t + [0x00]
+    return [0x82] + remainingLength(body.count) + body
+}
+
+/// QoS 0 PUBLISH.
+private func mqttPublish(topic: String, payload: [UInt8]) -> [UInt8] {
+    let t = Array(topic.utf8)
+    let body: [UInt8] = [UInt8(t.count >> 8), UInt8(t.count & 0xFF)] + t + payload
+    return [0x30] + remainingLength(body.count) + body
+}
+
+private func remainingLength(_ n: Int) -> [UInt8] {
+    var n = n, out: [UInt8] = []
+    repeat {
+        var byte = UInt8(n % 128)
+        n /= 128
+        if n > 0 { byte |= 0x80 }
+        out.append(byte)
+    } while n > 0
+    return out
 }
 
 /// CPU time of the calling thread (user + system), in seconds.
@@ -260,6 +374,8 @@ private struct MemoryProbe {
     func perSession(since base: MemoryProbe, count: Int) -> String {
         "RSS delta \((rss - base.rss) / count) B, malloc in use delta \((heap - base.heap) / count) B"
     }
+
+    func heapPerSession(since base: MemoryProbe, count: Int) -> Int { (heap - base.heap) / count }
 
     private typealias MallocInfo = @convention(c) (Int32, UnsafeMutablePointer<FILE>?) -> Int32
 

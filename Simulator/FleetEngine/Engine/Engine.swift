@@ -170,6 +170,11 @@ public final class Engine<Behavior: DeviceBehavior> {
 
     // MARK: Connecting
 
+    /// The device whose event is being handled: its packets wait in `corkBuffer` until `uncork`.
+    private var corked = -1
+    private var corkBuffer: [UInt8] = []
+    private var corkSpare: [UInt8] = []
+
     private func seconds(_ t: UInt64) -> Double { Double(t &- startTime) / 1e9 }
 
     /// The engine time (seconds, as in `now`) of a `System.monotonicNanos()` reading taken on any thread.
@@ -208,7 +213,9 @@ public final class Engine<Behavior: DeviceBehavior> {
     private func beginConnect(_ d: Int, now: UInt64) {
         metrics.connectAttempts += 1
         slots[d].generation &+= 1
-        slots[d].connectStart = now
+        // The latency starts at this device's own connect(), not at the top of the loop
+        // iteration that starts a whole window of connects.
+        slots[d].connectStart = System.monotonicNanos()
         let source = sources.isEmpty ? nil : sources[d % sources.count]
         let fd: Int32
         do { fd = try System.tcpSocket(source: source) } catch {
@@ -236,8 +243,8 @@ public final class Engine<Behavior: DeviceBehavior> {
         if let tls = configuration.tls {
             // Handshake first; CONNECT is queued in the session and encrypted once it is established.
             do {
-                let session = try TLSClientSession(context: tls.context, certificate: identities[d].certificate,
-                                                   privateKey: identities[d].privateKey, serverName: tls.serverName)
+                let session = try TLSClientSession(context: tls.context, certificate: identities[d].certificate(),
+                                                   privateKey: identities[d].privateKey(), serverName: tls.serverName)
                 slots[d].tls = session
                 try session.handshake()
             } catch {
@@ -264,6 +271,8 @@ public final class Engine<Behavior: DeviceBehavior> {
 
     private func handle(events: UInt32, device d: Int, generation: UInt32, now: UInt64) {
         guard d < slots.count, slots[d].generation == generation, slots[d].fd >= 0 else { return }
+        corked = d
+        defer { uncork(generation: generation, now: now) }
         if slots[d].state == .connecting {
             if events & (System.EPOLLOUT | System.EPOLLERR | System.EPOLLHUP) != 0 {
                 let err = System.socketError(slots[d].fd)
@@ -449,6 +458,11 @@ public final class Engine<Behavior: DeviceBehavior> {
 
     private func send(_ packet: MQTTPacket, device d: Int, now: UInt64) {
         guard slots[d].fd >= 0 else { return }
+        if corked == d && slots[d].tls == nil {
+            packet.encode(into: &corkBuffer, version: configuration.mqttVersion)
+            slots[d].lastSend = now
+            return
+        }
         scratch.removeAll(keepingCapacity: true)
         packet.encode(into: &scratch, version: configuration.mqttVersion)
         slots[d].lastSend = now
@@ -462,9 +476,22 @@ public final class Engine<Behavior: DeviceBehavior> {
         writeToSocket(d, scratch, now: now)
     }
 
-    /// Moves the TLS session's outgoing records to the socket.
+    /// Sends what the packets of one event of device `corked` produced, in one write: a
+    /// CONNACK's SUBSCRIBE + status PUBLISH + heartbeat are one segment on the wire, not three.
+    private func uncork(generation: UInt32, now: UInt64) {
+        let d = corked
+        corked = -1
+        guard slots[d].generation == generation, slots[d].fd >= 0 else { corkBuffer.removeAll(keepingCapacity: true); return }
+        if slots[d].tls != nil { sendCiphertext(d, now: now); return }
+        guard !corkBuffer.isEmpty else { return }
+        swap(&corkBuffer, &corkSpare)
+        writeToSocket(d, corkSpare, now: now)
+        corkSpare.removeAll(keepingCapacity: true)
+    }
+
+    /// Moves the TLS session's outgoing records to the socket (at the end of the event when corked).
     private func sendCiphertext(_ d: Int, now: UInt64) {
-        guard let session = slots[d].tls, session.hasOutgoing, slots[d].fd >= 0 else { return }
+        guard corked != d, let session = slots[d].tls, session.hasOutgoing, slots[d].fd >= 0 else { return }
         cipher.removeAll(keepingCapacity: true)
         session.takeOutgoing(into: &cipher)
         writeToSocket(d, cipher, now: now)

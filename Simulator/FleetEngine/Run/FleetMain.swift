@@ -43,6 +43,7 @@ public enum FleetMain {
             }
         } catch {
             stderr("fleetsim: \(error.description)")
+            if case .usage = error { return 64 } // an input checked before the first connection
             return 1
         }
         let broker = report.settings["broker"] ?? options.brokerURL

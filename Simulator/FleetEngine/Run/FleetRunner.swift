@@ -137,8 +137,9 @@ public final class FleetRunner {
         var peak = 0, peakRSS = baseline
         var allConnectedAt: Double?
         var stormAt: Double?, stormRecovered: Double?
-        var nextSample = o.sampleInterval, nextSecond = 1.0, nextResource = 0.0, nextLine = 5.0
         let resourceEvery = Self.resourceInterval(duration: o.duration)
+        // Resources are sampled at t = 0 just before the loop, so the loop's first is one interval later.
+        var nextSample = o.sampleInterval, nextSecond = 1.0, nextResource = resourceEvery, nextLine = 5.0
         var stoppedBy = "duration"
         var problems: [String] = []
         var warnedPorts = false

@@ -93,8 +93,9 @@ public final class TransferRunner {
         let offset = elapsed()
         var peak = 0, peakRSS = baseline
         var allConnectedAt: Double?
-        var nextSample = o.sampleInterval, nextResource = 0.0, nextBoard = 0.0
         let resourceEvery = FleetRunner.resourceInterval(duration: o.duration)
+        // Resources are sampled at the engine's start just before the loop (as in FleetRunner).
+        var nextSample = o.sampleInterval, nextResource = resourceEvery, nextBoard = 0.0
         func sample(_ t: Double) {
             // Taken before the optional call: `intervals?.write(m.sample(...))` would skip the sample.
             let s = m.sample(t: t + offset, connected: engine.connectedCount)
