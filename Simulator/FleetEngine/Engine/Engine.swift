@@ -76,6 +76,7 @@ public final class Engine<Behavior: DeviceBehavior> {
             guard let a = System.parseIPv4(s) else { throw FleetError.usage("source address '\(s)' is not an IPv4 address") }
             return a
         }
+        System.reserveDescriptors(behaviors.count + 256)
         epollFD = try System.epollCreate()
         eventBuffer = .allocate(byteCount: Int(maxEvents) * System.epollEventSize, alignment: 8)
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 8)
