@@ -97,6 +97,14 @@ import Testing
         }
     }
 
+    @Test func tlsIdentityForms() throws {
+        #expect(try FleetOptions.parse([]).tlsIdentities == .compact)
+        #expect(try FleetOptions.parse(["--tls-identities", "parsed"]).tlsIdentities == .parsed)
+        var err = ""
+        #expect(FleetMain.run(["--tls-identities", "cached"], stdout: { _ in }, stderr: { err += $0 }) == 64)
+        #expect(err.contains("--tls-identities expects compact or parsed, got 'cached'"), "\(err)")
+    }
+
     @Test func usageErrorExitsWith64() {
         var err = ""
         #expect(FleetMain.run(["--qos", "7"], stdout: { _ in }, stderr: { err += $0 }) == 64)

@@ -47,7 +47,7 @@ import TestSupport
         var err: [String] = []
         // No --broker and no --devices: both come from the bundles.
         let code = FleetMain.run(["connect", "--bundles", bundles, "--duration", "2.5", "--heartbeat", "0.5", "--qos", "1",
-                                  "--tls-handshakes", "8", "--quiet", "--report", json],
+                                  "--tls-handshakes", "8", "--tls-identities", "parsed", "--quiet", "--report", json],
                                  stdout: { _ in }, stderr: { err.append($0) })
         #expect(code == 0, "\(err)")
         let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))

@@ -36,13 +36,13 @@ public struct DeviceBundles {
     }
 
     /// Parsed identities of `ids`, in order.
-    public func identities(_ ids: ArraySlice<DeviceID>) throws(FleetError) -> [DeviceTLSIdentity] {
+    public func identities(_ ids: ArraySlice<DeviceID>, keepParsed: Bool = false) throws(FleetError) -> [DeviceTLSIdentity] {
         var out: [DeviceTLSIdentity] = []
         out.reserveCapacity(ids.count)
         for id in ids {
             let dir = "\(directory)/\(id)"
             do {
-                out.append(try DeviceTLSIdentity(certificatePEM: try Self.read(dir + "/device.crt"), privateKeyPEM: try Self.read(dir + "/device.key")))
+                out.append(try DeviceTLSIdentity(certificatePEM: try Self.read(dir + "/device.crt"), privateKeyPEM: try Self.read(dir + "/device.key"), keepParsed: keepParsed))
             } catch let e as FleetError { throw e } catch {
                 throw .usage("bundle \(dir): \(error)")
             }

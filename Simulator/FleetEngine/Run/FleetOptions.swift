@@ -13,6 +13,14 @@ public enum Scenario: String, Sendable, Codable, CaseIterable {
     case transfer
 }
 
+/// `--tls-identities`: memory against handshake speed.
+public enum TLSIdentityForm: String, Sendable, Equatable {
+    /// DER certificate + raw key (~550 bytes), rebuilt at each connect (~140 us).
+    case compact
+    /// Parsed OpenSSL objects kept (~4.9 KB more per device), no work at connect.
+    case parsed
+}
+
 /// `transfer`: how the devices reach the customer.
 public enum TransferRoute: String, Sendable, Equatable {
     case reseller, none
@@ -33,6 +41,8 @@ public struct FleetOptions: Sendable, Equatable {
     public var bundles: String?
     /// TCP connect to CONNACK in flight at once with TLS (each includes a handshake).
     public var tlsHandshakes = 32
+    /// How device identities are held between connects (`--tls-identities`).
+    public var tlsIdentities: TLSIdentityForm = .compact
     /// `transfer`: escrowd's admin key=value file (broker, user, password, account).
     public var adminConfig: String?
     public var approveShare = 0.7
@@ -197,6 +207,12 @@ public struct FleetOptions: Sendable, Equatable {
       --tls-ca FILE             the CA that signed the broker's certificate (default: the
                                 bundles' broker-ca.pem; transfer: the provisioning reply's)
       --tls-handshakes N        TLS connects in flight at once (default 32)
+      --tls-identities compact|parsed
+                                compact (default): each identity is held as DER + raw key
+                                (~550 B) and rebuilt at connect (~140 us); with TLS 1.3 a
+                                connected device then costs ~4 KB. parsed: OpenSSL objects kept,
+                                ~4.9 KB more per device, ~13% more handshakes/s when fleetsim's
+                                CPU is the limit (see docs/BENCHMARKS.md section 10)
       A TLS failure counts as an `auth` error; the report names OpenSSL's reason.
 
     TRANSFER OPTIONS
@@ -273,6 +289,10 @@ public struct FleetOptions: Sendable, Equatable {
             case "--tls-ca": o.tlsCA = try value(a)
             case "--bundles": o.bundles = try value(a)
             case "--tls-handshakes": o.tlsHandshakes = try integer(a, try value(a), min: 1, max: 10_000)
+            case "--tls-identities":
+                let v = try value(a)
+                guard let form = TLSIdentityForm(rawValue: v) else { throw .usage("--tls-identities expects compact or parsed, got '\(v)'") }
+                o.tlsIdentities = form
             case "--admin-config": o.adminConfig = try value(a)
             case "--approve": o.approveShare = try number(a, try value(a), min: 0, max: 1)
             case "--reject": o.rejectShare = try number(a, try value(a), min: 0, max: 1)
@@ -461,7 +481,7 @@ public struct FleetOptions: Sendable, Equatable {
                  "--backoff-base", String(backoffBase), "--backoff-max", String(backoffMax), "--storm-after", String(stormAfter),
                  "--sample-interval", String(sampleInterval), "--report", report, "--quiet", "--worker"]
         if !source.isEmpty { a += ["--source-addresses", source.joined(separator: ",")] }
-        if let b = bundles { a += ["--bundles", b, "--tls-handshakes", String(max(1, tlsHandshakes / max(1, workers)))] }
+        if let b = bundles { a += ["--bundles", b, "--tls-handshakes", String(max(1, tlsHandshakes / max(1, workers))), "--tls-identities", tlsIdentities.rawValue] }
         if let ca = tlsCA { a += ["--tls-ca", ca] }
         if publishRate > 0 { a += ["--publish-rate", String(publishRate), "--topic", topic] }
         if let p = payloadBytes { a += ["--payload", String(p)] }

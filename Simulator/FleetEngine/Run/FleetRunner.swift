@@ -96,7 +96,7 @@ public final class FleetRunner {
                 throw .usage("--devices \(o.devices) exceeds the \(bundles.deviceIDs.count) bundles in \(dir)")
             }
             ids = Array(bundles.deviceIDs[o.firstIndex..<(o.firstIndex + o.devices)])
-            identities = try bundles.identities(ids[...])
+            identities = try bundles.identities(ids[...], keepParsed: o.tlsIdentities == .parsed)
             let ca: String
             if let p = o.tlsCA { ca = try DeviceBundles.read(p) } else { ca = try bundles.brokerCAPEM() }
             tls = try TLSSetup.settings(caPEM: ca, host: o.brokerHost, maxHandshakes: o.tlsHandshakes)
