@@ -13,7 +13,7 @@ free_port() { python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0)
 DEVPORT=$(free_port); OPPORT=$(free_port)
 OUT=${OUT:-/tmp/fleetsim-bench}; mkdir -p "$OUT"
 if [ -z "${BIN_DIR:-}" ]; then
-  swift build -c release --product fleetsim >/dev/null && swift build -c release --product escrowd >/dev/null
+  for p in fleetsim escrowd EscrowBrokerPlugin; do swift build -c release --product $p >/dev/null; done
   BIN_DIR=$(swift build -c release --show-bin-path)
 fi
 ulimit -n 20000

@@ -48,8 +48,8 @@ public struct DeviceTLSIdentity: Sendable {
     /// Kept as DER (~450 bytes) and the key as its raw P-256 parts (97 bytes), rebuilt at
     /// each connect: parsed, a certificate and its key hold ~6.8 KB of OpenSSL objects, and
     /// a connected device needs neither (the session drops them after the handshake).
-    /// Rebuilding costs ~140 us (d2i_X509 ~120 us, the key ~20 us); libmosquitto loads
-    /// and parses the files at every connect.
+    /// Rebuilding costs ~175 us (d2i_X509 ~150 us, the key ~25 us: bench/openssl-parse-cost.sh);
+    /// libmosquitto's mosquitto_tls_set loads and parses the files at every connect.
     public let certificateDER: [UInt8]
     public let privateScalar: [UInt8]
     public let publicPoint: [UInt8]

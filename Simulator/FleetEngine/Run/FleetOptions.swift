@@ -15,7 +15,7 @@ public enum Scenario: String, Sendable, Codable, CaseIterable {
 
 /// `--tls-identities`: memory against handshake speed.
 public enum TLSIdentityForm: String, Sendable, Equatable {
-    /// DER certificate + raw key (~550 bytes), rebuilt at each connect (~140 us).
+    /// DER certificate + raw key (~550 bytes), rebuilt at each connect (~175 us).
     case compact
     /// Parsed OpenSSL objects kept (~4.9 KB more per device), no work at connect.
     case parsed
@@ -209,7 +209,7 @@ public struct FleetOptions: Sendable, Equatable {
       --tls-handshakes N        TLS connects in flight at once (default 32)
       --tls-identities compact|parsed
                                 compact (default): each identity is held as DER + raw key
-                                (~550 B) and rebuilt at connect (~140 us); with TLS 1.3 a
+                                (~550 B) and rebuilt at connect (~175 us); with TLS 1.3 a
                                 connected device then costs ~4 KB. parsed: OpenSSL objects kept,
                                 ~4.9 KB more per device, ~13% more handshakes/s when fleetsim's
                                 CPU is the limit (see docs/BENCHMARKS.md section 10)
