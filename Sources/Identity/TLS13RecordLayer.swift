@@ -29,8 +29,6 @@ struct TLS13RecordLayer {
     /// Records larger than this are a protocol error (2^14 + 256, RFC 8446 5.2).
     static let maxCiphertext = 16384 + 256
     static let maxPlaintext = 16384
-    /// An idle connection's buffer that grew past this is given back to malloc once drained.
-    static let idleBufferLimit = 1024
 
     init(suite: TLS13Suite, clientSecret: [UInt8], serverSecret: [UInt8]) throws(IdentityError) {
         self.suite = suite
@@ -104,7 +102,7 @@ struct TLS13RecordLayer {
         var consumed = 0
         defer {
             if consumed == inbound.count {
-                if inbound.capacity > Self.idleBufferLimit { inbound = [] } else { inbound.removeAll(keepingCapacity: true) }
+                inbound = [] // an idle connection holds no buffer (thousands of them add up)
             } else if consumed > 0 {
                 inbound.removeSubrange(0..<consumed)
             }

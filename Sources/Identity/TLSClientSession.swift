@@ -256,7 +256,7 @@ public final class TLSClientSession {
     public func takeOutgoing(into buffer: inout [UInt8]) {
         guard let ssl, let writeBIO else {
             buffer.append(contentsOf: outgoing)
-            if outgoing.capacity > TLS13RecordLayer.idleBufferLimit { outgoing = [] } else { outgoing.removeAll(keepingCapacity: true) }
+            outgoing = [] // an idle connection holds no buffer
             return
         }
         var data: UnsafeMutablePointer<CChar>? = nil

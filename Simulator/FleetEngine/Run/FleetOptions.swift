@@ -17,7 +17,7 @@ public enum Scenario: String, Sendable, Codable, CaseIterable {
 public enum TLSIdentityForm: String, Sendable, Equatable {
     /// DER certificate + raw key (~550 bytes), rebuilt at each connect (~175 us).
     case compact
-    /// Parsed OpenSSL objects kept (~4.9 KB more per device), no work at connect.
+    /// The parsed certificate kept (~4.6 KB more per device); only the key is rebuilt (~25 us).
     case parsed
 }
 
@@ -210,9 +210,9 @@ public struct FleetOptions: Sendable, Equatable {
       --tls-identities compact|parsed
                                 compact (default): each identity is held as DER + raw key
                                 (~550 B) and rebuilt at connect (~175 us); with TLS 1.3 a
-                                connected device then costs ~4 KB. parsed: OpenSSL objects kept,
-                                ~4.9 KB more per device, ~13% more handshakes/s when fleetsim's
-                                CPU is the limit (see docs/BENCHMARKS.md section 10)
+                                connected device then costs ~4 KB. parsed: the certificate kept
+                                parsed, ~4.6 KB more per device, ~13% more handshakes/s when
+                                fleetsim's CPU is the limit (see docs/BENCHMARKS.md section 10)
       A TLS failure counts as an `auth` error; the report names OpenSSL's reason.
 
     TRANSFER OPTIONS
