@@ -25,7 +25,7 @@ struct CommandProcessor {
         guard case .object(let fields) = args else { throw WireError(.malformed, "args: expected a JSON object") }
         try CommandSchema.byName[command]?.validate(fields)
         if account == .platform, !CommandName.platformCommands.contains(command) {
-            throw DomainError.forbidden("\(command.rawValue) acts in a real account; the platform account only creates and lists accounts and operators")
+            throw DomainError.forbidden("\(command.rawValue) acts in a real account; the platform account only administers accounts and operators")
         }
         if account != .platform, try ledger.account(account) == nil {
             throw DomainError.notFound("account \(account)")
@@ -35,6 +35,8 @@ struct CommandProcessor {
         switch command {
         case .accountCreate: result = try encode(accountCreate(account, decode(args), &fx))
         case .accountList: return Outcome(result: try encode(accountList(account)), effects: fx, mutating: false)
+        case .accountShow: return Outcome(result: try encode(accountShow(account, decode(args))), effects: fx, mutating: false)
+        case .accountDelete: result = try encode(accountDelete(account, decode(args), &fx))
         case .operatorCreate: result = try encode(operatorCreate(account, decode(args), &fx))
         case .operatorList:
             try requirePlatform(account, "operator.list")
@@ -83,6 +85,13 @@ struct CommandProcessor {
             result = try encode(ledger.putProfile(account, a))
         case .profileList:
             return Outcome(result: try encode(Commands.ProfileListResult(profiles: ledger.profiles(account))), effects: fx, mutating: false)
+        case .profileShow:
+            let a: Commands.ProfileRef = try decode(args)
+            let p = try storedProfile(account, a.name)
+            let use = try ledger.profileUse(account, name: p.name)
+            return Outcome(result: try encode(Commands.ProfileShowResult(profile: p, devices: use.reduce(0) { $0 + $1.devices }, versions: use)),
+                           effects: fx, mutating: false)
+        case .profileDelete: result = try encode(profileDelete(account, decode(args), &fx))
         case .configPush: result = try encode(configPush(account, decode(args), &fx))
         case .configStatus:
             let a: Commands.ConfigStatus = try decode(args)
@@ -104,7 +113,12 @@ struct CommandProcessor {
         try requirePlatform(account, "account.create")
         guard a.id != .platform else { throw DomainError.invalid("'platform' is reserved") }
         guard !a.name.isEmpty, a.name.count <= 200 else { throw DomainError.invalid("name must be 1 to 200 characters") }
-        if try ledger.account(a.id) != nil { throw DomainError.conflict("account \(a.id) already exists") }
+        if let dates = try ledger.accountDates(a.id) {
+            if let deleted = dates.deleted {
+                throw DomainError.conflict("account \(a.id) was deleted on \(ISO8601DateFormatter().string(from: deleted)); account ids are never reused (custody chains and transfers name it), choose another id")
+            }
+            throw DomainError.conflict("account \(a.id) already exists")
+        }
         if let m = a.managedBy {
             guard let manager = try ledger.account(m) else { throw DomainError.notFound("managing account \(m)") }
             guard a.kind == .customer, manager.kind != .customer else {
@@ -130,6 +144,54 @@ struct CommandProcessor {
         if account == .platform { return .init(accounts: all) }
         let reach = Set(AccessPolicy.accounts(reachableBy: account, in: all))
         return .init(accounts: all.filter { reach.contains($0.id) })
+    }
+
+    /// One account in the acted-in account's reach (itself and the customers it manages); from
+    /// `platform`, any account. Others are reported exactly like unknown ones.
+    private func accountShow(_ account: AccountID, _ a: Commands.AccountRef) throws -> Commands.AccountShowResult {
+        let all = try ledger.accounts().filter { $0.id != .platform }
+        let visible = account == .platform || AccessPolicy.accounts(reachableBy: account, in: all).contains(a.id)
+        guard visible, let acct = all.first(where: { $0.id == a.id }), let dates = try ledger.accountDates(a.id) else {
+            throw DomainError.notFound("account \(a.id)" + (account == .platform ? "" : " in the reach of \(account)"))
+        }
+        return .init(account: acct, createdAt: dates.created,
+                     manages: acct.kind == .customer ? nil : try ledger.managedAccounts(by: acct.id),
+                     devices: try ledger.deviceCounts(owner: acct.id), openTransfers: try ledger.openTransferCount(acct.id),
+                     operators: try ledger.operators().filter { $0.account == acct.id }.count, profiles: try ledger.profiles(acct.id).count)
+    }
+
+    /// Removes an account that holds nothing any more: its operators (refused by the broker at
+    /// once), profiles and authority go with it, and its row stays as a tombstone so that custody
+    /// chains and transfers keep naming it and its id is never reused.
+    private func accountDelete(_ account: AccountID, _ a: Commands.AccountRef, _ fx: inout Effects) throws -> Commands.AccountDeleteResult {
+        try requirePlatform(account, "account.delete")
+        guard a.id != .platform else { throw DomainError.forbidden("platform is the administrators' own account and cannot be deleted") }
+        guard let acct = try ledger.account(a.id) else { throw DomainError.notFound("account \(a.id)") }
+        let managed = try ledger.managedAccounts(by: acct.id)
+        if !managed.isEmpty {
+            throw DomainError.conflict("account \(acct.id) manages \(managed.prefix(5).map(\.rawValue).joined(separator: ", "))\(managed.count > 5 ? " and \(managed.count - 5) more" : ""); delete those accounts first")
+        }
+        let held = try ledger.deviceCounts(owner: acct.id)
+        if held.total > 0 {
+            throw DomainError.conflict("account \(acct.id) holds \(Self.plural(held.total, "device")) (\(held.escrow) in escrow, \(held.active) active); transfer its escrow devices to another account first, an account is deleted only when it holds none")
+        }
+        let open = try ledger.openTransferCount(acct.id)
+        if open > 0 {
+            throw DomainError.conflict("account \(acct.id) has \(Self.plural(open, "open transfer request")); cancel, approve or reject them (or let them expire) first")
+        }
+        let trusting = try ledger.devicesTrusting(acct.id)
+        if trusting > 0 {
+            throw DomainError.conflict("\(Self.plural(trusting, "device")) held by other accounts still use certificates issued by \(acct.id)'s authority (escrow identities, or owner identities not yet confirmed); deleting it would lock them out of the broker")
+        }
+        let operators = try ledger.operators().filter { $0.account == acct.id }.map(\.username)
+        let profiles = try ledger.profiles(acct.id).count
+        let at = now()
+        try ledger.deleteAccount(acct.id, at: at)
+        fx.notify(.accountDeleted, [.platform] + (acct.managedBy.map { [$0] } ?? []), at: at,
+                  details: ["id": .string(acct.id.rawValue), "name": .string(acct.name), "kind": .string(acct.kind.rawValue),
+                            "managedBy": acct.managedBy.map { .string($0.rawValue) } ?? .null, "operatorsRemoved": .number(Double(operators.count))])
+        fx.accessChanged = true
+        return .init(account: acct, operators: operators, profiles: profiles)
     }
 
     private func operatorCreate(_ account: AccountID, _ a: Commands.OperatorCreate, _ fx: inout Effects) throws -> Commands.OperatorResult {
@@ -338,7 +400,7 @@ struct CommandProcessor {
         let profile = Commands.Profile(name: Self.rotationProfile, version: 0, settings: current?.settings ?? [:],
                                        heartbeatInterval: current?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
         let at = now()
-        let config = try ledger.pushConfig(d, owner: status.owner, mode: .normal, profile: profile, certificate: nil, at: at)
+        let config = try ledger.pushConfig(d, owner: status.owner, mode: .normal, profile: profile, certificate: nil, at: at, keepsProfile: true)
         fx.configs.append(d)
         fx.notify(.configPushed, [status.owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.rotationProfile)])
         return true
@@ -347,6 +409,28 @@ struct CommandProcessor {
     static let rotationProfile = "identity-rotation"
 
     // MARK: configuration
+
+    /// "1 device", "12 devices" in error messages.
+    private static func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
+
+    private func storedProfile(_ account: AccountID, _ name: String) throws -> Commands.Profile {
+        try requireRealAccount(account)
+        guard let p = try ledger.profile(account, name: name) else { throw DomainError.notFound("profile \(name.prefix(64)) in account \(account)") }
+        return p
+    }
+
+    /// Removes a profile no device's desired configuration comes from. The account's default
+    /// profile may be deleted too; the built-in default then applies.
+    private func profileDelete(_ account: AccountID, _ a: Commands.ProfileRef, _ fx: inout Effects) throws -> Commands.Profile {
+        let p = try storedProfile(account, a.name)
+        let users = try ledger.profileUse(account, name: p.name).reduce(0) { $0 + $1.devices }
+        if users > 0 {
+            throw DomainError.conflict("profile \(p.name) is in use by \(Self.plural(users, "device")) of \(account) (their desired configuration comes from it); push another profile to them first")
+        }
+        try ledger.deleteProfile(account, name: p.name)
+        fx.notify(.profileDeleted, [account], at: now(), details: ["name": .string(p.name), "version": .number(Double(p.version))])
+        return p
+    }
 
     /// Settings whose configuration would exceed the device limit (64 KiB, with room for the other
     /// fields and a certificate) are refused where they enter: `profile.put` and `config.push`.

@@ -16,11 +16,61 @@ final class Ledger {
     init(database: Database) { db = database }
 
     // MARK: accounts
+    /// A live account; a deleted one (a tombstone) is not found.
     func account(_ id: AccountID) throws -> Account? {
-        try db.query("SELECT id, name, kind, managed_by FROM accounts WHERE id = ?", [.text(id.rawValue)]).first.map(Self.account)
+        try db.query("SELECT id, name, kind, managed_by FROM accounts WHERE id = ? AND deleted_at IS NULL", [.text(id.rawValue)]).first.map(Self.account)
     }
     func accounts() throws -> [Account] {
-        try db.query("SELECT id, name, kind, managed_by FROM accounts ORDER BY id").map(Self.account)
+        try db.query("SELECT id, name, kind, managed_by FROM accounts WHERE deleted_at IS NULL ORDER BY id").map(Self.account)
+    }
+    /// When the account was created and, for a tombstone, deleted; nil when the id was never used.
+    func accountDates(_ id: AccountID) throws -> (created: Date, deleted: Date?)? {
+        try db.query("SELECT created_at, deleted_at FROM accounts WHERE id = ?", [.text(id.rawValue)]).first.map {
+            (Date(timeIntervalSince1970: try $0.double("created_at")), try $0.optionalDouble("deleted_at").map(Date.init(timeIntervalSince1970:)))
+        }
+    }
+    /// The live accounts whose `managedBy` is `id`, by id.
+    func managedAccounts(by id: AccountID) throws -> [AccountID] {
+        try db.query("SELECT id FROM accounts WHERE managed_by = ? AND deleted_at IS NULL ORDER BY id", [.text(id.rawValue)]).map {
+            guard let a = AccountID(try $0.string("id")) else { throw DomainError(.internalError, "accounts row managed by \(id): id is not an account id") }
+            return a
+        }
+    }
+    /// Devices the account holds, by state, and how many of them are online.
+    func deviceCounts(owner: AccountID) throws -> Commands.AccountShowResult.DeviceCounts {
+        var c = Commands.AccountShowResult.DeviceCounts(total: 0, escrow: 0, active: 0, online: 0)
+        for r in try db.query("SELECT state, count(*) AS n, sum(online) AS o FROM devices WHERE owner = ? GROUP BY state", [.text(owner.rawValue)]) {
+            let n = Int(try r.int("n"))
+            switch try r.string("state") {
+            case DeviceView.State.escrow.rawValue: c.escrow += n
+            case DeviceView.State.active.rawValue: c.active += n
+            case let other: throw DomainError(.internalError, "devices of \(owner): unknown state '\(other)'")
+            }
+            c.total += n
+            c.online += Int(try r.int("o"))
+        }
+        return c
+    }
+    /// Transfer requests sent or received by the account that still have pending devices.
+    func openTransferCount(_ id: AccountID) throws -> Int {
+        Int(try db.query("SELECT count(*) AS n FROM transfers WHERE status IN ('pending', 'partially_approved') AND (from_account = ?1 OR to_account = ?1)",
+                         [.text(id.rawValue)]).first?.int("n") ?? 0)
+    }
+    /// Devices held by other accounts whose current or pending certificate the account's authority
+    /// issued (escrow identities of a provisioner, or identities not yet confirmed): removing the
+    /// authority would lock them out of the broker.
+    func devicesTrusting(_ id: AccountID) throws -> Int {
+        Int(try db.query("""
+            SELECT count(*) AS n FROM devices WHERE owner != ?1 AND (coalesce(cert_issuer, provisioner) = ?1 OR next_issuer = ?1)
+            """, [.text(id.rawValue)]).first?.int("n") ?? 0)
+    }
+    /// Removes the account's operators, profiles and certificate authority, and leaves its row as a
+    /// tombstone (`deleted_at`). Runs inside the command's transaction.
+    func deleteAccount(_ id: AccountID, at: Date) throws {
+        try db.execute("DELETE FROM operators WHERE account_id = ?", [.text(id.rawValue)])
+        try db.execute("DELETE FROM profiles WHERE account_id = ?", [.text(id.rawValue)])
+        try db.execute("DELETE FROM authorities WHERE account_id = ?", [.text(id.rawValue)])
+        try db.execute("UPDATE accounts SET deleted_at = ? WHERE id = ?", [.real(at.timeIntervalSince1970), .text(id.rawValue)])
     }
     func insert(_ a: Account, at: Date) throws {
         try db.execute("INSERT INTO accounts (id, name, kind, managed_by, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -175,7 +225,10 @@ final class Ledger {
     /// Records a new desired configuration for a device, with the next version. Returns it.
     /// While an issued identity is unconfirmed, every configuration carries its certificate, so a
     /// device that only ever sees a later version still receives it.
-    func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date) throws -> DeviceConfig {
+    /// The device records which stored profile (and version) the configuration came from, unless
+    /// `keepsProfile` (the configuration in force re-pushed to deliver an identity).
+    func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date,
+                    keepsProfile: Bool = false) throws -> DeviceConfig {
         let r = try db.query("SELECT desired_version, next_certificate, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first
         let version = (try r?.int("desired_version") ?? 0) + 1
         let certificate = try certificate ?? r?.optionalString("next_certificate")
@@ -186,8 +239,15 @@ final class Ledger {
                                   settings: profile.settings, certificate: certificate)
         try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
                        [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
-        try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL WHERE id = ?",
-                       [.integer(Int64(version)), .text(id.rawValue)])
+        if keepsProfile {
+            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL WHERE id = ?",
+                           [.integer(Int64(version)), .text(id.rawValue)])
+        } else {
+            // Stored profiles have versions from 1; the built-in default and explicit settings have 0.
+            let stored = profile.version > 0
+            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, profile = ?, profile_version = ? WHERE id = ?",
+                           [.integer(Int64(version)), stored ? .text(profile.name) : .null, stored ? .integer(Int64(profile.version)) : .null, .text(id.rawValue)])
+        }
         return config
     }
     func desiredConfigPayload(_ id: DeviceID) throws -> [UInt8]? {
@@ -237,6 +297,15 @@ final class Ledger {
             """, [.text(account.rawValue), .text(p.name), .integer(Int64(profile.version)), .text(settings),
                   .integer(Int64(profile.heartbeatInterval)), .integer(makeDefault ? 1 : 0)])
         return profile
+    }
+    /// Devices of the account whose desired configuration came from the profile, per profile version, newest first.
+    func profileUse(_ account: AccountID, name: String) throws -> [Commands.ProfileShowResult.VersionUse] {
+        try db.query("""
+            SELECT profile_version AS v, count(*) AS n FROM devices WHERE owner = ? AND profile = ? GROUP BY profile_version ORDER BY profile_version DESC
+            """, [.text(account.rawValue), .text(name)]).map { .init(version: Int(try $0.int("v")), devices: Int(try $0.int("n"))) }
+    }
+    func deleteProfile(_ account: AccountID, name: String) throws {
+        try db.execute("DELETE FROM profiles WHERE account_id = ? AND name = ?", [.text(account.rawValue), .text(name)])
     }
     private static func profile(_ r: Row) throws -> Commands.Profile {
         let settings = (try? WireCodec.decoder.decode([String: JSONValue].self, from: Data(try r.string("settings").utf8))) ?? [:]

@@ -142,5 +142,15 @@ enum Schema {
         -- When each outbox row was committed: /metrics reports the oldest one's age.
         ALTER TABLE outbox ADD COLUMN created_at REAL;
         """),
+        Migration(version: 5, name: "account tombstones and profile use", sql: """
+        -- account.delete keeps the row as a tombstone: custody chains, transfers and revocations
+        -- name the account, and its id is never given to a new account.
+        ALTER TABLE accounts ADD COLUMN deleted_at REAL;
+        -- The stored profile (and its version) the device's desired configuration was pushed from;
+        -- NULL: the built-in default, explicit settings, or pushed before this migration.
+        ALTER TABLE devices ADD COLUMN profile TEXT;
+        ALTER TABLE devices ADD COLUMN profile_version INTEGER;
+        CREATE INDEX devices_owner_profile ON devices(owner, profile) WHERE profile IS NOT NULL;
+        """),
     ]
 }

@@ -98,6 +98,61 @@ public enum AccountCommands {
 }
 
 extension AccountCommands {
+    public struct Show: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["account", "show"], group: .platform, summary: "Show an account: what it manages, its devices by state, operators and profiles",
+            usage: ["account show ID"],
+            options: """
+                  ID              the account; as the platform administrator any account, as an account's
+                                  operator that account or a customer account it manages
+                """,
+            examples: ["escrowctl account show acme", "escrowctl --account oem account show acme --json"],
+            valued: [], booleans: [], positionals: ["ID"])
+        public var args: Commands.AccountRef
+        public init(_ a: Arguments) throws(UsageError) { args = .init(id: try Parse.account(a.positionals[0], what: "account id")) }
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.accountShow, args)
+            if c.global.json { return c.console.json(json) }
+            c.console.out(Self.render(try c.decode(json, as: Commands.AccountShowResult.self, .accountShow)))
+        }
+        public static func render(_ r: Commands.AccountShowResult) -> String {
+            let a = r.account, d = r.devices
+            var rows: [[String]] = [
+                ["account", a.id.rawValue], ["name", a.name], ["kind", a.kind.rawValue], ["managed by", a.managedBy?.rawValue ?? "- (standalone)"],
+                ["created", Format.date(r.createdAt)],
+            ]
+            if let m = r.manages { rows.append(["manages", m.isEmpty ? "-" : m.map(\.rawValue).joined(separator: ", ")]) }
+            rows += [
+                ["devices", "\(d.total) (\(d.escrow) in escrow, \(d.active) active; \(d.online) online)"],
+                ["transfers", "\(r.openTransfers) open"], ["operators", String(r.operators)], ["profiles", String(r.profiles)],
+            ]
+            return Table([], rows).render()
+        }
+    }
+
+    public struct Delete: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["account", "delete"], group: .platform, summary: "Delete an account that holds nothing (its operators are refused at once)",
+            usage: ["account delete ID"],
+            options: """
+                  ID              the account: it must hold no devices, have no open transfer requests,
+                                  manage no account, and no device elsewhere may still use a certificate
+                                  its authority issued; its operators and profiles are removed with it,
+                                  and its id is never reused
+                """,
+            examples: ["escrowctl account delete acme", "escrowctl account delete trial-7 --json"],
+            valued: [], booleans: [], positionals: ["ID"], actsIn: .platform)
+        public var args: Commands.AccountRef
+        public init(_ a: Arguments) throws(UsageError) { args = .init(id: try Parse.account(a.positionals[0], what: "account id")) }
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.accountDelete, args)
+            if c.global.json { return c.console.json(json) }
+            let r = try c.decode(json, as: Commands.AccountDeleteResult.self, .accountDelete)
+            c.console.out("account \(r.account.id) deleted" + (r.operators.isEmpty ? "" : "; the broker refuses \(r.operators.joined(separator: ", ")) from now on")
+                          + (r.profiles == 0 ? "" : "; \(Format.plural(r.profiles, "profile")) removed"))
+        }
+    }
+
     public struct OperatorList: OperatorCommand {
         public static let spec = CommandSpec(
             path: ["operator", "list"], group: .platform, summary: "List operator logins (all, or one account's)",

@@ -85,12 +85,13 @@ public struct CLIUsageError: Error, Sendable, Equatable {
 public enum CLI {
     /// Every command, in help order.
     public static let commands: [any OperatorCommand.Type] = [
-        AccountCommands.Create.self, AccountCommands.List.self, AccountCommands.OperatorCreate.self,
+        AccountCommands.Create.self, AccountCommands.List.self, AccountCommands.Show.self, AccountCommands.Delete.self, AccountCommands.OperatorCreate.self,
         AccountCommands.OperatorList.self, AccountCommands.OperatorPasswd.self, AccountCommands.OperatorDelete.self,
         DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self,
         TransferCommands.Request.self, TransferCommands.Inbox.self, TransferCommands.Show.self,
         TransferCommands.Approve.self, TransferCommands.Reject.self, TransferCommands.Cancel.self,
-        ConfigCommands.ProfilePut.self, ConfigCommands.ProfileList.self, ConfigCommands.Push.self, ConfigCommands.Status.self,
+        ConfigCommands.ProfilePut.self, ConfigCommands.ProfileList.self, ConfigCommands.ProfileShow.self, ConfigCommands.ProfileDelete.self,
+        ConfigCommands.Push.self, ConfigCommands.Status.self,
         TailCommand.self,
     ]
 

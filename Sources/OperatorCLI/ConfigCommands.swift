@@ -72,6 +72,56 @@ public enum ConfigCommands {
         }
     }
 
+    public struct ProfileShow: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["profile", "show"], group: .configuration, summary: "Show a profile and how many devices use it, per version",
+            usage: ["profile show NAME"], options: "",
+            examples: ["escrowctl profile show office", "escrowctl --account cust profile show lab --json"],
+            valued: [], booleans: [], positionals: ["NAME"])
+        public var args: Commands.ProfileRef
+        public init(_ a: Arguments) throws(UsageError) {
+            let name = a.positionals[0]
+            guard Identifier.isValid(name) else { throw UsageError("profile name '\(name.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
+            args = .init(name: name)
+        }
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.profileShow, args)
+            if c.global.json { return c.console.json(json) }
+            let r = try c.decode(json, as: Commands.ProfileShowResult.self, .profileShow)
+            let p = r.profile
+            c.console.out(Table([], [
+                ["profile", p.name + (p.isDefault ? " (default)" : "")], ["version", "v\(p.version)"], ["heartbeat", "\(p.heartbeatInterval)s"],
+                ["settings", Console.compactJSON(.object(p.settings))],
+                ["devices", r.versions.isEmpty ? "0" : "\(r.devices) (" + r.versions.map { "v\($0.version): \($0.devices)" }.joined(separator: ", ") + ")"],
+            ]).render())
+        }
+    }
+
+    public struct ProfileDelete: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["profile", "delete"], group: .configuration, summary: "Delete a profile no device uses",
+            usage: ["profile delete NAME"],
+            options: """
+                  NAME            the profile; refused while any device's desired configuration comes from it
+                                  (push another profile to those devices first)
+                """,
+            examples: ["escrowctl profile delete lab", "escrowctl --account cust profile delete old-eu"],
+            valued: [], booleans: [], positionals: ["NAME"])
+        public var args: Commands.ProfileRef
+        public init(_ a: Arguments) throws(UsageError) {
+            let name = a.positionals[0]
+            guard Identifier.isValid(name) else { throw UsageError("profile name '\(name.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
+            args = .init(name: name)
+        }
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.profileDelete, args)
+            if c.global.json { return c.console.json(json) }
+            let p = try c.decode(json, as: Commands.Profile.self, .profileDelete)
+            c.console.out("profile \(p.name) v\(p.version) deleted from account \(c.account)"
+                          + (p.isDefault ? "; the account now uses the built-in default profile" : ""))
+        }
+    }
+
     public struct Push: OperatorCommand {
         public static let spec = CommandSpec(
             path: ["config", "push"], group: .configuration, summary: "Push a configuration to active devices",

@@ -78,6 +78,8 @@ public struct CommandSchema: Sendable {
             Field("managedBy", .string, [.identifier]),
         ]),
         CommandSchema(.accountList, readOnly: true, []),
+        CommandSchema(.accountShow, readOnly: true, [Field("id", .string, required: true, [.identifier])]),
+        CommandSchema(.accountDelete, [Field("id", .string, required: true, [.identifier])]),
         CommandSchema(.operatorCreate, [
             Field("username", .string, required: true, [.identifier]),
             Field("password", .string, required: true, [.length(8...256)]),
@@ -136,6 +138,8 @@ public struct CommandSchema: Sendable {
             Field("makeDefault", .boolean),
         ]),
         CommandSchema(.profileList, readOnly: true, []),
+        CommandSchema(.profileShow, readOnly: true, [Field("name", .string, required: true, [.identifier])]),
+        CommandSchema(.profileDelete, [Field("name", .string, required: true, [.identifier])]),
         CommandSchema(.configPush, [
             Field("deviceIds", .stringArray, [.count(1...Transfer.maxDevicesPerRequest), .identifier]),
             Field("all", .boolean, [.oneOf(["true"])]),

@@ -47,10 +47,13 @@ public struct CommandReply: VersionedPayload, Codable, Equatable, Sendable {
 /// Every command the platform understands.
 public enum CommandName: String, CaseIterable, Sendable {
     /// What `accounts/platform/cmd/...` accepts; every other command there is `forbidden`.
-    public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .operatorCreate, .operatorList, .operatorPasswd, .operatorDelete]
+    public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .accountShow, .accountDelete,
+                                                            .operatorCreate, .operatorList, .operatorPasswd, .operatorDelete]
 
     case accountCreate = "account.create"
     case accountList = "account.list"
+    case accountShow = "account.show"
+    case accountDelete = "account.delete"
     case operatorCreate = "operator.create"
     case operatorList = "operator.list"
     case operatorPasswd = "operator.passwd"
@@ -66,6 +69,8 @@ public enum CommandName: String, CaseIterable, Sendable {
     case transferCancel = "transfer.cancel"
     case profilePut = "profile.put"
     case profileList = "profile.list"
+    case profileShow = "profile.show"
+    case profileDelete = "profile.delete"
     case configPush = "config.push"
     case configStatus = "config.status"
 }
@@ -73,6 +78,8 @@ public enum CommandName: String, CaseIterable, Sendable {
 /// `accounts/{accountId}/events/{type}`, platform to the account's operators, QoS 1.
 public enum EventType: String, Codable, Sendable, CaseIterable {
     case accountCreated = "account.created"
+    case accountDeleted = "account.deleted"
+    case profileDeleted = "profile.deleted"
     case deviceProvisioned = "device.provisioned"
     case transferRequested = "transfer.requested"
     case transferApproved = "transfer.approved"
@@ -96,6 +103,8 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
         let batch = (["count", "deviceIds"], ["truncated"])
         switch self {
         case .accountCreated: return (["id", "name", "kind"], ["managedBy"], false, false)
+        case .accountDeleted: return (["id", "name", "kind", "operatorsRemoved"], ["managedBy"], false, false)
+        case .profileDeleted: return (["name", "version"], [], false, false)
         case .deviceProvisioned: return (batch.0, batch.1, false, false)
         case .transferRequested: return (["from", "to", "count", "expiresAt"], ["note"], false, true)
         case .transferApproved: return (["action"] + batch.0, batch.1, false, true)

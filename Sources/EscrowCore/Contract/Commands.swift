@@ -14,6 +14,46 @@ public enum Commands {
         }
     }
     public struct AccountListResult: Codable, Equatable, Sendable { public var accounts: [Account]; public init(accounts: [Account]) { self.accounts = accounts } }
+    /// Names one account (`account.show`, `account.delete`).
+    public struct AccountRef: Codable, Equatable, Sendable {
+        public var id: AccountID
+        public init(id: AccountID) { self.id = id }
+    }
+    /// `account.show`: the account and what it holds.
+    public struct AccountShowResult: Codable, Equatable, Sendable {
+        /// Devices the account holds (it is their `owner`), by state.
+        public struct DeviceCounts: Codable, Equatable, Sendable {
+            public var total: Int
+            public var escrow: Int
+            public var active: Int
+            public var online: Int
+            public init(total: Int, escrow: Int, active: Int, online: Int) {
+                self.total = total; self.escrow = escrow; self.active = active; self.online = online
+            }
+        }
+        public var account: Account
+        public var createdAt: Date
+        /// The customer accounts it manages; present for provisioners and resellers only.
+        public var manages: [AccountID]?
+        public var devices: DeviceCounts
+        /// Transfer requests sent or received that still have pending devices.
+        public var openTransfers: Int
+        public var operators: Int
+        public var profiles: Int
+        public init(account: Account, createdAt: Date, manages: [AccountID]?, devices: DeviceCounts, openTransfers: Int, operators: Int, profiles: Int) {
+            self.account = account; self.createdAt = createdAt; self.manages = manages; self.devices = devices
+            self.openTransfers = openTransfers; self.operators = operators; self.profiles = profiles
+        }
+    }
+    /// `account.delete`: the account removed and what went with it.
+    public struct AccountDeleteResult: Codable, Equatable, Sendable {
+        public var account: Account
+        /// The operator logins removed with it (the broker refuses them from the reply on).
+        public var operators: [String]
+        /// How many of its profiles were removed.
+        public var profiles: Int
+        public init(account: Account, operators: [String], profiles: Int) { self.account = account; self.operators = operators; self.profiles = profiles }
+    }
 
     public struct OperatorCreate: Codable, Equatable, Sendable {
         public var username: String
@@ -198,6 +238,26 @@ public enum Commands {
         public static let builtinDefault = Profile(name: "default", version: 0, settings: [:], heartbeatInterval: 60, isDefault: true)
     }
     public struct ProfileListResult: Codable, Equatable, Sendable { public var profiles: [Profile]; public init(profiles: [Profile]) { self.profiles = profiles } }
+    /// Names one profile of the acted-in account (`profile.show`, `profile.delete`).
+    public struct ProfileRef: Codable, Equatable, Sendable {
+        public var name: String
+        public init(name: String) { self.name = name }
+    }
+    /// `profile.show`: the profile and the devices whose desired configuration comes from it.
+    public struct ProfileShowResult: Codable, Equatable, Sendable {
+        /// How many devices were last configured from one version of the profile.
+        public struct VersionUse: Codable, Equatable, Sendable {
+            public var version: Int
+            public var devices: Int
+            public init(version: Int, devices: Int) { self.version = version; self.devices = devices }
+        }
+        public var profile: Profile
+        /// Devices of the account whose desired configuration was pushed from this profile (any version).
+        public var devices: Int
+        /// The same devices per profile version, newest first; versions no device uses are absent.
+        public var versions: [VersionUse]
+        public init(profile: Profile, devices: Int, versions: [VersionUse]) { self.profile = profile; self.devices = devices; self.versions = versions }
+    }
 
     public struct ConfigPush: Codable, Equatable, Sendable {
         /// Devices of the account to configure; omit with `all: true` for every active device.
