@@ -28,6 +28,8 @@ struct ConformanceTests {
         switch c {
         case .accountCreate: (.platform, ["id": "conf-new", "name": "N", "kind": "customer"])
         case .accountList: ("oem", [:])
+        case .accountShow: (.platform, ["id": "acme"])
+        case .accountDelete: (.platform, ["id": "conf-none"])
         case .operatorCreate: (.platform, ["username": "op-conf", "password": "password-1", "account": "acme"])
         case .operatorList: (.platform, [:])
         case .operatorPasswd: (.platform, ["username": "op-conf-none", "password": "password-1"])
@@ -43,6 +45,8 @@ struct ConformanceTests {
         case .transferCancel: ("oem", ["transferId": .string(transfer)])
         case .profilePut: ("acme", ["name": "p1", "settings": [:]])
         case .profileList: ("acme", [:])
+        case .profileShow: ("acme", ["name": "p1"])
+        case .profileDelete: ("acme", ["name": "p-conf-none"])
         case .configPush: ("acme", ["all": true])
         case .configStatus: ("acme", [:])
         }

@@ -78,6 +78,7 @@ struct ContractDocumentTests {
     static func args(_ name: String, _ v: JSONValue) throws -> (JSONValue, JSONValue)? {
         switch name {
         case "Commands.AccountCreate": try roundTrip(Commands.AccountCreate.self, v)
+        case "Commands.AccountRef": try roundTrip(Commands.AccountRef.self, v)
         case "Commands.OperatorCreate": try roundTrip(Commands.OperatorCreate.self, v)
         case "Commands.OperatorList": try roundTrip(Commands.OperatorList.self, v)
         case "Commands.OperatorPasswd": try roundTrip(Commands.OperatorPasswd.self, v)
@@ -91,6 +92,7 @@ struct ContractDocumentTests {
         case "Commands.TransferApprove": try roundTrip(Commands.TransferApprove.self, v)
         case "Commands.TransferReject": try roundTrip(Commands.TransferReject.self, v)
         case "Commands.ProfilePut": try roundTrip(Commands.ProfilePut.self, v)
+        case "Commands.ProfileRef": try roundTrip(Commands.ProfileRef.self, v)
         case "Commands.ConfigPush": try roundTrip(Commands.ConfigPush.self, v)
         case "Commands.ConfigStatus": try roundTrip(Commands.ConfigStatus.self, v)
         default: nil
@@ -102,6 +104,8 @@ struct ContractDocumentTests {
         switch name {
         case "Account": try roundTrip(Account.self, v)
         case "Commands.AccountListResult": try roundTrip(Commands.AccountListResult.self, v)
+        case "Commands.AccountShowResult": try roundTrip(Commands.AccountShowResult.self, v)
+        case "Commands.AccountDeleteResult": try roundTrip(Commands.AccountDeleteResult.self, v)
         case "Commands.OperatorResult": try roundTrip(Commands.OperatorResult.self, v)
         case "Commands.OperatorListResult": try roundTrip(Commands.OperatorListResult.self, v)
         case "Commands.OperatorListResult.Entry": try roundTrip(Commands.OperatorListResult.Entry.self, v)
@@ -113,6 +117,7 @@ struct ContractDocumentTests {
         case "TransferView": try roundTrip(TransferView.self, v)
         case "Commands.Profile": try roundTrip(Commands.Profile.self, v)
         case "Commands.ProfileListResult": try roundTrip(Commands.ProfileListResult.self, v)
+        case "Commands.ProfileShowResult": try roundTrip(Commands.ProfileShowResult.self, v)
         case "Commands.ConfigPushResult": try roundTrip(Commands.ConfigPushResult.self, v)
         case "Commands.ConfigStatusResult": try roundTrip(Commands.ConfigStatusResult.self, v)
         default: nil
