@@ -43,8 +43,15 @@ struct AccountLifecycleTests {
         // profile.show and profile.delete.
         let fleet = try await acme.send("acme", "profile.show", ["name": "fleet"]).result(Commands.ProfileShowResult.self)
         #expect(fleet.profile.version == 1 && fleet.devices == 2 && fleet.versions == [.init(version: 1, devices: 2)])
+        // A device uses the profile version it was last pushed from; explicit settings use none.
+        _ = try await acme.send("acme", "profile.put", ["name": "fleet", "settings": ["region": "eu-west"]]).result(Commands.Profile.self)
+        _ = try await acme.send("acme", "config.push", ["deviceIds": ids(["sn-1"]), "profile": "fleet"]).result(Commands.ConfigPushResult.self)
+        let twoVersions = try await acme.send("acme", "profile.show", ["name": "fleet"]).result(Commands.ProfileShowResult.self)
+        #expect(twoVersions.profile.version == 2 && twoVersions.versions == [.init(version: 2, devices: 1), .init(version: 1, devices: 1)])
+        _ = try await acme.send("acme", "config.push", ["deviceIds": ids(["sn-2"]), "settings": ["adhoc": true]]).result(Commands.ConfigPushResult.self)
+        #expect(try await acme.send("acme", "profile.show", ["name": "fleet"]).result(Commands.ProfileShowResult.self).versions == [.init(version: 2, devices: 1)])
         let inUse = try await acme.send("acme", "profile.delete", ["name": "fleet"])
-        #expect(inUse.error?.code == .conflict && inUse.error?.message.contains("2 devices") == true, "\(String(describing: inUse.error))")
+        #expect(inUse.error?.code == .conflict && inUse.error?.message.contains("in use by 1 device of acme") == true, "\(String(describing: inUse.error))")
         _ = try await acme.send("acme", "profile.put", ["name": "spare", "settings": [:]]).result(Commands.Profile.self)
         let spare = try await acme.send("acme", "profile.delete", ["name": "spare"]).result(Commands.Profile.self)
         #expect(spare.name == "spare" && spare.version == 1)
