@@ -173,15 +173,15 @@ struct CommandProcessor {
         }
         let held = try ledger.deviceCounts(owner: acct.id)
         if held.total > 0 {
-            throw DomainError.conflict("account \(acct.id) holds \(Self.plural(held.total, "device")) (\(held.escrow) in escrow, \(held.active) active); transfer its escrow devices to another account first, an account is deleted only when it holds none")
+            throw DomainError.conflict("account \(acct.id) holds \(plural(held.total, "device")) (\(held.escrow) in escrow, \(held.active) active); transfer its escrow devices to another account first, an account is deleted only when it holds none")
         }
         let open = try ledger.openTransferCount(acct.id)
         if open > 0 {
-            throw DomainError.conflict("account \(acct.id) has \(Self.plural(open, "open transfer request")); cancel, approve or reject them (or let them expire) first")
+            throw DomainError.conflict("account \(acct.id) has \(plural(open, "open transfer request")); cancel, approve or reject them (or let them expire) first")
         }
         let trusting = try ledger.devicesTrusting(acct.id)
         if trusting > 0 {
-            throw DomainError.conflict("\(Self.plural(trusting, "device")) held by other accounts still use certificates issued by \(acct.id)'s authority (escrow identities, or owner identities not yet confirmed); deleting it would lock them out of the broker")
+            throw DomainError.conflict("\(plural(trusting, "device")) held by other accounts still use certificates issued by \(acct.id)'s authority (escrow identities, or owner identities not yet confirmed); deleting it would lock them out of the broker")
         }
         let operators = try ledger.operators().filter { $0.account == acct.id }.map(\.username)
         let profiles = try ledger.profiles(acct.id).count
@@ -411,8 +411,6 @@ struct CommandProcessor {
     // MARK: configuration
 
     /// "1 device", "12 devices" in error messages.
-    private static func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
-
     private func storedProfile(_ account: AccountID, _ name: String) throws -> Commands.Profile {
         try requireRealAccount(account)
         guard let p = try ledger.profile(account, name: name) else { throw DomainError.notFound("profile \(name.prefix(64)) in account \(account)") }
@@ -425,7 +423,7 @@ struct CommandProcessor {
         let p = try storedProfile(account, a.name)
         let users = try ledger.profileUse(account, name: p.name).reduce(0) { $0 + $1.devices }
         if users > 0 {
-            throw DomainError.conflict("profile \(p.name) is in use by \(Self.plural(users, "device")) of \(account) (their desired configuration comes from it); push another profile to them first")
+            throw DomainError.conflict("profile \(p.name) is in use by \(plural(users, "device")) of \(account) (their desired configuration comes from it); push another profile to them first")
         }
         try ledger.deleteProfile(account, name: p.name)
         fx.notify(.profileDeleted, [account], at: now(), details: ["name": .string(p.name), "version": .number(Double(p.version))])

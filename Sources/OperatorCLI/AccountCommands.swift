@@ -149,7 +149,7 @@ extension AccountCommands {
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.AccountDeleteResult.self, .accountDelete)
             c.console.out("account \(r.account.id) deleted" + (r.operators.isEmpty ? "" : "; the broker refuses \(r.operators.joined(separator: ", ")) from now on")
-                          + (r.profiles == 0 ? "" : "; \(Format.plural(r.profiles, "profile")) removed"))
+                          + (r.profiles == 0 ? "" : "; \(plural(r.profiles, "profile")) removed"))
         }
     }
 
@@ -172,7 +172,7 @@ extension AccountCommands {
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.OperatorListResult.self, .operatorList)
             c.console.out(Table(["USERNAME", "ACCOUNT"], r.operators.map { [$0.username, $0.account.rawValue] }).render())
-            c.console.note(Format.plural(r.operators.count, "operator"))
+            c.console.note(plural(r.operators.count, "operator"))
         }
     }
 

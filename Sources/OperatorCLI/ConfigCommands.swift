@@ -149,7 +149,7 @@ public enum ConfigCommands {
             let json = try await c.call(.configPush, args)
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.ConfigPushResult.self, .configPush)
-            c.console.out("configuration pushed to \(Format.plural(r.pushed.count, "device")); follow with 'escrowctl config status' or 'escrowctl tail --type config.applied,config.rejected'")
+            c.console.out("configuration pushed to \(plural(r.pushed.count, "device")); follow with 'escrowctl config status' or 'escrowctl tail --type config.applied,config.rejected'")
             if !r.pushed.isEmpty && r.pushed.count <= 50 { c.console.out(Status.table(r.pushed).render()) }
             RefusalList.print(r.refused, c)
             if r.pushed.isEmpty, let first = r.refused.first { throw CLIError(.conflict, "conflict", "no device was configured (\(first.reason))") }
@@ -177,7 +177,7 @@ public enum ConfigCommands {
             if !r.devices.isEmpty { c.console.out(Self.table(r.devices).render()) }
             var counts: [String: Int] = [:]
             for d in r.devices { counts[d.state.rawValue, default: 0] += 1 }
-            c.console.note("\(Format.plural(r.devices.count, "device")): \(Format.counts(counts))")
+            c.console.note("\(plural(r.devices.count, "device")): \(Format.counts(counts))")
         }
 
         public static func table(_ entries: [Commands.ConfigStatusEntry]) -> Table {

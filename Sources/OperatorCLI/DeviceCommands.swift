@@ -185,9 +185,9 @@ public enum DeviceCommands {
                 c.console.progress(ProgressBar.render(done: done, total: total, perSecond: elapsed > 0 ? Double(done) / elapsed : 0), final: done == total)
             }
             if c.global.json { return c.console.json(try JSONValue(encoding: merged)) }
-            c.console.out("provisioned \(Format.plural(merged.provisioned.count, "device")) in escrow in account \(c.account)"
+            c.console.out("provisioned \(plural(merged.provisioned.count, "device")) in escrow in account \(c.account)"
                           + (merged.refused.isEmpty ? "" : "; \(merged.refused.count) refused"))
-            if let out { c.console.out("wrote \(Format.plural(written, "bundle")) to \(out)/{id}/ (device.crt, device.key, broker-ca.pem, agent.conf)") }
+            if let out { c.console.out("wrote \(plural(written, "bundle")) to \(out)/{id}/ (device.crt, device.key, broker-ca.pem, agent.conf)") }
             else if !merged.bundles.isEmpty { c.console.note("escrowctl: note: the devices' keys were not saved; use --out DIR (or --json) to keep bundles") }
             RefusalList.print(merged.refused, c)
             if merged.provisioned.isEmpty, let first = merged.refused.first {
@@ -230,7 +230,7 @@ public enum DeviceCommands {
             if !r.devices.isEmpty { c.console.out(Self.table(r.devices).render()) }
             let offset = args.offset ?? 0
             let more = offset + r.devices.count < r.total ? "; next page: --offset \(offset + r.devices.count)" : ""
-            c.console.note("\(r.devices.count) of \(Format.plural(r.total, "device")) in account \(c.account)" + (offset > 0 ? " from #\(offset + 1)" : "") + more)
+            c.console.note("\(r.devices.count) of \(plural(r.total, "device")) in account \(c.account)" + (offset > 0 ? " from #\(offset + 1)" : "") + more)
         }
 
         public static func table(_ devices: [DeviceView]) -> Table {
@@ -274,7 +274,7 @@ public enum DeviceCommands {
                  $0.transferId ?? "-", String($0.hash.prefix(12))]
             }).render()
             let v = r.verification
-            let verdict = v.valid ? "chain verified: yes (\(Format.plural(v.entries, "entry").replacingOccurrences(of: "entrys", with: "entries")))"
+            let verdict = v.valid ? "chain verified: yes (\(plural(v.entries, "entry").replacingOccurrences(of: "entrys", with: "entries")))"
                 : "chain verified: NO, broken at entry \(v.brokenAt.map(String.init) ?? "?")" + (v.problem.map { ": \($0)" } ?? "")
             return fields + "\n\ncustody\n" + chain + "\n" + verdict
         }

@@ -90,7 +90,7 @@ public struct TailCommand: OperatorCommand {
         if parts.isEmpty { parts = [e.account.rawValue] }
         if let f = d["from"]?.stringValue, let t = d["to"]?.stringValue { parts.append("\(f) -> \(t)") }
         var what: [String] = []
-        if let n = d["devices"]?.intValue ?? d["count"]?.intValue { what.append(Format.plural(n, "device")) }
+        if let n = d["devices"]?.intValue ?? d["count"]?.intValue { what.append(plural(n, "device")) }
         if let a = d["action"]?.stringValue { what.append("(\(a))") }
         if let s = d["status"]?.stringValue { what.append("status \(s)") }
         if let v = d["version"]?.intValue ?? d["configVersion"]?.intValue { what.append("config v\(v)") }

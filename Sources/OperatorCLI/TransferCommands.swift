@@ -61,7 +61,7 @@ public enum TransferCommands {
             let json = try await c.call(.transferRequest, args)
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.TransferResult.self, .transferRequest)
-            c.console.out("transfer \(r.transfer.id) requested: \(Format.plural(r.decided.count, "device")) \(r.transfer.from) -> \(r.transfer.to), expires \(Format.date(r.transfer.expiresAt))")
+            c.console.out("transfer \(r.transfer.id) requested: \(plural(r.decided.count, "device")) \(r.transfer.from) -> \(r.transfer.to), expires \(Format.date(r.transfer.expiresAt))")
             RefusalList.print(r.refused, c)
         }
 
@@ -248,7 +248,7 @@ public enum TransferCommands {
         let json = try await c.call(name, args)
         if c.global.json { return c.console.json(json) }
         let r = try c.decode(json, as: Commands.TransferResult.self, name)
-        c.console.out("\(Format.plural(r.decided.count, "device")) \(verb) in transfer \(r.transfer.id) (\(r.transfer.from) -> \(r.transfer.to)); status now \(r.transfer.status.rawValue) (\(Format.counts(r.transfer.counts)))")
+        c.console.out("\(plural(r.decided.count, "device")) \(verb) in transfer \(r.transfer.id) (\(r.transfer.from) -> \(r.transfer.to)); status now \(r.transfer.status.rawValue) (\(Format.counts(r.transfer.counts)))")
         RefusalList.print(r.refused, c)
         // A decision that decided nothing changed nothing: say so, and let scripts see it.
         if r.decided.isEmpty, let first = r.refused.first {
