@@ -79,6 +79,10 @@ public struct BrokerLayout: Sendable, Equatable {
     }
 
     /// Issues the broker's server certificate from `ca` and writes it with its key (0600).
+    /// The file holds the leaf alone: `ca` signs it directly and every client already trusts
+    /// `ca` (devices get it as broker-ca.pem), so sending the root too (RFC 8446 4.4.2 allows
+    /// leaving it out) only cost each device ~500 bytes and one more certificate to parse per
+    /// handshake: ~0.1 ms of client CPU with OpenSSL 3.0 (docs/BENCHMARKS.md section 10).
     public func installServerIdentity(ca: CertificateAuthority, commonName: String = "escrowfleet-broker",
                                       serverNames: [String], validityDays: Int = 825) throws {
         try createDirectories()
@@ -86,7 +90,7 @@ public struct BrokerLayout: Sendable, Equatable {
         let cert = try ca.issue(commonName: commonName, publicKey: key.publicKey(), validityDays: validityDays,
                                 serverNames: serverNames, isServer: true)
         try writeBrokerFile(key.pem(), to: serverKey, mode: 0o600)
-        try writeBrokerFile(cert.pem() + ca.certificate.pem(), to: serverCertificate, mode: 0o644)
+        try writeBrokerFile(cert.pem(), to: serverCertificate, mode: 0o644)
     }
 }
 

@@ -163,6 +163,9 @@ struct DeploymentTests {
         // The broker's certificate names the public host and the host the simulator dials inside the network.
         let sans = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-ext", "subjectAltName", "-in", tmp.path + "/data/broker/certs/server.pem"])
         #expect(sans.contains("DNS:mosquitto") && sans.contains("DNS:localhost"), "server certificate SANs: \(sans)")
+        // The leaf alone: clients trust the platform CA already; the broker does not send it along.
+        let serverPEM = try String(contentsOfFile: tmp.path + "/data/broker/certs/server.pem", encoding: .utf8)
+        #expect(serverPEM.components(separatedBy: "-----BEGIN CERTIFICATE-----").count == 2, "server.pem holds more than the leaf")
         for product in ["escrowd", "escrowctl", "escrow-agent", "fleetsim"] { #expect(dockerfile.contains("--product \(product)")) }
         #expect(services["init"]?["build"]?["dockerfile"]?.stringValue == ".ci/Dockerfile")
     }
