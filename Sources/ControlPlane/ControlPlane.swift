@@ -274,7 +274,10 @@ public actor ControlPlane {
         // Access first: a configuration may carry a certificate from an authority the broker must
         // trust, and a retired device's retained topics are cleared once its revocation is on file.
         if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
-        try? drainOutbox()
+        do { try drainOutbox() } catch {
+            // The rows stay: the next drain (another commit, a flush, a restart) publishes them.
+            log(.warn, "could not publish the outbox: \(error)")
+        }
         publishConfigs(effects.configs)
         ingest.addKnown(effects.provisioned)
     }
