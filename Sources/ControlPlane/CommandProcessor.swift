@@ -51,6 +51,7 @@ struct CommandProcessor {
             let (devices, total) = try ledger.devices(owner: account, filter: a)
             return Outcome(result: try encode(Commands.DeviceListResult(devices: devices, total: total)), effects: fx, mutating: false)
         case .deviceShow: return Outcome(result: try encode(deviceShow(account, decode(args))), effects: fx, mutating: false)
+        case .deviceRetire: result = try encode(retire(account, decode(args), &fx))
         case .transferRequest: result = try encode(transferRequest(account, decode(args), &fx))
         case .transferList:
             let a: Commands.TransferList = try decode(args)
@@ -171,8 +172,9 @@ struct CommandProcessor {
         if !managed.isEmpty {
             throw DomainError.conflict("account \(acct.id) manages \(managed.prefix(5).map(\.rawValue).joined(separator: ", "))\(managed.count > 5 ? " and \(managed.count - 5) more" : ""); delete those accounts first")
         }
+        // Retired devices are read-only records: they stay with the tombstone and do not block.
         let held = try ledger.deviceCounts(owner: acct.id)
-        if held.total > 0 {
+        if held.total - held.retired > 0 {
             throw DomainError.conflict("account \(acct.id) holds \(plural(held.total, "device")) (\(held.escrow) in escrow, \(held.active) active); transfer its escrow devices to another account first, an account is deleted only when it holds none")
         }
         let open = try ledger.openTransferCount(acct.id)
@@ -289,6 +291,41 @@ struct CommandProcessor {
         guard let d = try ledger.device(a.deviceId), d.owner == account else { throw DomainError.notFound("device \(a.deviceId) in account \(account)") }
         let chain = try ledger.custody(a.deviceId)
         return .init(device: d, custody: chain, verification: CustodyChain.verify(chain))
+    }
+
+    /// Decommissions devices the acted-in account holds (escrow holder or active owner), each in
+    /// this one transaction: state `retired`, every certificate revoked (the broker refuses and
+    /// disconnects them from its next reload), a `retired` custody entry, the retained config and
+    /// status cleared, event `device.retired`. Unknown and foreign ids are refused alike; a device
+    /// offered in an open transfer is refused until the transfer is closed.
+    private func retire(_ account: AccountID, _ a: Commands.DeviceRetire, _ fx: inout Effects) throws -> Commands.DeviceRetireResult {
+        try requireRealAccount(account)
+        var retired: [DeviceID] = [], refused: [Transfer.Refusal] = []
+        var unknown = 0, revoked = 0
+        let at = now()
+        for id in Set(a.deviceIds).sorted() {
+            guard let d = try ledger.device(id), d.owner == account else {
+                unknown += 1
+                refused.append(.init(deviceId: id, reason: "device \(id) is not a device of \(account)")); continue
+            }
+            if d.state == .retired { refused.append(.init(deviceId: id, reason: "device \(id) is already retired")); continue }
+            if let t = d.pendingTransfer {
+                refused.append(.init(deviceId: id, reason: "device \(id) is offered in open transfer \(t); cancel the transfer first (transfer.cancel), or let the receiver decide")); continue
+            }
+            revoked += try ledger.retire(id, at: at)
+            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .retired, reason: a.reason)
+            fx.clearRetained += [Topic.deviceConfig(id).path, Topic.deviceStatus(id).path]
+            fx.notify(.deviceRetired, [account], at: at, device: id,
+                      details: ["previousState": .string(d.state.rawValue), "reason": a.reason.map(JSONValue.string) ?? .null])
+            retired.append(id)
+        }
+        if retired.isEmpty {
+            let reasons = refused.prefix(3).map(\.reason).joined(separator: "; ") + (refused.count > 3 ? "; and \(refused.count - 3) more" : "")
+            if unknown == refused.count { throw DomainError(.notFound, reasons) }
+            throw DomainError.conflict("no device was retired: " + reasons)
+        }
+        if revoked > 0 { fx.accessChanged = true }
+        return .init(retired: retired, refused: refused, revokedCertificates: revoked)
     }
 
     // MARK: transfers
@@ -469,6 +506,7 @@ struct CommandProcessor {
             guard let d = try ledger.device(id), d.owner == account else {
                 refused.append(.init(deviceId: id, reason: "device \(id) is not a device of \(account)")); continue
             }
+            if d.state == .retired { refused.append(.init(deviceId: id, reason: "device \(id) is retired; a retired device is read-only and takes no configuration")); continue }
             guard d.state == .active else { refused.append(.init(deviceId: id, reason: "device \(id) is in escrow; approve a transfer to activate it")); continue }
             let c = try ledger.pushConfig(id, owner: account, mode: .normal, profile: profile, certificate: nil, at: at)
             fx.configs.append(id)

@@ -255,6 +255,7 @@ public actor ControlPlane {
                         ? WireCodec.encode(CommandReply(requestId: envelope.requestId, result: Self.withoutPrivateKeys(outcome.result))) : bytes
                     try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
                     for e in outcome.effects.events { try ledger.enqueue(.event(e)) }
+                    for topic in outcome.effects.clearRetained { try ledger.enqueue(Outbound(topic: topic, payload: [], retain: true)) }
                 }
                 effects = outcome.effects
                 return bytes
@@ -270,9 +271,13 @@ public actor ControlPlane {
 
     private func afterCommit(_ effects: Effects) {
         ingest.addKnown(effects.configs)
-        try? drainOutbox()
-        // Access first: a configuration may carry a certificate from an authority the broker must trust.
+        // Access first: a configuration may carry a certificate from an authority the broker must
+        // trust, and a retired device's retained topics are cleared once its revocation is on file.
         if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        do { try drainOutbox() } catch {
+            // The rows stay: the next drain (another commit, a flush, a restart) publishes them.
+            log(.warn, "could not publish the outbox: \(error)")
+        }
         publishConfigs(effects.configs)
         ingest.addKnown(effects.provisioned)
     }

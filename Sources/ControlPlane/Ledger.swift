@@ -44,6 +44,7 @@ final class Ledger {
             switch try r.string("state") {
             case DeviceView.State.escrow.rawValue: c.escrow += n
             case DeviceView.State.active.rawValue: c.active += n
+            case DeviceView.State.retired.rawValue: c.retired += n
             case let other: throw DomainError(.internalError, "devices of \(owner): unknown state '\(other)'")
             }
             c.total += n
@@ -61,7 +62,7 @@ final class Ledger {
     /// authority would lock them out of the broker.
     func devicesTrusting(_ id: AccountID) throws -> Int {
         Int(try db.query("""
-            SELECT count(*) AS n FROM devices WHERE owner != ?1 AND (coalesce(cert_issuer, provisioner) = ?1 OR next_issuer = ?1)
+            SELECT count(*) AS n FROM devices WHERE owner != ?1 AND state != 'retired' AND (coalesce(cert_issuer, provisioner) = ?1 OR next_issuer = ?1)
             """, [.text(id.rawValue)]).first?.int("n") ?? 0)
     }
     /// Removes the account's operators, profiles and certificate authority, and leaves its row as a
@@ -134,7 +135,9 @@ final class Ledger {
                 SELECT d.owner, d.state, (SELECT transfer_id FROM transfer_items ti WHERE ti.device_id = d.id AND ti.outcome = 'pending') AS p
                 FROM devices d WHERE d.id = ?
                 """, [.text(id.rawValue)]).first else { continue }
-            out[id] = .init(id: id, owner: AccountID(try r.string("owner"))!, inEscrow: try r.string("state") == "escrow", pendingTransfer: try r.optionalString("p"))
+            let state = try r.string("state")
+            out[id] = .init(id: id, owner: AccountID(try r.string("owner"))!, inEscrow: state == "escrow", pendingTransfer: try r.optionalString("p"),
+                            retired: state == DeviceView.State.retired.rawValue)
         }
         return out
     }
@@ -151,6 +154,27 @@ final class Ledger {
         } else {
             try db.execute("UPDATE devices SET owner = ? WHERE id = ?", [.text(owner.rawValue), .text(id.rawValue)])
         }
+    }
+    /// Retires a device inside the command's transaction: state `retired`, every certificate serial
+    /// it has or was issued (current and pending identity) into `revocations`, and no configuration
+    /// left to deliver. Returns how many serials were newly revoked.
+    func retire(_ id: DeviceID, at: Date) throws -> Int {
+        guard let r = try db.query("""
+            SELECT coalesce(cert_issuer, provisioner) AS issuer, cert_serial, next_issuer, next_serial FROM devices WHERE id = ?
+            """, [.text(id.rawValue)]).first else { throw DomainError(.internalError, "devices row \(id) vanished while being retired") }
+        var revoked = 0
+        for (issuer, serial) in [(try r.string("issuer"), try r.optionalString("cert_serial")),
+                                 (try r.optionalString("next_issuer") ?? "", try r.optionalString("next_serial"))] {
+            guard let serial, !issuer.isEmpty else { continue }
+            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
+                           [.text(issuer), .text(serial), .text(id.rawValue), .real(at.timeIntervalSince1970)])
+            revoked += db.changes
+        }
+        try db.execute("""
+            UPDATE devices SET state = 'retired', retired_at = ?, online = 0, config_state = CASE config_state WHEN 'pending' THEN 'none' ELSE config_state END,
+                csr = NULL, rotation_version = NULL WHERE id = ?
+            """, [.real(at.timeIntervalSince1970), .text(id.rawValue)])
+        return revoked
     }
     func owner(of id: DeviceID) throws -> AccountID? {
         try db.query("SELECT owner FROM devices WHERE id = ?", [.text(id.rawValue)]).first.flatMap { AccountID(try $0.string("owner")) }
@@ -257,7 +281,7 @@ final class Ledger {
     }
     /// Devices whose desired configuration is not yet acknowledged.
     func unconverged() throws -> [DeviceID] {
-        try db.query("SELECT id FROM devices WHERE config_state = 'pending'").compactMap { DeviceID(try $0.string("id")) }
+        try db.query("SELECT id FROM devices WHERE config_state = 'pending' AND state != 'retired'").compactMap { DeviceID(try $0.string("id")) }
     }
     func configStatus(owner: AccountID, ids: [DeviceID]?) throws -> [Commands.ConfigStatusEntry] {
         let rows: [Row]
@@ -373,24 +397,30 @@ final class Ledger {
             CustodyEntry(deviceId: DeviceID(try r.string("device_id"))!, seq: Int(try r.int("seq")), holder: AccountID(try r.string("holder"))!,
                          previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
                          at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
-                         decision: .init(rawValue: try r.string("decision")) ?? .provisioned,
+                         decision: try Self.decision(r), reason: try r.optionalString("reason"),
                          previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
         }
     }
-    func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision) throws {
+    private static func decision(_ r: Row) throws -> CustodyEntry.Decision {
+        let raw = try r.string("decision")
+        guard let d = CustodyEntry.Decision(rawValue: raw) else { throw DomainError(.internalError, "custody row: unknown decision '\(raw)'") }
+        return d
+    }
+    func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision, reason: String? = nil) throws {
         let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map { r in
             CustodyEntry(deviceId: id, seq: Int(try r.int("seq")), holder: AccountID(try r.string("holder"))!,
                          previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
                          at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
-                         decision: .init(rawValue: try r.string("decision")) ?? .provisioned, previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
+                         decision: try Self.decision(r), reason: try r.optionalString("reason"), previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
         }
         // `next` rounds the time to the second, as the wire carries it: stored and hashed times agree.
-        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision)
+        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision, reason: reason)
         try db.execute("""
-            INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, previous_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, reason, previous_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
-                  .real(e.at.timeIntervalSince1970), transfer.map { .text($0) } ?? .null, .text(decision.rawValue), .text(e.previousHash), .text(e.hash)])
+                  .real(e.at.timeIntervalSince1970), transfer.map { .text($0) } ?? .null, .text(decision.rawValue),
+                  reason.map { .text($0) } ?? .null, .text(e.previousHash), .text(e.hash)])
     }
 
     // MARK: idempotency and outbox
@@ -405,12 +435,12 @@ final class Ledger {
         try db.execute("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
     }
     func enqueue(_ o: Outbound) throws {
-        try db.execute("INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
-                       [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970)])
+        try db.execute("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
+                       [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970), .integer(o.retain ? 1 : 0)])
     }
     func outbox(limit: Int) throws -> [(id: Int64, message: Outbound)] {
-        try db.query("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {
-            (try $0.int64("id"), Outbound(topic: try $0.string("topic"), payload: try $0.blob("payload")))
+        try db.query("SELECT id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {
+            (try $0.int64("id"), Outbound(topic: try $0.string("topic"), payload: try $0.blob("payload"), retain: try $0.int("retain") != 0))
         }
     }
     func deleteOutbox(through id: Int64) throws {

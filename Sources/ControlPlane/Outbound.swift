@@ -22,8 +22,10 @@ struct Effects {
     var configs: [DeviceID] = []
     /// Devices created by the command: heartbeats from them are now expected.
     var provisioned: [DeviceID] = []
-    /// Accounts or operators changed: regenerate the broker's ACL and password file.
+    /// Accounts, operators or revocations changed: regenerate the broker's ACL, password and revoked files.
     var accessChanged = false
+    /// Retained topics to clear (an empty retained payload) once committed: a retired device's.
+    var clearRetained: [String] = []
 
     /// `count`, `deviceIds` (at most 1,000) and `truncated` for an event's details.
     static func deviceList(_ ids: [DeviceID]) -> [String: JSONValue] {

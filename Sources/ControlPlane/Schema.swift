@@ -152,5 +152,12 @@ enum Schema {
         ALTER TABLE devices ADD COLUMN profile_version INTEGER;
         CREATE INDEX devices_owner_profile ON devices(owner, profile) WHERE profile IS NOT NULL;
         """),
+        Migration(version: 6, name: "device retirement", sql: """
+        -- device.retire: state 'retired', when; the custody entry that ends the chain carries the reason.
+        ALTER TABLE devices ADD COLUMN retired_at REAL;
+        ALTER TABLE custody ADD COLUMN reason TEXT;
+        -- Retained clears (empty retained payloads on a retired device's topics) go through the outbox.
+        ALTER TABLE outbox ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;
+        """),
     ]
 }

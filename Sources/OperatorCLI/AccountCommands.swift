@@ -123,7 +123,7 @@ extension AccountCommands {
             ]
             if let m = r.manages { rows.append(["manages", m.isEmpty ? "-" : m.map(\.rawValue).joined(separator: ", ")]) }
             rows += [
-                ["devices", "\(d.total) (\(d.escrow) in escrow, \(d.active) active; \(d.online) online)"],
+                ["devices", "\(d.total) (\(d.escrow) in escrow, \(d.active) active\(d.retired > 0 ? ", \(d.retired) retired" : ""); \(d.online) online)"],
                 ["transfers", "\(r.openTransfers) open"], ["operators", String(r.operators)], ["profiles", String(r.profiles)],
             ]
             return Table([], rows).render()

@@ -29,7 +29,8 @@ public struct CommandSpec: Sendable {
     public var examples: [String]
     public var valued: Set<String>
     public var booleans: Set<String>
-    /// Names of the required positional arguments, in order.
+    /// Names of the required positional arguments, in order; a last name ending in `...` (`ID...`)
+    /// takes one or more.
     public var positionals: [String] = []
     /// The account this command always acts in (platform administration), overriding --account.
     public var actsIn: AccountID?
@@ -87,7 +88,7 @@ public enum CLI {
     public static let commands: [any OperatorCommand.Type] = [
         AccountCommands.Create.self, AccountCommands.List.self, AccountCommands.Show.self, AccountCommands.Delete.self, AccountCommands.OperatorCreate.self,
         AccountCommands.OperatorList.self, AccountCommands.OperatorPasswd.self, AccountCommands.OperatorDelete.self,
-        DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self,
+        DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self, DeviceCommands.Retire.self,
         TransferCommands.Request.self, TransferCommands.Inbox.self, TransferCommands.Show.self,
         TransferCommands.Approve.self, TransferCommands.Reject.self, TransferCommands.Cancel.self,
         ConfigCommands.ProfilePut.self, ConfigCommands.ProfileList.self, ConfigCommands.ProfileShow.self, ConfigCommands.ProfileDelete.self,
@@ -165,7 +166,7 @@ public enum CLI {
             if args.positionals.count < spec.positionals.count {
                 throw UsageError("missing " + spec.positionals.dropFirst(args.positionals.count).joined(separator: ", "))
             }
-            if args.positionals.count > spec.positionals.count {
+            if args.positionals.count > spec.positionals.count, spec.positionals.last?.hasSuffix("...") != true {
                 throw UsageError("unexpected argument '\(args.positionals[spec.positionals.count])'")
             }
             let global = try GlobalOptions.resolve(args, environment: environment, accountFlag: !spec.valued.contains("account"),

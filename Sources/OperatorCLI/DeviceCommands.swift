@@ -199,9 +199,9 @@ public enum DeviceCommands {
     public struct List: OperatorCommand {
         public static let spec = CommandSpec(
             path: ["device", "list"], group: .devices, summary: "List the account's devices",
-            usage: ["device list [--state escrow|active] [--online] [--prefix P] [--limit N] [--offset K]"],
+            usage: ["device list [--state escrow|active|retired] [--online] [--prefix P] [--limit N] [--offset K]"],
             options: """
-                  --state S    escrow (waiting for an owner) or active
+                  --state S    escrow (waiting for an owner), active, or retired (decommissioned)
                   --online     only devices connected now
                   --prefix P   only ids starting with P
                   --limit N    at most N devices (1...1000; default 100)
@@ -216,7 +216,7 @@ public enum DeviceCommands {
         public init(_ a: Arguments) throws(UsageError) {
             var state: DeviceView.State?
             if let s = a.value("state") {
-                guard let v = DeviceView.State(rawValue: s) else { throw UsageError.invalid("--state must be escrow or active, got '\(s)'") }
+                guard let v = DeviceView.State(rawValue: s) else { throw UsageError.invalid("--state must be escrow, active or retired, got '\(s)'") }
                 state = v
             }
             args = .init(state: state, online: a.flag("online") ? true : nil, prefix: a.value("prefix"), limit: try a.int("limit", in: 1...1_000),
@@ -277,6 +277,43 @@ public enum DeviceCommands {
             let verdict = v.valid ? "chain verified: yes (\(plural(v.entries, "entry").replacingOccurrences(of: "entrys", with: "entries")))"
                 : "chain verified: NO, broken at entry \(v.brokenAt.map(String.init) ?? "?")" + (v.problem.map { ": \($0)" } ?? "")
             return fields + "\n\ncustody\n" + chain + "\n" + verdict
+        }
+    }
+}
+
+extension DeviceCommands {
+    public struct Retire: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["device", "retire"], group: .devices, summary: "Decommission devices: revoke their certificates for good, keep their record read-only",
+            usage: ["device retire ID... [--reason TEXT]"],
+            options: """
+                  ID...          devices the account holds (in escrow or active), at most 1000; one in
+                                 an open transfer request is refused until the request is closed
+                  --reason TEXT  why (1...500 characters), kept in the device's chain of custody
+                """,
+            examples: ["escrowctl device retire sn-000042 --reason \"water damage, RMA 7781\"",
+                       "escrowctl --account cust device retire sn-000001 sn-000002 --json"],
+            valued: ["reason"], booleans: [], positionals: ["ID..."])
+
+        public var args: Commands.DeviceRetire
+
+        public init(_ a: Arguments) throws(UsageError) {
+            let ids = try Parse.devices(a.positionals, what: "ID")
+            guard ids.count <= Commands.DeviceRetire.maxPerCommand else {
+                throw UsageError("at most \(Commands.DeviceRetire.maxPerCommand) devices per command; run it several times")
+            }
+            let reason = a.value("reason")
+            if let reason, !(1...500).contains(reason.count) { throw UsageError.invalid("--reason must be 1 to 500 characters") }
+            args = .init(deviceIds: ids, reason: reason)
+        }
+
+        public func run(_ c: CommandContext) async throws {
+            let json = try await c.call(.deviceRetire, args)
+            if c.global.json { return c.console.json(json) }
+            let r = try c.decode(json, as: Commands.DeviceRetireResult.self, .deviceRetire)
+            c.console.out("retired \(plural(r.retired.count, "device")) in account \(c.account) (\(plural(r.revokedCertificates, "certificate")) revoked; the broker refuses them from now on)"
+                          + (r.refused.isEmpty ? "" : "; \(r.refused.count) refused"))
+            RefusalList.print(r.refused, c)
         }
     }
 }

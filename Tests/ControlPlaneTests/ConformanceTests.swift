@@ -37,6 +37,7 @@ struct ConformanceTests {
         case .deviceProvision: ("oem", ["deviceIds": ["conf-1"], "issueIdentity": false])
         case .deviceList: ("oem", [:])
         case .deviceShow: ("oem", ["deviceId": "dev-000001"])
+        case .deviceRetire: ("oem", ["deviceIds": ["dev-000001"], "reason": "conformance"])
         case .transferRequest: ("oem", ["to": "acme", "deviceIds": ["dev-000003"]])
         case .transferList: ("acme", [:])
         case .transferShow: ("acme", ["transferId": .string(transfer)])

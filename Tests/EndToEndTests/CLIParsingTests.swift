@@ -61,7 +61,7 @@ struct CLIParsingTests {
     func specs() throws {
         let names = CLI.commands.map { $0.spec.name }
         #expect(Set(names).count == names.count)
-        #expect(names.count == 24)
+        #expect(names.count == 25)
         for type in CLI.commands {
             let spec = type.spec
             #expect(!spec.examples.isEmpty, "\(spec.name) has no examples")
@@ -91,6 +91,9 @@ struct CLIParsingTests {
         ["device", "list", "--state", "gone"],
         ["device", "list", "--limit", "0"],
         ["device", "show"],
+        ["device", "retire"],
+        ["device", "retire", "a", "not an id!"],
+        ["device", "retire", "a", "--reason", ""],
         ["transfer", "request", "--ids", "a"],
         ["transfer", "request", "--to", "resell"],
         ["transfer", "request", "--to", "resell", "--ids", "a", "--prefix", "sn-"],
@@ -132,6 +135,9 @@ struct CLIParsingTests {
         ["device", "provision", "--csv", "f.csv"],
         ["device", "list", "--state", "escrow", "--online", "--prefix", "sn", "--limit", "5"],
         ["device", "show", "sn-000001"],
+        ["device", "retire", "sn-000001"],
+        ["device", "retire", "sn-000001", "sn-000002", "--reason", "water damage"],
+        ["device", "list", "--state", "retired"],
         ["transfer", "request", "--to", "resell", "--prefix", "sn-", "--count", "5", "--note", "PO 1", "--expires", "2d"],
         ["transfer", "request", "--to", "resell", "--csv", "f.csv"],
         ["transfer", "inbox", "--incoming", "--status", "partially_approved"],
@@ -157,6 +163,8 @@ struct CLIParsingTests {
         let batches = try p.batches()
         #expect(batches.map(\.count) == [1000, 1000, 500])
         #expect(batches.map(\.start) == [11, 1011, 2011])
+        let retire = try #require(try invocation(["device", "retire", "sn-1", "sn-2", "--reason", "RMA 7781"]).command as? DeviceCommands.Retire)
+        #expect(retire.args == Commands.DeviceRetire(deviceIds: ["sn-1", "sn-2"], reason: "RMA 7781"))
         let ids = try #require(try invocation(["device", "provision", "--ids", "a,b", "--ids", " c "]).command as? DeviceCommands.Provision)
         #expect(ids.selection == .ids(["a", "b", "c"]))
         let many = DeviceCommands.Provision(selection: .ids((1...2001).map { DeviceID("d\($0)")! }), out: nil)

@@ -99,13 +99,17 @@ public struct CommandSchema: Sendable {
             Field("issueIdentity", .boolean),
         ], exactlyOne: [["deviceIds", "prefix"]], requires: [("count", "prefix"), ("start", "prefix"), ("prefix", "count")]),
         CommandSchema(.deviceList, readOnly: true, [
-            Field("state", .string, [.oneOf(["escrow", "active"])]),
+            Field("state", .string, [.oneOf(DeviceView.State.allCases.map(\.rawValue))]),
             Field("online", .boolean),
             Field("prefix", .string, [.length(1...64)]),
             Field("limit", .integer, [.range(1...1_000)]),
             Field("offset", .integer, [.atLeast(0)]),
         ]),
         CommandSchema(.deviceShow, readOnly: true, [Field("deviceId", .string, required: true, [.identifier])]),
+        CommandSchema(.deviceRetire, [
+            Field("deviceIds", .stringArray, required: true, [.count(1...Commands.DeviceRetire.maxPerCommand), .identifier]),
+            Field("reason", .string, [.length(1...500)]),
+        ]),
         CommandSchema(.transferRequest, [
             Field("to", .string, required: true, [.identifier]),
             Field("deviceIds", .stringArray, required: true, [.count(1...Transfer.maxDevicesPerRequest), .identifier]),

@@ -61,6 +61,7 @@ public enum CommandName: String, CaseIterable, Sendable {
     case deviceProvision = "device.provision"
     case deviceList = "device.list"
     case deviceShow = "device.show"
+    case deviceRetire = "device.retire"
     case transferRequest = "transfer.request"
     case transferList = "transfer.list"
     case transferShow = "transfer.show"
@@ -89,6 +90,7 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     case transferCompleted = "transfer.completed"
     case deviceHeld = "device.held"
     case deviceActivated = "device.activated"
+    case deviceRetired = "device.retired"
     case deviceOnline = "device.online"
     case deviceOffline = "device.offline"
     case configPushed = "config.pushed"
@@ -113,6 +115,7 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
         case .transferCompleted: return (["status", "counts"], [], false, true)
         case .deviceHeld: return (["from"], [], true, true)
         case .deviceActivated: return (["from", "profile", "configVersion"], [], true, true)
+        case .deviceRetired: return (["previousState"], ["reason"], true, false)
         case .deviceOnline: return ([], ["mode", "configVersion", "agentVersion"], true, false)
         case .deviceOffline: return ([], ["mode", "configVersion", "agentVersion"], true, false)
         case .configPushed: return (["version"], ["profile"], true, false)

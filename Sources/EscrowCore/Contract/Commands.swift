@@ -27,8 +27,17 @@ public enum Commands {
             public var escrow: Int
             public var active: Int
             public var online: Int
-            public init(total: Int, escrow: Int, active: Int, online: Int) {
-                self.total = total; self.escrow = escrow; self.active = active; self.online = online
+            /// Decommissioned devices (read-only records; counted in `total`).
+            public var retired: Int
+            public init(total: Int, escrow: Int, active: Int, online: Int, retired: Int = 0) {
+                self.total = total; self.escrow = escrow; self.active = active; self.online = online; self.retired = retired
+            }
+            public init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                total = try c.decode(Int.self, forKey: .total); escrow = try c.decode(Int.self, forKey: .escrow)
+                active = try c.decode(Int.self, forKey: .active); online = try c.decode(Int.self, forKey: .online)
+                // Absent from replies of escrowd before device.retire existed.
+                retired = try c.decodeIfPresent(Int.self, forKey: .retired) ?? 0
             }
         }
         public var account: Account
@@ -153,6 +162,26 @@ public enum Commands {
         public var device: DeviceView
         public var custody: [CustodyEntry]
         public var verification: CustodyChain.Verification
+    }
+
+    /// `device.retire`: decommission devices the acted-in account holds.
+    public struct DeviceRetire: Codable, Equatable, Sendable {
+        public var deviceIds: [DeviceID]
+        /// Why (kept in the custody chain), 1 ... 500 characters.
+        public var reason: String?
+        public init(deviceIds: [DeviceID], reason: String? = nil) { self.deviceIds = deviceIds; self.reason = reason }
+        public static let maxPerCommand = 1_000
+    }
+    public struct DeviceRetireResult: Codable, Equatable, Sendable {
+        /// Devices retired by this command, by id.
+        public var retired: [DeviceID]
+        /// Devices named but not retired, each with its reason.
+        public var refused: [Transfer.Refusal]
+        /// Certificate serials added to the broker's revocation set by this command.
+        public var revokedCertificates: Int
+        public init(retired: [DeviceID], refused: [Transfer.Refusal], revokedCertificates: Int) {
+            self.retired = retired; self.refused = refused; self.revokedCertificates = revokedCertificates
+        }
     }
 
     // MARK: transfers
@@ -297,7 +326,9 @@ public enum Commands {
 
 /// A device as operators see it.
 public struct DeviceView: Codable, Equatable, Sendable {
-    public enum State: String, Codable, Sendable, CaseIterable { case escrow, active }
+    /// `retired`: decommissioned by `device.retire`; its certificates are revoked and its record
+    /// is read-only for good.
+    public enum State: String, Codable, Sendable, CaseIterable { case escrow, active, retired }
     public var id: DeviceID
     public var owner: AccountID
     public var state: State

@@ -1,9 +1,10 @@
 import Foundation
 
-/// One change of holder in a device's chain of custody.
+/// One change of holder in a device's chain of custody, or its end (`retired`: the holder
+/// decommissioned it and stays its holder for good).
 /// Each entry carries the hash of the previous one, so a rewritten history is detectable.
 public struct CustodyEntry: Codable, Equatable, Sendable {
-    public enum Decision: String, Codable, Sendable { case provisioned, held, activated }
+    public enum Decision: String, Codable, Sendable { case provisioned, held, activated, retired }
     public var deviceId: DeviceID
     public var seq: Int
     public var holder: AccountID
@@ -11,13 +12,15 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
     public var at: Date
     public var transferId: String?
     public var decision: Decision
+    /// Why, for a `retired` entry when the operator gave a reason (hashed too).
+    public var reason: String?
     public var previousHash: String
     public var hash: String
 
     public init(deviceId: DeviceID, seq: Int, holder: AccountID, previousHolder: AccountID?, at: Date, transferId: String?,
-                decision: Decision, previousHash: String, hash: String) {
+                decision: Decision, reason: String? = nil, previousHash: String, hash: String) {
         self.deviceId = deviceId; self.seq = seq; self.holder = holder; self.previousHolder = previousHolder; self.at = at
-        self.transferId = transferId; self.decision = decision; self.previousHash = previousHash; self.hash = hash
+        self.transferId = transferId; self.decision = decision; self.reason = reason; self.previousHash = previousHash; self.hash = hash
     }
 
     /// The hash that precedes the first entry.
@@ -25,22 +28,24 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
 
     /// Builds the next entry after `previous` (nil for the first).
     public static func next(after previous: CustodyEntry?, device: DeviceID, holder: AccountID,
-                            at: Date, transferId: String?, decision: Decision) -> CustodyEntry {
+                            at: Date, transferId: String?, decision: Decision, reason: String? = nil) -> CustodyEntry {
         // Whole seconds: the wire's ISO-8601 dates carry no fraction, and a hash over a
         // fraction would no longer verify after an entry has crossed the wire.
         let at = Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down))
         var e = CustodyEntry(deviceId: device, seq: (previous?.seq ?? 0) + 1, holder: holder,
                              previousHolder: previous?.holder, at: at, transferId: transferId,
-                             decision: decision, previousHash: previous?.hash ?? genesis, hash: "")
+                             decision: decision, reason: reason, previousHash: previous?.hash ?? genesis, hash: "")
         e.hash = e.computedHash
         return e
     }
 
     /// SHA-256 over a canonical line of every field but `hash`. Dates at millisecond precision.
+    /// A `reason` is appended as a ninth field only when present, so entries without one (every
+    /// entry before `device.retire` existed) hash as they always did.
     public var computedHash: String {
         let ms = Int64((at.timeIntervalSince1970 * 1000).rounded())
-        let line = [deviceId.rawValue, String(seq), holder.rawValue, previousHolder?.rawValue ?? "",
-                    String(ms), transferId ?? "", decision.rawValue, previousHash].joined(separator: "|")
+        let line = ([deviceId.rawValue, String(seq), holder.rawValue, previousHolder?.rawValue ?? "",
+                     String(ms), transferId ?? "", decision.rawValue, previousHash] + (reason.map { [$0] } ?? [])).joined(separator: "|")
         return SHA256.hex(Array(line.utf8))
     }
 }

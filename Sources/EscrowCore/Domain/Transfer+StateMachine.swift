@@ -119,8 +119,10 @@ public enum TransferPolicy {
         public var owner: AccountID
         public var inEscrow: Bool
         public var pendingTransfer: String?
-        public init(id: DeviceID, owner: AccountID, inEscrow: Bool, pendingTransfer: String?) {
-            self.id = id; self.owner = owner; self.inEscrow = inEscrow; self.pendingTransfer = pendingTransfer
+        /// Decommissioned (`device.retire`): never transferred again.
+        public var retired: Bool
+        public init(id: DeviceID, owner: AccountID, inEscrow: Bool, pendingTransfer: String?, retired: Bool = false) {
+            self.id = id; self.owner = owner; self.inEscrow = inEscrow; self.pendingTransfer = pendingTransfer; self.retired = retired
         }
     }
 
@@ -142,6 +144,7 @@ public enum TransferPolicy {
                 refused.append(.init(deviceId: d, reason: "device \(d) is not an escrow device of \(requester)"))
                 continue
             }
+            if c.retired { refused.append(.init(deviceId: d, reason: "device \(d) is retired; a retired device is read-only and cannot be transferred")); continue }
             if !c.inEscrow { refused.append(.init(deviceId: d, reason: "device \(d) is already activated")); continue }
             if let p = c.pendingTransfer { refused.append(.init(deviceId: d, reason: "device \(d) is already in pending transfer \(p)")); continue }
             eligible.append(d)
