@@ -7,8 +7,8 @@ import TestSupport
 @Suite("escrowctl completion and man page")
 struct CLIGeneratedTests {
     @Test("the bash script is valid bash and completes every command, subcommand and option")
-    func bashCompletion() throws {
-        let r = try runCLI(["completion", "bash"])
+    func bashCompletion() async throws {
+        let r = try await runCLI(["completion", "bash"])
         #expect(r.status == 0, "\(r)")
         let scratch = try TempDirectory(prefix: "completion")
         let file = scratch.file("escrowctl.bash")
@@ -35,16 +35,16 @@ struct CLIGeneratedTests {
     }
 
     @Test("zsh gets a #compdef script; a missing shell is a usage error")
-    func zshCompletion() throws {
-        let z = try runCLI(["completion", "zsh"])
+    func zshCompletion() async throws {
+        let z = try await runCLI(["completion", "zsh"])
         #expect(z.status == 0 && z.stdout.hasPrefix("#compdef escrowctl\n") && z.stdout.contains("bashcompinit"), "\(z)")
-        let missing = try runCLI(["completion"])
+        let missing = try await runCLI(["completion"])
         #expect(missing.status == 64 && missing.stderr.contains("bash or zsh"), "\(missing)")
     }
 
     @Test("the man page is roff with every command, its usage and examples, the exit codes and the environment")
-    func manPage() throws {
-        let r = try runCLI(["man"])
+    func manPage() async throws {
+        let r = try await runCLI(["man"])
         #expect(r.status == 0 && r.stdout.hasPrefix(".TH ESCROWCTL 1 "), "\(r)")
         for spec in CLI.commands.map({ $0.spec }) {
             #expect(r.stdout.contains(".SS \(spec.name.replacingOccurrences(of: "-", with: "\\-"))\n"), "\(spec.name)")

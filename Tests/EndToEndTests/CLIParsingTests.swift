@@ -321,7 +321,7 @@ struct CLIParsingTests {
     }
 
     @Test("invalid option values exit 65, missing or unknown options 64, as topics.md documents")
-    func invalidValuesAreDataErrors() throws {
+    func invalidValuesAreDataErrors() async throws {
         for (args, status) in [
             (["account", "create", "x", "--name", "X", "--kind", "emperor"], Int32(65)),
             (["account", "create", "x", "--name", "X"], 64),
@@ -331,7 +331,7 @@ struct CLIParsingTests {
             (["transfer", "request", "--to", "b", "--ids", "a", "--expires", "soon"], 65),
             (["device", "list", "--frobnicate"], 64),
         ] {
-            let r = try runCLI(args, env: ["ESCROW_BROKER": "mqtt://127.0.0.1:1", "ESCROW_USER": "op-x", "ESCROW_PASSWORD": "pw-x-secret", "ESCROW_ACCOUNT": "x"])
+            let r = try await runCLI(args, env: ["ESCROW_BROKER": "mqtt://127.0.0.1:1", "ESCROW_USER": "op-x", "ESCROW_PASSWORD": "pw-x-secret", "ESCROW_ACCOUNT": "x"])
             #expect(r.status == status, "escrowctl \(args.joined(separator: " ")): \(r)")
         }
     }

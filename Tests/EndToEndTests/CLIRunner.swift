@@ -25,8 +25,25 @@ func escrowctlPath() throws -> String {
 /// Runs the built escrowctl with `args` and exactly `env` (nothing inherited, so no ESCROW_* leaks in),
 /// in `directory` (a fresh empty one by default, so no ./escrow-data/admin.conf is picked up).
 /// Gives up after `timeout` (the process is then killed and the status is -1).
+///
+/// The wait for the child runs on a thread of its own: on 2 cores the cooperative pool has two
+/// threads, and tests that held them while escrowctl ran starved every other suite into its
+/// time limit.
 func runCLI(_ args: [String], env: [String: String] = [:], in directory: String? = nil,
-            timeout: Duration = .seconds(60)) throws -> CLIResult {
+            timeout: Duration = .seconds(60)) async throws -> CLIResult {
+    try await offPool { try runCLIBlocking(args, env: env, in: directory, timeout: timeout) }
+}
+
+/// Runs blocking work (waiting for a child process) on a new thread and resumes the caller with
+/// its result, so no thread of Swift's cooperative pool waits (STYLE.md, point 11).
+func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
+private func runCLIBlocking(_ args: [String], env: [String: String], in directory: String?,
+                            timeout: Duration) throws -> CLIResult {
     let executable = try escrowctlPath()
     let scratch = try TempDirectory(prefix: "escrowctl-run")
     let process = Process()

@@ -47,13 +47,13 @@ struct OperatorLifecycleTests {
         let oem = try await platform.account("oem", kind: .provisioner)
         await oem.close()
         let env = ["ESCROW_CONFIG": platform.escrowd.dataDirectory + "/admin.conf"]
-        let list = try runCLI(["operator", "list", "--account", "oem"], env: env)
+        let list = try await runCLI(["operator", "list", "--account", "oem"], env: env)
         #expect(list.status == 0 && list.stdout.contains("op-oem") && list.stdout.hasPrefix("USERNAME"), "\(list)")
-        let passwd = try runCLI(["operator", "passwd", "op-oem"], env: env)
+        let passwd = try await runCLI(["operator", "passwd", "op-oem"], env: env)
         #expect(passwd.status == 0 && passwd.stdout.contains("has a new password") && passwd.stdout.contains("password: "), "\(passwd)")
-        let gone = try runCLI(["operator", "delete", "op-oem"], env: env)
+        let gone = try await runCLI(["operator", "delete", "op-oem"], env: env)
         #expect(gone.status == 0 && gone.stdout.contains("deleted"), "\(gone)")
-        let again = try runCLI(["operator", "delete", "op-oem"], env: env)
+        let again = try await runCLI(["operator", "delete", "op-oem"], env: env)
         #expect(again.status == 66 && again.stderr.contains("not_found"), "\(again)")
         await platform.close()
     }

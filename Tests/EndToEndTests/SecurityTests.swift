@@ -177,9 +177,9 @@ struct OperatorTLSTests {
         defer { escrowd.stop() }
         let conf = try String(contentsOfFile: escrowd.dataDirectory + "/admin.conf", encoding: .utf8)
         #expect(conf.contains("broker = mqtts://127.0.0.1:\(escrowd.operatorPort)") && conf.contains("ca = "), "\(conf)")
-        let created = try runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"])
+        let created = try await runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"])
         #expect(created.status == 0, "\(created)")
-        let list = try runCLI(["--json", "account", "list"], env: ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"])
+        let list = try await runCLI(["--json", "account", "list"], env: ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"])
         #expect(list.status == 0 && list.stdout.contains("\"oem\""), "\(list)")
         // The same login without TLS does not get through.
         let admin = try escrowd.adminCredentials()

@@ -306,10 +306,8 @@ struct TLSSessionTests {
         print("per session idle after CONNACK (\(compactRecords ? "compact TLS 1.3 records, SSL freed" : "OpenSSL record layer, SSL_MODE_RELEASE_BUFFERS")): \(idle.perSession(since: before, count: count))")
         #expect(rate > 5)
         #expect(links.allSatisfy { $0.session.recordLayer.hasSuffix("(compact)") == compactRecords })
-        if compactRecords {
-            // The keys and the Swift objects, nothing of OpenSSL's: well under 8 KB of heap.
-            #expect(idle.heapPerSession(since: before, count: count) < 4_096, "\(idle.perSession(since: before, count: count))")
-        }
+        // The heap figures are printed, not asserted: malloc's counters are process-wide and other
+        // suites allocate in parallel. The memory goal is measured in bench/ (BENCHMARKS section 10).
         for link in links { link.close() }
     }
 }
@@ -375,7 +373,6 @@ private struct MemoryProbe {
         "RSS delta \((rss - base.rss) / count) B, malloc in use delta \((heap - base.heap) / count) B"
     }
 
-    func heapPerSession(since base: MemoryProbe, count: Int) -> Int { (heap - base.heap) / count }
 
     private typealias MallocInfo = @convention(c) (Int32, UnsafeMutablePointer<FILE>?) -> Int32
 
