@@ -65,7 +65,9 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         #expect(engine.metrics.totalErrors == 0)
         #expect(engine.metrics.pubacks > 0)
         #expect(engine.metrics.connectLatency.count == UInt64(n))
-        let hb = try WireCodec.decode(Heartbeat.self, from: probe.behavior(at: 0).messages[0].payload)
+        // A failed wait above must fail this test, not crash the whole test process.
+        let first = try #require(probe.behavior(at: 0).messages.first, "the probe received no heartbeat")
+        let hb = try WireCodec.decode(Heartbeat.self, from: first.payload)
         #expect(hb.mode == .escrow)
         engine.stopAll(); probe.stopAll()
     }
