@@ -22,6 +22,14 @@ public final class ChildProcess: Sendable {
     /// `inheritOutput` keeps the parent's stdout and stderr (worker processes that print alongside it).
     public static func spawn(_ executable: String, _ arguments: [String], stdout: String? = nil, stderr: String? = nil,
                              inheritOutput: Bool = false, environment: [String: String]? = nil) throws -> ChildProcess {
+        try spawn(executable, arguments, stdout: stdout, stderr: stderr, inheritOutput: inheritOutput,
+                  environment: environment, directory: nil)
+    }
+
+    /// The same, started in `directory` (nil: the parent's working directory).
+    public static func spawn(_ executable: String, _ arguments: [String], stdout: String?, stderr: String?,
+                             inheritOutput: Bool = false, environment: [String: String]?,
+                             directory: String?) throws -> ChildProcess {
         guard access(executable, X_OK) == 0 else { throw SpawnError(executable: executable, errno: errno) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -44,6 +52,14 @@ public final class ChildProcess: Sendable {
         }
 
         Self.closeInheritedDescriptors(&actions)
+        if let directory {
+            // glibc >= 2.29; hidden by Swift's Glibc module like addclosefrom_np.
+            guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else {
+                throw SpawnError(executable: executable, errno: ENOSYS)
+            }
+            let addChdir = unsafeBitCast(symbol, to: AddChdir.self)
+            guard addChdir(&actions, directory) == 0 else { throw SpawnError(executable: executable, errno: errno) }
+        }
 
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
@@ -54,6 +70,8 @@ public final class ChildProcess: Sendable {
         guard rc == 0 else { throw SpawnError(executable: executable, errno: rc) }
         return ChildProcess(pid: pid, executable: executable)
     }
+
+    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
 
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
 

@@ -1,4 +1,5 @@
 import Foundation
+import POSIX
 import TestSupport
 
 /// What one run of a built executable produced.
@@ -46,29 +47,15 @@ private func runCLIBlocking(_ args: [String], env: [String: String], in director
                             timeout: Duration) throws -> CLIResult {
     let executable = try escrowctlPath()
     let scratch = try TempDirectory(prefix: "escrowctl-run")
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = args
-    process.environment = ["PATH": "/usr/bin:/bin", "HOME": scratch.path].merging(env) { $1 }
-    process.currentDirectoryURL = URL(fileURLWithPath: directory ?? scratch.path)
     let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
-    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let deadline = ContinuousClock.now + timeout
-    while process.isRunning {
-        if ContinuousClock.now > deadline { process.terminate(); process.waitUntilExit(); break }
-        Thread.sleep(forTimeInterval: 0.01)
-    }
-    process.waitUntilExit()
-    try out.close(); try err.close()
-    let timedOut = ContinuousClock.now > deadline
-    return CLIResult(status: timedOut ? -1 : process.terminationStatus,
+    // posix_spawn with the output files opened in the child (POSIX.ChildProcess), not Foundation's
+    // Process: with several launches at once, Process returned empty stdout for runs that exited 0.
+    let child = try ChildProcess.spawn(executable, args, stdout: outPath, stderr: errPath,
+                                       environment: ["PATH": "/usr/bin:/bin", "HOME": scratch.path].merging(env) { $1 },
+                                       directory: directory ?? scratch.path)
+    let exited = child.waitForExit(timeout: timeout)
+    if !exited { child.terminate(grace: .seconds(1)) }
+    return CLIResult(status: exited ? (child.exitStatus ?? -1) : -1,
                      stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
                      stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
 }
