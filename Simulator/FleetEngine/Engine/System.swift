@@ -144,7 +144,10 @@ enum System {
         guard target > 3 else { return }
         let probe = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard probe >= 0 else { return }
-        if dup2(probe, target) == target { close(target) }
+        // F_DUPFD takes the lowest *free* descriptor >= target: it never replaces one in use
+        // (dup2 onto a fixed number would close another thread's socket or file in this process).
+        let high = fcntl(probe, F_DUPFD_CLOEXEC, target)
+        if high >= 0 { close(high) }
         close(probe)
     }
 
