@@ -79,11 +79,7 @@ public enum ConfigCommands {
             examples: ["escrowctl profile show office", "escrowctl --account cust profile show lab --json"],
             valued: [], booleans: [], positionals: ["NAME"])
         public var args: Commands.ProfileRef
-        public init(_ a: Arguments) throws(UsageError) {
-            let name = a.positionals[0]
-            guard Identifier.isValid(name) else { throw UsageError("profile name '\(name.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
-            args = .init(name: name)
-        }
+        public init(_ a: Arguments) throws(UsageError) { args = try .positional(a) }
         public func run(_ c: CommandContext) async throws {
             let json = try await c.call(.profileShow, args)
             if c.global.json { return c.console.json(json) }
@@ -108,11 +104,7 @@ public enum ConfigCommands {
             examples: ["escrowctl profile delete lab", "escrowctl --account cust profile delete old-eu"],
             valued: [], booleans: [], positionals: ["NAME"])
         public var args: Commands.ProfileRef
-        public init(_ a: Arguments) throws(UsageError) {
-            let name = a.positionals[0]
-            guard Identifier.isValid(name) else { throw UsageError("profile name '\(name.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
-            args = .init(name: name)
-        }
+        public init(_ a: Arguments) throws(UsageError) { args = try .positional(a) }
         public func run(_ c: CommandContext) async throws {
             let json = try await c.call(.profileDelete, args)
             if c.global.json { return c.console.json(json) }
@@ -185,5 +177,14 @@ public enum ConfigCommands {
                 [$0.deviceId.rawValue, "v\($0.desiredVersion)", "v\($0.appliedVersion)", $0.state.rawValue, $0.reason ?? ""]
             })
         }
+    }
+}
+
+extension Commands.ProfileRef {
+    /// The NAME positional of `profile show` / `profile delete`, checked like every identifier.
+    static func positional(_ a: Arguments) throws(UsageError) -> Commands.ProfileRef {
+        let name = a.positionals[0]
+        guard Identifier.isValid(name) else { throw UsageError("profile name '\(name.prefix(80))' must match [A-Za-z0-9._-]{1,64}") }
+        return .init(name: name)
     }
 }
