@@ -93,6 +93,7 @@ struct CommandProcessor {
             return Outcome(result: try encode(Commands.ProfileShowResult(profile: p, devices: use.reduce(0) { $0 + $1.devices }, versions: use)),
                            effects: fx, mutating: false)
         case .profileDelete: result = try encode(profileDelete(account, decode(args), &fx))
+        case .eventsSince: return Outcome(result: try encode(eventsSince(account, decode(args))), effects: fx, mutating: false)
         case .configPush: result = try encode(configPush(account, decode(args), &fx))
         case .configStatus:
             let a: Commands.ConfigStatus = try decode(args)
@@ -522,6 +523,23 @@ struct CommandProcessor {
             throw WireError(.invalidArgument, "csr: expected a PEM certificate signing request")
         }
         try credentials?.validate(csr: pem, device: device)
+    }
+
+    /// `events.since`: a page of the account's event log, and whether events asked for are gone.
+    private func eventsSince(_ account: AccountID, _ a: Commands.EventsSince) throws -> Commands.EventsSinceResult {
+        let limit = a.limit ?? Commands.EventsSince.defaultLimit
+        let (latest, oldest) = try ledger.eventBounds(account)
+        if let after = a.after, after > latest {
+            throw DomainError(.invalidArgument, "args.after: \(after) is past account \(account)'s newest event (\(latest)): the ledger was reset or this is another installation; start again with after = 0")
+        }
+        // Half the largest payload: the reply's envelope and JSON escaping fit with room to spare.
+        let (page, more) = try ledger.events(account, after: a.after, since: a.since, limit: limit, maxBytes: WireCodec.maxPayloadBytes / 2)
+        var pruned: Int?
+        if let after = a.after {
+            let firstKept = oldest ?? (latest + 1)
+            if after + 1 < firstKept { pruned = firstKept - 1 - after }
+        }
+        return Commands.EventsSinceResult(events: page, latestSeq: latest, oldestSeq: oldest, more: more, pruned: pruned)
     }
 
     // MARK: coding

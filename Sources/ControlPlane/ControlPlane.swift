@@ -23,6 +23,8 @@ public actor ControlPlane {
         /// back to take up its owner-issued one) has its escrow certificate revoked: its provisioner
         /// held that key. Checked with each reconciliation. The device then needs a new bundle.
         public var escrowGrace: Duration = .seconds(30 * 86_400)
+        /// Stored events (`events.since`) older than this are forgotten; checked hourly and at start-up.
+        public var eventRetention: Duration = .seconds(30 * 86_400)
         public init(databasePath: String) { self.databasePath = databasePath }
     }
 
@@ -69,6 +71,9 @@ public actor ControlPlane {
     /// The newest connection session seen per device (`DeviceStatus.session`).
     private var sessions: [DeviceID: Int] = [:]
     private var pendingAcks: [(DeviceID, ConfigAck)] = []
+    /// device.online / device.offline events, committed (numbered) with the next presence flush.
+    private var pendingPresenceEvents: [Event] = []
+    private let outbox = OutboxPublisher()
     private var tasks: [Task<Void, Never>] = []
 
     public init(options: Options, client: MQTTClient, credentials: (any Credentials)? = nil, log: Log,
@@ -112,6 +117,7 @@ public actor ControlPlane {
             (f(TopicFilter.allCSRs), .atLeastOnce),
             (f(TopicFilter.allCommands), .atLeastOnce),
         ])
+        pruneEvents()
         try drainOutbox()
         reconcile()
         log(.info, "serving \(ingest.knownCount) devices; subscribed to device and command topics")
@@ -168,6 +174,7 @@ public actor ControlPlane {
         tasks.append(every(options.reconcileInterval) { await $0.reconcile() })
         tasks.append(every(options.expirySweepInterval) { await $0.sweepExpired() })
         tasks.append(every(.seconds(60)) { await $0.logStats() })
+        tasks.append(every(.seconds(3600)) { await $0.pruneEvents() })
         // CRLs carry a validity period: rewrite the broker's access files daily so they never lapse.
         tasks.append(every(.seconds(24 * 3600)) { await $0.refreshAccess() })
     }
@@ -188,9 +195,27 @@ public actor ControlPlane {
         try? ledger.pruneReplies(olderThan: Date().addingTimeInterval(-7 * 24 * 3600))
     }
 
+    /// Forgets stored events older than `eventRetention`.
+    func pruneEvents() {
+        pruneEvents(olderThan: Date().addingTimeInterval(-Double(options.eventRetention.components.seconds)))
+    }
+
+    /// Forgets stored events older than `cutoff` (their numbers are never handed out again).
+    public func pruneEvents(olderThan cutoff: Date) {
+        do {
+            let n = try ledger.db.transaction { _ in try ledger.pruneEvents(olderThan: cutoff) }
+            if n > 0 { log(.info, "forgot \(n) stored events older than \(cutoff.formatted(.iso8601)) (event retention)") }
+        } catch {
+            log(.warn, "event retention: could not prune stored events: \(error)")
+        }
+    }
+
     private func reconnected() {
-        log(.info, "broker connection re-established; reconciling configurations")
-        try? drainOutbox()
+        log(.info, "broker connection re-established; re-sending unacknowledged events and reconciling configurations")
+        // PUBACKs of what was in flight may never come: send every remaining row again (duplicates
+        // are allowed and carry the same event id).
+        outbox.restart()
+        do { try drainOutbox() } catch { log(.warn, "could not publish the outbox: \(error)") }
         reconcile()
     }
 
@@ -254,7 +279,7 @@ public actor ControlPlane {
                     let stored = command == CommandName.deviceProvision.rawValue
                         ? WireCodec.encode(CommandReply(requestId: envelope.requestId, result: Self.withoutPrivateKeys(outcome.result))) : bytes
                     try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
-                    for e in outcome.effects.events { try ledger.enqueue(.event(e)) }
+                    for e in outcome.effects.events { try ledger.appendEvent(e) }
                     for topic in outcome.effects.clearRetained { try ledger.enqueue(Outbound(topic: topic, payload: [], retain: true)) }
                 }
                 effects = outcome.effects
@@ -346,14 +371,31 @@ public actor ControlPlane {
     }
     private func publish(_ o: Outbound) { publish(o.topic, o.payload, retain: o.retain) }
 
-    /// Publishes committed events in order, then forgets them. Survives a crash in between:
-    /// what is still in the outbox at start-up is published then (at-least-once).
+    /// Publishes committed outbox rows in order (QoS 1) and deletes each only after the broker's PUBACK
+    /// for it and every row before it. What a crash leaves is published at the next start; what a
+    /// lost connection leaves is sent again after the reconnect (at-least-once; an event keeps its id).
     private func drainOutbox() throws {
-        while true {
-            let batch = try ledger.outbox(limit: 5_000)
-            guard let last = batch.last else { return }
-            for (_, o) in batch { publish(o) }
-            try ledger.deleteOutbox(through: last.id)
+        while outbox.inFlightCount < OutboxPublisher.maxInFlight {
+            let batch = try ledger.outbox(after: outbox.sentThrough, limit: min(5_000, OutboxPublisher.maxInFlight - outbox.inFlightCount))
+            guard !batch.isEmpty else { return }
+            for (id, o) in batch {
+                let report = outbox.send(id)
+                client.publish(o.topic, o.payload, retain: o.retain) { [weak self] result in
+                    if report(result) { Task { await self?.outboxAcknowledged() } }
+                }
+            }
+        }
+    }
+
+    /// Deletes the rows acknowledged so far (the contiguous prefix) and sends more.
+    private func outboxAcknowledged() {
+        let (through, refused) = outbox.collect()
+        for (id, error) in refused { log(.warn, "the broker refused outbox row \(id) (\(error)); it stays in the event log") }
+        do {
+            if let through { try ledger.deleteOutbox(through: through) }
+            try drainOutbox()
+        } catch {
+            log(.warn, "could not publish the outbox: \(error)")
         }
     }
 
@@ -400,7 +442,7 @@ public actor ControlPlane {
                     let at = Date()
                     let transition = try t.apply(.expire(now: at), now: at)
                     try processor.apply(transition, of: t, action: nil, profile: nil, at: at, &effects)
-                    for e in effects.events { try ledger.enqueue(.event(e)) }
+                    for e in effects.events { try ledger.appendEvent(e) }
                 }
                 log(.info, "transfer \(id) expired")
                 afterCommit(effects)
@@ -432,10 +474,11 @@ public actor ControlPlane {
             if online[d] != isOnline {
                 online[d] = isOnline
                 if let owner = try? ledger.owner(of: d) {
-                    publish(Outbound.event(Event(type: isOnline ? .deviceOnline : .deviceOffline, at: Date(), account: owner, deviceId: d,
+                    pendingPresenceEvents.append((Event(type: isOnline ? .deviceOnline : .deviceOffline, at: Date(), account: owner, deviceId: d,
                                                  details: ["mode": s.mode.map { .string($0.rawValue) } ?? .null,
                                                            "configVersion": s.configVersion.map { .number(Double($0)) } ?? .null,
                                                            "agentVersion": s.agentVersion.map { .string($0) } ?? .null])))
+                    if pendingPresenceEvents.count >= 2_000 { flushAcks() }
                 }
             }
         } catch {
@@ -464,7 +507,7 @@ public actor ControlPlane {
             let rotated = try ledger.db.transaction { _ in
                 try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
                 let rotated = try processor.rotateActiveIdentity(d, &effects)
-                for e in effects.events { try ledger.enqueue(.event(e)) }
+                for e in effects.events { try ledger.appendEvent(e) }
                 return rotated
             }
             if rotated { log(.info, "device \(d) is active on an identity its owner did not issue: sent it the owner's certificate") }
@@ -476,8 +519,8 @@ public actor ControlPlane {
 
     /// Commits batched acks and presence; emits config events after the commit.
     public func flushAcks() {
-        guard !pendingAcks.isEmpty || !presence.isEmpty else { return }
-        let acks = pendingAcks, statuses = presence
+        guard !pendingAcks.isEmpty || !presence.isEmpty || !pendingPresenceEvents.isEmpty else { return }
+        let acks = pendingAcks, statuses = presence, presenceEvents = pendingPresenceEvents
         var events: [Event] = []
         var revoked = false
         let clock = ContinuousClock(), began = clock.now
@@ -500,9 +543,10 @@ public actor ControlPlane {
                     default: break
                     }
                 }
-                for e in events { try ledger.enqueue(.event(e)) }
+                for e in presenceEvents + events { try ledger.appendEvent(e) }
             }
             pendingAcks.removeFirst(acks.count)
+            pendingPresenceEvents.removeFirst(presenceEvents.count)
             for d in statuses.keys where presence[d] == statuses[d] { presence[d] = nil }
             // Rewrites the CRLs and reloads the broker: from now on it refuses the escrow certificates.
             if revoked, let snap = try? accessSnapshot() { onAccessChanged(snap) }

@@ -26,6 +26,8 @@ public final class Daemon: Sendable {
         public var mosquitto: String?
         /// See `ControlPlane.Options.escrowGrace`.
         public var escrowGrace: Duration = .seconds(30 * 86_400)
+        /// See `ControlPlane.Options.eventRetention`.
+        public var eventRetention: Duration = .seconds(30 * 86_400)
         public var mqttVersion: MQTTVersion = .v5
         /// Managed broker: TLS on the operator listener too (certificate from the platform CA), for
         /// operators on other hosts. escrowctl then needs `ca = DATA/platform-ca.pem` (admin.conf has it).
@@ -127,6 +129,7 @@ public final class Daemon: Sendable {
         var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
         cpOptions.reconcileInterval = settings.reconcileInterval
         cpOptions.escrowGrace = settings.escrowGrace
+        cpOptions.eventRetention = settings.eventRetention
         let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username
         let log = self.log, pidFile = settings.brokerPIDFile, external = settings.externalBroker != nil && pidFile == nil
         service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot in

@@ -438,8 +438,62 @@ final class Ledger {
         try db.execute("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
                        [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970), .integer(o.retain ? 1 : 0)])
     }
-    func outbox(limit: Int) throws -> [(id: Int64, message: Outbound)] {
-        try db.query("SELECT id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?", [.integer(Int64(limit))]).map {
+    /// Numbers the event in its account's log, stores it there and queues it for publishing, in the
+    /// caller's transaction. Returns the event as published (with `seq` and `id`).
+    @discardableResult
+    func appendEvent(_ event: Event) throws -> Event {
+        let account = event.account.rawValue
+        guard let seq = try db.query("""
+            INSERT INTO event_sequences (account_id, last_seq) VALUES (?, 1)
+            ON CONFLICT(account_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq
+            """, [.text(account)]).first.map({ try $0.int("last_seq") }) else {
+            throw DomainError(.internalError, "event_sequences: no number returned for \(account)")
+        }
+        var e = event
+        e.seq = seq
+        e.id = "\(account)-\(seq)"
+        let payload = WireCodec.encode(e)
+        try db.execute("INSERT INTO events (account_id, seq, type, at, payload) VALUES (?, ?, ?, ?, ?)",
+                       [.text(account), .integer(Int64(seq)), .text(e.type.rawValue), .real(e.at.timeIntervalSince1970), .blob(payload)])
+        try enqueue(Outbound(topic: Topic.accountEvent(e.account, type: e.type).path, payload: payload))
+        return e
+    }
+    /// The account's stored events after `after` (by number) or from `since` (by time), oldest first:
+    /// at most `limit`, and no more than `maxBytes` of payload (one reply must fit a message); `more`
+    /// when others follow.
+    func events(_ account: AccountID, after: Int?, since: Date?, limit: Int, maxBytes: Int) throws -> (events: [Event], more: Bool) {
+        let rows: [Row]
+        if let since {
+            rows = try db.query("SELECT payload FROM events WHERE account_id = ? AND at >= ? ORDER BY seq LIMIT ?",
+                                [.text(account.rawValue), .real(since.timeIntervalSince1970), .integer(Int64(limit + 1))])
+        } else {
+            rows = try db.query("SELECT payload FROM events WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                [.text(account.rawValue), .integer(Int64(after ?? 0)), .integer(Int64(limit + 1))])
+        }
+        var out: [Event] = [], bytes = 0
+        for r in rows.prefix(limit) {
+            let payload = try r.blob("payload")
+            bytes += payload.count
+            if bytes > maxBytes, !out.isEmpty { return (out, true) }
+            do { out.append(try WireCodec.decode(Event.self, from: payload)) } catch {
+                throw DomainError(.internalError, "stored event of \(account) does not decode: \(error)")
+            }
+        }
+        return (out, rows.count > limit)
+    }
+    /// The account's newest number handed out (0 if none) and its oldest event still stored.
+    func eventBounds(_ account: AccountID) throws -> (latest: Int, oldest: Int?) {
+        let latest = try db.query("SELECT last_seq FROM event_sequences WHERE account_id = ?", [.text(account.rawValue)]).first.map { try $0.int("last_seq") } ?? 0
+        let oldest = try db.scalar("SELECT min(seq) FROM events WHERE account_id = ?", [.text(account.rawValue)]).intValue
+        return (latest, oldest)
+    }
+    /// Forgets events older than `cutoff`; returns how many.
+    @discardableResult
+    func pruneEvents(olderThan cutoff: Date) throws -> Int {
+        try db.execute("DELETE FROM events WHERE at < ?", [.real(cutoff.timeIntervalSince1970)])
+    }
+    func outbox(after: Int64 = 0, limit: Int) throws -> [(id: Int64, message: Outbound)] {
+        try db.query("SELECT id, topic, payload, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?", [.integer(after), .integer(Int64(limit))]).map {
             (try $0.int64("id"), Outbound(topic: try $0.string("topic"), payload: try $0.blob("payload"), retain: try $0.int("retain") != 0))
         }
     }

@@ -66,8 +66,8 @@ public struct MetricsSnapshot: Sendable {
         var commits = F("escrowd_ledger_commit_duration_seconds", .histogram, "Duration of ledger transactions (commands, acks, presence), fsync included.")
         commits.histograms = [([], latencies.commits)]
         families.append(commits)
-        families.append(F("escrowd_outbox_depth", .gauge, "Committed events and messages not yet handed to the broker.", samples: [.init([], Double(outboxDepth))]))
-        families.append(F("escrowd_outbox_oldest_age_seconds", .gauge, "Age of the oldest committed message not yet handed to the broker (0 when none).", samples: [.init([], outboxOldestAge)]))
+        families.append(F("escrowd_outbox_depth", .gauge, "Committed events and messages the broker has not yet acknowledged (PUBACK).", samples: [.init([], Double(outboxDepth))]))
+        families.append(F("escrowd_outbox_oldest_age_seconds", .gauge, "Age of the oldest committed message the broker has not yet acknowledged (0 when none).", samples: [.init([], outboxOldestAge)]))
         families.append(F("escrowd_broker_connected", .gauge, "1 while escrowd's MQTT connection to the broker is up.", samples: [.init([], brokerConnected ? 1 : 0)]))
         return PrometheusText.render(families)
     }

@@ -159,5 +159,23 @@ enum Schema {
         -- Retained clears (empty retained payloads on a retired device's topics) go through the outbox.
         ALTER TABLE outbox ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;
         """),
+        Migration(version: 7, name: "event log", sql: """
+        -- Every committed event, per account, numbered 1, 2, 3, ... with no gap (events.since): the
+        -- broker loses queued QoS 1 messages when it is killed, the ledger does not. Pruned by age.
+        CREATE TABLE events (
+            account_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            at REAL NOT NULL,
+            payload BLOB NOT NULL,
+            PRIMARY KEY (account_id, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX events_at ON events(account_id, at);
+        -- The last number handed out per account: kept apart so pruning never reuses one.
+        CREATE TABLE event_sequences (
+            account_id TEXT PRIMARY KEY,
+            last_seq INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """),
     ]
 }

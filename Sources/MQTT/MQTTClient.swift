@@ -42,6 +42,14 @@ public final class MQTTClient: Sendable {
         try await connection.publish(topic, payload, qos: qos, retain: retain, properties: properties, awaitAck: true)
     }
 
+    /// QoS 1 without awaiting: `done` is called once, at PUBACK (or with the failure), on libmosquitto's
+    /// loop thread or the caller's; publishes made in one order are sent in that order. While the
+    /// connection is down the message is held and sent after the next CONNACK, like `publish`.
+    public func publish(_ topic: String, _ payload: [UInt8], retain: Bool = false, properties: MQTTProperties = .init(),
+                        whenAcknowledged done: @escaping @Sendable (Result<Void, MQTTError>) -> Void) {
+        connection.publishReporting(topic, payload, qos: .atLeastOnce, retain: retain, properties: properties, done: done)
+    }
+
     /// Queues a message and returns its id without waiting for PUBACK (bulk sends; thousands may be queued).
     /// Throws `.disconnected` while the connection is down (nothing is held for later).
     @discardableResult

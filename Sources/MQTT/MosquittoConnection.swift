@@ -36,7 +36,7 @@ final class MosquittoConnection: @unchecked Sendable {
     struct State {
         var phase: Phase = .idle
         var connectWaiter: CheckedContinuation<Result<Bool, MQTTError>, Never>?
-        var publishWaiters: [Int32: (topic: String, continuation: CheckedContinuation<Result<Void, MQTTError>, Never>)] = [:]
+        var publishWaiters: [Int32: (topic: String, done: PublishCompletion)] = [:]
         /// Awaited publishes made while the connection was down; sent (in order) right after the next CONNACK.
         var offline: [OfflinePublish] = []
         var subscribeWaiters: [Int32: CheckedContinuation<Result<[Int], MQTTError>, Never>] = [:]
@@ -57,13 +57,15 @@ final class MosquittoConnection: @unchecked Sendable {
         var random = SystemRandomNumberGenerator()
     }
 
+    typealias PublishCompletion = @Sendable (Result<Void, MQTTError>) -> Void
+
     struct OfflinePublish {
         var topic: String
         var payload: [UInt8]
         var qos: QoS
         var retain: Bool
         var properties: MQTTProperties
-        var continuation: CheckedContinuation<Result<Void, MQTTError>, Never>
+        var done: PublishCompletion
     }
 
     let handle: OpaquePointer
@@ -215,9 +217,9 @@ final class MosquittoConnection: @unchecked Sendable {
     private func didPublish(mid: Int32, reason: Int32) {
         guard let waiter = state.withLock({ $0.publishWaiters.removeValue(forKey: mid) }) else { return }
         if reason >= 0x80 {
-            waiter.continuation.resume(returning: .failure(.puback(reason, topic: waiter.topic)))
+            waiter.done(.failure(.puback(reason, topic: waiter.topic)))
         } else {
-            waiter.continuation.resume(returning: .success(()))
+            waiter.done(.success(()))
         }
     }
 
@@ -362,34 +364,54 @@ final class MosquittoConnection: @unchecked Sendable {
     /// Queues a PUBLISH; with `await` the result arrives with PUBACK (QoS 1).
     func publish(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool, properties: MQTTProperties,
                  awaitAck: Bool) async throws -> Int32 {
-        let props = options.version == .v5 ? try Self.makeProperties(properties) : nil
-        defer { if props != nil { var p = props; mosquitto_property_free_all(&p) } }
-        let operation = "publish to \(topic)"
-        var mid: Int32 = 0
+        // The await returns only after the closure has returned, so `mid` is set by then.
+        let mid = Mutex<Int32>(0)
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, MQTTError>, Never>) in
-            // The lock is held across mosquitto_publish_v5 so PUBACK cannot overtake the waiter's registration.
-            state.withLock { state in
-                if let error = Self.unusable(state.phase, operation) {
-                    continuation.resume(returning: .failure(error))
-                    return
-                }
-                let rc = payload.withUnsafeBytes { bytes in
-                    mosquitto_publish_v5(handle, &mid, topic, Int32(bytes.count), bytes.baseAddress,
-                                         Int32(qos.rawValue), retain, props)
-                }
-                if rc == MOSQ_ERR_NO_CONN.rawValue && (state.phase == .reconnecting || state.phase == .connecting) {
-                    state.offline.append(OfflinePublish(topic: topic, payload: payload, qos: qos, retain: retain,
-                                                        properties: properties, continuation: continuation))
-                } else if rc != MOSQ_ERR_SUCCESS.rawValue {
-                    continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
-                } else if awaitAck && qos == .atLeastOnce {
-                    state.publishWaiters[mid] = (topic, continuation)
-                } else {
-                    continuation.resume(returning: .success(()))
-                }
+            let id = publishReporting(topic, payload, qos: qos, retain: retain, properties: properties, awaitAck: awaitAck) {
+                continuation.resume(returning: $0)
             }
+            mid.withLock { $0 = id }
         }
         try result.get()
+        return mid.withLock { $0 }
+    }
+
+    /// Publishes and reports the outcome through `done` (QoS 1 with `awaitAck`: at PUBACK; otherwise once
+    /// queued), exactly once, on whichever thread learns it. While the connection is down the message is
+    /// held and sent after the next CONNACK. Returns the message id (0 when held or refused).
+    @discardableResult
+    func publishReporting(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool, properties: MQTTProperties,
+                          awaitAck: Bool = true, done: @escaping PublishCompletion) -> Int32 {
+        let operation = "publish to \(topic)"
+        var props: OpaquePointer?
+        do { props = options.version == .v5 ? try Self.makeProperties(properties) : nil } catch {
+            done(.failure(error as? MQTTError ?? .invalid(operation, "\(error)")))
+            return 0
+        }
+        defer { if props != nil { mosquitto_property_free_all(&props) } }
+        var mid: Int32 = 0
+        // The lock is held across mosquitto_publish_v5 so PUBACK cannot overtake the waiter's registration.
+        state.withLock { state in
+            if let error = Self.unusable(state.phase, operation) {
+                done(.failure(error))
+                return
+            }
+            let rc = payload.withUnsafeBytes { bytes in
+                mosquitto_publish_v5(handle, &mid, topic, Int32(bytes.count), bytes.baseAddress,
+                                     Int32(qos.rawValue), retain, props)
+            }
+            if rc == MOSQ_ERR_NO_CONN.rawValue && (state.phase == .reconnecting || state.phase == .connecting) {
+                mid = 0
+                state.offline.append(OfflinePublish(topic: topic, payload: payload, qos: qos, retain: retain,
+                                                    properties: properties, done: done))
+            } else if rc != MOSQ_ERR_SUCCESS.rawValue {
+                done(.failure(.library(operation, rc, errno: errno)))
+            } else if awaitAck && qos == .atLeastOnce {
+                state.publishWaiters[mid] = (topic, done)
+            } else {
+                done(.success(()))
+            }
+        }
         return mid
     }
 
@@ -400,7 +422,7 @@ final class MosquittoConnection: @unchecked Sendable {
         do {
             props = options.version == .v5 ? try Self.makeProperties(item.properties) : nil
         } catch {
-            item.continuation.resume(returning: .failure(error as? MQTTError ?? .invalid(operation, "\(error)")))
+            item.done(.failure(error as? MQTTError ?? .invalid(operation, "\(error)")))
             return
         }
         defer { if props != nil { mosquitto_property_free_all(&props) } }
@@ -410,11 +432,11 @@ final class MosquittoConnection: @unchecked Sendable {
                                  Int32(item.qos.rawValue), item.retain, props)
         }
         if rc != MOSQ_ERR_SUCCESS.rawValue {
-            item.continuation.resume(returning: .failure(.library(operation, rc, errno: errno)))
+            item.done(.failure(.library(operation, rc, errno: errno)))
         } else if item.qos == .atLeastOnce {
-            state.publishWaiters[mid] = (item.topic, item.continuation)
+            state.publishWaiters[mid] = (item.topic, item.done)
         } else {
-            item.continuation.resume(returning: .success(()))
+            item.done(.success(()))
         }
     }
 
@@ -559,8 +581,8 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         let error = MQTTError.disconnected("wait for broker reply", "the client was disconnected before the broker replied")
         state.connectWaiter?.resume(returning: .failure(error))
-        for waiter in state.publishWaiters.values { waiter.continuation.resume(returning: .failure(error)) }
-        for item in state.offline { item.continuation.resume(returning: .failure(error)) }
+        for waiter in state.publishWaiters.values { waiter.done(.failure(error)) }
+        for item in state.offline { item.done(.failure(error)) }
         for waiter in state.subscribeWaiters.values { waiter.resume(returning: .failure(error)) }
         for waiter in state.unsubscribeWaiters.values { waiter.resume(returning: .failure(error)) }
         messageSink.finish()

@@ -31,6 +31,8 @@ OPTIONS
   --mosquitto PATH         the managed broker's binary (default: mosquitto from PATH, else /usr/sbin/mosquitto)
   --escrow-grace D         revoke the escrow certificate of a device still not on its owner-issued
                            identity this long after activation (default 30d; it then needs a new bundle)
+  --event-retention D      forget stored events (events.since, escrowctl tail --since) older than D
+                           (default 30d)
   --mqtt 5|3.1.1           protocol escrowd speaks (default 5)
   --config FILE            read options from FILE (key = value, same names without dashes)
   --log-level L            debug, info, warn or error (default info)
@@ -78,7 +80,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
 umask(0o077)
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "escrow-grace", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log", "http", "log-format"]
+                           "reconcile-interval", "escrow-grace", "event-retention", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log", "http", "log-format"]
 var argv = Array(CommandLine.arguments.dropFirst())
 if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd", commit: BuildStamp.commit)); exit(0) }
 if let verb = argv.first, verb == "backup" || verb == "restore" {
@@ -141,6 +143,7 @@ do {
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
     if let s = try args.seconds("escrow-grace") { settings.escrowGrace = .seconds(max(1, s)) }
+    if let s = try args.seconds("event-retention") { settings.eventRetention = .seconds(max(1, s)) }
     settings.mosquitto = args.value("mosquitto")
     settings.brokerPIDFile = args.value("broker-pid-file")
     settings.httpAddress = args.value("http")

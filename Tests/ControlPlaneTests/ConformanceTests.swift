@@ -50,6 +50,7 @@ struct ConformanceTests {
         case .profileDelete: ("acme", ["name": "p-conf-none"])
         case .configPush: ("acme", ["all": true])
         case .configStatus: ("acme", [:])
+        case .eventsSince: ("acme", [:])
         }
     }
 

@@ -35,6 +35,10 @@ struct MetricsTests {
             let s = try PrometheusText.validate(await p.service.metricsSnapshot().render())
             return Self.value(s, "escrowd_config_acks_received_total").map { $0 >= 3 } == true && Self.value(s, "escrowd_devices", ["state": "active"]) == 3
         }
+        // Outbox rows go once the broker has acknowledged them.
+        try await waitUntil("the outbox drained (every event acknowledged by the broker)") {
+            Self.value(try PrometheusText.validate(await p.service.metricsSnapshot().render()), "escrowd_outbox_depth") == 0
+        }
         let after = try PrometheusText.validate(await p.service.metricsSnapshot().render())
         #expect(Self.value(after, "escrowd_commands_total", ["command": "account.create", "code": "ok"]) == 2)
         #expect(Self.value(after, "escrowd_commands_total", ["command": "account.create", "code": "conflict"]) == 1)

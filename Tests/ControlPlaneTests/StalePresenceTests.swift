@@ -39,7 +39,7 @@ struct StalePresenceTests {
         #expect(try Self.column(p.daemon.databasePath, "presence_session", of: "dev-s") == "200")
         // The same session's own will applies (a real disconnect); a newer connection's status too.
         try await device.publish(topic, Self.status(.offline, .normal, session: 200), qos: .atLeastOnce, retain: true)
-        try await waitUntil("the current connection's will is applied") {
+        try await waitUntil(timeout: .seconds(30), "the current connection's will is applied") {
             await p.daemon.service.flushAcks()
             return try await !oem.send("oem", "device.show", ["deviceId": "dev-s"]).result(Commands.DeviceShowResult.self).device.online
         }

@@ -96,6 +96,7 @@ struct ContractDocumentTests {
         case "Commands.ProfileRef": try roundTrip(Commands.ProfileRef.self, v)
         case "Commands.ConfigPush": try roundTrip(Commands.ConfigPush.self, v)
         case "Commands.ConfigStatus": try roundTrip(Commands.ConfigStatus.self, v)
+        case "Commands.EventsSince": try roundTrip(Commands.EventsSince.self, v)
         default: nil
         }
     }
@@ -122,6 +123,7 @@ struct ContractDocumentTests {
         case "Commands.ProfileShowResult": try roundTrip(Commands.ProfileShowResult.self, v)
         case "Commands.ConfigPushResult": try roundTrip(Commands.ConfigPushResult.self, v)
         case "Commands.ConfigStatusResult": try roundTrip(Commands.ConfigStatusResult.self, v)
+        case "Commands.EventsSinceResult": try roundTrip(Commands.EventsSinceResult.self, v)
         default: nil
         }
     }

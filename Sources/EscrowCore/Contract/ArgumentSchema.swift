@@ -154,6 +154,11 @@ public struct CommandSchema: Sendable {
         CommandSchema(.configStatus, readOnly: true, [
             Field("deviceIds", .stringArray, [.count(1...Transfer.maxDevicesPerRequest), .identifier]),
         ]),
+        CommandSchema(.eventsSince, readOnly: true, [
+            Field("after", .integer, [.atLeast(0)]),
+            Field("since", .string, [.length(20...35)]),
+            Field("limit", .integer, [.range(1...1_000)]),
+        ], exclusive: [["after", "since"]]),
     ]
 
     public static let byName: [CommandName: CommandSchema] = Dictionary(uniqueKeysWithValues: all.map { ($0.command, $0) })

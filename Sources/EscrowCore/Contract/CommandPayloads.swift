@@ -48,7 +48,8 @@ public struct CommandReply: VersionedPayload, Codable, Equatable, Sendable {
 public enum CommandName: String, CaseIterable, Sendable {
     /// What `accounts/platform/cmd/...` accepts; every other command there is `forbidden`.
     public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .accountShow, .accountDelete,
-                                                            .operatorCreate, .operatorList, .operatorPasswd, .operatorDelete]
+                                                            .operatorCreate, .operatorList, .operatorPasswd, .operatorDelete,
+                                                            .eventsSince]
 
     case accountCreate = "account.create"
     case accountList = "account.list"
@@ -74,6 +75,7 @@ public enum CommandName: String, CaseIterable, Sendable {
     case profileDelete = "profile.delete"
     case configPush = "config.push"
     case configStatus = "config.status"
+    case eventsSince = "events.since"
 }
 
 /// `accounts/{accountId}/events/{type}`, platform to the account's operators, QoS 1.
@@ -147,6 +149,11 @@ public struct Event: VersionedPayload, Codable, Equatable, Sendable {
     public var deviceId: DeviceID?
     public var transferId: String?
     public var details: [String: JSONValue]
+    /// The event's place in its account's log: 1, 2, 3, ... with no gap (`events.since`). Absent only
+    /// on `command.failed`, which is not stored.
+    public var seq: Int?
+    /// Unique per event copy: `{account}-{seq}`. A consumer that sees an id twice has a redelivery.
+    public var id: String?
     /// Absent values are omitted, never sent as `null` (topics.md, Conventions): a `null` in
     /// `details` is dropped here, once for every event.
     public init(type: EventType, at: Date, account: AccountID, deviceId: DeviceID? = nil,

@@ -288,6 +288,33 @@ public enum Commands {
         public init(profile: Profile, devices: Int, versions: [VersionUse]) { self.profile = profile; self.devices = devices; self.versions = versions }
     }
 
+    /// `events.since`: the account's stored events after a sequence number or from a time.
+    public struct EventsSince: Codable, Equatable, Sendable {
+        /// Events with `seq` greater than this (the last one the caller has).
+        public var after: Int?
+        /// Events that happened at or after this time (exclusive with `after`).
+        public var since: Date?
+        /// At most this many events (default 500).
+        public var limit: Int?
+        public init(after: Int? = nil, since: Date? = nil, limit: Int? = nil) { self.after = after; self.since = since; self.limit = limit }
+        public static let defaultLimit = 500
+    }
+    public struct EventsSinceResult: Codable, Equatable, Sendable {
+        /// In `seq` order.
+        public var events: [Event]
+        /// The account's newest sequence number (0 when it has had no event).
+        public var latestSeq: Int
+        /// The oldest sequence number still stored (absent when none is).
+        public var oldestSeq: Int?
+        /// More events follow the last one returned: ask again with `after` = its `seq`.
+        public var more: Bool
+        /// How many of the events asked for (after `after`) are past the retention period and gone.
+        public var pruned: Int?
+        public init(events: [Event], latestSeq: Int, oldestSeq: Int?, more: Bool, pruned: Int? = nil) {
+            self.events = events; self.latestSeq = latestSeq; self.oldestSeq = oldestSeq; self.more = more; self.pruned = pruned
+        }
+    }
+
     public struct ConfigPush: Codable, Equatable, Sendable {
         /// Devices of the account to configure; omit with `all: true` for every active device.
         public var deviceIds: [DeviceID]?
