@@ -37,7 +37,8 @@ let package = Package(
         .target(name: "MQTT", dependencies: ["CMosquitto"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
         .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
-        .target(name: "POSIX"),
+        .target(name: "CSystem"),
+        .target(name: "POSIX", dependencies: ["CSystem"]),
         .target(name: "HTTPServer"),
         .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "POSIX"]),
 
@@ -46,7 +47,7 @@ let package = Package(
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker", "HTTPServer", "POSIX"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "Console", dependencies: ["EscrowCore", "HTTPServer", "OperatorCLI"]),
-        .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
+        .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX", "CSystem"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
 
         // Executables: parse arguments, wire parts, run.
         // Each is stamped with the git commit it was built from (`--version`), by a build-tool plugin

@@ -12,6 +12,8 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
     case notReady(String)
     /// The broker is not running (reload on a stopped broker).
     case notRunning
+    /// The supervised broker kept exiting: the supervisor stopped relaunching it.
+    case gaveUp(attempts: Int, output: String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,8 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
         case .exitedDuringStartup(let s, let o): return "mosquitto exited with status \(s) during startup; check the config. Output:\n\(o)"
         case .notReady(let m): return "mosquitto did not become ready: \(m)"
         case .notRunning: return "mosquitto is not running"
+        case .gaveUp(let n, let o):
+            return "mosquitto exited \(n + 1) times in a row; not relaunching it again. Fix the cause (its log follows) and start escrowd again. Output:\n\(o)"
         }
     }
 }

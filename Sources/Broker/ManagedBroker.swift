@@ -8,6 +8,9 @@ import Glibc
 /// What the supervisor reports.
 public enum BrokerEvent: Sendable, Equatable {
     case started(pid: Int32)
+    /// A broker left running by a supervisor that died, with the same configuration, was taken
+    /// over instead of restarted: its device connections stay up.
+    case adopted(pid: Int32)
     /// The process ended; `expected` is true after `stop()`.
     /// `status` is the exit code, or 128 + the signal number when a signal ended it (as a shell reports it).
     case exited(status: Int32, expected: Bool)
@@ -25,8 +28,12 @@ public enum BrokerEvent: Sendable, Equatable {
 ///   `maxBackoff`), at most `maxRestarts` times in a row; a run that lasted
 ///   `stableAfter` resets the count.
 /// - `reload()` sends SIGHUP (mosquitto re-reads password, ACL, CA and CRL files).
-/// - `stop()` sends SIGTERM, then SIGKILL after `grace`; deinit does the same,
-///   and a pid file lets the next `start()` kill a broker orphaned by a crashed supervisor.
+/// - `stop()` sends SIGTERM, then SIGKILL after `grace`; deinit does the same.
+/// - The broker runs in its own process group, so it outlives a supervisor killed with SIGKILL.
+///   With a pid file, the next `start()` adopts that broker when it runs the same configuration
+///   (byte for byte: a copy is kept next to the pid file at launch) and sends it SIGHUP, so a
+///   control-plane crash drops no device connection; a broker with another configuration is stopped
+///   and a new one launched.
 public final class ManagedBroker: Sendable {
     public struct Options: Sendable {
         /// The broker binary: `mosquitto` from PATH, else Debian's /usr/sbin/mosquitto.
@@ -56,6 +63,7 @@ public final class ManagedBroker: Sendable {
         var lastReload: ContinuousClock.Instant?
         /// A trailing SIGHUP is scheduled: it will read whatever the files say by then.
         var reloadScheduled = false
+        var adoptedAtStart = false
     }
 
     public let configFile: String
@@ -104,16 +112,26 @@ public final class ManagedBroker: Sendable {
         set { state.withLock { $0.onEvent = newValue } }
     }
 
+    /// The last `start()` adopted a running broker instead of launching one.
+    public var adoptedAtStart: Bool { state.withLock { $0.adoptedAtStart } }
+
     /// The running broker's pid.
     public var pid: Int32? {
         state.withLock { s in s.process.flatMap { $0.isRunning ? $0.pid : nil } }
     }
 
-    /// Launches mosquitto and waits until all endpoints accept connections.
+    /// Launches mosquitto (or adopts the one a crashed supervisor left running with this very
+    /// configuration) and waits until all endpoints accept connections.
     public func start() async throws(BrokerError) {
-        killOrphan()
-        let process = try launch()
-        emit(.started(pid: process.pid))
+        let process: ChildProcess
+        if let orphan = adoptOrphan() {
+            process = orphan
+            emit(.adopted(pid: process.pid))
+            signalReload() // the access files were rewritten before start()
+        } else {
+            process = try launch()
+            emit(.started(pid: process.pid))
+        }
         let deadline = ContinuousClock.now + options.startTimeout
         while true {
             if !process.isRunning {
@@ -123,6 +141,7 @@ public final class ManagedBroker: Sendable {
             if ContinuousClock.now >= deadline {
                 throw BrokerError.notReady("ports \(readinessEndpoints.map { "\($0.host):\($0.port)" }) not accepting after \(options.startTimeout)")
             }
+            // No event says "the port accepts": probe again shortly (bounded by startTimeout).
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
@@ -191,9 +210,15 @@ public final class ManagedBroker: Sendable {
             p.onExit { [weak self] _ in self?.exited(p) }
             s.process = p
             s.launchedAt = .now
+            s.adoptedAtStart = false
             return p
         }
-        if let pidFile { try? "\(process.pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8) }
+        if let pidFile {
+            try? "\(process.pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            if let config = FileManager.default.contents(atPath: configFile) {
+                try? config.write(to: URL(fileURLWithPath: launchedConfigFile(pidFile)), options: .atomic)
+            }
+        }
         return process
     }
 
@@ -232,23 +257,49 @@ public final class ManagedBroker: Sendable {
         removePidFile()
     }
 
-    private func removePidFile() { if let pidFile { unlink(pidFile) } }
+    private func removePidFile() {
+        guard let pidFile else { return }
+        unlink(pidFile)
+        unlink(launchedConfigFile(pidFile))
+    }
 
-    /// Kills a mosquitto left running with our config by a supervisor that died.
-    private func killOrphan() {
+    /// The configuration the running broker was launched with (adoption compares it with today's).
+    private func launchedConfigFile(_ pidFile: String) -> String { pidFile + ".conf" }
+
+    /// A mosquitto left running with our config file by a supervisor that died: adopted (and
+    /// supervised from now on) when the configuration it was launched with is today's, else
+    /// stopped (SIGTERM, SIGKILL after the grace period) so a new one can take its ports.
+    private func adoptOrphan() -> ChildProcess? {
         guard let pidFile, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
-              let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return }
+              let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
         let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard args.contains(where: { $0.hasSuffix("mosquitto") }), args.contains(configFile) else { return }
-        kill(pid, SIGTERM)
-        for _ in 0..<200 where kill(pid, 0) == 0 { usleep(10_000) }
-        if kill(pid, 0) == 0 { kill(pid, SIGKILL); usleep(50_000) }
+        guard args.contains(where: { $0.hasSuffix("mosquitto") }), args.contains(configFile),
+              let orphan = ChildProcess.adopt(pid: pid, executable: options.executable) else { return nil }
+        let launched = FileManager.default.contents(atPath: launchedConfigFile(pidFile))
+        guard let launched, launched == FileManager.default.contents(atPath: configFile) else {
+            orphan.terminate(grace: options.stopGrace)
+            return nil
+        }
+        state.withLock { s in
+            s.stopping = false
+            s.process = orphan
+            s.launchedAt = .now
+            s.adoptedAtStart = true
+        }
+        orphan.onExit { [weak self] _ in self?.exited(orphan) }
+        return orphan
     }
 
     private func emit(_ event: BrokerEvent) {
         state.withLock { $0.onEvent }?(event)
         continuation.yield(event)
+    }
+
+    /// Returns when the supervisor gives up relaunching the broker, with that error (never, while it runs).
+    public func supervisionEnded() async -> BrokerError {
+        for await event in events { if case .gaveUp(let n) = event { return .gaveUp(attempts: n, output: outputTail()) } }
+        return .notRunning
     }
 
     private func outputTail() -> String {

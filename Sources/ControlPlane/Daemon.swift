@@ -196,9 +196,16 @@ public final class Daemon: Sendable {
         }
         if let broker {
             let log = self.log
-            broker.onEvent = { e in log(.info, "broker: \(e)") }
+            broker.onEvent = { e in
+                switch e {
+                case .gaveUp: log(.error, "broker: \(e): escrowd stops (exit status 1)")
+                case .exited(_, expected: false): log(.warn, "broker: \(e)")
+                default: log(.info, "broker: \(e)")
+                }
+            }
             try await broker.start()
-            log(.info, "managed mosquitto started (pid \(broker.pid ?? 0)): devices on mqtts://\(settings.bindHost):\(settings.devicePort), operators on mqtt://\(settings.bindHost):\(settings.operatorPort)")
+            let adopted = broker.adoptedAtStart
+            log(.info, "managed mosquitto \(adopted ? "adopted from the previous escrowd, connections kept" : "started") (pid \(broker.pid ?? 0)): devices on mqtts://\(settings.bindHost):\(settings.devicePort), operators on mqtt://\(settings.bindHost):\(settings.operatorPort)")
         }
         try await client.connect()
         log(.info, "connected to the broker as \(settings.username)")
@@ -208,7 +215,14 @@ public final class Daemon: Sendable {
             httpServer.withLock { $0 = server }
             log(.info, "http: /metrics, /healthz and /readyz on http://\(server.host):\(server.port)")
         }
-        try await service.run()
+        guard let broker else { return try await service.run() }
+        // The service runs until it stops; a broker the supervisor gave up on ends the run with an error.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.service.run() }
+            group.addTask { throw await broker.supervisionEnded() }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
     /// First start: the platform administrator (random password) and escrowctl's admin.conf.

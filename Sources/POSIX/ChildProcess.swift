@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import CSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,9 +15,39 @@ public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let executable: String
     private let status = Mutex<Int32?>(nil)
-    private let watched = Mutex(false)
+    /// Readable once the process has exited (pidfd_open, Linux 5.3): every wait is a poll(2) on it,
+    /// never a sleep loop. -1 only where the kernel has no pidfd (then waits fall back to polling).
+    private let pidfd: Int32
+    /// Not our child (adopted): its exit status belongs to its real parent and reads as -1.
+    private let adopted: Bool
 
-    private init(pid: pid_t, executable: String) { self.pid = pid; self.executable = executable }
+    private init(pid: pid_t, executable: String, adopted: Bool) {
+        self.pid = pid
+        self.executable = executable
+        self.adopted = adopted
+        let fd = escrow_pidfd_open(pid)
+        if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        pidfd = fd
+    }
+
+    deinit { if pidfd >= 0 { close(pidfd) } }
+
+    /// A running process this one did not start (a broker left by a crashed supervisor): signals
+    /// reach it and its exit is seen through a pidfd, but its exit status belongs to its real
+    /// parent, so it reads as -1. Nil when `pid` is not running.
+    public static func adopt(pid: pid_t, executable: String) -> ChildProcess? {
+        let p = ChildProcess(pid: pid, executable: executable, adopted: true)
+        guard p.pidfd >= 0 else { return nil }
+        return p.isRunning ? p : nil
+    }
+
+    /// Whether the process has exited, waiting up to `timeoutMs` (-1: until it does).
+    private func pidfdReadable(timeoutMs: Int32) -> Bool {
+        var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        var r: Int32
+        repeat { r = poll(&p, 1, timeoutMs) } while r < 0 && errno == EINTR
+        return r > 0
+    }
 
     /// Starts `executable` with `arguments`; stdout and stderr go to files (appended) or /dev/null.
     /// `inheritOutput` keeps the parent's stdout and stderr (worker processes that print alongside it).
@@ -53,12 +84,7 @@ public final class ChildProcess: Sendable {
 
         Self.closeInheritedDescriptors(&actions)
         if let directory {
-            // glibc >= 2.29; hidden by Swift's Glibc module like addclosefrom_np.
-            guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else {
-                throw SpawnError(executable: executable, errno: ENOSYS)
-            }
-            let addChdir = unsafeBitCast(symbol, to: AddChdir.self)
-            guard addChdir(&actions, directory) == 0 else { throw SpawnError(executable: executable, errno: errno) }
+            guard escrow_spawn_addchdir(&actions, directory) == 0 else { throw SpawnError(executable: executable, errno: errno) }
         }
 
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -68,23 +94,13 @@ public final class ChildProcess: Sendable {
         var pid = pid_t()
         let rc = posix_spawn(&pid, executable, &actions, &attr, argv, env)
         guard rc == 0 else { throw SpawnError(executable: executable, errno: rc) }
-        return ChildProcess(pid: pid, executable: executable)
+        return ChildProcess(pid: pid, executable: executable, adopted: false)
     }
-
-    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
-
-    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
 
     /// Closes every descriptor above stderr in the child: an inherited copy of another child's pipe
     /// or a listening socket would otherwise outlive its owner.
     private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
-        // glibc >= 2.34 has posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module hides.
-        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
-            let addCloseFrom = unsafeBitCast(symbol, to: AddCloseFrom.self)
-            if addCloseFrom(&actions, 3) == 0 { return }
-        }
-        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        for fd in open.compactMap(Int32.init) where fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
+        _ = escrow_spawn_addclosefrom(&actions, 3)
     }
 
     public func signal(_ sig: Int32) {
@@ -92,18 +108,11 @@ public final class ChildProcess: Sendable {
         kill(pid, sig)
     }
 
-    /// Calls `handler` with the exit status when the process ends (from a dedicated thread that
-    /// reaps it). Call at most once, right after spawning.
+    /// Calls `handler` with the exit status when the process ends, from a thread that waits on the
+    /// pidfd and then reaps it.
     public func onExit(_ handler: @escaping @Sendable (Int32) -> Void) {
-        watched.withLock { $0 = true }
-        let pid = self.pid
         let thread = Thread { [self] in
-            var raw: Int32 = 0
-            var r: pid_t
-            repeat { r = waitpid(pid, &raw, 0) } while r < 0 && errno == EINTR
-            let code = r == pid ? Self.decode(raw) : -1
-            status.withLock { $0 = code }
-            handler(code)
+            handler(waitUntilExit())
         }
         thread.name = "wait-\(pid)"
         thread.start()
@@ -111,26 +120,39 @@ public final class ChildProcess: Sendable {
 
     /// The exit status once the process has ended (reaps it without blocking), else nil.
     public var exitStatus: Int32? {
-        if watched.withLock({ $0 }) { return status.withLock { $0 } }
-        return status.withLock { s in
+        status.withLock { s in
             if let s { return s }
+            if adopted {
+                if pidfdReadable(timeoutMs: 0) { s = -1 }
+                return s
+            }
             var raw: Int32 = 0
             let r = waitpid(pid, &raw, WNOHANG)
-            if r == pid { s = Self.decode(raw); return s }
-            if r < 0 && errno == ECHILD { s = -1; return s }
-            return nil
+            if r == pid { s = Self.decode(raw) } else if r < 0 && errno == ECHILD { s = -1 }
+            return s
         }
     }
 
     public var isRunning: Bool { exitStatus == nil }
+
+    /// Blocks until the process ends; its exit status.
+    @discardableResult
+    public func waitUntilExit() -> Int32 {
+        while true {
+            if let s = exitStatus { return s }
+            if pidfd >= 0 { _ = pidfdReadable(timeoutMs: -1) } else { usleep(5_000) }
+        }
+    }
 
     /// Waits up to `timeout` for the process to end; true if it did.
     @discardableResult
     public func waitForExit(timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while exitStatus == nil {
-            if ContinuousClock.now >= deadline { return false }
-            usleep(5_000)
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return false }
+            let ms = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            if pidfd >= 0 { _ = pidfdReadable(timeoutMs: ms) } else { usleep(5_000) }
         }
         return true
     }

@@ -32,8 +32,9 @@ final class PlatformFixture: @unchecked Sendable {
         let service = self.service
         serviceTask = Task { try await service.run() }
         operators = try await OperatorProbe(port: broker.port)
-        // The service is ready once it answers a command.
-        try await waitUntil("escrowd answers") {
+        // The service is ready once it answers a command (slow to come when the parallel suite
+        // starts dozens of brokers and databases at once on two cores).
+        try await waitUntil(timeout: .seconds(30), "escrowd answers") {
             (try? await self.operators.send(.platform, "account.list", [:], timeout: .milliseconds(500))) != nil
         }
     }

@@ -133,19 +133,19 @@ struct AgentExitCodeTests {
 @Suite("escrowd start-up failures say why", .timeLimit(.minutes(1)))
 struct EscrowdStartupTests {
     @Test("--mosquitto names the broker binary; a broker that fails to start has its own error printed")
-    func brokerBinary() throws {
+    func brokerBinary() async throws {
         let scratch = try TempDirectory(prefix: "fake-broker")
         let fake = scratch.file("mosquitto")
         try "#!/bin/sh\necho 'Error: Unknown configuration variable \"bogus\".' >&2\nexit 3\n".write(toFile: fake, atomically: true, encoding: .utf8)
         chmod(fake, 0o755)
         do {
-            _ = try EscrowdProcess(arguments: ["--mosquitto", fake])
+            _ = try await EscrowdProcess(arguments: ["--mosquitto", fake])
             Issue.record("escrowd started with a broker that exits at once")
         } catch {
             #expect("\(error)".contains("Unknown configuration variable"), "the broker's own line is shown: \(error)")
         }
         do {
-            _ = try EscrowdProcess(arguments: ["--mosquitto", scratch.file("missing")])
+            _ = try await EscrowdProcess(arguments: ["--mosquitto", scratch.file("missing")])
             Issue.record("escrowd started without a broker binary")
         } catch {
             #expect("\(error)".contains("is not an executable file"), "\(error)")

@@ -29,7 +29,7 @@ struct BackupTests {
         _ = try await oem.send("oem", "device.provision", ["prefix": "late-", "count": 1, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
 
         var restoreOutput = ""
-        let restored = try EscrowdProcess(prepare: { dir in
+        let restored = try await EscrowdProcess(prepare: { dir in
             restoreOutput = try runCommand(escrowd, ["restore", "--from", backup, "--data", dir])
         })
         defer { restored.stop() }

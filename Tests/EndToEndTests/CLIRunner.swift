@@ -35,14 +35,6 @@ func runCLI(_ args: [String], env: [String: String] = [:], in directory: String?
     try await offPool { try runCLIBlocking(args, env: env, in: directory, timeout: timeout) }
 }
 
-/// Runs blocking work (waiting for a child process) on a new thread and resumes the caller with
-/// its result, so no thread of Swift's cooperative pool waits (STYLE.md, point 11).
-func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
-    }
-}
-
 private func runCLIBlocking(_ args: [String], env: [String: String], in directory: String?,
                             timeout: Duration) throws -> CLIResult {
     let executable = try escrowctlPath()

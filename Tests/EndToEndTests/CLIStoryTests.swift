@@ -20,7 +20,7 @@ struct CLIStoryTests {
 
     @Test("OEM -> reseller -> customer: accounts, operators, bundles, hold, partial approval, rejection, cancel, tail --json, custody, exit codes")
     func story() async throws {
-        let escrowd = try EscrowdProcess()
+        let escrowd = try await EscrowdProcess()
         let admin = ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"]
         #expect(try await runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: admin).status == 0)
         #expect(try await runCLI(["account", "create", "resell", "--name", "Reseller", "--kind", "reseller"], env: admin).status == 0)
@@ -116,7 +116,7 @@ struct CLIStoryTests {
 
     @Test("device list pages with --offset; a decision that decides nothing says so and exits 67")
     func pagingAndNoOps() async throws {
-        let escrowd = try EscrowdProcess()
+        let escrowd = try await EscrowdProcess()
         let admin = ["ESCROW_CONFIG": escrowd.dataDirectory + "/admin.conf"]
         #expect(try await runCLI(["account", "create", "oem", "--name", "OEM", "--kind", "provisioner"], env: admin).status == 0)
         #expect(try await runCLI(["account", "create", "cust", "--name", "Cust", "--kind", "customer"], env: admin).status == 0)

@@ -104,7 +104,7 @@ struct CredentialRotationTests {
         await oem.close(); await acme.close()
         await platform.admin.close()
         platform.escrowd.stop()
-        try platform.escrowd.start()
+        try await platform.escrowd.start()
         let owner = try await platform.operatorProbe(user: "op-acme", password: "pw-acme-secret", accounts: ["acme"])
 
         let agent = try AgentProcess(config: confs["late-0001"]!)

@@ -44,7 +44,7 @@ struct EscrowdCrashTests {
             try await waitUntil("some acks were sent") { await responder.acked.count >= 100 }
             platform.escrowd.crash()
         }
-        try platform.escrowd.start()
+        try await platform.escrowd.start()
 
         // The operator retries with the same request id: the approval happens once, whatever survived.
         let acme2 = try await platform.operatorProbe(user: "op-acme", password: "pw-acme-secret", accounts: ["acme"])

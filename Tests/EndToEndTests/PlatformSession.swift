@@ -11,7 +11,7 @@ struct PlatformSession {
     let admin: OperatorProbe
 
     init(arguments: [String] = []) async throws {
-        escrowd = try EscrowdProcess(arguments: arguments)
+        escrowd = try await EscrowdProcess(arguments: arguments)
         let a = try escrowd.adminCredentials()
         admin = try await OperatorProbe(port: escrowd.operatorPort, username: a.user, password: a.password, accounts: [.platform])
     }

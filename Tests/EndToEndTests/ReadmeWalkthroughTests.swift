@@ -84,7 +84,7 @@ struct ReadmeWalkthroughTests {
     @Test("every command of README.md's walk-through runs as written and prints what the README shows")
     func walkthrough() async throws {
         let steps = try Self.steps(try String(contentsOfFile: Self.readmePath, encoding: .utf8))
-        let escrowd = try EscrowdProcess()
+        let escrowd = try await EscrowdProcess()
         defer { escrowd.stop() }
         let work = try TempDirectory(prefix: "readme")
         var environment = ["PATH": Products.directory + ":/usr/bin:/bin", "HOME": work.path,

@@ -173,7 +173,7 @@ struct SecurityTests {
 struct OperatorTLSTests {
     @Test("with --operator-tls, escrowctl works through the admin.conf escrowd writes, and plain MQTT is refused")
     func operatorTLS() async throws {
-        let escrowd = try EscrowdProcess(arguments: ["--operator-tls"])
+        let escrowd = try await EscrowdProcess(arguments: ["--operator-tls"])
         defer { escrowd.stop() }
         let conf = try String(contentsOfFile: escrowd.dataDirectory + "/admin.conf", encoding: .utf8)
         #expect(conf.contains("broker = mqtts://127.0.0.1:\(escrowd.operatorPort)") && conf.contains("ca = "), "\(conf)")

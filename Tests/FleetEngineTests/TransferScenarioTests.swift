@@ -1,20 +1,24 @@
 import EscrowCore
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 @testable import FleetEngine
 
 /// `fleetsim transfer` end to end against the real escrowd (managed mosquitto, mutual TLS for devices).
 @Suite(.serialized) struct TransferScenarioTests {
-    @Test func theWholeStoryViaAResellerVerifiesAndReports() throws {
-        let escrowd = try EscrowdProcess(); defer { escrowd.stop() }
+    @Test func theWholeStoryViaAResellerVerifiesAndReports() async throws {
+        let escrowd = try await EscrowdProcess(); defer { escrowd.stop() }
         let dir = try TempDirectory(prefix: "fleet-transfer")
         let json = dir.file("transfer.json"), html = dir.file("transfer.html")
-        var out: [String] = [], err: [String] = []
-        let code = FleetMain.run(["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "50",
-                                  "--via", "reseller", "--approve", "0.6", "--reject", "0.2", "--duration", "120s",
-                                  "--report", json, "--html", html],
-                                 stdout: { out.append($0) }, stderr: { err.append($0) })
+        let lines = Mutex<(out: [String], err: [String])>(([], []))
+        let args = ["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "50",
+                    "--via", "reseller", "--approve", "0.6", "--reject", "0.2", "--duration", "120s",
+                    "--report", json, "--html", html]
+        let code = try await offPool {
+            FleetMain.run(args, stdout: { l in lines.withLock { $0.out.append(l) } }, stderr: { l in lines.withLock { $0.err.append(l) } })
+        }
+        let (out, err) = lines.withLock { $0 }
         #expect(code == 0, "\(err.suffix(30).joined(separator: "\n"))\n\(escrowd.logTail(1500))")
         let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
         let t = try #require(report.transfer)

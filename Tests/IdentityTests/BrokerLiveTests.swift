@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 @testable import Broker
@@ -191,20 +192,22 @@ struct BrokerLiveTests {
         try await broker.start()
         let first = try #require(broker.pid)
         kill(first, SIGKILL)
-        var seen: [BrokerEvent] = []
-        let deadline = ContinuousClock.now + .seconds(10)
-        for await event in broker.events {
-            seen.append(event)
-            if case .restarted = event { break }
-            if ContinuousClock.now > deadline { break }
+        // Every event up to the restart, waited for with a bound (not a deadline checked between
+        // events, which a busy test process can pass with the restart already queued).
+        let log = Mutex<[BrokerEvent]>([])
+        _ = try? await firstElement(of: broker.events, timeout: .seconds(30), "the supervisor's restart") { event in
+            log.withLock { $0.append(event) }
+            if case .restarted = event { return true }
+            return false
         }
+        let seen = log.withLock { $0 }
         #expect(seen.first == .started(pid: first))
         #expect(seen.contains(.exited(status: 128 + SIGKILL, expected: false)))
         guard case .restarted(let second, 1)? = seen.last else { Issue.record("no restart: \(seen)"); return }
         #expect(second != first)
-        var up = false
-        for _ in 0..<100 where !up { up = ManagedBroker.accepts(host: "127.0.0.1", port: f.plan.deviceListener.port); usleep(20_000) }
-        #expect(up)
+        try await waitUntil(timeout: .seconds(10), "the relaunched broker accepts") {
+            ManagedBroker.accepts(host: "127.0.0.1", port: f.plan.deviceListener.port)
+        }
         try broker.reload()
         await broker.stop()
         #expect(kill(second, 0) != 0)

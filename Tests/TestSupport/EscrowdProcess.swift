@@ -19,32 +19,37 @@ public final class EscrowdProcess: @unchecked Sendable {
 
     /// `prepare` fills the data directory (a path that does not exist yet) before the first start,
     /// for example with `escrowd restore`.
-    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), prepare: ((String) throws -> Void)? = nil) throws {
+    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), prepare: ((String) throws -> Void)? = nil) async throws {
         data = try TempDirectory(prefix: "escrowd")
         let ports = try freePorts(2)
         devicePort = ports[0]
         operatorPort = ports[1]
         extraArguments = arguments
         try prepare?(data.path + "/data")
-        try start(timeout: startTimeout)
+        try await start(timeout: startTimeout)
     }
 
-    /// Starts (or restarts) escrowd on the same data directory and ports; returns when it serves.
-    public func start(timeout: Duration = .seconds(20)) throws {
+    /// Starts (or restarts) escrowd on the same data directory and ports; returns when it logs
+    /// that it serves (a bounded wait that never blocks a thread of the cooperative pool).
+    public func start(timeout: Duration = .seconds(20)) async throws {
         let before = (try? String(contentsOfFile: logPath, encoding: .utf8))?.components(separatedBy: "serving ").count ?? 1
-        process = try ChildProcess.spawn(try Products.path("escrowd"),
-                                         ["--data", dataDirectory, "--device-port", String(devicePort), "--operator-port", String(operatorPort),
-                                          "--reconcile-interval", "2s"] + extraArguments,
-                                         stdout: logPath)
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            if log.components(separatedBy: "serving ").count > before { return }
-            if process?.isRunning != true {
-                throw TestSupportError("escrowd exited during start-up (status \(process?.exitStatus ?? -1)). Log tail:\n\(String(log.suffix(2000)))")
+        let started = try ChildProcess.spawn(try Products.path("escrowd"),
+                                             ["--data", dataDirectory, "--device-port", String(devicePort), "--operator-port", String(operatorPort),
+                                              "--reconcile-interval", "2s"] + extraArguments,
+                                             stdout: logPath)
+        process = started
+        let logPath = self.logPath
+        do {
+            try await waitUntil(timeout: timeout, "escrowd serves") {
+                let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                if log.components(separatedBy: "serving ").count > before { return true }
+                if !started.isRunning {
+                    throw TestSupportError("escrowd exited during start-up (status \(started.exitStatus ?? -1)). Log tail:\n\(String(log.suffix(2000)))")
+                }
+                return false
             }
-            if ContinuousClock.now >= deadline { throw TestSupportError("escrowd did not start serving within \(timeout). Log tail:\n\(String(log.suffix(2000)))") }
-            usleep(20_000)
+        } catch let e as TestSupportError where !e.description.contains("exited during start-up") {
+            throw TestSupportError("escrowd did not start serving within \(timeout). Log tail:\n\(logTail(2000))")
         }
     }
 
@@ -72,13 +77,12 @@ public final class EscrowdProcess: @unchecked Sendable {
 
     public func logTail(_ n: Int = 3000) -> String { String(((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").suffix(n)) }
 
-    /// SIGTERM (escrowd stops its broker), SIGKILL after a bound; also kills an orphaned broker.
+    /// SIGTERM (escrowd stops its broker), SIGKILL after a bound; also stops an orphaned broker
+    /// (watched through a pidfd, not polled).
     public func stop() {
         process?.terminate(grace: .seconds(10))
-        if let pid = brokerPID, kill(pid, 0) == 0 {
-            kill(pid, SIGTERM)
-            for _ in 0..<200 where kill(pid, 0) == 0 { usleep(10_000) }
-            if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        if let pid = brokerPID, let orphan = ChildProcess.adopt(pid: pid, executable: "mosquitto") {
+            orphan.terminate(grace: .seconds(2))
         }
     }
 

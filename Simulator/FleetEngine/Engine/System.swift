@@ -1,4 +1,5 @@
 import Glibc
+import CSystem
 
 /// A failed system call: the operation and errno. Every raw call in FleetEngine goes through
 /// `System`, which retries EINTR and turns -1 into this error.
@@ -8,7 +9,7 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { "\(operation): \(String(cString: strerror(errno))) (errno \(errno))" }
 }
 
-/// Thin wrappers over the Glibc calls the engine needs (sockets, epoll, rlimit).
+/// Thin wrappers over the Glibc calls the engine needs (sockets, epoll through CSystem, rlimit).
 enum System {
     @inline(__always)
     static func check(_ op: String, _ body: () -> Int32) throws(SystemError) -> Int32 {
@@ -21,27 +22,6 @@ enum System {
         }
     }
 
-    // Glibc's Swift module map does not include <sys/epoll.h> and FleetEngine may not add a C
-    // target, so the three epoll entry points are resolved once with dlsym and called through
-    // C function pointers (`@convention(c)`: the real C calling convention, no Swift ABI guess).
-    private typealias EpollCreate1 = @convention(c) (Int32) -> Int32
-    private typealias EpollCtl = @convention(c) (Int32, Int32, Int32, UnsafeMutableRawPointer?) -> Int32
-    private typealias EpollWait = @convention(c) (Int32, UnsafeMutableRawPointer?, Int32, Int32) -> Int32
-    private struct EpollFunctions: @unchecked Sendable {
-        // Immutable C function pointers resolved once; safe to share across threads.
-        let create1: EpollCreate1, ctl: EpollCtl, wait: EpollWait
-    }
-    private static let epoll: EpollFunctions = {
-        let handle = dlopen(nil, RTLD_NOW)
-        func sym<T>(_ name: String, _: T.Type) -> T {
-            guard let p = dlsym(handle, name) else { fatalError("libc has no \(name)") }
-            return unsafeBitCast(p, to: T.self)
-        }
-        return EpollFunctions(create1: sym("epoll_create1", EpollCreate1.self),
-                              ctl: sym("epoll_ctl", EpollCtl.self),
-                              wait: sym("epoll_wait", EpollWait.self))
-    }()
-
     static let EPOLLIN: UInt32 = 0x001
     static let EPOLLOUT: UInt32 = 0x004
     static let EPOLLERR: UInt32 = 0x008
@@ -50,32 +30,25 @@ enum System {
     static let EPOLL_CTL_ADD: Int32 = 1
     static let EPOLL_CTL_DEL: Int32 = 2
     static let EPOLL_CTL_MOD: Int32 = 3
-    /// `struct epoll_event` is packed on x86_64: u32 events + u64 data = 12 bytes.
-    static let epollEventSize = 12
+    /// `sizeof(struct epoll_event)` from the real header (12 on x86_64, where it is packed; 16 elsewhere).
+    static let epollEventSize = Int(escrow_epoll_event_size())
 
     static func epollCreate() throws(SystemError) -> Int32 {
-        try check("epoll_create1") { epoll.create1(0x80000 /* EPOLL_CLOEXEC */) }
+        try check("epoll_create1") { escrow_epoll_create() }
     }
 
     static func epollCtl(_ ep: Int32, _ op: Int32, _ fd: Int32, events: UInt32, data: UInt64) throws(SystemError) {
-        var raw: (UInt32, UInt32, UInt32) = (0, 0, 0)
-        try withUnsafeMutableBytes(of: &raw) { (buf) throws(SystemError) in
-            buf.storeBytes(of: events, toByteOffset: 0, as: UInt32.self)
-            buf.storeBytes(of: data, toByteOffset: 4, as: UInt64.self)
-            _ = try check("epoll_ctl") { epoll.ctl(ep, op, fd, buf.baseAddress) }
-        }
+        _ = try check("epoll_ctl") { escrow_epoll_ctl(ep, op, fd, events, data) }
     }
 
     /// Waits for events into `buffer` (capacity `maxEvents * epollEventSize`); returns the count.
     static func epollWait(_ ep: Int32, _ buffer: UnsafeMutableRawBufferPointer, maxEvents: Int32, timeoutMs: Int32) -> Int {
-        let r = epoll.wait(ep, buffer.baseAddress, maxEvents, timeoutMs)
+        let r = escrow_epoll_wait(ep, buffer.baseAddress, maxEvents, timeoutMs)
         return r < 0 ? 0 : Int(r)
     }
 
     static func event(at i: Int, in buffer: UnsafeMutableRawBufferPointer) -> (events: UInt32, data: UInt64) {
-        let off = i * epollEventSize
-        return (buffer.loadUnaligned(fromByteOffset: off, as: UInt32.self),
-                buffer.loadUnaligned(fromByteOffset: off + 4, as: UInt64.self))
+        (escrow_epoll_event_events(buffer.baseAddress, Int32(i)), escrow_epoll_event_data(buffer.baseAddress, Int32(i)))
     }
 
     /// A non-blocking TCP socket with TCP_NODELAY, optionally bound to a source address
