@@ -255,7 +255,7 @@ enum Parse {
     /// `--heartbeat 60`, `90s`, `5m`: whole seconds.
     static func heartbeat(_ a: Arguments) throws(UsageError) -> Int? {
         guard let v = a.value("heartbeat") else { return nil }
-        guard let d = GlobalOptions.parseDuration(v), d.components.attoseconds == 0, d.components.seconds > 0 else {
+        guard let d = Arguments.parseDuration(v), d.components.attoseconds == 0, d.components.seconds > 0 else {
             throw UsageError.invalid("--heartbeat expects whole seconds like 60 or 5m, got '\(v)'")
         }
         return Int(d.components.seconds)

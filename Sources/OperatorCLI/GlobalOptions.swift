@@ -74,7 +74,7 @@ public struct GlobalOptions: Sendable, Equatable {
             o.account = a
         }
         if let t = args.value("timeout") {
-            guard let d = parseDuration(t), d > .zero else { throw UsageError.invalid("--timeout expects a duration like 10s, 500ms or 2m, got '\(t)'") }
+            guard let d = Arguments.parseDuration(t), d > .zero else { throw UsageError.invalid("--timeout expects a duration like 10s, 500ms or 2m, got '\(t)'") }
             o.timeout = d
         }
         o.json = args.flag("json")
@@ -84,16 +84,6 @@ public struct GlobalOptions: Sendable, Equatable {
             o.requestId = r
         }
         return o
-    }
-
-    /// `500ms`, `10s`, `2m`, `1h`, `7d`, or plain seconds.
-    public static func parseDuration(_ text: String) -> Duration? {
-        if text.hasSuffix("ms"), let n = Int(text.dropLast(2)), n >= 0 { return .milliseconds(n) }
-        if let last = text.last, let mult = ["s": 1.0, "m": 60, "h": 3600, "d": 86400][last], let n = Double(text.dropLast()), n >= 0, n.isFinite {
-            return .milliseconds(Int64((n * mult * 1000).rounded()))
-        }
-        if let n = Double(text), n >= 0, n.isFinite { return .milliseconds(Int64((n * 1000).rounded())) }
-        return nil
     }
 
     public static func readFile(_ path: String) -> String? {

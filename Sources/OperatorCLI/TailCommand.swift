@@ -57,7 +57,7 @@ public struct TailCommand: OperatorCommand {
         device = try a.value("device").map { v throws(UsageError) in try Parse.devices([v], what: "--device")[0] }
         count = try a.int("count", in: 1...Int.max)
         if let f = a.value("for") {
-            guard let d = GlobalOptions.parseDuration(f), d > .zero else { throw UsageError.invalid("--for expects a duration like 30s or 10m, got '\(f)'") }
+            guard let d = Arguments.parseDuration(f), d > .zero else { throw UsageError.invalid("--for expects a duration like 30s or 10m, got '\(f)'") }
             duration = d
         }
         if let v = a.value("since") { start = try Self.parseStart(v, now: Date()) }
@@ -75,7 +75,7 @@ public struct TailCommand: OperatorCommand {
             return .after(n)
         }
         if let d = try? Date(v, strategy: .iso8601) { return .at(d) }
-        if let d = GlobalOptions.parseDuration(v) { return .at(now.addingTimeInterval(-d.seconds)) }
+        if let d = Arguments.parseDuration(v) { return .at(now.addingTimeInterval(-d.seconds)) }
         throw UsageError.invalid("--since expects an event number (42), a time (2026-12-03T08:00:00Z), a duration ago (10m), all or now; got '\(v.prefix(80))'")
     }
 

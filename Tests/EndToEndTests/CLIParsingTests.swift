@@ -219,16 +219,24 @@ struct CLIParsingTests {
     }
 
     @Test("durations")
-    func durations() {
-        #expect(GlobalOptions.parseDuration("10s") == .seconds(10))
-        #expect(GlobalOptions.parseDuration("500ms") == .milliseconds(500))
-        #expect(GlobalOptions.parseDuration("1.5s") == .milliseconds(1500))
-        #expect(GlobalOptions.parseDuration("2m") == .seconds(120))
-        #expect(GlobalOptions.parseDuration("7d") == .seconds(7 * 86400))
-        #expect(GlobalOptions.parseDuration("30") == .seconds(30))
-        #expect(GlobalOptions.parseDuration("-1s") == nil)
-        #expect(GlobalOptions.parseDuration("soon") == nil)
-        #expect(GlobalOptions.parseDuration("") == nil)
+    func durations() throws {
+        #expect(Arguments.parseDuration("10s") == .seconds(10))
+        #expect(Arguments.parseDuration("500ms") == .milliseconds(500))
+        #expect(Arguments.parseDuration("1.5s") == .milliseconds(1500))
+        #expect(Arguments.parseDuration("2m") == .seconds(120))
+        #expect(Arguments.parseDuration("7d") == .seconds(7 * 86400))
+        #expect(Arguments.parseDuration("30") == .seconds(30))
+        #expect(Arguments.parseDuration("-1s") == nil)
+        #expect(Arguments.parseDuration("soon") == nil)
+        #expect(Arguments.parseDuration("") == nil)
+        // The one grammar everywhere: fractions, hours, days, and the same refusals.
+        #expect(Arguments.parseDuration("1.5m") == .seconds(90))
+        #expect(Arguments.parseDuration("2h") == .seconds(7200))
+        #expect(Arguments.parseDuration("0.25") == .milliseconds(250))
+        #expect(Arguments.parseDuration("ms") == nil && Arguments.parseDuration("s") == nil && Arguments.parseDuration("10x") == nil)
+        #expect(Arguments.parseDuration("nan") == nil && Arguments.parseDuration("infs") == nil && Arguments.parseDuration("1e300d") == nil)
+        #expect(Arguments.parseSeconds("500ms") == 0.5 && Arguments.parseSeconds("5m") == 300)
+        #expect(try Arguments(["--every", "1.5m"], valued: ["every"], booleans: []).seconds("every") == 90)
     }
 
     @Test("CSV: first column, header and comments skipped, duplicates dropped, bad ids named by line")

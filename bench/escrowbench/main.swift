@@ -1,4 +1,5 @@
 import Foundation
+import EscrowCore
 
 // escrowbench: performance benchmarks for the control plane (see bench/README.md).
 
@@ -8,13 +9,6 @@ usage: escrowbench heartbeats [--devices 20000] [--duration 20s] [--rate N] [--c
        escrowbench codec [--iterations 200000]
        escrowbench fairness [--duration 20s] [--flood-rate 1000] [--verbose]
 """
-
-func parseDuration(_ s: String) -> Duration? {
-    if s.hasSuffix("ms"), let n = Int(s.dropLast(2)) { return .milliseconds(n) }
-    if s.hasSuffix("s"), let n = Int(s.dropLast()) { return .seconds(n) }
-    if s.hasSuffix("m"), let n = Int(s.dropLast()) { return .seconds(n * 60) }
-    return Int(s).map { .seconds($0) }
-}
 
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("escrowbench: \(message)\n\(usage)\n".utf8))
@@ -48,7 +42,7 @@ enum Main {
         case "heartbeats":
             var b = HeartbeatBench()
             b.devices = int("--devices", b.devices)
-            if let d = options.removeValue(forKey: "--duration") { guard let p = parseDuration(d) else { fail("--duration: e.g. 20s") }; b.duration = p }
+            if let d = options.removeValue(forKey: "--duration") { guard let p = Arguments.parseDuration(d) else { fail("--duration: e.g. 20s") }; b.duration = p }
             b.rate = int("--rate", 0)
             b.connections = max(1, int("--connections", 1))
             b.maxQueued = int("--max-queued", b.maxQueued)
@@ -64,7 +58,7 @@ enum Main {
             try await b.run()
         case "fairness":
             var b = FairnessBench()
-            if let d = options.removeValue(forKey: "--duration") { guard let p = parseDuration(d) else { fail("--duration: e.g. 20s") }; b.duration = p }
+            if let d = options.removeValue(forKey: "--duration") { guard let p = Arguments.parseDuration(d) else { fail("--duration: e.g. 20s") }; b.duration = p }
             b.floodRate = max(1, int("--flood-rate", b.floodRate))
             b.verbose = flags.contains("--verbose")
             guard options.isEmpty else { fail("unknown option \(options.keys.sorted()[0])") }

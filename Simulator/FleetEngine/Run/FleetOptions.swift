@@ -339,7 +339,7 @@ public struct FleetOptions: Sendable, Equatable {
             case "--churn": o.churn = try number(a, try value(a), min: 0, max: 100)
             case "--duration":
                 let v = try value(a)
-                guard let d = parseSeconds(v), d >= 0.1 else { throw .usage("--duration expects seconds like 30, 300s, 5m or 1h, got '\(v)'") }
+                guard let d = Arguments.parseSeconds(v), d >= 0.1 else { throw .usage("--duration expects seconds like 30, 300s, 5m or 1h, got '\(v)'") }
                 o.duration = d; o.durationGiven = true
             case "--publish-rate":
                 var v = try value(a)
@@ -364,7 +364,7 @@ public struct FleetOptions: Sendable, Equatable {
             case "--interval-json": o.intervalJSON = try value(a)
             case "--sample-interval":
                 let v = try value(a)
-                guard let d = parseSeconds(v), d >= 0.05, d <= 60 else {
+                guard let d = Arguments.parseSeconds(v), d >= 0.05, d <= 60 else {
                     throw .usage("--sample-interval expects a duration from 50ms to 60s like 250ms or 1s, got '\(v)'")
                 }
                 o.sampleInterval = d
@@ -453,17 +453,6 @@ public struct FleetOptions: Sendable, Equatable {
         guard parts.count == 2 else { return (host, tls ? 8883 : 1883, tls) }
         guard let port = UInt16(parts[1]), port > 0 else { throw .usage("--broker port '\(parts[1])' is not 1...65535") }
         return (host, port, tls)
-    }
-
-    /// `30`, `300s`, `500ms`, `5m`, `1h` -> seconds.
-    static func parseSeconds(_ s: String) -> Double? {
-        let table: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (suffix, mult) in table where s.hasSuffix(suffix) {
-            guard let v = Double(s.dropLast(suffix.count)), v.isFinite, v >= 0 else { return nil }
-            return v * mult
-        }
-        guard let v = Double(s), v.isFinite, v >= 0 else { return nil }
-        return v
     }
 
     /// Devices or a publisher send load messages, whose send time a receiver measures.

@@ -1,3 +1,5 @@
+import EscrowCore
+
 /// `--ramp`: when devices are released for connecting (the engine then paces them with `--rate`
 /// and `--window`). A pure function of time, tested without I/O.
 public enum RampProfile: Sendable, Equatable {
@@ -19,11 +21,11 @@ public enum RampProfile: Sendable, Equatable {
         }
         switch parts[0] {
         case "linear":
-            guard let d = FleetOptions.parseSeconds(parts[1]), d > 0 else { throw .usage(usage) }
+            guard let d = Arguments.parseSeconds(parts[1]), d > 0 else { throw .usage(usage) }
             return .linear(seconds: d)
         case "step":
             let nd = parts[1].split(separator: "/", maxSplits: 1).map(String.init)
-            guard nd.count == 2, let n = Int(nd[0]), n >= 1, let d = FleetOptions.parseSeconds(nd[1]), d > 0 else { throw .usage(usage) }
+            guard nd.count == 2, let n = Int(nd[0]), n >= 1, let d = Arguments.parseSeconds(nd[1]), d > 0 else { throw .usage(usage) }
             return .step(devices: n, every: d)
         case "spike":
             guard let n = Int(parts[1]), n >= 1 else { throw .usage(usage) }

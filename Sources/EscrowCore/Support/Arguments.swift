@@ -58,18 +58,30 @@ public struct Arguments: Sendable {
         return n
     }
 
-    /// Durations like `90`, `90s`, `15m`, `2h`, `7d` (seconds when no unit is given).
+    /// Durations like `90`, `90s`, `15m`, `2h`, `7d` (seconds when no unit is given), in whole
+    /// seconds (a fraction is dropped: `1.5m` is 90).
     public func seconds(_ name: String) throws(UsageError) -> Int? {
         guard let v = value(name) else { return nil }
-        guard let s = Self.parseDuration(v) else { throw .invalid("--\(name) expects a duration like 90s, 15m, 2h or 7d, got '\(v)'") }
-        return s
+        guard let d = Self.parseDuration(v) else { throw .invalid("--\(name) expects a duration like 90s, 15m, 2h or 7d, got '\(v)'") }
+        return Int(d.components.seconds)
     }
 
-    public static func parseDuration(_ v: String) -> Int? {
-        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        if let last = v.last, let mult = units[last], let n = Int(v.dropLast()), n >= 0 { return n * mult }
-        if let n = Int(v), n >= 0 { return n }
-        return nil
+    /// The one duration grammar of every command line here (escrowd, escrowctl, fleetsim,
+    /// escrowbench): a non-negative number with an optional unit, `ms`, `s`, `m`, `h` or `d`
+    /// (seconds without one): `500ms`, `10s`, `1.5m`, `2h`, `7d`, `30`. Millisecond precision.
+    public static func parseDuration(_ text: String) -> Duration? {
+        let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        let unit = units.first { text.hasSuffix($0.suffix) }
+        guard let n = Double(text.dropLast(unit?.suffix.count ?? 0)), n.isFinite, n >= 0,
+              text.first.map({ $0.isNumber || $0 == "." }) == true else { return nil }
+        let ms = (n * (unit?.seconds ?? 1) * 1000).rounded()
+        guard ms < 1e15 else { return nil }
+        return .milliseconds(Int64(ms))
+    }
+
+    /// The same, in seconds as a `Double`.
+    public static func parseSeconds(_ text: String) -> Double? {
+        parseDuration(text).map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
     }
 
     /// Comma-separated values across repeated options: `--ids a,b --ids c`.
