@@ -34,7 +34,8 @@ let package = Package(
         .target(name: "EscrowCore"),
 
         // Thin edges.
-        .target(name: "MQTT", dependencies: ["CMosquitto"]),
+        .target(name: "MQTTWire"),
+        .target(name: "MQTT", dependencies: ["CMosquitto", "MQTTWire"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
         .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
         .target(name: "CSystem"),
@@ -47,7 +48,7 @@ let package = Package(
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker", "HTTPServer", "POSIX"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "Console", dependencies: ["EscrowCore", "HTTPServer", "OperatorCLI"]),
-        .target(name: "FleetEngine", dependencies: ["EscrowCore", "Identity", "OperatorCLI", "POSIX", "CSystem"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
+        .target(name: "FleetEngine", dependencies: ["EscrowCore", "MQTTWire", "Identity", "OperatorCLI", "POSIX", "CSystem"], path: "Simulator/FleetEngine", exclude: ["README.md"]),
 
         // Executables: parse arguments, wire parts, run.
         // Each is stamped with the git commit it was built from (`--version`), by a build-tool plugin
@@ -58,7 +59,7 @@ let package = Package(
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "EscrowCore"], path: "Simulator/fleetsim", plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "escrow-console", dependencies: ["Console", "HTTPServer", "Identity", "EscrowCore"], plugins: ["BuildStampPlugin"]),
         .plugin(name: "BuildStampPlugin", capability: .buildTool(), path: "Sources/BuildStampPlugin"),
-        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
+        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "MQTT", "MQTTWire", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX"], path: "Tests/TestSupport"),
@@ -66,7 +67,7 @@ let package = Package(
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "POSIX", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
-        .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "TestSupport"]),
+        .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "MQTTWire", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "Identity", "OperatorCLI", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "HTTPServer", "Console", "TestSupport"]),
     ]

@@ -1,12 +1,4 @@
-/// MQTT protocol level spoken on the wire.
-public enum MQTTVersion: Sendable, Equatable {
-    case v311, v5
-}
-
-/// Delivery guarantee. QoS 2 is deliberately not offered: every consumer here is idempotent.
-public enum QoS: Int, Sendable, Equatable {
-    case atMostOnce = 0, atLeastOnce = 1
-}
+import MQTTWire
 
 /// TLS settings; the peer certificate and host name are always verified.
 public struct MQTTTLS: Sendable, Equatable {
@@ -35,34 +27,6 @@ public struct MQTTWill: Sendable, Equatable {
         self.payload = payload
         self.qos = qos
         self.retain = retain
-    }
-}
-
-/// The MQTT 5 publish properties this system uses. MQTT 3.1.1 connections silently drop them.
-public struct MQTTProperties: Sendable, Equatable {
-    public var responseTopic: String?
-    public var correlationData: [UInt8]?
-    /// Name/value pairs in wire order; names may repeat.
-    public var userProperties: [(String, String)]
-
-    public init(responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [(String, String)] = []) {
-        self.responseTopic = responseTopic
-        self.correlationData = correlationData
-        self.userProperties = userProperties
-    }
-
-    public var isEmpty: Bool { responseTopic == nil && correlationData == nil && userProperties.isEmpty }
-
-    /// The first value of the user property `name`.
-    public func userProperty(_ name: String) -> String? {
-        userProperties.first { $0.0 == name }?.1
-    }
-
-    public static func == (lhs: MQTTProperties, rhs: MQTTProperties) -> Bool {
-        lhs.responseTopic == rhs.responseTopic
-            && lhs.correlationData == rhs.correlationData
-            && lhs.userProperties.count == rhs.userProperties.count
-            && zip(lhs.userProperties, rhs.userProperties).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
     }
 }
 

@@ -229,7 +229,7 @@ final class MosquittoConnection: @unchecked Sendable {
             Array(UnsafeRawBufferPointer(start: $0, count: Int(message.payloadlen)))
         } ?? []
         messageSink.yield(MQTTMessage(topic: topic, payload: payload,
-                                      qos: QoS(rawValue: Int(message.qos)) ?? .atLeastOnce,
+                                      qos: QoS(rawValue: UInt8(clamping: message.qos)) ?? .atLeastOnce,
                                       retain: message.retain, properties: Self.readProperties(props)))
     }
 
@@ -244,18 +244,18 @@ final class MosquittoConnection: @unchecked Sendable {
     // MARK: Properties
 
     static func readProperties(_ props: OpaquePointer?) -> MQTTProperties {
-        var result = MQTTProperties()
-        guard let props else { return result }
+        guard let props else { return MQTTProperties() }
+        var responseTopic: String?, correlationData: [UInt8]?, userProperties: [(String, String)] = []
         var text: UnsafeMutablePointer<CChar>?
         if mosquitto_property_read_string(props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &text, false) != nil,
            let text {
-            result.responseTopic = String(cString: text)
+            responseTopic = String(cString: text)
             free(text)
         }
         var data: UnsafeMutableRawPointer?
         var length: UInt16 = 0
         if mosquitto_property_read_binary(props, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), &data, &length, false) != nil {
-            result.correlationData = data.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(length))) } ?? []
+            correlationData = data.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(length))) } ?? []
             free(data)
         }
         var cursor: OpaquePointer? = props
@@ -266,13 +266,13 @@ final class MosquittoConnection: @unchecked Sendable {
             cursor = mosquitto_property_read_string_pair(current, Int32(MQTT_PROP_USER_PROPERTY.rawValue),
                                                          &name, &value, skipFirst)
             if cursor != nil, let name, let value {
-                result.userProperties.append((String(cString: name), String(cString: value)))
+                userProperties.append((String(cString: name), String(cString: value)))
             }
             free(name)
             free(value)
             skipFirst = true
         }
-        return result
+        return MQTTProperties(responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
     }
 
     /// Builds a libmosquitto property list (caller frees with `mosquitto_property_free_all`).

@@ -1,5 +1,6 @@
 import EscrowCore
 import Testing
+@testable import MQTTWire
 @testable import FleetEngine
 
 /// `AgentBehavior`: the engine callbacks drive `AgentMachine`, its effects come back as actions.

@@ -1,5 +1,6 @@
 import EscrowCore
 import Testing
+@testable import MQTTWire
 @testable import FleetEngine
 
 @Suite struct DeviceBehaviorTests {

@@ -1,6 +1,7 @@
 import EscrowCore
 import Foundation
 import Testing
+@testable import MQTTWire
 @testable import FleetEngine
 
 /// A probe connection driven by its own engine: subscribes and records everything it sees.

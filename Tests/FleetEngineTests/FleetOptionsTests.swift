@@ -1,4 +1,5 @@
 import Testing
+@testable import MQTTWire
 @testable import FleetEngine
 
 @Suite struct FleetOptionsTests {

@@ -1,4 +1,5 @@
 import Testing
+@testable import MQTTWire
 @testable import FleetEngine
 
 @Suite struct MQTTCodecTests {
@@ -10,9 +11,9 @@ import Testing
         ]
         for (value, bytes) in cases {
             var out: [UInt8] = []
-            MQTTWire.appendVarInt(value, to: &out)
+            WireBytes.appendVarInt(value, to: &out)
             #expect(out == bytes)
-            #expect(MQTTWire.varIntSize(value) == bytes.count)
+            #expect(WireBytes.varIntSize(value) == bytes.count)
             var c = ByteCursor(bytes[...])
             #expect(try c.varInt("x") == value)
         }
@@ -132,7 +133,7 @@ import Testing
                 if cut >= 2, case .publish = packet {} else if cut >= 2 {
                     let body = bytes[2..<cut]
                     var framed: [UInt8] = [bytes[0]]
-                    MQTTWire.appendVarInt(body.count, to: &framed)
+                    WireBytes.appendVarInt(body.count, to: &framed)
                     framed += body
                     #expect(throws: CodecError.self) { _ = try MQTTPacket.decode(framed, version: version) }
                 }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import MQTTWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,9 +41,8 @@ final class RawPublisher: Sendable {
         let fd = connectTCP(port: port)
         guard fd >= 0 else { error.withLock { $0 = "connect failed" }; return }
         defer { close(fd) }
-        var connect: [UInt8] = [0x00, 0x04] + Array("MQTT".utf8) + [0x04, 0x02, 0x00, 0x00] // level 4, clean, keepalive 0
-        connect += [UInt8(clientID.utf8.count >> 8), UInt8(clientID.utf8.count & 0xff)] + Array(clientID.utf8)
-        guard writeAll(fd, [0x10] + remainingLength(connect.count) + connect) else { error.withLock { $0 = "CONNECT write failed" }; return }
+        let connect = MQTTPacket.connect(.init(version: .v311, clientID: clientID, cleanStart: true, keepAlive: 0)).encoded()
+        guard writeAll(fd, connect) else { error.withLock { $0 = "CONNECT write failed" }; return }
         var ack = [UInt8](repeating: 0, count: 4)
         guard read(fd, &ack, 4) == 4, ack[0] == 0x20, ack[3] == 0 else { error.withLock { $0 = "no CONNACK" }; return }
 
@@ -69,7 +69,7 @@ final class RawPublisher: Sendable {
             count += n
             sent.store(count, ordering: .relaxed)
         }
-        _ = writeAll(fd, [0xE0, 0x00]) // DISCONNECT
+        _ = writeAll(fd, MQTTPacket.disconnect(.init()).encoded())
     }
 
     private func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
@@ -84,22 +84,10 @@ final class RawPublisher: Sendable {
         }
     }
 
-    /// One QoS 0 PUBLISH packet.
+    /// One QoS 0 PUBLISH packet (MQTT 3.1.1).
     static func publishPacket(topic: String, payload: [UInt8]) -> [UInt8] {
-        let t = Array(topic.utf8)
-        let body = [UInt8(t.count >> 8), UInt8(t.count & 0xff)] + t + payload
-        return [0x30] + remainingLength(body.count) + body
+        MQTTPacket.publish(.init(topic: topic, payload: payload, qos: .atMostOnce)).encoded()
     }
-}
-
-private func remainingLength(_ n: Int) -> [UInt8] {
-    var n = n, out: [UInt8] = []
-    repeat {
-        var b = UInt8(n % 128); n /= 128
-        if n > 0 { b |= 0x80 }
-        out.append(b)
-    } while n > 0
-    return out
 }
 
 /// Names the calling thread (Linux `comm`), so per-thread CPU figures can tell it apart.

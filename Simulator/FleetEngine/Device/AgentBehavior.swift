@@ -1,3 +1,4 @@
+import MQTTWire
 import EscrowCore
 import Foundation
 

@@ -1,3 +1,5 @@
+import MQTTWire
+
 /// The seam between the engine (sockets, MQTT, timers) and what a device *does*.
 ///
 /// A behaviour is a plain value, one per device, stored inline by `Engine`. The engine calls it

@@ -1,3 +1,5 @@
+import MQTTWire
+
 /// Extra traffic a simulated device makes beyond what `AgentMachine` does (`--publish-rate`,
 /// `--payload`, `--topic`, `--subscribe`), resolved for one device. Pure values.
 public struct DeviceLoad: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import MQTTWire
 import EscrowCore
 
 /// A hand-written virtual escrow device (kept for engine and codec tests; scenarios run

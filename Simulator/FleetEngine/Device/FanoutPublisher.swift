@@ -1,3 +1,5 @@
+import MQTTWire
+
 /// `--fanout-publisher N`: one extra connection that publishes N load messages per second to
 /// one topic every device subscribed to (`--subscribe`), so each message fans out to the fleet.
 /// Each message carries its send time; the devices measure `fanout` latency from it.

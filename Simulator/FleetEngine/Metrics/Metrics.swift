@@ -1,3 +1,4 @@
+import MQTTWire
 import Foundation
 
 /// Why a device connection failed or ended; the engine counts each separately.

@@ -1,3 +1,4 @@
+import MQTTWire
 import Foundation
 
 /// Percentiles of one histogram (milliseconds) plus its exact sparse buckets for merging.

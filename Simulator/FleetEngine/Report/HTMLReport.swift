@@ -1,3 +1,4 @@
+import MQTTWire
 import Foundation
 
 /// Renders a report as one self-contained HTML page a load tester reads at a glance: the verdict

@@ -1,3 +1,5 @@
+import MQTTWire
+
 /// One phase of a run (connect ramp, escrow hold, storm, a `transfer` step) with what it measured.
 ///
 /// Times are seconds since the run started, on the same clock as the samples, so each phase is a

@@ -65,15 +65,15 @@ public struct MQTTProperties: Equatable, Sendable, ExpressibleByArrayLiteral {
             body.append(p.id)
             switch p.value {
             case .byte(let b): body.append(b)
-            case .u16(let v): MQTTWire.appendU16(v, to: &body)
-            case .u32(let v): MQTTWire.appendU32(v, to: &body)
-            case .varInt(let v): MQTTWire.appendVarInt(v, to: &body)
-            case .string(let s): MQTTWire.appendString(s, to: &body)
-            case .binary(let b): MQTTWire.appendBinary(b, to: &body)
-            case .pair(let k, let v): MQTTWire.appendString(k, to: &body); MQTTWire.appendString(v, to: &body)
+            case .u16(let v): WireBytes.appendU16(v, to: &body)
+            case .u32(let v): WireBytes.appendU32(v, to: &body)
+            case .varInt(let v): WireBytes.appendVarInt(v, to: &body)
+            case .string(let s): WireBytes.appendString(s, to: &body)
+            case .binary(let b): WireBytes.appendBinary(b, to: &body)
+            case .pair(let k, let v): WireBytes.appendString(k, to: &body); WireBytes.appendString(v, to: &body)
             }
         }
-        MQTTWire.appendVarInt(body.count, to: &out)
+        WireBytes.appendVarInt(body.count, to: &out)
         out.append(contentsOf: body)
     }
 
@@ -97,5 +97,36 @@ public struct MQTTProperties: Equatable, Sendable, ExpressibleByArrayLiteral {
             out.append(Property(id, value))
         }
         return MQTTProperties(out)
+    }
+}
+
+// The properties request/response and tracing use, by name (what the libmosquitto client maps).
+extension MQTTProperties {
+    public init(responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [(String, String)] = []) {
+        var entries: [Property] = []
+        if let responseTopic { entries.append(Property(Self.responseTopic, .string(responseTopic))) }
+        if let correlationData { entries.append(Property(Self.correlationData, .binary(correlationData))) }
+        entries += userProperties.map { Property(Self.userProperty, .pair($0.0, $0.1)) }
+        self.init(entries)
+    }
+
+    public var responseTopic: String? {
+        if case .string(let s)? = self[Self.responseTopic] { return s }
+        return nil
+    }
+
+    public var correlationData: [UInt8]? {
+        if case .binary(let b)? = self[Self.correlationData] { return b }
+        return nil
+    }
+
+    /// Name/value pairs in wire order; names may repeat.
+    public var userProperties: [(String, String)] {
+        entries.compactMap { if case .pair(let k, let v) = $0.value, $0.id == Self.userProperty { return (k, v) }; return nil }
+    }
+
+    /// The first value of the user property `name`.
+    public func userProperty(_ name: String) -> String? {
+        userProperties.first { $0.0 == name }?.1
     }
 }

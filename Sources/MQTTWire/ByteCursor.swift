@@ -1,6 +1,6 @@
 /// Primitive MQTT encodings: big-endian integers, length-prefixed strings and binary,
 /// and the variable byte integer used for remaining length and v5 property lengths.
-public enum MQTTWire {
+public enum WireBytes {
     public static let maxVarInt = 268_435_455
 
     public static func appendVarInt(_ value: Int, to out: inout [UInt8]) {

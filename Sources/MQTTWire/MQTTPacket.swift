@@ -155,23 +155,23 @@ extension MQTTPacket {
         switch self {
         case .connect(let c):
             header = 0x10
-            MQTTWire.appendString("MQTT", to: &body)
+            WireBytes.appendString("MQTT", to: &body)
             body.append(c.version.rawValue)
             var flags: UInt8 = c.cleanStart ? 0x02 : 0
             if let w = c.will { flags |= 0x04 | (w.qos.rawValue << 3) | (w.retain ? 0x20 : 0) }
             if c.password != nil { flags |= 0x40 }
             if c.username != nil { flags |= 0x80 }
             body.append(flags)
-            MQTTWire.appendU16(c.keepAlive, to: &body)
+            WireBytes.appendU16(c.keepAlive, to: &body)
             if c.version == .v5 { c.properties.encode(into: &body) }
-            MQTTWire.appendString(c.clientID, to: &body)
+            WireBytes.appendString(c.clientID, to: &body)
             if let w = c.will {
                 if c.version == .v5 { w.properties.encode(into: &body) }
-                MQTTWire.appendString(w.topic, to: &body)
-                MQTTWire.appendBinary(w.payload, to: &body)
+                WireBytes.appendString(w.topic, to: &body)
+                WireBytes.appendBinary(w.payload, to: &body)
             }
-            if let u = c.username { MQTTWire.appendString(u, to: &body) }
-            if let p = c.password { MQTTWire.appendBinary(p, to: &body) }
+            if let u = c.username { WireBytes.appendString(u, to: &body) }
+            if let p = c.password { WireBytes.appendBinary(p, to: &body) }
         case .connack(let a):
             header = 0x20
             body.append(a.sessionPresent ? 1 : 0)
@@ -179,13 +179,13 @@ extension MQTTPacket {
             if v5 { a.properties.encode(into: &body) }
         case .publish(let p):
             header = 0x30 | (p.dup ? 0x08 : 0) | (p.qos.rawValue << 1) | (p.retain ? 0x01 : 0)
-            MQTTWire.appendString(p.topic, to: &body)
-            if p.qos != .atMostOnce { MQTTWire.appendU16(p.packetID ?? 0, to: &body) }
+            WireBytes.appendString(p.topic, to: &body)
+            if p.qos != .atMostOnce { WireBytes.appendU16(p.packetID ?? 0, to: &body) }
             if v5 { p.properties.encode(into: &body) }
             body.append(contentsOf: p.payload)
         case .puback(let a):
             header = 0x40
-            MQTTWire.appendU16(a.packetID, to: &body)
+            WireBytes.appendU16(a.packetID, to: &body)
             // v5 (3.4.2.1): reason and properties may be omitted when success with no properties.
             if v5 && (a.reason != 0 || !a.properties.isEmpty) {
                 body.append(a.reason)
@@ -193,22 +193,22 @@ extension MQTTPacket {
             }
         case .subscribe(let s):
             header = 0x82
-            MQTTWire.appendU16(s.packetID, to: &body)
+            WireBytes.appendU16(s.packetID, to: &body)
             if v5 { s.properties.encode(into: &body) }
-            for f in s.filters { MQTTWire.appendString(f.filter, to: &body); body.append(f.qos.rawValue) }
+            for f in s.filters { WireBytes.appendString(f.filter, to: &body); body.append(f.qos.rawValue) }
         case .suback(let s):
             header = 0x90
-            MQTTWire.appendU16(s.packetID, to: &body)
+            WireBytes.appendU16(s.packetID, to: &body)
             if v5 { s.properties.encode(into: &body) }
             body.append(contentsOf: s.codes)
         case .unsubscribe(let u):
             header = 0xA2
-            MQTTWire.appendU16(u.packetID, to: &body)
+            WireBytes.appendU16(u.packetID, to: &body)
             if v5 { u.properties.encode(into: &body) }
-            for f in u.filters { MQTTWire.appendString(f, to: &body) }
+            for f in u.filters { WireBytes.appendString(f, to: &body) }
         case .unsuback(let u):
             header = 0xB0
-            MQTTWire.appendU16(u.packetID, to: &body)
+            WireBytes.appendU16(u.packetID, to: &body)
             if v5 { u.properties.encode(into: &body); body.append(contentsOf: u.codes) }
         case .pingreq: header = 0xC0
         case .pingresp: header = 0xD0
@@ -220,7 +220,7 @@ extension MQTTPacket {
             }
         }
         out.append(header)
-        MQTTWire.appendVarInt(body.count, to: &out)
+        WireBytes.appendVarInt(body.count, to: &out)
         out.append(contentsOf: body)
     }
 
