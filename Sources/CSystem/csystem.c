@@ -2,6 +2,7 @@
 #include "csystem.h"
 #include <spawn.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -23,6 +24,8 @@ unsigned int escrow_epoll_event_events(const void *events, int i) { return ((con
 unsigned long long escrow_epoll_event_data(const void *events, int i) { return ((const struct epoll_event *)events)[i].data.u64; }
 
 int escrow_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int escrow_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int escrow_spawn_addchdir(void *actions, const char *dir) {
     return posix_spawn_file_actions_addchdir_np((posix_spawn_file_actions_t *)actions, dir);

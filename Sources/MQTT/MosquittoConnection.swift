@@ -1,4 +1,5 @@
 import CMosquitto
+import CSystem
 import Foundation
 import Synchronization
 
@@ -15,7 +16,10 @@ enum MosquittoLibrary {
 /// - option setters and `mosquitto_connect_async` run only while no loop thread exists;
 /// - with `mosquitto_threaded_set(true)` libmosquitto locks internally for publish/subscribe/unsubscribe/
 ///   disconnect from any thread and leaves all socket I/O to the loop thread;
-/// - `mosquitto_loop`/`mosquitto_reconnect_async` and every callback run only on the loop thread, which
+/// - the network loop (`poll` on the socket and a wake-up eventfd, then `mosquitto_loop_read`/
+///   `_write`/`_misc`; not `mosquitto_loop`, whose `select()` refuses any socket numbered 1024 or
+///   more, which a busy process reaches), `mosquitto_reconnect_async` and every callback run only on
+///   the loop thread, which
 ///   retains this object until it exits, so `obj` (an unretained pointer to self) is valid in callbacks
 ///   and the handle is destroyed only after the loop thread is gone.
 final class MosquittoConnection: @unchecked Sendable {
@@ -74,6 +78,9 @@ final class MosquittoConnection: @unchecked Sendable {
     let messageSink: AsyncStream<MQTTMessage>.Continuation
     let eventSink: AsyncStream<MQTTConnectionEvent>.Continuation
     private let clock = ContinuousClock()
+    /// Bumped after every publish, subscribe, unsubscribe and disconnect queued from another thread
+    /// (and on stop), so the loop's `poll` returns and writes at once instead of at its timeout.
+    private let wakeFD: Int32 = escrow_eventfd()
 
     init(options: MQTTOptions, messageSink: AsyncStream<MQTTMessage>.Continuation,
          eventSink: AsyncStream<MQTTConnectionEvent>.Continuation) throws {
@@ -96,6 +103,14 @@ final class MosquittoConnection: @unchecked Sendable {
 
     deinit {
         mosquitto_destroy(handle)
+        if wakeFD >= 0 { Glibc.close(wakeFD) }
+    }
+
+    /// Makes the loop thread's `poll` return now (it then writes what was queued).
+    func wake() {
+        guard wakeFD >= 0 else { return }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
     }
 
     // MARK: Setup
@@ -345,6 +360,7 @@ final class MosquittoConnection: @unchecked Sendable {
             return sessionPresent
         case .failure(let error):
             state.withLock { $0.stopRequested = true }
+            wake()
             await loopExited()
             state.withLock { state in
                 if state.phase == .connecting || state.phase == .connected { state.phase = .idle }
@@ -412,6 +428,7 @@ final class MosquittoConnection: @unchecked Sendable {
                 done(.success(()))
             }
         }
+        wake()
         return mid
     }
 
@@ -456,6 +473,7 @@ final class MosquittoConnection: @unchecked Sendable {
                                  Int32(qos.rawValue), retain, props)
         }
         guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.library(operation, rc, errno: errno) }
+        wake()
         return mid
     }
 
@@ -470,7 +488,8 @@ final class MosquittoConnection: @unchecked Sendable {
     /// Sends SUBSCRIBE for `filters` at one QoS; returns the libmosquitto rc. Call with or without the lock
     /// (it takes none).
     private func sendSubscribe(_ filters: [String], qos: QoS, mid: UnsafeMutablePointer<Int32>?) -> Int32 {
-        withCStrings(filters) { pointers in
+        defer { wake() }
+        return withCStrings(filters) { pointers in
             mosquitto_subscribe_multiple(handle, mid, Int32(filters.count), pointers, Int32(qos.rawValue), 0, nil)
         }
     }
@@ -531,6 +550,7 @@ final class MosquittoConnection: @unchecked Sendable {
                 }
                 state.unsubscribeWaiters[mid] = continuation
             }
+            wake()
         }
         try result.get()
     }
@@ -563,6 +583,7 @@ final class MosquittoConnection: @unchecked Sendable {
         if mosquitto_disconnect_v5(handle, 0, nil) != MOSQ_ERR_SUCCESS.rawValue {
             state.withLock { $0.stopRequested = true }
         }
+        wake()
         return true
     }
 
@@ -612,7 +633,7 @@ final class MosquittoConnection: @unchecked Sendable {
 
     private func runLoop() {
         while !shouldStop() {
-            var rc = mosquitto_loop(handle, 100, 1)
+            var rc = loopOnce(timeoutMs: 100)
             var saved = errno
             if rc == MOSQ_ERR_SUCCESS.rawValue {
                 guard connectAttemptRefused() else {
@@ -728,13 +749,54 @@ final class MosquittoConnection: @unchecked Sendable {
         }
     }
 
-    /// Sleeps in short slices so disconnect() and deinit stay responsive; false if asked to stop.
+    /// One turn of the network loop, as `mosquitto_loop` does it but with `poll`: wait up to
+    /// `timeoutMs` for the socket (readable, or writable when libmosquitto has output) or a wake-up,
+    /// then read, write and run the keepalive. Returns a libmosquitto code.
+    private func loopOnce(timeoutMs: Int32) -> Int32 {
+        let sock = mosquitto_socket(handle)
+        guard sock >= 0 else { return MOSQ_ERR_NO_CONN.rawValue }
+        let wantWrite = mosquitto_want_write(handle)
+        var fds = [pollfd(fd: sock, events: Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0), revents: 0),
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        let n = poll(&fds, wakeFD >= 0 ? 2 : 1, timeoutMs)
+        if n < 0 { return errno == EINTR ? MOSQ_ERR_SUCCESS.rawValue : MOSQ_ERR_ERRNO.rawValue }
+        let woken = wakeFD >= 0 && fds[1].revents & Int16(POLLIN) != 0
+        if woken { var count: UInt64 = 0; _ = Glibc.read(wakeFD, &count, 8) }
+        let events = fds[0].revents
+        let writable = events & Int16(POLLOUT) != 0
+        // Readable, hung up, or writable while a TLS handshake may be in progress: mosquitto_loop_read
+        // is also what advances the handshake (it runs the TLS connect step while one is pending).
+        if events & Int16(POLLIN | POLLHUP | POLLERR) != 0 || writable {
+            let rc = mosquitto_loop_read(handle, 1)
+            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(handle) < 0 { return rc }
+        }
+        if (writable || woken) && mosquitto_want_write(handle) {
+            let rc = mosquitto_loop_write(handle, 1)
+            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(handle) < 0 { return rc }
+            // Output still queued on a writable socket means libmosquitto will not write yet (TCP or
+            // TLS connect pending): do not spin on POLLOUT, look again shortly.
+            if writable && mosquitto_want_write(handle) {
+                var idle = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+                _ = poll(&idle, wakeFD >= 0 ? 1 : 0, 2)
+            }
+        }
+        return mosquitto_loop_misc(handle)
+    }
+
+    /// Waits out a reconnect delay on the wake-up descriptor, so disconnect() and deinit end it at
+    /// once; false if asked to stop.
     private func sleep(for delay: Duration) -> Bool {
         let deadline = clock.now.advanced(by: delay)
         while clock.now < deadline {
             if shouldStop() { return false }
             let remaining = Backoff.nanoseconds(clock.now.duration(to: deadline))
-            usleep(useconds_t(max(1, min(remaining / 1000, 20_000))))
+            let ms = Int32(clamping: max(1, min(remaining / 1_000_000, 1_000)))
+            if wakeFD >= 0 {
+                var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+                if poll(&fd, 1, ms) > 0 { var count: UInt64 = 0; _ = Glibc.read(wakeFD, &count, 8) }
+            } else {
+                usleep(useconds_t(ms) * 1000)
+            }
         }
         return !shouldStop()
     }

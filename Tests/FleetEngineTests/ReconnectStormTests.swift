@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import TestSupport
+import MQTTWire
 @testable import FleetEngine
 
 /// Reliability: a reconnect storm against a real broker. 10,000 devices lose mosquitto at once

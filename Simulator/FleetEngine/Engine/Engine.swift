@@ -589,16 +589,6 @@ public final class Engine<Behavior: DeviceBehavior> {
     }
 }
 
-/// Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
-public enum Backoff {
-    public static func ceiling(attempt: Int, base: Double, max: Double) -> Double {
-        Swift.min(max, base * pow(2, Double(Swift.max(0, attempt - 1))))
-    }
-    public static func delay(attempt: Int, base: Double, max: Double) -> Double {
-        Double.random(in: 0...ceiling(attempt: attempt, base: base, max: max))
-    }
-}
-
 /// Errors the simulator reports to its user, each with one clear line.
 public enum FleetError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Bad command line (exit 64).

@@ -18,6 +18,9 @@ unsigned long long escrow_epoll_event_data(const void *events, int i);
 /* A descriptor that becomes readable when process `pid` exits (child or not); -1 and errno. */
 int escrow_pidfd_open(int pid);
 
+/* A non-blocking, close-on-exec eventfd (a counter a thread can poll and another can bump). */
+int escrow_eventfd(void);
+
 /* `actions` is a posix_spawn_file_actions_t *. */
 int escrow_spawn_addchdir(void *actions, const char *dir);
 int escrow_spawn_addclosefrom(void *actions, int from);

@@ -35,7 +35,19 @@ public struct Backoff: Sendable, Equatable {
         return delay(attempt: attempt, random: &generator)
     }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 {
+    /// The same in seconds, for callers on a `Double` clock (fleetsim's engine): attempt `n`
+    /// (1-based there) waits uniformly in [0, min(max, base * 2^(n-1))].
+    public static func ceiling(attempt: Int, base: Double, max: Double) -> Double {
+        seconds(Backoff(initial: .nanoseconds(Int64(base * 1e9)), maximum: .nanoseconds(Int64(max * 1e9))).ceiling(attempt: attempt - 1))
+    }
+
+    public static func delay(attempt: Int, base: Double, max: Double) -> Double {
+        Double.random(in: 0...ceiling(attempt: attempt, base: base, max: max))
+    }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+    public static func nanoseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? 0 : .max }
