@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "Broker", dependencies: ["EscrowCore", "Identity", "POSIX"]),
 
         // Products' libraries.
-        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "Identity", "POSIX"]),
+        .target(name: "EscrowAgent", dependencies: ["EscrowCore", "MQTT", "MQTTWire", "Identity", "POSIX"]),
         .target(name: "ControlPlane", dependencies: ["EscrowCore", "MQTT", "Storage", "Identity", "Broker", "HTTPServer", "POSIX"]),
         .target(name: "OperatorCLI", dependencies: ["EscrowCore", "MQTT"]),
         .target(name: "Console", dependencies: ["EscrowCore", "HTTPServer", "OperatorCLI"]),
@@ -64,7 +64,7 @@ let package = Package(
         // Tests.
         .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX"], path: "Tests/TestSupport"),
         .testTarget(name: "EscrowCoreTests", dependencies: ["EscrowCore", "EscrowAgent", "TestSupport"]),
-        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "POSIX", "TestSupport"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "MQTTWire", "POSIX", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "MQTTWire", "TestSupport"]),

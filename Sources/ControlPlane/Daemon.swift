@@ -97,7 +97,7 @@ public final class Daemon: Sendable {
         do {
             if !FileManager.default.fileExists(atPath: layout.serverCertificate) {
                 // Also the external broker's own host name: clients on its network (fleetsim in docker-compose) use it.
-                let brokerHost = settings.externalBroker.flatMap { URLComponents(string: $0)?.host }
+                let brokerHost = settings.externalBroker.flatMap { try? BrokerURL.parse($0).host }
                 try layout.installServerIdentity(ca: platformCA, serverNames: Array(Set([settings.publicHost, "127.0.0.1", "localhost"] + [brokerHost].compactMap { $0 })).sorted())
             }
             try layout.install(plan: plan, acl: "", passwords: "")

@@ -48,7 +48,7 @@ public actor AgentRuntime {
                 throw .identity("\(path) is the certificate of '\(cert.commonName)', but device_id is \(settings.deviceID): use the bundle made for this device")
             }
         }
-        let rotates = settings.broker.hasPrefix("mqtts://") && settings.certificate != nil
+        let rotates = (try? BrokerURL.parse(settings.broker))?.tls == true && settings.certificate != nil
         machine = AgentMachine(state: state, agentVersion: agentVersion, rotatesIdentity: rotates)
     }
 
@@ -106,7 +106,7 @@ public actor AgentRuntime {
         machine.beginSession()
         let will = machine.will
         options.will = MQTTWill(topic: will.topic, payload: will.payload, qos: .atLeastOnce, retain: true)
-        if settings.broker.hasPrefix("mqtts://"), let ca = settings.brokerCA {
+        if (try? BrokerURL.parse(settings.broker))?.tls == true, let ca = settings.brokerCA {
             switch machine.state.identity {
             case .factory: options.tls = MQTTTLS(caFile: ca, certFile: settings.certificate, keyFile: settings.privateKey)
             case .issued: options.tls = MQTTTLS(caFile: ca, certFile: files.certificate, keyFile: files.key)

@@ -1,3 +1,4 @@
+import MQTTWire
 import Foundation
 import EscrowCore
 
@@ -48,7 +49,7 @@ public struct AgentSettings: Sendable, Equatable {
         s.backoffInitial = try int("backoff_initial", 1...3600) ?? s.backoffInitial
         s.backoffMaximum = try int("backoff_max", 1...86400) ?? s.backoffMaximum
         s.connectAttempts = try int("connect_attempts", 0...1_000_000) ?? s.connectAttempts
-        if broker.hasPrefix("mqtts://") {
+        if (try? BrokerURL.parse(broker))?.tls == true {
             for (k, v) in [("certificate", s.certificate), ("private_key", s.privateKey), ("broker_ca", s.brokerCA)] {
                 guard let v else { throw .identity("\(k) is required with an mqtts:// broker") }
                 guard FileManager.default.isReadableFile(atPath: v) else { throw .identity("\(k) file \(v) is missing or unreadable") }

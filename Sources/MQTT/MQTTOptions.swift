@@ -32,32 +32,12 @@ public struct MQTTOptions: Sendable, Equatable {
     /// Parses `mqtt://[user[:password]@]host[:port]` (default 1883) or `mqtts://...` (default 8883, TLS
     /// verified against `systemCAFile` until you set `tls`). `tcp://` and `ssl://` are accepted as aliases.
     public static func parse(url: String, clientID: String) throws -> MQTTOptions {
-        let operation = "parse URL \(url)"
-        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
-            throw MQTTError.invalid(operation, "not a URL; expected mqtt://host:port or mqtts://host:port")
-        }
-        let secure: Bool
-        switch scheme {
-        case "mqtt", "tcp": secure = false
-        case "mqtts", "ssl", "tls": secure = true
-        default: throw MQTTError.invalid(operation, "unsupported scheme '\(scheme)'; use mqtt:// or mqtts://")
-        }
-        guard var host = components.host, !host.isEmpty else {
-            throw MQTTError.invalid(operation, "missing host; expected \(scheme)://host:port")
-        }
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        let path = components.path
-        guard path.isEmpty || path == "/" else {
-            throw MQTTError.invalid(operation, "unexpected path '\(path)'; an MQTT URL has no path")
-        }
-        let port = components.port ?? (secure ? 8883 : 1883)
-        guard (1...65535).contains(port) else {
-            throw MQTTError.invalid(operation, "port \(port) out of range 1...65535")
-        }
-        var options = MQTTOptions(clientID: clientID, host: host, port: port)
-        options.username = components.user
-        options.password = components.password
-        if secure { options.tls = MQTTTLS(caFile: systemCAFile) }
+        let parsed: BrokerURL
+        do { parsed = try BrokerURL.parse(url) } catch { throw MQTTError.invalid("parse URL \(url)", error.message) }
+        var options = MQTTOptions(clientID: clientID, host: parsed.host, port: parsed.port)
+        options.username = parsed.username
+        options.password = parsed.password
+        if parsed.tls { options.tls = MQTTTLS(caFile: systemCAFile) }
         return options
     }
 }

@@ -34,7 +34,7 @@ import Testing
         (["--devices", "0"], "--devices expects an integer"),
         (["--qos", "2"], "--qos expects 0 or 1"),
         (["--mqtt", "4.0"], "--mqtt expects 3.1.1 or 5"),
-        (["--broker", "tcp://h:1"], "only mqtt://"),
+        (["--broker", "ws://h:1"], "unsupported scheme 'ws'; use mqtt:// or mqtts://"),
         (["--broker", "mqtt://example.com:1883"], "must be an IPv4 address"),
         (["--broker", "mqtt://127.0.0.1:99999"], "is not 1...65535"),
         (["--source-addresses", "127.0.0.1,nope"], "'nope' is not an IPv4 address"),

@@ -1,3 +1,4 @@
+import MQTTWire
 import Foundation
 import POSIX
 import EscrowCore
@@ -47,7 +48,7 @@ public enum FleetMain {
             return 1
         }
         let broker = report.settings["broker"] ?? options.brokerURL
-        report.run = RunMetadata.current(version: version, arguments: args, broker: broker, tls: broker.hasPrefix("mqtts://"),
+        report.run = RunMetadata.current(version: version, arguments: args, broker: broker, tls: (try? BrokerURL.parse(broker))?.tls == true,
                                          startedAt: report.startedAt, durationSeconds: report.elapsedSeconds, stoppedBy: report.stoppedBy)
         if !options.thresholds.isEmpty && !options.isWorker { report.thresholds = options.thresholds.map { $0.evaluate(report) } }
         if !options.isWorker { say(report.summaryTable) }

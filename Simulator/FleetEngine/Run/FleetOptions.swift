@@ -438,22 +438,14 @@ public struct FleetOptions: Sendable, Equatable {
         }
     }
 
-    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS) -> (IPv4 host, port, tls).
+    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS; BrokerURL's grammar) -> (IPv4 host, port, tls):
+    /// the engine dials IPv4 addresses itself, without name resolution.
     static func parseBroker(_ s: String) throws(FleetError) -> (String, UInt16, Bool) {
-        var rest = Substring(s)
-        var tls = false
-        if rest.hasPrefix("mqtt://") { rest = rest.dropFirst(7) } else if rest.hasPrefix("mqtts://") {
-            rest = rest.dropFirst(8); tls = true
-        } else if rest.contains("://") {
-            throw .usage("--broker: only mqtt:// and mqtts:// are supported, got '\(s)'")
-        }
-        let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
-        guard (1...2).contains(parts.count), !parts[0].isEmpty else { throw .usage("--broker expects mqtt://HOST:PORT, got '\(s)'") }
-        let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
+        let url: BrokerURL
+        do { url = try BrokerURL.parse(s.contains("://") ? s : "mqtt://" + s) } catch { throw .usage("--broker '\(s.prefix(80))': \(error.message)") }
+        let host = url.host == "localhost" ? "127.0.0.1" : url.host
         guard System.parseIPv4(host) != nil else { throw .usage("--broker host '\(host)' must be an IPv4 address") }
-        guard parts.count == 2 else { return (host, tls ? 8883 : 1883, tls) }
-        guard let port = UInt16(parts[1]), port > 0 else { throw .usage("--broker port '\(parts[1])' is not 1...65535") }
-        return (host, port, tls)
+        return (host, UInt16(url.port), url.tls)
     }
 
     /// Devices or a publisher send load messages, whose send time a receiver measures.

@@ -1,3 +1,4 @@
+import MQTTWire
 import EscrowCore
 import Foundation
 
@@ -89,7 +90,7 @@ public enum MergeCommand {
         let stops = Set(parts.map(\.stoppedBy))
         merged.stoppedBy = stops.count == 1 ? parts[0].stoppedBy : stops.sorted().joined(separator: "+")
         let broker = parts[0].run?.broker ?? parts[0].settings["broker"] ?? ""
-        merged.run = RunMetadata.current(version: version, arguments: ["merge"] + args, broker: broker, tls: broker.hasPrefix("mqtts://"),
+        merged.run = RunMetadata.current(version: version, arguments: ["merge"] + args, broker: broker, tls: (try? BrokerURL.parse(broker))?.tls == true,
                                          startedAt: merged.preciseStart, durationSeconds: merged.elapsedSeconds, stoppedBy: merged.stoppedBy)
         merged.mergedRuns = parts.compactMap(\.run)
         if !o.thresholds.isEmpty { merged.thresholds = o.thresholds.map { $0.evaluate(merged) } }
