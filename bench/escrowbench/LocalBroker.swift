@@ -1,21 +1,18 @@
 import Foundation
-import POSIX
+import Broker
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A throw-away mosquitto for one benchmark run: plain listener on 127.0.0.1, anonymous,
-/// large queues, `$SYS` every second. Started with `ChildProcess` (clean signal mask).
+/// large queues, `$SYS` every second. Launched and awaited by the one launcher, `ManagedBroker`
+/// (clean signal mask, readiness by connecting, pidfd exit), without restarts.
 final class LocalBroker: Sendable {
     let port: Int
     let directory: String
-    let process: ChildProcess
+    private let broker: ManagedBroker
 
-    init(maxQueuedMessages: Int) throws {
-        let candidates: [String] = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        guard let exe = candidates.first(where: { (p: String) in access(p, X_OK) == 0 }) else {
-            throw BenchError("mosquitto not found in /usr/sbin or /usr/bin; install it with `apt-get install -y mosquitto`")
-        }
+    init(maxQueuedMessages: Int) async throws {
         directory = try makeTempDirectory("escrowbench-broker")
         port = try freePort()
         var lines = [
@@ -32,18 +29,19 @@ final class LocalBroker: Sendable {
         if getuid() == 0 { lines.insert("user root", at: 0) }
         let conf = directory + "/mosquitto.conf"
         try (lines.joined(separator: "\n") + "\n").write(toFile: conf, atomically: true, encoding: .utf8)
-        process = try ChildProcess.spawn(exe, ["-c", conf], stdout: directory + "/mosquitto.log")
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !canConnect(port: port) {
-            guard process.isRunning else { throw BenchError("mosquitto exited during startup; see \(directory)/mosquitto.log") }
-            guard ContinuousClock.now < deadline else { process.terminate(); throw BenchError("mosquitto did not listen on \(port) within 10 s") }
-            usleep(10_000)
+        var options = ManagedBroker.Options()
+        options.maxRestarts = 0
+        options.stopGrace = .seconds(3)
+        guard FileManager.default.isExecutableFile(atPath: options.executable) else {
+            throw BenchError("mosquitto not found on PATH or in /usr/sbin; install it with `apt-get install -y mosquitto`")
         }
+        broker = ManagedBroker(configFile: conf, readinessEndpoints: [("127.0.0.1", port)], outputFile: directory + "/mosquitto.log", options: options)
+        do { try await broker.start() } catch { throw BenchError("\(error) (see \(directory)/mosquitto.log)") }
     }
 
-    var pid: Int32 { process.pid }
+    var pid: Int32 { broker.pid ?? 0 }
 
-    func stop() { process.terminate(grace: .seconds(3)) }
+    func stop() { broker.stopSynchronously() }
 }
 
 struct BenchError: Error, CustomStringConvertible {
@@ -88,10 +86,4 @@ func connectTCP(port: Int) -> Int32 {
     }
     if rc != 0 { close(fd); return -1 }
     return fd
-}
-
-func canConnect(port: Int) -> Bool {
-    let fd = connectTCP(port: port)
-    if fd >= 0 { close(fd); return true }
-    return false
 }

@@ -13,7 +13,7 @@ final class Platform: Sendable {
     let serviceTask: Task<Void, any Error>
 
     init(maxQueuedMessages: Int, verbose: Bool) async throws {
-        broker = try LocalBroker(maxQueuedMessages: maxQueuedMessages)
+        broker = try await LocalBroker(maxQueuedMessages: maxQueuedMessages)
         let dir = try makeTempDirectory("escrowbench-db")
         databasePath = dir + "/escrow.db"
         client = try MQTTClient(MQTTOptions(clientID: "escrowd-bench", port: broker.port))
