@@ -34,7 +34,7 @@ public struct AgentSettings: Sendable, Equatable {
         guard let raw = kv["device_id"] else { throw .usage("missing setting 'device_id'") }
         guard let id = DeviceID(raw) else { throw .usage("device_id '\(raw)' must match [A-Za-z0-9._-]{1,64}") }
         func path(_ p: String?) -> String? { p.map { $0.hasPrefix("/") ? $0 : base + "/" + $0 } }
-        var s = AgentSettings(broker: broker, deviceID: id, stateDirectory: path(kv["state_dir"]) ?? base + "/state")
+        var s = AgentSettings(broker: broker, deviceID: id, stateDirectory: path(kv["state_dir"]) ?? base + "/" + DeviceBundleLayout.stateDirectory)
         s.certificate = path(kv["certificate"]); s.privateKey = path(kv["private_key"]); s.brokerCA = path(kv["broker_ca"])
         if let v = kv["mqtt_version"] {
             guard ["5", "3.1.1"].contains(v) else { throw .usage("mqtt_version is 5 or 3.1.1") }

@@ -80,7 +80,7 @@ public enum DeviceBundleWriter {
     @discardableResult
     public static func write(_ b: Commands.DeviceBundle, into dir: String) throws -> String {
         let fm = FileManager.default
-        let deviceDir = dir + "/" + b.deviceId.rawValue
+        let deviceDir = DeviceBundleLayout.directory(root: dir, device: b.deviceId)
         try fm.createDirectory(atPath: deviceDir, withIntermediateDirectories: true)
         func put(_ name: String, _ text: String, _ mode: Int) throws {
             let path = deviceDir + "/" + name
@@ -90,25 +90,16 @@ public enum DeviceBundleWriter {
                 throw CLIError(.storageUnavailable, "io", "cannot write \(path)", hint: "Check that --out is writable and has space.")
             }
         }
-        try put("device.crt", b.certificate, 0o644)
-        try put("device.key", b.privateKey, 0o600)
-        try put("broker-ca.pem", b.brokerCA, 0o644)
-        try put("agent.conf", agentConf(b), 0o644)
+        try put(DeviceBundleLayout.certificate, b.certificate, 0o644)
+        try put(DeviceBundleLayout.privateKey, b.privateKey, 0o600)
+        try put(DeviceBundleLayout.brokerCA, b.brokerCA, 0o644)
+        try put(DeviceBundleLayout.agentConf, agentConf(b), 0o644)
         return deviceDir
     }
 
     /// escrow-agent's settings file for the bundle; paths are relative to the file's directory.
     public static func agentConf(_ b: Commands.DeviceBundle) -> String {
-        """
-        # escrow-agent settings for device \(b.deviceId) (written by escrowctl device provision)
-        broker = \(b.brokerURL)
-        device_id = \(b.deviceId)
-        certificate = device.crt
-        private_key = device.key
-        broker_ca = broker-ca.pem
-        state_dir = state
-
-        """
+        DeviceBundleLayout.agentConf(device: b.deviceId, brokerURL: b.brokerURL)
     }
 }
 

@@ -16,23 +16,23 @@ public struct DeviceBundles {
             throw .usage("--bundles \(directory) cannot be read: \(error.localizedDescription)")
         }
         deviceIDs = names.sorted().compactMap { name in
-            FileManager.default.fileExists(atPath: "\(directory)/\(name)/device.crt") ? DeviceID(name) : nil
+            FileManager.default.fileExists(atPath: "\(directory)/\(name)/\(DeviceBundleLayout.certificate)") ? DeviceID(name) : nil
         }
         guard !deviceIDs.isEmpty else {
-            throw .usage("--bundles \(directory) holds no device bundle (expected DIR/{id}/device.crt, device.key, broker-ca.pem)")
+            throw .usage("--bundles \(directory) holds no device bundle (expected DIR/{id}/\(DeviceBundleLayout.files.joined(separator: ", ")))")
         }
     }
 
     /// The broker URL of the first bundle's `agent.conf` (devices are provisioned for one broker).
     public func brokerURL() -> String? {
-        guard let text = try? String(contentsOfFile: "\(directory)/\(deviceIDs[0])/agent.conf", encoding: .utf8),
+        guard let text = try? String(contentsOfFile: "\(directory)/\(deviceIDs[0])/\(DeviceBundleLayout.agentConf)", encoding: .utf8),
               let kv = try? KeyValueFile.parse(text) else { return nil }
         return kv["broker"]
     }
 
     /// The CA that signed the broker's certificate, from the first bundle.
     public func brokerCAPEM() throws(FleetError) -> String {
-        try Self.read("\(directory)/\(deviceIDs[0])/broker-ca.pem")
+        try Self.read("\(directory)/\(deviceIDs[0])/\(DeviceBundleLayout.brokerCA)")
     }
 
     /// Parsed identities of `ids`, in order.
@@ -42,7 +42,7 @@ public struct DeviceBundles {
         for id in ids {
             let dir = "\(directory)/\(id)"
             do {
-                out.append(try DeviceTLSIdentity(certificatePEM: try Self.read(dir + "/device.crt"), privateKeyPEM: try Self.read(dir + "/device.key"), keepParsed: keepParsed))
+                out.append(try DeviceTLSIdentity(certificatePEM: try Self.read(dir + "/" + DeviceBundleLayout.certificate), privateKeyPEM: try Self.read(dir + "/" + DeviceBundleLayout.privateKey), keepParsed: keepParsed))
             } catch let e as FleetError { throw e } catch {
                 throw .usage("bundle \(dir): \(error)")
             }

@@ -81,7 +81,7 @@ public struct Arguments: Sendable {
 
     /// The same, in seconds as a `Double`.
     public static func parseSeconds(_ text: String) -> Double? {
-        parseDuration(text).map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        parseDuration(text)?.seconds
     }
 
     /// Comma-separated values across repeated options: `--ids a,b --ids c`.
