@@ -106,6 +106,14 @@ public actor ControlPlane {
     public func run() async throws {
         ingest.setKnown(Set(try ledger.allDeviceIDs()))
         sessions = try ledger.presenceSessions()
+        // Heartbeats never enter the message stream: parsed and coalesced per device on the MQTT
+        // network thread, so memory is bounded by the fleet and commands never wait behind them.
+        let hot = self.ingest, hotClient = self.client
+        client.consumeInline { [weak hotClient] message in
+            guard case .deviceHeartbeat(let d)? = Topic(path: message.topic), let hotClient else { return false }
+            hot.receive(d, message, client: hotClient)
+            return true
+        }
         let share = options.sharedSubscriptions
         func f(_ s: String) -> String { share ? TopicFilter.shared(s) : s }
         // Status is retained: a plain subscription re-delivers every device's presence after a restart
@@ -130,8 +138,8 @@ public actor ControlPlane {
             }
         }
         tasks.append(eventTask)
-        // The pump runs off the actor: heartbeats are recorded where they arrive, everything else
-        // is handed to the actor in order.
+        // The pump runs off the actor: heartbeats (when a client did not take them inline) are
+        // recorded where they arrive, everything else is handed to the actor in order.
         let ingest = self.ingest, client = self.client
         let pump = Task.detached { [weak self] in
             for await message in client.messages {

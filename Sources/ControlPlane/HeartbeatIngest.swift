@@ -5,7 +5,8 @@ import MQTT
 
 /// Heartbeats, off the control plane's actor: the hot path of a large fleet.
 ///
-/// Each heartbeat is parsed on the message pump and only its latest last-seen time is kept per
+/// Each heartbeat is parsed on the MQTT client's network thread (`MQTTClient.consumeInline`), never
+/// queued, and only its latest last-seen time is kept per
 /// device, so memory is bounded by the number of devices however far the flush falls behind, and
 /// commands never queue behind a heartbeat flood. `ControlPlane.flushLastSeen` takes the batch.
 final class HeartbeatIngest: Sendable {
@@ -28,7 +29,10 @@ final class HeartbeatIngest: Sendable {
     func receive(_ device: DeviceID, _ m: MQTTMessage, client: MQTTClient) {
         let failure: WireError?
         do {
-            _ = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            // The one-pass scanner, or the full decoder for the exact error of anything it declines.
+            if Heartbeat.scan(m.payload) == nil {
+                _ = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            }
             let now = Date()
             failure = state.withLock { s -> WireError? in
                 guard s.known.contains(device) else { s.errors += 1; return WireError(.notFound, "device \(device) is not provisioned") }

@@ -25,6 +25,15 @@ public final class MQTTClient: Sendable {
         connection.shutdownWithoutWaiting()
     }
 
+    /// Hands each incoming message to `consume` on the network thread, in arrival order, before it
+    /// would be queued on `messages`; a message `consume` returns true for is not queued. For a hot
+    /// path that must not buffer (escrowd's heartbeats, coalesced per device): `consume` must be
+    /// quick and must not block, since the connection reads nothing else meanwhile, and while it runs
+    /// behind, the broker, not this process, holds the backlog (TCP flow control). nil removes it.
+    public func consumeInline(_ consume: (@Sendable (MQTTMessage) -> Bool)?) {
+        connection.inlineConsumer.withLock { $0 = consume }
+    }
+
     /// Connects and returns after a successful CONNACK. Throws `.unreachable`, `.refused` (CONNACK reason in
     /// `code`), `.tls` or `.timeout`; after a failure `connect` may be called again.
     public func connect(timeout: Duration = .seconds(10)) async throws {

@@ -243,10 +243,16 @@ final class MosquittoConnection: @unchecked Sendable {
         let payload: [UInt8] = message.payload.map {
             Array(UnsafeRawBufferPointer(start: $0, count: Int(message.payloadlen)))
         } ?? []
-        messageSink.yield(MQTTMessage(topic: topic, payload: payload,
-                                      qos: QoS(rawValue: UInt8(clamping: message.qos)) ?? .atLeastOnce,
-                                      retain: message.retain, properties: Self.readProperties(props)))
+        let m = MQTTMessage(topic: topic, payload: payload,
+                            qos: QoS(rawValue: UInt8(clamping: message.qos)) ?? .atLeastOnce,
+                            retain: message.retain, properties: Self.readProperties(props))
+        if let consume = inlineConsumer.withLock({ $0 }), consume(m) { return }
+        messageSink.yield(m)
     }
+
+    /// Sees each message on the loop thread before it is queued on `messages`; a message it
+    /// returns true for is not queued. See `MQTTClient.consumeInline(_:)`.
+    let inlineConsumer = Mutex<(@Sendable (MQTTMessage) -> Bool)?>(nil)
 
     private func didSubscribe(mid: Int32, granted: [Int]) {
         state.withLock { $0.subscribeWaiters.removeValue(forKey: mid) }?.resume(returning: .success(granted))
