@@ -110,7 +110,7 @@ public actor ControlPlane {
         // network thread, so memory is bounded by the fleet and commands never wait behind them.
         let hot = self.ingest, hotClient = self.client
         client.consumeInline { [weak hotClient] message in
-            guard case .deviceHeartbeat(let d)? = Topic(path: message.topic), let hotClient else { return false }
+            guard let d = Topic.heartbeatDevice(message.topic), let hotClient else { return false }
             hot.receive(d, message, client: hotClient)
             return true
         }

@@ -31,7 +31,8 @@ public final class MQTTClient: Sendable {
     /// quick and must not block, since the connection reads nothing else meanwhile, and while it runs
     /// behind, the broker, not this process, holds the backlog (TCP flow control). nil removes it.
     public func consumeInline(_ consume: (@Sendable (MQTTMessage) -> Bool)?) {
-        connection.inlineConsumer.withLock { $0 = consume }
+        let consumer = consume.map { MosquittoConnection.InlineConsumer($0) }
+        connection.inlineConsumer.withLock { $0 = consumer }
     }
 
     /// Connects and returns after a successful CONNACK. Throws `.unreachable`, `.refused` (CONNACK reason in

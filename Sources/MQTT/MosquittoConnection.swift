@@ -246,13 +246,19 @@ final class MosquittoConnection: @unchecked Sendable {
         let m = MQTTMessage(topic: topic, payload: payload,
                             qos: QoS(rawValue: UInt8(clamping: message.qos)) ?? .atLeastOnce,
                             retain: message.retain, properties: Self.readProperties(props))
-        if let consume = inlineConsumer.withLock({ $0 }), consume(m) { return }
+        if let consumer = inlineConsumer.withLock({ $0 }), consumer.consume(m) { return }
         messageSink.yield(m)
     }
 
     /// Sees each message on the loop thread before it is queued on `messages`; a message it
-    /// returns true for is not queued. See `MQTTClient.consumeInline(_:)`.
-    let inlineConsumer = Mutex<(@Sendable (MQTTMessage) -> Bool)?>(nil)
+    /// returns true for is not queued. See `MQTTClient.consumeInline(_:)`. (A class holds the
+    /// closure: kept directly in the Mutex, the closure's reabstraction thunks called each other
+    /// without end in this toolchain, a stack overflow on the first message.)
+    final class InlineConsumer: Sendable {
+        let consume: @Sendable (MQTTMessage) -> Bool
+        init(_ consume: @escaping @Sendable (MQTTMessage) -> Bool) { self.consume = consume }
+    }
+    let inlineConsumer = Mutex<InlineConsumer?>(nil)
 
     private func didSubscribe(mid: Int32, granted: [Int]) {
         state.withLock { $0.subscribeWaiters.removeValue(forKey: mid) }?.resume(returning: .success(granted))
@@ -773,8 +779,14 @@ final class MosquittoConnection: @unchecked Sendable {
         // Readable, hung up, or writable while a TLS handshake may be in progress: mosquitto_loop_read
         // is also what advances the handshake (it runs the TLS connect step while one is pending).
         if events & Int16(POLLIN | POLLHUP | POLLERR) != 0 || writable {
-            let rc = mosquitto_loop_read(handle, 1)
-            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(handle) < 0 { return rc }
+            // mosquitto_loop_read reads one QoS 0 packet per call: read on while the socket has
+            // more (until it reports EAGAIN), so a flood costs no poll and no loop_misc per message.
+            for _ in 0..<256 {
+                errno = 0
+                let rc = mosquitto_loop_read(handle, 1)
+                if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(handle) < 0 { return rc }
+                if errno == EAGAIN || errno == EWOULDBLOCK || !(events & Int16(POLLIN) != 0) { break }
+            }
         }
         if (writable || woken) && mosquitto_want_write(handle) {
             let rc = mosquitto_loop_write(handle, 1)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import EscrowCore
 
 @Suite("Topic grammar")
@@ -65,5 +66,31 @@ struct TopicTests {
         #expect(TopicFilter.events("acme") == "accounts/acme/events/+")
         #expect(TopicFilter.events("acme", type: .transferExpired) == "accounts/acme/events/transfer.expired")
         #expect(TopicFilter.replies("acme") == "accounts/acme/reply/+")
+    }
+
+    @Test("heartbeatDevice gives the same device as Topic(path:) for every path, valid or not")
+    func heartbeatFastPathAgrees() {
+        var paths = ["devices/sim-000001/heartbeat", "devices//heartbeat", "devices/a/b/heartbeat", "devices/+/heartbeat",
+                     "devices/#/heartbeat", "devices/sim-1/heartbeat/", "devices/sim-1/heartbeatx", "Devices/sim-1/heartbeat",
+                     "devices/sim-1/status", "accounts/acme/cmd/x", "devices/héllo/heartbeat", "devices/\(String(repeating: "a", count: 65))/heartbeat",
+                     "devices/a/heartbeat", "devices/heartbeat", "/devices/a/heartbeat", "devices/a b/heartbeat"]
+        var rng = SplitMix64(state: 99)
+        let alphabet = Array("devices/heartbat-_.+#é /0123456789AZ")
+        for _ in 0..<5_000 {
+            var p = Array("devices/sim-000001/heartbeat")
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let at = Int.random(in: 0..<p.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: p[at] = alphabet.randomElement(using: &rng)!
+                case 1: p.remove(at: at)
+                default: p.insert(alphabet.randomElement(using: &rng)!, at: at)
+                }
+            }
+            paths.append(String(p))
+        }
+        for path in paths {
+            let full: DeviceID? = if case .deviceHeartbeat(let d)? = Topic(path: path) { d } else { nil }
+            #expect(Topic.heartbeatDevice(path) == full, "\(path)")
+        }
     }
 }

@@ -1,5 +1,6 @@
 @testable import MQTT
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 #if canImport(Glibc)
@@ -28,6 +29,33 @@ struct HighDescriptorTests {
         try await client.publish("high/a", Array("over 1024".utf8), qos: .atLeastOnce)
         let m = try await firstElement(of: messages, "the message back on a socket above 1024") { $0.topic == "high/a" }
         #expect(m.payloadString == "over 1024")
+        await client.disconnect()
+    }
+}
+
+@Suite("Inline consumers")
+struct InlineConsumerTests {
+    @Test("messages the consumer takes never reach the stream; the rest arrive in order", arguments: [MQTTVersion.v311, .v5])
+    func takesSome(version: MQTTVersion) async throws {
+        let broker = try MosquittoBroker()
+        let client = try await connectedClient(broker, "inline", version: version)
+        let taken = Mutex<[String]>([])
+        client.consumeInline { m in
+            guard m.topic.hasPrefix("hot/") else { return false }
+            taken.withLock { $0.append(m.payloadString) }
+            return true
+        }
+        let messages = client.messages
+        _ = try await client.subscribe([("hot/#", .atMostOnce), ("cold/#", .atLeastOnce)])
+        for i in 0..<200 { try await client.publish("hot/\(i % 7)", Array("h\(i)".utf8), qos: .atMostOnce) }
+        for i in 0..<5 { try await client.publish("cold/x", Array("c\(i)".utf8), qos: .atLeastOnce) }
+        let cold = try await collect(5, from: messages, timeout: .seconds(10), "cold messages")
+        #expect(cold.map(\.payloadString) == (0..<5).map { "c\($0)" }, "only cold ones on the stream, in order")
+        try await waitUntil("every hot message seen inline") { taken.withLock { $0.count } == 200 }
+        #expect(taken.withLock { $0 } == (0..<200).map { "h\($0)" })
+        client.consumeInline(nil)
+        try await client.publish("hot/late", Array("late".utf8), qos: .atLeastOnce)
+        #expect(try await firstElement(of: messages, "the hot message once the consumer is removed").topic == "hot/late")
         await client.disconnect()
     }
 }
