@@ -36,7 +36,7 @@ let package = Package(
         // Thin edges.
         .target(name: "MQTTWire"),
         .target(name: "MQTT", dependencies: ["CMosquitto", "MQTTWire", "CSystem"]),
-        .target(name: "Storage", dependencies: ["CSQLite"]),
+        .target(name: "Storage", dependencies: ["CSQLite", "POSIX"]),
         .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
         .target(name: "CSystem"),
         .target(name: "POSIX", dependencies: ["CSystem"]),

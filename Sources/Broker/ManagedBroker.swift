@@ -123,15 +123,18 @@ public final class ManagedBroker: Sendable {
     /// Launches mosquitto (or adopts the one a crashed supervisor left running with this very
     /// configuration) and waits until all endpoints accept connections.
     public func start() async throws(BrokerError) {
+        // Spawning, and stopping an orphan, wait on processes: on a thread of their own.
         let process: ChildProcess
-        if let orphan = adoptOrphan() {
-            process = orphan
-            emit(.adopted(pid: process.pid))
-            signalReload() // the access files were rewritten before start()
-        } else {
-            process = try launch()
-            emit(.started(pid: process.pid))
-        }
+        do { process = try await BlockingWork.run("broker-start") { () throws -> ChildProcess in
+            if let orphan = self.adoptOrphan() {
+                self.emit(.adopted(pid: orphan.pid))
+                self.signalReload() // the access files were rewritten before start()
+                return orphan
+            }
+            let p = try self.launch()
+            self.emit(.started(pid: p.pid))
+            return p
+        } } catch let e as BrokerError { throw e } catch { throw .launchFailed("\(error)") }
         let deadline = ContinuousClock.now + options.startTimeout
         while true {
             if !process.isRunning {
@@ -187,12 +190,7 @@ public final class ManagedBroker: Sendable {
     /// SIGTERM, then SIGKILL after the grace period. Never relaunches afterwards.
     public func stop() async {
         let grace = options.stopGrace
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                self.terminate(grace: grace)
-                c.resume()
-            }
-        }
+        await BlockingWork.run("broker-stop") { self.terminate(grace: grace) }
     }
 
     /// Blocking form of `stop()`, for shutdown paths that cannot await.
@@ -243,7 +241,12 @@ public final class ManagedBroker: Sendable {
         let delay = Double(decision.backoff.components.seconds) + Double(decision.backoff.components.attoseconds) / 1e18
         DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [weak self] in
             guard let self, !self.state.withLock({ $0.stopping }) else { return }
-            if let p = try? self.launch() { self.emit(.restarted(pid: p.pid, attempt: attempt)) }
+            BlockingWork.detach("broker-relaunch") {
+                // A binary that cannot even be started again will not start on a later attempt.
+                do { let p = try self.launch(); self.emit(.restarted(pid: p.pid, attempt: attempt)) } catch {
+                    self.emit(.gaveUp(attempts: attempt))
+                }
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import EscrowCore
 import MQTT
 import Storage
+import POSIX
 
 /// `escrowd`'s service: consumes device and operator messages, keeps the ledger, publishes
 /// replies, events and configurations. One actor owns the ledger, so every change is serial.
@@ -64,6 +65,11 @@ public actor ControlPlane {
         return c
     }
 
+    /// The ledger's thread: every method of this actor (and so every SQLite call, fsync and
+    /// signature) runs on it, never on the cooperative pool (the executor rule).
+    private nonisolated let executor = ThreadExecutor(name: "escrowd-ledger")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
     // Soft state, committed in batches.
     private let ingest = HeartbeatIngest()
     private var presence: [DeviceID: DeviceStatus] = [:]
@@ -91,6 +97,9 @@ public actor ControlPlane {
     /// Fault injection for tests and drills: makes the database refuse writes as a read-only
     /// disk does (SQLITE_READONLY), or lifts that. A tmpfs cannot be remounted read-only while
     /// escrowd holds its files open, so this is how the read-only promise is exercised.
+    /// Where this actor's methods run: true on the ledger thread (the executor rule's test).
+    public func runsOnBlockingThread() -> Bool { BlockingWork.mayBlockHere }
+
     public func injectReadOnlyStorage(_ on: Bool) throws {
         try ledger.db.execute("PRAGMA query_only = \(on ? 1 : 0)")
     }

@@ -178,7 +178,9 @@ public final class Daemon: Sendable {
     /// administrator's escrowctl settings, without connecting: `escrowd --init-broker-files`.
     public func prepareBrokerFiles() async throws {
         let snapshot = try await bootstrap()
-        try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, try brokerPassword()))
+        let layout = self.layout, platformCA = self.platformCA, user = settings.username
+        let password = try await BlockingWork.run("secrets") { try self.brokerPassword() }
+        try await BlockingWork.run("broker-files") { try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (user, password)) }
     }
 
     private func brokerPassword() throws -> String {
@@ -188,8 +190,10 @@ public final class Daemon: Sendable {
     /// Starts the broker (when managed), connects and serves until `shutdown()`.
     public func run() async throws {
         let snapshot = try await bootstrap()
-        let password = try brokerPassword()
-        try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (settings.username, password))
+        let password = try await BlockingWork.run("secrets") { try self.brokerPassword() }
+        let layout = self.layout, platformCA = self.platformCA, user = settings.username
+        // Atomic, fsync'd writes: on a thread of their own (the executor rule).
+        try await BlockingWork.run("broker-files") { try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (user, password)) }
         if broker == nil, let pidFile = settings.brokerPIDFile { try? Self.signalBroker(pidFile: pidFile) }
         if broker == nil, settings.brokerPIDFile == nil, let url = settings.externalBroker {
             log(.info, "external broker \(url): the configuration it needs is in \(layout.directory) (escrowd --print-broker-config explains it)")
@@ -228,22 +232,27 @@ public final class Daemon: Sendable {
     /// First start: the platform administrator (random password) and escrowctl's admin.conf.
     private func bootstrap() async throws -> ControlPlane.AccessSnapshot {
         var snapshot = try await service.accessSnapshot()
+        let secretPath = settings.dataDirectory + "/admin.secret"
+        // Secret files are written atomically (fsync): on a thread of their own, as is the hash.
+        let admin = try await BlockingWork.run("secrets") { try Self.secret(at: secretPath) }
         if !snapshot.operators.contains(where: { $0.username == "op-admin" }) {
             // First start: a platform administrator for escrowctl, with a random password.
-            let admin = try Self.secret(at: settings.dataDirectory + "/admin.secret")
-            try await service.bootstrapAdmin(username: "op-admin", passwordHash: credentials.passwordHash(admin))
+            let credentials = self.credentials
+            let hash = await BlockingWork.run("password-hash") { credentials.passwordHash(admin) }
+            try await service.bootstrapAdmin(username: "op-admin", passwordHash: hash)
             snapshot = try await service.accessSnapshot()
         }
-        let admin = try Self.secret(at: settings.dataDirectory + "/admin.secret")
         let brokerURL = settings.externalBroker
             ?? "\(settings.operatorTLS ? "mqtts" : "mqtt")://\(settings.localHost):\(settings.operatorPort)"
-        try writeSecretFile(adminCredentialsPath, """
+        let adminConf = """
             # escrowctl settings for the platform administrator (written by escrowd)
             broker = \(brokerURL)
             user = op-admin
             password = \(admin)
             account = platform
-            """ + (settings.operatorTLS && settings.externalBroker == nil ? "\nca = \(settings.dataDirectory)/platform-ca.pem" : ""))
+            """ + (settings.operatorTLS && settings.externalBroker == nil ? "\nca = \(settings.dataDirectory)/platform-ca.pem" : "")
+        let adminPath = adminCredentialsPath
+        try await BlockingWork.run("secrets") { try writeSecretFile(adminPath, adminConf) }
         return snapshot
     }
 

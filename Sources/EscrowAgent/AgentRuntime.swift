@@ -2,10 +2,15 @@ import Foundation
 import EscrowCore
 import MQTT
 import Identity
+import POSIX
 
 /// Runs an `AgentMachine` over libmosquitto: the thin I/O layer that executes its effects.
 public actor AgentRuntime {
     public let settings: AgentSettings
+    /// The agent's own thread: state-file writes (fsync) and key and CSR generation block it, never
+    /// the cooperative pool (the executor rule).
+    private nonisolated let executor = ThreadExecutor(name: "escrow-agent")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     private var machine: AgentMachine
     private let stateFile: StateFile
     private var client: MQTTClient?

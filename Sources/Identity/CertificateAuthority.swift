@@ -80,6 +80,7 @@ public final class CertificateAuthority: @unchecked Sendable {
 
     func issue(commonName: String, keyPointer: OpaquePointer, validityDays: Int,
                serverNames: [String], isServer: Bool) throws(IdentityError) -> Certificate {
+        BlockingWork.check("sign certificate")
         let ca = certificate.pointer
         let shared = deviceExtensions
         let x = try Self.buildCertificate(subject: commonName, subjectKey: keyPointer, issuer: ca,

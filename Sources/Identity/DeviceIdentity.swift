@@ -1,5 +1,6 @@
 import COpenSSL
 import Dispatch
+import POSIX
 import Synchronization
 
 /// What a device needs to authenticate to the broker: a client certificate
@@ -25,15 +26,16 @@ extension CertificateAuthority {
                               fingerprint: cert.sha256Fingerprint, serialNumber: cert.serialNumberHex)
     }
 
-    /// Issues identities for `ids` on all cores (`DispatchQueue.concurrentPerform`);
+    /// Issues identities for `ids` on all cores (`BlockingWork.parallel`: threads of its own, never
+    /// libdispatch's, which on Linux are the cooperative pool's);
     /// results are in the order of `ids`. Throws the first failure, if any.
     public func issueDeviceIdentities(_ ids: [String], validityDays: Int = 3650) throws(IdentityError) -> [DeviceIdentity] {
         var results = [Result<DeviceIdentity, IdentityError>?](repeating: nil, count: ids.count)
         results.withUnsafeMutableBufferPointer { buffer in
             let slots = Slots(buffer: buffer)
-            DispatchQueue.concurrentPerform(iterations: ids.count) { i in
+            BlockingWork.parallel(iterations: ids.count) { i in
                 do throws(IdentityError) {
-                    slots.buffer[i] = .success(try issueDeviceIdentity(deviceID: ids[i], validityDays: validityDays))
+                    slots.buffer[i] = .success(try self.issueDeviceIdentity(deviceID: ids[i], validityDays: validityDays))
                 } catch {
                     slots.buffer[i] = .failure(error)
                 }
@@ -43,8 +45,8 @@ extension CertificateAuthority {
     }
 }
 
-/// `@unchecked Sendable`: each concurrentPerform iteration writes only its own
-/// index, and the buffer outlives the (synchronous) concurrentPerform call.
+/// `@unchecked Sendable`: each parallel iteration writes only its own
+/// index, and the buffer outlives the (synchronous) parallel call.
 private struct Slots<T>: @unchecked Sendable {
     let buffer: UnsafeMutableBufferPointer<T>
 }

@@ -15,6 +15,7 @@ public enum AtomicFile {
     }
 
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t) throws(Failure) {
+        BlockingWork.check("atomic write of \(path)")
         let tmp = path + ".tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw Failure(operation: "open", path: tmp, errno: errno) }

@@ -61,6 +61,7 @@ public final class ChildProcess: Sendable {
     public static func spawn(_ executable: String, _ arguments: [String], stdout: String?, stderr: String?,
                              inheritOutput: Bool = false, environment: [String: String]?,
                              directory: String?) throws -> ChildProcess {
+        BlockingWork.check("spawn \(executable)")
         guard access(executable, X_OK) == 0 else { throw SpawnError(executable: executable, errno: errno) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -111,11 +112,7 @@ public final class ChildProcess: Sendable {
     /// Calls `handler` with the exit status when the process ends, from a thread that waits on the
     /// pidfd and then reaps it.
     public func onExit(_ handler: @escaping @Sendable (Int32) -> Void) {
-        let thread = Thread { [self] in
-            handler(waitUntilExit())
-        }
-        thread.name = "wait-\(pid)"
-        thread.start()
+        BlockingWork.detach("wait-\(pid)") { [self] in handler(waitUntilExit()) }
     }
 
     /// The exit status once the process has ended (reaps it without blocking), else nil.
@@ -138,6 +135,7 @@ public final class ChildProcess: Sendable {
     /// Blocks until the process ends; its exit status.
     @discardableResult
     public func waitUntilExit() -> Int32 {
+        BlockingWork.check("wait for process \(pid)")
         while true {
             if let s = exitStatus { return s }
             if pidfd >= 0 { _ = pidfdReadable(timeoutMs: -1) } else { usleep(5_000) }
@@ -147,6 +145,7 @@ public final class ChildProcess: Sendable {
     /// Waits up to `timeout` for the process to end; true if it did.
     @discardableResult
     public func waitForExit(timeout: Duration) -> Bool {
+        BlockingWork.check("wait for process \(pid)")
         let deadline = ContinuousClock.now + timeout
         while exitStatus == nil {
             let left = deadline - ContinuousClock.now

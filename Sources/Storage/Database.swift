@@ -1,4 +1,5 @@
 import CSQLite
+import POSIX
 import Foundation
 
 /// One connection to an SQLite database file, safe to share between threads and tasks.
@@ -85,6 +86,7 @@ public final class Database: @unchecked Sendable {
 
     /// Runs `body` with the connection to itself. Recursive on the same thread.
     func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        BlockingWork.check("sqlite")
         lock.lock()
         defer { lock.unlock() }
         return try body()

@@ -37,7 +37,7 @@ struct HostileTenantTests {
             let daemon = self.daemon
             task = Task { try await daemon.run() }
             let conf = settings.dataDirectory + "/admin.conf"
-            try await waitUntil("escrowd writes admin.conf") { FileManager.default.fileExists(atPath: conf) }
+            try await waitUntil(timeout: .seconds(30), "escrowd writes admin.conf") { FileManager.default.fileExists(atPath: conf) }
             let text = try String(contentsOfFile: conf, encoding: .utf8)
             let password = text.split(separator: "\n").first { $0.hasPrefix("password = ") }.map { String($0.dropFirst(11)) } ?? ""
             var probe: OperatorProbe?

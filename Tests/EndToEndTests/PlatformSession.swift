@@ -78,11 +78,17 @@ final class AgentProcess: @unchecked Sendable {
     init(config: String) throws {
         self.config = config
         log = (config as NSString).deletingLastPathComponent + "/agent.log"
-        process = try ChildProcess.spawn(try Products.path("escrow-agent"), ["--config", config], stdout: log)
+        process = try Self.spawn(config, log)
     }
 
     func restart() throws {
-        process = try ChildProcess.spawn(try Products.path("escrow-agent"), ["--config", config], stdout: log)
+        process = try Self.spawn(config, log)
+    }
+
+    /// With the executor rule enforced, as for escrowd.
+    static func spawn(_ config: String, _ log: String) throws -> ChildProcess {
+        try ChildProcess.spawn(try Products.path("escrow-agent"), ["--config", config], stdout: log, stderr: nil,
+                               environment: ProcessInfo.processInfo.environment.merging(["ESCROW_EXECUTOR_CHECK": "1"]) { $1 })
     }
 
     /// The mode in the agent's durable state file.

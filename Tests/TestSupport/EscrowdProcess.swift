@@ -36,7 +36,10 @@ public final class EscrowdProcess: @unchecked Sendable {
         let started = try ChildProcess.spawn(try Products.path("escrowd"),
                                              ["--data", dataDirectory, "--device-port", String(devicePort), "--operator-port", String(operatorPort),
                                               "--reconcile-interval", "2s"] + extraArguments,
-                                             stdout: logPath)
+                                             stdout: logPath,
+                                             // The executor rule, enforced: a blocking call on the cooperative
+                                             // pool ends escrowd with a message naming it (docs/ARCHITECTURE.md).
+                                             environment: ProcessInfo.processInfo.environment.merging(["ESCROW_EXECUTOR_CHECK": "1"]) { $1 })
         process = started
         let logPath = self.logPath
         do {
