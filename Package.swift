@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "Broker", "MQTT", "MQTTWire", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX", "Broker"], path: "Tests/TestSupport"),
         .testTarget(name: "EscrowCoreTests", dependencies: ["EscrowCore", "EscrowAgent", "TestSupport"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "MQTTWire", "POSIX", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),

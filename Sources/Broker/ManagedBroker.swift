@@ -196,6 +196,17 @@ public final class ManagedBroker: Sendable {
     /// Blocking form of `stop()`, for shutdown paths that cannot await.
     public func stopSynchronously() { terminate(grace: options.stopGrace) }
 
+    /// SIGKILL, as a crash would (nothing since the last persistence save survives), and waits for
+    /// the exit. Never relaunches afterwards; `start()` launches again.
+    public func killSynchronously() {
+        let process = state.withLock { s -> ChildProcess? in
+            s.stopping = true
+            return s.process
+        }
+        process?.signal(SIGKILL)
+        process?.waitForExit(timeout: .seconds(30))
+    }
+
     // MARK: - Internals
 
     private func launch() throws(BrokerError) -> ChildProcess {

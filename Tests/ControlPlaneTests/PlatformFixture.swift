@@ -20,7 +20,7 @@ final class PlatformFixture: @unchecked Sendable {
     var databasePath: String
 
     init(sweep: Duration = .milliseconds(100), databaseDirectory: String? = nil) async throws {
-        broker = try MosquittoBroker(BrokerConfig(maxQueuedMessages: 100_000))
+        broker = try await MosquittoBroker(BrokerConfig(maxQueuedMessages: 100_000))
         dir = try TempDirectory(prefix: "cp")
         escrowd = try MQTTClient(MQTTOptions(clientID: "escrowd-test", port: broker.port))
         databasePath = (databaseDirectory ?? dir.path) + "/escrow.db"

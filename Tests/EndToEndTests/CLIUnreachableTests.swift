@@ -52,7 +52,7 @@ struct CLIUnreachableTests {
 
     @Test("a broker without escrowd: no reply within --timeout exits 75 and says escrowd may be down")
     func noReply() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let r = try await runCLI(["--broker", broker.url, "--account", "oem", "--timeout", "1s", "device", "list"])
         #expect(r.status == 75, "\(r)")
         #expect(r.stderr.hasPrefix("escrowctl: timeout: no reply to device.list in account oem within 1 s (request id "), "\(r)")
@@ -61,7 +61,7 @@ struct CLIUnreachableTests {
 
     @Test("a broker that refuses the login exits 77")
     func refusedLogin() async throws {
-        let broker = try MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "right-password"]))
+        let broker = try await MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "right-password"]))
         let r = try await runCLI(["--broker", broker.url, "--user", "op-admin", "--password", "wrong", "--account", "oem", "--timeout", "3s", "device", "list"])
         #expect(r.status == 77, "\(r)")
         #expect(r.stderr.hasPrefix("escrowctl: refused:"), "\(r)")
@@ -69,7 +69,7 @@ struct CLIUnreachableTests {
 
     @Test("with --json every error is one JSON object on stderr with its code, exit status and hint; stdout stays empty")
     func jsonErrors() async throws {
-        let broker = try MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "right-password"]))
+        let broker = try await MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "right-password"]))
         let refused = try await runCLI(["--json", "--broker", broker.url, "--user", "op-admin", "--password", "wrong", "--account", "oem", "--timeout", "3s", "device", "list"])
         #expect(refused.status == 77 && refused.stdout.isEmpty, "\(refused)")
         let object = try JSONDecoder().decode(JSONValue.self, from: Data(refused.stderr.utf8))

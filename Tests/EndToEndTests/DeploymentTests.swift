@@ -74,8 +74,8 @@ struct DeploymentTests {
     }
 
     @Test("the mosquitto healthcheck command tells a live broker (exit 77, login refused) from a dead one (69)")
-    func healthcheckProbe() throws {
-        let broker = try MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "secret-password"]))
+    func healthcheckProbe() async throws {
+        let broker = try await MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["op-admin": "secret-password"]))
         let escrowctl = try Products.path("escrowctl")
         let probe = ["--broker", broker.url, "--user", "op-healthcheck", "--password", "probe", "--account", "platform", "--timeout", "3s", "account", "list"]
         #expect(try runCommandStatus(escrowctl, probe).status == 77)

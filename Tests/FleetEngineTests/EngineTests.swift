@@ -47,8 +47,8 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
 
 @Suite(.serialized) struct EngineTests {
     @Test(arguments: [MQTTVersion.v311, .v5])
-    func connectsFleetAndAllHeartbeat(version: MQTTVersion) throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func connectsFleetAndAllHeartbeat(version: MQTTVersion) async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let probe = try Engine(configuration: engineConfig(broker, version: version),
                                behaviors: [RecorderBehavior(clientID: "probe", filters: ["devices/+/heartbeat"])])
         probe.startAll()
@@ -73,8 +73,8 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         engine.stopAll(); probe.stopAll()
     }
 
-    @Test func retainedOnlineThenWillOfflineAfterStormAndAllBack() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func retainedOnlineThenWillOfflineAfterStormAndAllBack() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let n = 100
         let engine = try Engine(configuration: engineConfig(broker), behaviors: fleet(n, heartbeat: 30))
         engine.startAll()
@@ -108,8 +108,8 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         engine.stopAll(); probe.stopAll()
     }
 
-    @Test func configAppliedAckedAndModeNormalStaleIgnored() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func configAppliedAckedAndModeNormalStaleIgnored() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let engine = try Engine(configuration: engineConfig(broker), behaviors: fleet(5, heartbeat: 30))
         engine.startAll()
         #expect(engine.run(timeout: 5) { engine.connectedCount == 5 })
@@ -159,8 +159,8 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         #expect(engine.connectedCount == 0)
     }
 
-    @Test func sourceAddressesRoundRobin() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func sourceAddressesRoundRobin() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         var c = engineConfig(broker)
         c.sourceAddresses = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
         c.connectRate = 500
@@ -172,8 +172,8 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         engine.stopAll()
     }
 
-    @Test func keepalivePingsHoldIdleConnections() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func keepalivePingsHoldIdleConnections() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         var c = engineConfig(broker)
         c.keepAlive = 1  // mosquitto drops a client silent for 1.5 x keepalive
         let engine = try Engine(configuration: c, behaviors: fleet(20, heartbeat: 3600))
@@ -185,8 +185,8 @@ func pump<A, B>(_ a: Engine<A>, _ b: Engine<B>, timeout: Double, until done: () 
         engine.stopAll()
     }
 
-    @Test func largePublishesGoThroughWriteBufferingIntact() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func largePublishesGoThroughWriteBufferingIntact() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let probe = try Engine(configuration: engineConfig(broker), behaviors: [RecorderBehavior(clientID: "sink", filters: ["big/#"])])
         let source = try Engine(configuration: engineConfig(broker), behaviors: [RecorderBehavior(clientID: "src", filters: [])])
         probe.startAll(); source.startAll()

@@ -7,8 +7,8 @@ import Testing
         try FleetOptions.parse(extra + ["--broker", broker.url, "--quiet", "--backoff-base", "0.3", "--backoff-max", "2"])
     }
 
-    @Test func connectRunEndsByDurationWithReportAndHTML() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func connectRunEndsByDurationWithReportAndHTML() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["connect", "--devices", "120", "--duration", "3", "--heartbeat", "0.5", "--qos", "1", "--rate", "1000"])
         let started = Date()
         let report = try FleetRunner(options: o, output: { _ in }).run()
@@ -32,8 +32,8 @@ import Testing
         #expect(report.summaryTable.contains("connected peak / final    120 / 120"))
     }
 
-    @Test func stormScenarioAllBack() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func stormScenarioAllBack() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["storm", "--devices", "150", "--duration", "20", "--heartbeat", "5", "--storm-after", "0.5"])
         var lines: [String] = []
         let report = try FleetRunner(options: o, output: { lines.append($0) }).run()
@@ -45,8 +45,8 @@ import Testing
         #expect(report.summaryTable.contains("storm: all back after"))
     }
 
-    @Test func stopFlagEndsRunEarlyAndStillReports() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func stopFlagEndsRunEarlyAndStillReports() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["soak", "--devices", "50", "--duration", "60"])
         let stop = StopFlag()
         DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) { stop.request() }
@@ -78,16 +78,16 @@ import Testing
         #expect(err.last?.contains("broker unreachable at mqtt://127.0.0.1:\(port)") == true, "\(err)")
     }
 
-    @Test func churnDropsAndReconnects() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func churnDropsAndReconnects() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["connect", "--devices", "100", "--duration", "5", "--heartbeat", "5", "--churn", "100"])
         let report = try FleetRunner(options: o, output: { _ in }).run()
         #expect((report.counters["disconnects"] ?? 0) >= 3)
         #expect((report.counters["connacks"] ?? 0) > 100)
     }
 
-    @Test func workersMergeReports() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    @Test func workersMergeReports() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let exe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent(".build/debug/fleetsim").path
         try #require(FileManager.default.isExecutableFile(atPath: exe), "build fleetsim first: swift build --product fleetsim")

@@ -8,8 +8,8 @@ final class LocalBroker {
     var port: UInt16 { UInt16(broker.port) }
     var url: String { broker.url }
 
-    init() throws {
-        broker = try MosquittoBroker(BrokerConfig(extraLines: ["max_connections -1"]))
+    init() async throws {
+        broker = try await MosquittoBroker(BrokerConfig(extraLines: ["max_connections -1"]))
     }
 
     func stop() { broker.stop(graceful: false) }

@@ -80,12 +80,12 @@ import MQTTWire
     static func ms(_ microseconds: UInt64) -> Double { Double(microseconds) / 1000 }
 
     @Test(.timeLimit(.minutes(2)))
-    func tenThousandDevicesSurviveBrokerRestartWithoutThunderingHerd() throws {
+    func tenThousandDevicesSurviveBrokerRestartWithoutThunderingHerd() async throws {
         let n = Self.devices
         let fdLimit = System.raiseFileLimit()
         try #require(fdLimit >= n + 256, "the open-file limit is \(fdLimit); \(n) devices need about \(n + 256)")
 
-        let broker = try MosquittoBroker(BrokerConfig(extraLines: ["max_connections -1"]))
+        let broker = try await MosquittoBroker(BrokerConfig(extraLines: ["max_connections -1"]))
         defer { broker.stop(graceful: false) }
 
         // Exactly as `fleetsim storm` configures its engine (plain MQTT, backoff base 1 s, the
@@ -119,7 +119,7 @@ import MQTTWire
 
         // 2. The broker dies (SIGKILL: every socket closes at once) and comes back on the same port.
         let killedAt = engine.now
-        try broker.restart(graceful: false)
+        try await broker.restart(graceful: false)
         let backAt = engine.now
 
         // 3. Drive the engine until every device noticed the loss and is connected again.

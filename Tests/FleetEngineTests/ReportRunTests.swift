@@ -7,8 +7,8 @@ import TestSupport
 @Suite("fleetsim report outputs of real runs")
 struct ReportRunTests {
     @Test("a storm run records its phases, samples every --sample-interval and streams one interval line per sample")
-    func stormPhasesIntervalsAndCSV() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func stormPhasesIntervalsAndCSV() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let dir = try TempDirectory(prefix: "fleet-report-run")
         let lines = dir.file("intervals.jsonl"), json = dir.file("r.json"), html = dir.file("r.html"), csv = dir.file("csv")
         var out = ""
@@ -51,8 +51,8 @@ struct ReportRunTests {
     }
 
     @Test("--interval-json - keeps stdout for the lines: the summary goes to stderr")
-    func intervalJSONOnStdout() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func intervalJSONOnStdout() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         var out = "", err = ""
         let code = FleetMain.run(["connect", "--broker", broker.url, "--devices", "5", "--duration", "0.6", "--quiet", "--interval-json", "-"],
                                  stdout: { out += $0 }, stderr: { err += $0 + "\n" })

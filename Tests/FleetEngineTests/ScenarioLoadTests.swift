@@ -77,8 +77,8 @@ struct ScenarioLoadTests {
     // MARK: Against mosquitto
 
     @Test("--publish-rate on --topic with --payload: every device's messages arrive on its own topic at the given size")
-    func publishRateTopicAndPayload() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func publishRateTopicAndPayload() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["connect", "--broker", broker.url, "--devices", "10", "--publish-rate", "10", "--topic", "load/%n/%i",
                                         "--payload", "300", "--qos", "1", "--heartbeat", "30"])
         let runner = FleetRunner(options: o, output: { _ in })
@@ -108,8 +108,8 @@ struct ScenarioLoadTests {
     }
 
     @Test("--subscribe + --fanout-publisher: every message fans out to the fleet; fanout latency is reported, phased and thresholded")
-    func fanOut() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func fanOut() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let dir = try TempDirectory(prefix: "fleet-fanout")
         var out = "", err = ""
         let code = FleetMain.run(["connect", "--broker", broker.url, "--devices", "40", "--duration", "2", "--quiet", "--subscribe", "fleet/broadcast",
@@ -130,8 +130,8 @@ struct ScenarioLoadTests {
     }
 
     @Test("--ramp step: devices connect in steps (plateaus in the 100 ms samples)")
-    func rampStep() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func rampStep() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["connect", "--broker", broker.url, "--devices", "30", "--duration", "2.2", "--quiet", "--heartbeat", "30",
                                         "--ramp", "step:10/0.7s", "--sample-interval", "100ms"])
         let r = try FleetRunner(options: o, output: { _ in }).run()
@@ -143,8 +143,8 @@ struct ScenarioLoadTests {
     }
 
     @Test("--ramp spike: the last N connect at once after the rest, as a spike phase of their own")
-    func rampSpike() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func rampSpike() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["connect", "--broker", broker.url, "--devices", "40", "--duration", "1.5", "--quiet", "--heartbeat", "30",
                                         "--ramp", "spike:25"])
         let r = try FleetRunner(options: o, output: { _ in }).run()
@@ -155,8 +155,8 @@ struct ScenarioLoadTests {
     }
 
     @Test("--ramp linear and soak with --churn: an even ramp, then a churn phase of reconnects")
-    func rampLinearSoakChurn() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func rampLinearSoakChurn() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["soak", "--broker", broker.url, "--devices", "120", "--duration", "3.5", "--quiet", "--heartbeat", "30",
                                         "--ramp", "linear:0.8s", "--churn", "100", "--backoff-base", "0.2", "--backoff-max", "0.5"])
         let r = try FleetRunner(options: o, output: { _ in }).run()

@@ -14,7 +14,7 @@ import TestSupport
         let broker: MosquittoBroker
         var url: String { "mqtts://127.0.0.1:\(broker.tlsPort!)" }
 
-        init() throws {
+        init() async throws {
             dir = try TempDirectory(prefix: "fleet-tls")
             ca = try CertificateAuthority.create(commonName: "Fleet Test CA")
             let key = try PrivateKey()
@@ -22,7 +22,7 @@ import TestSupport
             try ca.certificate.pem().write(toFile: dir.file("ca.pem"), atomically: true, encoding: .utf8)
             try (cert.pem() + ca.certificate.pem()).write(toFile: dir.file("server.crt"), atomically: true, encoding: .utf8)
             try key.pem().write(toFile: dir.file("server.key"), atomically: true, encoding: .utf8)
-            broker = try MosquittoBroker(BrokerConfig(tls: .init(caFile: dir.file("ca.pem"), certFile: dir.file("server.crt"), keyFile: dir.file("server.key"))))
+            broker = try await MosquittoBroker(BrokerConfig(tls: .init(caFile: dir.file("ca.pem"), certFile: dir.file("server.crt"), keyFile: dir.file("server.key"))))
         }
 
         /// Writes bundles like `escrowctl device provision --out DIR`, signed by `issuer`.
@@ -40,8 +40,8 @@ import TestSupport
         }
     }
 
-    @Test func bundlesConnectOverMutualTLSAndHeartbeat() throws {
-        let tls = try TLSBroker(); defer { tls.broker.stop() }
+    @Test func bundlesConnectOverMutualTLSAndHeartbeat() async throws {
+        let tls = try await TLSBroker(); defer { tls.broker.stop() }
         let bundles = try tls.bundles((0..<40).map { String(format: "tls-%03d", $0) })
         let json = tls.dir.file("r.json")
         var err: [String] = []
@@ -58,8 +58,8 @@ import TestSupport
         #expect(report.settings["broker"] == tls.url)
     }
 
-    @Test func untrustedIdentitiesAndWrongBrokerCAFailAsAuthWithTheOpenSSLReason() throws {
-        let tls = try TLSBroker(); defer { tls.broker.stop() }
+    @Test func untrustedIdentitiesAndWrongBrokerCAFailAsAuthWithTheOpenSSLReason() async throws {
+        let tls = try await TLSBroker(); defer { tls.broker.stop() }
         // Device certificates from a CA the broker does not trust: the broker refuses the handshake.
         let stranger = try CertificateAuthority.create(commonName: "Stranger CA")
         let foreign = try tls.bundles(["bad-1", "bad-2", "bad-3"], issuer: stranger, name: "foreign")
@@ -78,8 +78,8 @@ import TestSupport
         #expect(err.last?.contains("certificate verify failed") == true, "\(err)")
     }
 
-    @Test func aBundleWhoseKeyIsNotItsCertificatesIsRefusedBeforeAnyConnection() throws {
-        let tls = try TLSBroker(); defer { tls.broker.stop() }
+    @Test func aBundleWhoseKeyIsNotItsCertificatesIsRefusedBeforeAnyConnection() async throws {
+        let tls = try await TLSBroker(); defer { tls.broker.stop() }
         let bundles = try tls.bundles(["mix-1", "mix-2"])
         try FileManager.default.removeItem(atPath: bundles + "/mix-2/device.key")
         try FileManager.default.copyItem(atPath: bundles + "/mix-1/device.key", toPath: bundles + "/mix-2/device.key")

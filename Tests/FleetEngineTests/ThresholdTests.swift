@@ -24,8 +24,8 @@ struct ThresholdTests {
     }
 
     @Test("thresholds are checked at the end: all pass exits 0, one failing exits 99 with the reports written and the result in them")
-    func exitCodes() throws {
-        let broker = try LocalBroker(); defer { broker.stop() }
+    func exitCodes() async throws {
+        let broker = try await LocalBroker(); defer { broker.stop() }
         let dir = try TempDirectory(prefix: "thresholds")
         var out = ""
         let ok = FleetMain.run(["connect", "--broker", broker.url, "--devices", "10", "--duration", "10", "--quiet",

@@ -7,7 +7,7 @@ import TestSupport
 struct ConnectTests {
     @Test("connects with MQTT 3.1.1 and 5", arguments: [MQTTVersion.v311, .v5])
     func connects(version: MQTTVersion) async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try MQTTClient(options(broker, "connect", version: version))
         #expect(!client.isConnected)
         try await client.connect()
@@ -40,7 +40,7 @@ struct ConnectTests {
 
     @Test("username/password accepted and refused", arguments: [MQTTVersion.v311, .v5])
     func passwords(version: MQTTVersion) async throws {
-        let broker = try MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["alice": "secret"]))
+        let broker = try await MosquittoBroker(BrokerConfig(allowAnonymous: false, passwords: ["alice": "secret"]))
         let good = try await connectedClient(broker, "alice", version: version) {
             $0.username = "alice"
             $0.password = "secret"
@@ -67,7 +67,7 @@ struct ConnectTests {
 
     @Test("operations before connect and after disconnect fail with .disconnected")
     func notConnected() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try MQTTClient(options(broker, "idle"))
         let early = try await expectMQTTError("publish before connect") { try await client.publish("t", bytes("x")) }
         #expect(early.kind == .disconnected)
@@ -92,7 +92,7 @@ struct ConnectTests {
         persistent.cleanSession = false
         #expect { _ = try MQTTClient(persistent) } throws: { ($0 as? MQTTError)?.kind == .invalidArgument }
 
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "badtopic")
         let error = try await expectMQTTError("publish to a wildcard") { try await client.publish("a/#", bytes("x")) }
         #expect(error.kind == .invalidArgument, "\(error)")

@@ -14,7 +14,7 @@ import Glibc
 struct HighDescriptorTests {
     @Test("connects, subscribes, publishes and receives with every descriptor below 1100 taken", arguments: [MQTTVersion.v311, .v5])
     func highSocket(version: MQTTVersion) async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         // Take every free descriptor up to 1100, so the client's socket must land above it.
         var held: [Int32] = []
         defer { for fd in held { close(fd) } }
@@ -37,7 +37,7 @@ struct HighDescriptorTests {
 struct InlineConsumerTests {
     @Test("messages the consumer takes never reach the stream; the rest arrive in order", arguments: [MQTTVersion.v311, .v5])
     func takesSome(version: MQTTVersion) async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "inline", version: version)
         let taken = Mutex<[String]>([])
         client.consumeInline { m in

@@ -7,7 +7,7 @@ import TestSupport
 struct PubSubTests {
     @Test("QoS 0 and QoS 1 round trips", arguments: [MQTTVersion.v311, .v5], [QoS.atMostOnce, .atLeastOnce])
     func roundTrip(version: MQTTVersion, qos: QoS) async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "rt", version: version)
         let granted = try await client.subscribe([("rt/#", qos)])
         #expect(granted == [Int(qos.rawValue)])
@@ -22,7 +22,7 @@ struct PubSubTests {
 
     @Test("subscribe returns codes per filter in order; unsubscribe stops delivery")
     func subscribeCodes() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "codes")
         let granted = try await client.subscribe([("a/1", .atLeastOnce), ("a/0", .atMostOnce), ("a/2", .atLeastOnce)])
         #expect(granted == [1, 0, 1])
@@ -36,7 +36,7 @@ struct PubSubTests {
 
     @Test("a retained message reaches a late subscriber")
     func retained() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let publisher = try await connectedClient(broker, "retain-pub")
         try await publisher.publish("config/dev1", bytes("{\"v\":1}"), retain: true)
         await publisher.disconnect()
@@ -52,7 +52,7 @@ struct PubSubTests {
 
     @Test("MQTT 5 request/response keeps response topic, correlation data and user properties")
     func requestResponse() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let responder = try await connectedClient(broker, "responder")
         let requester = try await connectedClient(broker, "requester")
         try await responder.subscribe("req/echo")
@@ -79,7 +79,7 @@ struct PubSubTests {
 
     @Test("an MQTT 3.1.1 publisher drops properties silently")
     func v311DropsProperties() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let sub = try await connectedClient(broker, "v5sub")
         try await sub.subscribe("p/t")
         let pub = try await connectedClient(broker, "v3pub", version: .v311)
@@ -92,7 +92,7 @@ struct PubSubTests {
 
     @Test("an ACL-denied QoS 1 publish is .notAuthorized (135) on MQTT 5, silently dropped on 3.1.1")
     func deniedPublish() async throws {
-        let broker = try MosquittoBroker(BrokerConfig(acl: "topic readwrite allowed/#\n"))
+        let broker = try await MosquittoBroker(BrokerConfig(acl: "topic readwrite allowed/#\n"))
         let v5 = try await connectedClient(broker, "acl5")
         try await v5.publish("allowed/x", bytes("ok"))
         let error = try await expectMQTTError("denied publish") { try await v5.publish("denied/x", bytes("no")) }
@@ -109,7 +109,7 @@ struct PubSubTests {
 
     @Test("publishNoWait queues thousands of QoS 1 messages, all delivered in order")
     func bulk() async throws {
-        let broker = try MosquittoBroker(BrokerConfig(maxQueuedMessages: 20_000))
+        let broker = try await MosquittoBroker(BrokerConfig(maxQueuedMessages: 20_000))
         let sub = try await connectedClient(broker, "bulk-sub")
         try await sub.subscribe("bulk/#")
         let pub = try await connectedClient(broker, "bulk-pub") { $0.maxInflight = 100 }

@@ -7,10 +7,10 @@ import TestSupport
 struct ReconnectTests {
     @Test("after a broker restart on the same port the client reconnects and its subscriptions are restored")
     func brokerRestart() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "survivor")
         try await client.subscribe([("fleet/#", .atLeastOnce)])
-        try broker.restart()
+        try await broker.restart()
 
         let reconnecting = try await firstElement(of: client.events, "reconnecting event") {
             if case .reconnecting = $0 { return true } else { return false }
@@ -36,20 +36,20 @@ struct ReconnectTests {
 
     @Test("a QoS 1 publish made while the broker is down completes after it returns")
     func publishAcrossOutage() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "outage")
         broker.stop()
         try await waitUntil("the client notices the broker is gone") { !client.isConnected }
         let pending = Task { try await client.publish("outage/t", bytes("queued")) }
         try await waitUntil("the publish is queued") { client.connection.pendingPublishCount == 1 }
-        try broker.restart()
+        try await broker.restart()
         _ = try await pending.value
         await client.disconnect()
     }
 
     @Test("a pending QoS 1 publish fails with .disconnected when the client disconnects")
     func pendingFailsOnDisconnect() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "pending") {
             $0.reconnect = Backoff(initial: .seconds(30), maximum: .seconds(30))
         }
@@ -65,7 +65,7 @@ struct ReconnectTests {
 
     @Test("events report disconnect and numbered reconnect attempts while the broker stays down")
     func attemptsGrow() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "attempts")
         broker.stop()
         let events = try await collect(4, from: client.events, "events while down") { _ in true }

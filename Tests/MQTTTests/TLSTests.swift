@@ -5,13 +5,13 @@ import TestSupport
 
 @Suite("TLS with client certificates", .timeLimit(.minutes(1)))
 struct TLSTests {
-    static func broker() throws -> (MosquittoBroker, TestCertificates) {
+    static func broker() async throws -> (MosquittoBroker, TestCertificates) {
         let certs = try TestCertificates.shared()
         let tls = BrokerConfig.TLSListener(caFile: certs.caFile, certFile: certs.serverCertFile, keyFile: certs.serverKeyFile,
                                            requireCertificate: true, useIdentityAsUsername: true)
         // The certificate CN becomes the username: only "device-7" may use devices/device-7/#.
         let acl = "user device-7\ntopic readwrite devices/device-7/#\n"
-        return (try MosquittoBroker(BrokerConfig(acl: acl, tls: tls)), certs)
+        return (try await MosquittoBroker(BrokerConfig(acl: acl, tls: tls)), certs)
     }
 
     static func tlsOptions(_ broker: MosquittoBroker, _ tls: MQTTTLS) -> MQTTOptions {
@@ -23,7 +23,7 @@ struct TLSTests {
 
     @Test("a client certificate is accepted and its CN is the username")
     func accepted() async throws {
-        let (broker, certs) = try Self.broker()
+        let (broker, certs) = try await Self.broker()
         let cert = try certs.makeClient(commonName: "device-7")
         let client = try MQTTClient(Self.tlsOptions(broker, MQTTTLS(caFile: certs.caFile, certFile: cert.certFile, keyFile: cert.keyFile)))
         try await client.connect()
@@ -41,7 +41,7 @@ struct TLSTests {
 
     @Test("no client certificate is refused with .tls")
     func noCertificate() async throws {
-        let (broker, certs) = try Self.broker()
+        let (broker, certs) = try await Self.broker()
         let client = try MQTTClient(Self.tlsOptions(broker, MQTTTLS(caFile: certs.caFile)))
         let error = try await expectMQTTError("TLS connect without a client certificate") { try await client.connect() }
         #expect(error.kind == .tls, "\(error)")
@@ -49,7 +49,7 @@ struct TLSTests {
 
     @Test("a broker certificate from an untrusted CA is refused with .tls")
     func untrustedServer() async throws {
-        let (broker, certs) = try Self.broker()
+        let (broker, certs) = try await Self.broker()
         let otherCA = try TestCertificates(caName: "Someone Else")
         let cert = try certs.makeClient(commonName: "device-7")
         let client = try MQTTClient(Self.tlsOptions(broker, MQTTTLS(caFile: otherCA.caFile, certFile: cert.certFile, keyFile: cert.keyFile)))

@@ -26,13 +26,13 @@ struct TestSupportTests {
 
     @Test("with persistence, retained messages survive a graceful restart but not SIGKILL")
     func persistence() async throws {
-        let broker = try MosquittoBroker(BrokerConfig(persistence: true))
+        let broker = try await MosquittoBroker(BrokerConfig(persistence: true))
         let port = broker.port
         let client = try await connectedClient(broker, "persist") { $0.reconnect = nil }
         try await client.publish("keep/me", bytes("1"), retain: true)
         await client.disconnect()
 
-        try broker.restart(graceful: true)
+        try await broker.restart(graceful: true)
         #expect(broker.port == port)
         let after = try await connectedClient(broker, "persist-check")
         try await after.subscribe("keep/#")
@@ -42,7 +42,7 @@ struct TestSupportTests {
         await after.disconnect()
 
         // autosave_interval is 1800 s: a SIGKILL loses everything since the last save (keep/new).
-        try broker.restart(graceful: false)
+        try await broker.restart(graceful: false)
         let last = try await connectedClient(broker, "persist-kill")
         try await last.subscribe("keep/#")
         try await last.publish("keep/marker", bytes("m"))
@@ -53,14 +53,14 @@ struct TestSupportTests {
 
     @Test("kill(signal:) reaches the broker and stop() is idempotent")
     func signals() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let pid = try #require(broker.pid)
         #expect(pid > 0)
         broker.kill(signal: SIGTERM)
         try await waitUntil("the broker exits on SIGTERM") { !broker.isRunning }
         #expect(broker.logTail().contains("terminating"), "\(broker.logTail())")
         broker.stop()
-        try broker.restart()
+        try await broker.restart()
         #expect(broker.isRunning)
     }
 }

@@ -8,7 +8,7 @@ import TestSupport
 struct WillTests {
     @Test("the will is published when a client's connection drops without DISCONNECT")
     func droppedConnection() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let observer = try await connectedClient(broker, "observer")
         try await observer.subscribe("status/+")
         let device = try await connectedClient(broker, "device") {
@@ -30,7 +30,7 @@ struct WillTests {
 
     @Test("the will is published when the client process is killed with SIGKILL")
     func killedProcess() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let observer = try await connectedClient(broker, "observer")
         try await observer.subscribe("status/#")
         let childID = uniqueID("child")
@@ -52,7 +52,7 @@ struct WillTests {
 
     @Test("a clean disconnect does not publish the will")
     func cleanDisconnect() async throws {
-        let broker = try MosquittoBroker()
+        let broker = try await MosquittoBroker()
         let observer = try await connectedClient(broker, "observer")
         try await observer.subscribe("status/+")
         let device = try await connectedClient(broker, "device") {

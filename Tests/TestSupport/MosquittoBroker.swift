@@ -1,4 +1,5 @@
 import Foundation
+import Broker
 import POSIX
 import Synchronization
 #if canImport(Glibc)
@@ -56,19 +57,19 @@ public final class MosquittoBroker: Sendable {
     public let configPath: String
     public let logPath: String
     public let persistenceDirectory: String
-    private let executable: String
-    private let running = Mutex<ChildProcess?>(nil)
+    /// The one Mosquitto launcher (escrowd's): clean signal mask, readiness by connecting, pidfd exit.
+    private let managed: ManagedBroker
 
     public var host: String { "127.0.0.1" }
     /// `mqtt://127.0.0.1:port`.
     public var url: String { "mqtt://127.0.0.1:\(port)" }
 
     /// Writes the config and starts the broker; returns once it accepts TCP connections.
-    public init(_ config: BrokerConfig = BrokerConfig(), startTimeout: Duration = .seconds(10)) throws {
-        guard let executable = locateExecutable("mosquitto") else {
-            throw TestSupportError("mosquitto broker binary not found in /usr/sbin or /usr/bin; install it with `\(Self.installHint)`")
+    public init(_ config: BrokerConfig = BrokerConfig(), startTimeout: Duration = .seconds(10)) async throws {
+        var options = ManagedBroker.Options()
+        guard FileManager.default.isExecutableFile(atPath: options.executable) else {
+            throw TestSupportError("mosquitto broker binary not found on PATH or in /usr/sbin; install it with `\(Self.installHint)`")
         }
-        self.executable = executable
         self.config = config
         directory = try TempDirectory(prefix: "mosquitto")
         let ports = try freePorts(2)
@@ -77,14 +78,17 @@ public final class MosquittoBroker: Sendable {
         configPath = directory.file("mosquitto.conf")
         logPath = directory.file("mosquitto.log")
         persistenceDirectory = try directory.subdirectory("data")
+        options.maxRestarts = 0 // a test that kills the broker restarts it itself
+        options.startTimeout = startTimeout
+        managed = ManagedBroker(configFile: configPath,
+                                readinessEndpoints: ([port] + (tlsPort.map { [$0] } ?? [])).map { ("127.0.0.1", $0) },
+                                outputFile: logPath, options: options)
         try writeConfig()
-        try start(timeout: startTimeout)
+        try await start()
     }
 
     /// The broker's process id, or nil when it is not running.
-    public var pid: Int32? {
-        running.withLock { process in process.flatMap { $0.isRunning ? $0.pid : nil } }
-    }
+    public var pid: Int32? { managed.pid }
 
     public var isRunning: Bool { pid != nil }
 
@@ -102,50 +106,21 @@ public final class MosquittoBroker: Sendable {
 
     /// Stops the broker and starts it again on the same ports with the same data directory.
     /// `graceful: false` uses SIGKILL, so nothing since the last persistence save survives.
-    public func restart(graceful: Bool = true, startTimeout: Duration = .seconds(10)) throws {
+    public func restart(graceful: Bool = true) async throws {
         stop(graceful: graceful)
-        try start(timeout: startTimeout)
+        try await start()
     }
 
     /// SIGTERM (or SIGKILL when not graceful), escalating to SIGKILL after `grace`; waits for exit.
-    public func stop(graceful: Bool = true, grace: Duration = .seconds(5)) {
-        let process = running.withLock { process -> ChildProcess? in
-            defer { process = nil }
-            return process
-        }
-        guard let process, process.isRunning else { return }
-        if graceful {
-            process.terminate(grace: grace)
-        } else {
-            process.signal(SIGKILL)
-            process.waitForExit(timeout: .seconds(30))
-        }
+    public func stop(graceful: Bool = true) {
+        if graceful { managed.stopSynchronously() } else { managed.killSynchronously() }
     }
 
-    deinit { stop() }
+    deinit { managed.stopSynchronously() }
 
-    private func start(timeout: Duration) throws {
-        // posix_spawn with a clean signal mask: a Foundation Process would pass on the test
-        // thread's blocked signals, and mosquitto would ignore SIGHUP and SIGTERM.
-        let process: ChildProcess
-        do { process = try ChildProcess.spawn(executable, ["-c", configPath], stdout: logPath) } catch {
-            throw TestSupportError("failed to launch \(executable): \(error); install it with `\(Self.installHint)`")
-        }
-        running.withLock { $0 = process }
-
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: timeout)
-        let ports = [port] + (tlsPort.map { [$0] } ?? [])
-        while !ports.allSatisfy({ canConnect(port: $0) }) {
-            if !process.isRunning {
-                running.withLock { $0 = nil }
-                throw TestSupportError("mosquitto exited with status \(process.exitStatus ?? -1) during startup on port \(port). Log tail:\n\(logTail())")
-            }
-            if clock.now >= deadline {
-                stop(graceful: false)
-                throw TestSupportError("mosquitto did not accept connections on port(s) \(ports) within \(timeout). Log tail:\n\(logTail())")
-            }
-            usleep(10_000)
+    private func start() async throws {
+        do { try await managed.start() } catch {
+            throw TestSupportError("mosquitto did not start on port \(port): \(error). Log tail:\n\(logTail())")
         }
     }
 
