@@ -7,15 +7,10 @@ public struct ACLInput: Sendable {
     /// Each operator and the accounts it may act in (its own, plus for an OEM
     /// operator the customer accounts it manages; the caller computes the list).
     public var operators: [(username: String, accounts: [String])]
-    /// Device ids whose rights are withdrawn (defence in depth behind the CRL,
-    /// which is what actually refuses the connection).
-    public var revokedDevices: [String]
 
-    public init(controlPlaneUser: String, operators: [(username: String, accounts: [String])] = [],
-                revokedDevices: [String] = []) {
+    public init(controlPlaneUser: String, operators: [(username: String, accounts: [String])] = []) {
         self.controlPlaneUser = controlPlaneUser
         self.operators = operators
-        self.revokedDevices = revokedDevices
     }
 }
 
@@ -56,13 +51,6 @@ public enum ACLFile {
                     "topic read accounts/\(account)/reply/#",
                     "topic read accounts/\(account)/events/#",
                 ]
-            }
-        }
-        if !input.revokedDevices.isEmpty {
-            lines += ["", "# Revoked device identities: an explicit deny is checked before the patterns."]
-            for device in input.revokedDevices {
-                try validate(device, "device id")
-                lines += ["user \(device)", "topic deny #"]
             }
         }
         return lines.joined(separator: "\n") + "\n"

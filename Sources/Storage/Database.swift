@@ -241,27 +241,6 @@ public final class Database: @unchecked Sendable {
 
     // MARK: Maintenance
 
-    /// How `checkpoint` copies the WAL back into the database file.
-    public enum CheckpointMode: Int32, Sendable {
-        /// Copy what can be copied without waiting for readers or writers.
-        case passive = 0
-        /// Wait for writers, then copy everything.
-        case full = 1
-        /// Like `full`, then wait for readers so the next writer restarts the WAL.
-        case restart = 2
-        /// Like `restart`, and truncate the WAL file to zero bytes.
-        case truncate = 3
-    }
-
-    /// Copies the WAL into the database file (by default truncating the WAL afterwards).
-    public func checkpoint(_ mode: CheckpointMode = .truncate) throws {
-        try withLock {
-            let rc = sqlite3_wal_checkpoint_v2(connection, nil, mode.rawValue, nil, nil)
-            try SQLiteError.check(rc, connection: connection, sql: "checkpoint")
-        }
-    }
-
-    /// Runs `PRAGMA integrity_check`; true when SQLite reports "ok".
     /// Copies the whole database into a new file at `path` with SQLite's online backup API: one
     /// consistent snapshot, taken while other connections (another process included) keep writing.
     /// Blocking: call it from a thread of its own or a command-line tool, never the cooperative pool.
@@ -285,6 +264,7 @@ public final class Database: @unchecked Sendable {
         }
     }
 
+    /// Runs `PRAGMA integrity_check`; true when SQLite reports "ok".
     public func integrityCheck() throws -> Bool {
         try integrityProblems().isEmpty
     }

@@ -103,8 +103,7 @@ final class BrokerFixture: @unchecked Sendable {
     let operators: [(username: String, password: String, accounts: [String])]
 
     init(devices deviceIDs: [String] = ["devA", "devB"], ownerDevices: [String] = [],
-         operators: [(username: String, password: String, accounts: [String])] = [],
-         revokedInACL: [String] = []) throws {
+         operators: [(username: String, password: String, accounts: [String])] = []) throws {
         dir = TempDir("brk")
         layout = BrokerLayout(dataDirectory: dir.path)
         let ports = try freePorts(2)
@@ -117,8 +116,7 @@ final class BrokerFixture: @unchecked Sendable {
         try layout.installServerIdentity(ca: provisioner, serverNames: ["localhost", "127.0.0.1"])
         try layout.installTrust(authorities: [provisioner, owner])
         let acl = try ACLFile.render(ACLInput(controlPlaneUser: controlPlaneUser,
-                                              operators: operators.map { ($0.username, $0.accounts) },
-                                              revokedDevices: revokedInACL))
+                                              operators: operators.map { ($0.username, $0.accounts) }))
         let pw = try PasswordFile.render([(controlPlaneUser, MosquittoPassword.hash(password: controlPlanePassword))]
                                          + operators.map { ($0.username, MosquittoPassword.hash(password: $0.password)) })
         try layout.install(plan: plan, acl: acl, passwords: pw)

@@ -118,19 +118,6 @@ import Storage
         withExtendedLifetime(db) {}
     }
 
-    @Test func checkpointMovesTheWALIntoTheDatabaseFile() throws {
-        let dir = try TemporaryDirectory()
-        let db = try Database(path: dir.path())
-        try db.execute("CREATE TABLE t (x)")
-        try db.execute("INSERT INTO t VALUES (1)")
-        let wal = dir.path("test.sqlite-wal")
-        #expect(try FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int ?? 0 > 0)
-        try db.checkpoint()
-        #expect(try FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int == 0)
-        try db.checkpoint(.passive)
-        #expect(try db.scalar("SELECT count(*) FROM t") == 1)
-    }
-
     static let sqlite3CLI: String? = ["/usr/bin/sqlite3", "/usr/local/bin/sqlite3", "/bin/sqlite3"]
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 

@@ -1,7 +1,8 @@
+import FleetEngine
 import MQTTWire
 import EscrowCore
 
-/// A hand-written virtual escrow device (kept for engine and codec tests; scenarios run
+/// A hand-written virtual escrow device, a fixture of the engine and codec tests (fleetsim runs
 /// `AgentBehavior`, the real agent's state machine). It follows the wire contract (EscrowCore):
 /// will `devices/{id}/status` offline (retained, QoS 1); on connect a retained online status,
 /// a QoS 1 subscription to `devices/{id}/config`, and heartbeats with jitter; a configuration
