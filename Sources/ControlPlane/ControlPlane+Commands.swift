@@ -1,0 +1,153 @@
+import Foundation
+import EscrowCore
+import MQTT
+import Storage
+import POSIX
+
+/// The command line of the straight line: a message is decoded and validated (Ingest), the
+/// `CommandProcessor` decides (pure), the ledger commits it in one transaction with its stored
+/// reply and events (outbox rows), and only then is the reply published.
+extension ControlPlane {
+    // MARK: dispatch
+
+    /// Handles one incoming message. Never throws: bad input is answered, not fatal.
+    public func handle(_ m: MQTTMessage) {
+        guard let topic = Topic(path: m.topic) else { return }
+        switch topic {
+        case .accountCommand(let account, let command): handleCommand(account: account, command: command, message: m)
+        case .deviceHeartbeat(let d): ingest.receive(d, m, client: client)
+        case .deviceStatus(let d): status(d, m)
+        case .deviceConfigAck(let d): ack(d, m)
+        case .deviceCSR(let d): csr(d, m)
+        case .deviceConfig, .deviceError, .accountReply, .accountEvent: return
+        }
+    }
+
+    // MARK: commands
+
+    func handleCommand(account: AccountID, command: String, message m: MQTTMessage) {
+        tally.commands += 1
+        let clock = ContinuousClock(), start = clock.now
+        let code = executeCommand(account: account, command: command, message: m)
+        let elapsed = start.duration(to: clock.now)
+        latencies.command(command, code: code, seconds: elapsed.seconds)
+    }
+
+    /// Decodes, runs and answers one command; returns its result code ("ok" or the contract's error code).
+    func executeCommand(account: AccountID, command: String, message m: MQTTMessage) -> String {
+        let envelope: CommandEnvelope
+        do {
+            envelope = try WireCodec.decode(CommandEnvelope.self, from: m.payload)
+        } catch {
+            // Answered on the reply topic whenever the request id can still be read.
+            return fail(account: account, command: command, requestID: CommandEnvelope.readableRequestID(from: m.payload), error: error, response: m.properties)
+        }
+        guard Identifier.isValid(envelope.requestId) else {
+            return fail(account: account, command: command, requestID: nil,
+                        error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties)
+        }
+        guard case .object = envelope.args else {
+            return fail(account: account, command: command, requestID: envelope.requestId,
+                        error: WireError(.malformed, "args: expected a JSON object (use {} for a command without arguments)"), response: m.properties)
+        }
+        do {
+            if let stored = try ledger.storedReply(account: account, requestID: envelope.requestId) {
+                log(.debug, "replay of \(account)/\(envelope.requestId): returning the first reply")
+                reply(account: account, requestID: envelope.requestId, payload: stored, response: m.properties)
+                return "ok"
+            }
+            var effects = Effects()
+            let clock = ContinuousClock(), began = clock.now
+            defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
+            let payload: [UInt8] = try ledger.db.transaction { _ in
+                let outcome = try processor.execute(account: account, command: command, args: envelope.args)
+                let bytes = WireCodec.encode(CommandReply(requestId: envelope.requestId, result: outcome.result))
+                if outcome.mutating {
+                    // Device private keys go to the operator once and are never stored: a replayed
+                    // provisioning reply lists the bundles without their keys.
+                    let stored = command == CommandName.deviceProvision.rawValue
+                        ? WireCodec.encode(CommandReply(requestId: envelope.requestId, result: Self.withoutPrivateKeys(outcome.result))) : bytes
+                    try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
+                    for e in outcome.effects.events { try ledger.appendEvent(e) }
+                    for topic in outcome.effects.clearRetained { try ledger.enqueue(Outbound(topic: topic, payload: [], retain: true)) }
+                }
+                effects = outcome.effects
+                return bytes
+            }
+            // Committed: now the world may hear of it.
+            reply(account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
+            afterCommit(effects)
+            return "ok"
+        } catch {
+            return fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties)
+        }
+    }
+
+    func afterCommit(_ effects: Effects) {
+        ingest.addKnown(effects.configs)
+        // Access first: a configuration may carry a certificate from an authority the broker must
+        // trust, and a retired device's retained topics are cleared once its revocation is on file.
+        if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        do { try drainOutbox() } catch {
+            // The rows stay: the next drain (another commit, a flush, a restart) publishes them.
+            log(.warn, "could not publish the outbox: \(error)")
+        }
+        publishConfigs(effects.configs)
+        ingest.addKnown(effects.provisioned)
+    }
+
+    @discardableResult
+    func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties) -> String {
+        tally.commandErrors += 1
+        let wire = Self.wireError(error)
+        log(.info, "command \(account)/\(command.prefix(64)) failed: \(wire)",
+            ["account": account.rawValue, "command": String(command.prefix(64)), "requestId": requestID ?? "", "code": wire.code.rawValue])
+        if let requestID {
+            reply(account: account, requestID: requestID, payload: WireCodec.encode(CommandReply(requestId: requestID, error: wire)), response: response)
+        } else if let rt = response.responseTopic, rt.hasPrefix("accounts/\(account)/reply/") {
+            publish(rt, WireCodec.encode(CommandReply(requestId: "", error: wire)), properties: .init(correlationData: response.correlationData))
+        }
+        let event = Event(type: .commandFailed, at: Date(), account: account, details: [
+            "command": .string(String(command.prefix(64))), "requestId": requestID.map(JSONValue.string) ?? .null,
+            "code": .string(wire.code.rawValue), "message": .string(wire.message),
+        ])
+        publish(Outbound.event(event))
+        return wire.code.rawValue
+    }
+
+    static func withoutPrivateKeys(_ result: JSONValue) -> JSONValue {
+        guard case .object(var o) = result, case .array(let bundles)? = o["bundles"] else { return result }
+        o["bundles"] = .array(bundles.map { b in
+            guard case .object(var bo) = b else { return b }
+            bo["privateKey"] = ""
+            return .object(bo)
+        })
+        o["privateKeysOmitted"] = true
+        return .object(o)
+    }
+
+    static func wireError(_ error: any Error) -> WireError {
+        switch error {
+        case let e as WireError: return e
+        case let e as DomainError: return e.wire
+        case let e as SQLiteError where e.isFull || e.isReadOnly || e.isIOError || e.isBusy:
+            return WireError(.storageUnavailable, "the control plane cannot write its database (\(e.message)); nothing was changed, retry later")
+        case let e as SQLiteError where e.isConstraint:
+            return WireError(.conflict, "the change conflicts with existing state; nothing was changed")
+        default: return WireError(.internalError, "unexpected error: \(error)")
+        }
+    }
+
+    func reply(account: AccountID, requestID: String, payload: [UInt8], response: MQTTProperties) {
+        // Always on the fixed reply topic (MQTT 3.1.1 clients); with the correlation data when the
+        // MQTT 5 response topic is that same topic, so the reply is published once.
+        let standard = Topic.accountReply(account, requestID: requestID).path
+        let correlated = response.responseTopic == standard ? MQTTProperties(correlationData: response.correlationData) : MQTTProperties()
+        publish(standard, payload, properties: correlated)
+        // Another response topic is honoured only inside the same account's reply tree: the
+        // control plane is privileged and must not be steered into another account's topics.
+        if let rt = response.responseTopic, rt != standard, rt.hasPrefix("accounts/\(account)/reply/") {
+            publish(rt, payload, properties: .init(correlationData: response.correlationData))
+        }
+    }
+}

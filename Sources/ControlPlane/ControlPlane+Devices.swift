@@ -1,0 +1,127 @@
+import Foundation
+import EscrowCore
+import MQTT
+import Storage
+import POSIX
+
+/// Device traffic other than heartbeats (those are `HeartbeatIngest`'s): presence by status and
+/// will (batched with its events), configuration acks (batched), CSRs, and the last-seen flush.
+extension ControlPlane {
+    // MARK: devices
+
+    func deviceError(_ d: DeviceID, topic: String, _ e: WireError) {
+        tally.deviceErrors += 1
+        publish(Topic.deviceError(d).path, WireCodec.encode(DeviceErrorReport(code: e.code, message: e.message, topic: topic)))
+    }
+
+    func status(_ d: DeviceID, _ m: MQTTMessage) {
+        guard !m.payload.isEmpty else { return } // a cleared retained status
+        do {
+            let s = try WireCodec.decode(DeviceStatus.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            if let session = s.session {
+                // A will (or status) from an older connection than one already seen: stale, ignore it.
+                if let newest = sessions[d], session < newest { tally.staleStatuses += 1; return }
+                sessions[d] = session
+            }
+            presence[d] = s
+            let isOnline = s.state == .online
+            if online[d] != isOnline {
+                online[d] = isOnline
+                if let owner = try? ledger.owner(of: d) {
+                    pendingPresenceEvents.append((Event(type: isOnline ? .deviceOnline : .deviceOffline, at: Date(), account: owner, deviceId: d,
+                                                 details: ["mode": s.mode.map { .string($0.rawValue) } ?? .null,
+                                                           "configVersion": s.configVersion.map { .number(Double($0)) } ?? .null,
+                                                           "agentVersion": s.agentVersion.map { .string($0) } ?? .null])))
+                    if pendingPresenceEvents.count >= 2_000 { flushAcks() }
+                }
+            }
+        } catch {
+            deviceError(d, topic: m.topic, error)
+        }
+    }
+
+    func ack(_ d: DeviceID, _ m: MQTTMessage) {
+        do {
+            let a = try WireCodec.decode(ConfigAck.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            tally.acks += 1
+            pendingAcks.append((d, a))
+            if pendingAcks.count >= 2_000 { flushAcks() }
+        } catch {
+            deviceError(d, topic: m.topic, error)
+        }
+    }
+
+    func csr(_ d: DeviceID, _ m: MQTTMessage) {
+        do {
+            let r = try WireCodec.decode(CertificateRequest.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
+            try processor.validateCSR(r.csr, device: d)
+            var effects = Effects()
+            let rotated = try ledger.db.transaction { _ in
+                try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
+                let rotated = try processor.rotateActiveIdentity(d, &effects)
+                for e in effects.events { try ledger.appendEvent(e) }
+                return rotated
+            }
+            if rotated { log(.info, "device \(d) is active on an identity its owner did not issue: sent it the owner's certificate") }
+            afterCommit(effects)
+        } catch {
+            deviceError(d, topic: m.topic, Self.wireError(error))
+        }
+    }
+
+    /// Commits batched acks and presence; emits config events after the commit.
+    public func flushAcks() {
+        guard !pendingAcks.isEmpty || !presence.isEmpty || !pendingPresenceEvents.isEmpty else { return }
+        let acks = pendingAcks, statuses = presence, presenceEvents = pendingPresenceEvents
+        var events: [Event] = []
+        var revoked = false
+        let clock = ContinuousClock(), began = clock.now
+        defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
+        do {
+            try ledger.db.transaction { _ in
+                let at = Date()
+                for (d, s) in statuses {
+                    try ledger.recordPresence(d, online: s.state == .online, mode: s.mode, agentVersion: s.agentVersion, session: s.session, at: at)
+                }
+                for (d, a) in acks {
+                    guard let r = try ledger.recordAck(d, a) else { continue }
+                    if a.result == .applied, try ledger.confirmIdentity(d, appliedVersion: a.version, at: at) {
+                        revoked = true
+                        log(.info, "device \(d) applied its owner-issued identity; its escrow certificate is revoked")
+                    }
+                    switch r.state {
+                    case .applied: events.append(Event(type: .configApplied, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "mode": r.mode.map { .string($0.rawValue) } ?? .null]))
+                    case .rejected: events.append(Event(type: .configRejected, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "reason": .string(a.reason ?? "")]))
+                    default: break
+                    }
+                }
+                for e in presenceEvents + events { try ledger.appendEvent(e) }
+            }
+            pendingAcks.removeFirst(acks.count)
+            pendingPresenceEvents.removeFirst(presenceEvents.count)
+            for d in statuses.keys where presence[d] == statuses[d] { presence[d] = nil }
+            // Rewrites the CRLs and reloads the broker: from now on it refuses the escrow certificates.
+            if revoked, let snap = try? accessSnapshot() { onAccessChanged(snap) }
+            try drainOutbox()
+        } catch {
+            // Keep the batch: it is retried at the next flush (and devices re-ack on reconciliation).
+            log(.warn, "could not commit \(acks.count) acks: \(error)")
+        }
+    }
+
+    public func flushLastSeen() {
+        let batch = ingest.take()
+        guard !batch.isEmpty else { return }
+        do {
+            try ledger.db.transaction { _ in
+                for (d, at) in batch { try ledger.recordLastSeen(d, at: at) }
+            }
+        } catch {
+            ingest.restore(batch)
+            log(.warn, "could not persist last-seen times: \(error)")
+        }
+    }
+}
