@@ -4,20 +4,7 @@ import EscrowCore
 /// The console's HTML, rendered on the server (readable without JavaScript; only the live events
 /// page and "select all" use the script). Every value from the platform is escaped.
 enum Pages {
-    static func h(_ s: String) -> String {
-        var out = ""
-        for c in s {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
+    static func h(_ s: String) -> String { HTMLText.escape(s) }
 
     static func date(_ d: Date?) -> String { d.map { $0.formatted(.iso8601) } ?? "-" }
 

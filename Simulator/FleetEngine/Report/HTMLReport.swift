@@ -1,5 +1,6 @@
 import MQTTWire
 import Foundation
+import EscrowCore
 
 /// Renders a report as one self-contained HTML page a load tester reads at a glance: the verdict
 /// and thresholds first, then the run metadata, the phase table, the series over time with phase
@@ -310,10 +311,7 @@ public enum HTMLReport {
 
     static func def(_ html: String) -> String { "<p class=\"def\">\(html)</p>\n" }
 
-    static func esc(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-    }
+    static func esc(_ s: String) -> String { HTMLText.escape(s) }
 
     static func r1(_ v: Double) -> String { String(format: "%.1f", v) }
 
