@@ -26,6 +26,10 @@ public actor ControlPlane {
         public var escrowGrace: Duration = .seconds(30 * 86_400)
         /// Stored events (`events.since`) older than this are forgotten; checked hourly and at start-up.
         public var eventRetention: Duration = .seconds(30 * 86_400)
+        /// Heartbeats on a plain-TCP connection of their own, read in 64 KiB chunks
+        /// (`HeartbeatConnection`). Ignored when the client uses TLS: then they are taken inline from
+        /// the main client (`MQTTClient.consumeInline`).
+        public var heartbeatConnection = true
         public init(databasePath: String) { self.databasePath = databasePath }
     }
 
@@ -80,6 +84,7 @@ public actor ControlPlane {
     /// device.online / device.offline events, committed (numbered) with the next presence flush.
     var pendingPresenceEvents: [Event] = []
     let outbox = OutboxPublisher()
+    var heartbeats: HeartbeatConnection?
     var tasks: [Task<Void, Never>] = []
 
     public init(options: Options, client: MQTTClient, credentials: (any Credentials)? = nil, log: Log,
@@ -125,15 +130,32 @@ public actor ControlPlane {
         }
         let share = options.sharedSubscriptions
         func f(_ s: String) -> String { share ? TopicFilter.shared(s) : s }
-        // Status is retained: a plain subscription re-delivers every device's presence after a restart
-        // (shared subscriptions receive no retained messages).
-        _ = try await client.subscribe([
+        var filters: [(String, QoS)] = [
+            // Status is retained: a plain subscription re-delivers every device's presence after a
+            // restart (shared subscriptions receive no retained messages).
             (TopicFilter.allStatus, .atLeastOnce),
-            (f(TopicFilter.allHeartbeats), .atMostOnce),
             (f(TopicFilter.allConfigAcks), .atLeastOnce),
             (f(TopicFilter.allCSRs), .atLeastOnce),
             (f(TopicFilter.allCommands), .atLeastOnce),
-        ])
+        ]
+        let o = client.options
+        if options.heartbeatConnection, o.tls == nil {
+            let connection = HeartbeatConnection(
+                settings: .init(host: o.host, port: o.port, clientID: o.clientID + "-heartbeats", username: o.username,
+                                password: o.password, filter: f(TopicFilter.allHeartbeats)),
+                log: log) { [weak hotClient] device, payload, topic in
+                    guard let hotClient else { return }
+                    hot.receive(device, payload: payload, topic: topic, client: hotClient)
+                }
+            heartbeats = connection
+            connection.start()
+            if !(await connection.firstSubscription(timeout: .seconds(10))) {
+                log(.warn, "the heartbeat connection has no subscription yet after 10 s; it keeps trying (see the lines above)")
+            }
+        } else {
+            filters.append((f(TopicFilter.allHeartbeats), .atMostOnce))
+        }
+        _ = try await client.subscribe(filters)
         pruneEvents()
         try drainOutbox()
         reconcile()
@@ -165,6 +187,8 @@ public actor ControlPlane {
     }
 
     public func stop() {
+        heartbeats?.stop()
+        heartbeats = nil
         for t in tasks { t.cancel() }
         tasks.removeAll()
         flushAcks()

@@ -27,11 +27,16 @@ final class HeartbeatIngest: Sendable {
 
     /// Records one heartbeat, or answers the device on its error topic. Never throws.
     func receive(_ device: DeviceID, _ m: MQTTMessage, client: MQTTClient) {
+        receive(device, payload: m.payload, topic: m.topic, client: client)
+    }
+
+    /// The same from the bytes (the heartbeat connection's path).
+    func receive(_ device: DeviceID, payload: [UInt8], topic: String, client: MQTTClient) {
         let failure: WireError?
         do {
             // The one-pass scanner, or the full decoder for the exact error of anything it declines.
-            if Heartbeat.scan(m.payload) == nil {
-                _ = try WireCodec.decode(Heartbeat.self, from: m.payload, limit: WireCodec.maxDevicePayloadBytes)
+            if Heartbeat.scan(payload) == nil {
+                _ = try WireCodec.decode(Heartbeat.self, from: payload, limit: WireCodec.maxDevicePayloadBytes)
             }
             let now = Date()
             failure = state.withLock { s -> WireError? in
@@ -46,7 +51,7 @@ final class HeartbeatIngest: Sendable {
         }
         if let failure {
             _ = try? client.publishNoWait(Topic.deviceError(device).path,
-                                          WireCodec.encode(DeviceErrorReport(code: failure.code, message: failure.message, topic: m.topic)),
+                                          WireCodec.encode(DeviceErrorReport(code: failure.code, message: failure.message, topic: topic)),
                                           qos: .atMostOnce)
         }
     }

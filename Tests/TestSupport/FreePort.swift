@@ -1,37 +1,52 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: binds port 0, reads the port back, closes.
+/// A TCP port on 127.0.0.1 that was free a moment ago (see `freePorts`).
 public func freePort() throws -> Int { try freePorts(1)[0] }
 
-/// `count` distinct free ports: all sockets are bound at once, so the kernel cannot hand out the
-/// same port twice (two listeners of one broker on one port would fail to start).
+/// Ports handed out by this process, never handed out twice.
+private let handedOut = Mutex<Set<Int>>([])
+
+/// The kernel's range for outgoing connections' local ports (`ip_local_port_range`).
+private let ephemeralRange: ClosedRange<Int> = {
+    let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? "32768 60999"
+    let v = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+    return v.count == 2 && v[0] <= v[1] ? v[0]...v[1] : 32768...60999
+}()
+
+/// `count` distinct free ports for listeners, chosen **below the ephemeral range**: a port from
+/// `bind(0)` comes from that range, where any of the thousands of client connections the parallel
+/// suite makes may take it as its local port before the broker binds it ("Address already in
+/// use"). Each port is checked free with a bind, and none is handed out twice in this process.
 public func freePorts(_ count: Int) throws -> [Int] {
-    var fds: [Int32] = []
-    defer { for fd in fds { close(fd) } }
+    let low = 10_000, high = max(low + 1_000, ephemeralRange.lowerBound) - 1
     var ports: [Int] = []
-    for _ in 0..<count {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSupportError("socket() failed: \(String(cString: strerror(errno)))") }
-        fds.append(fd)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        guard bound == 0 else { throw TestSupportError("bind(127.0.0.1:0) failed: \(String(cString: strerror(errno)))") }
-        let named = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        guard named == 0 else { throw TestSupportError("getsockname failed: \(String(cString: strerror(errno)))") }
-        ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+    var tries = 0
+    while ports.count < count {
+        tries += 1
+        guard tries < 10_000 else { throw TestSupportError("no free TCP port in \(low)...\(high) after 10,000 tries") }
+        let candidate = Int.random(in: low...high)
+        guard handedOut.withLock({ $0.insert(candidate).inserted }) else { continue }
+        if bindable(candidate) { ports.append(candidate) }
     }
     return ports
+}
+
+/// True when 127.0.0.1:`port` can be bound right now.
+private func bindable(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
 }
 
 /// True when something accepts a TCP connection on 127.0.0.1:`port` right now.
