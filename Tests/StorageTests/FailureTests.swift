@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 import Storage
 
 /// What happens when the disk, the permissions or the process fail underneath the database.
@@ -124,7 +125,7 @@ import Storage
     /// A real kill -9: the sqlite3 CLI (another process, WAL + synchronous=FULL) commits and then
     /// idles waiting for input; once its commit is visible we SIGKILL it and open the files it left.
     @Test(.enabled(if: sqlite3CLI != nil, "needs the sqlite3 command-line tool (apt-get install sqlite3)"))
-    func committedDataSurvivesSIGKILLOfTheWriterProcess() throws {
+    func committedDataSurvivesSIGKILLOfTheWriterProcess() async throws {
         let dir = try TemporaryDirectory()
         let path = dir.path()
         let child = Process()
@@ -146,15 +147,10 @@ import Storage
             """
         input.fileHandleForWriting.write(Data(script.utf8))  // stdin stays open: the CLI waits for more
 
-        var seen: Int64 = 0
-        let deadline = ContinuousClock.now + .seconds(20)
-        while seen < 200 && ContinuousClock.now < deadline {
-            if let reader = try? Database.openReadOnly(path: path) {
-                seen = (try? reader.scalar("SELECT count(*) FROM devices").int64Value) ?? 0
-            }
-            if seen < 200 { usleep(20_000) }
+        try await waitUntil(timeout: .seconds(20), "the sqlite3 child commits its 200 rows") {
+            guard let reader = try? Database.openReadOnly(path: path) else { return false }
+            return ((try? reader.scalar("SELECT count(*) FROM devices").int64Value) ?? 0) == 200
         }
-        #expect(seen == 200, "the sqlite3 child never committed")
         #expect(child.isRunning)
         kill(child.processIdentifier, SIGKILL)
         child.waitUntilExit()

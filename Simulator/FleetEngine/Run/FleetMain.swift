@@ -142,9 +142,11 @@ public struct WorkerPool {
         output("started \(k) workers (pids \(workers.map { String($0.pid) }.joined(separator: " "))) for \(options.devices) devices")
         var forwarded = false
         var failures: [String] = []
-        while workers.contains(where: \.isRunning) {
-            if stop.isRequested && !forwarded { forwarded = true; workers.forEach { $0.signal(SIGINT) } }
-            usleep(100_000)
+        // Each worker's exit is awaited on its pidfd; the 100 ms bound only lets Ctrl-C be forwarded.
+        for w in workers {
+            while !w.waitForExit(timeout: .milliseconds(100)) {
+                if stop.isRequested && !forwarded { forwarded = true; workers.forEach { $0.signal(SIGINT) } }
+            }
         }
         for w in workers where w.exitStatus != 0 {
             failures.append("worker pid \(w.pid) exited with status \(w.exitStatus ?? -1)")

@@ -47,8 +47,21 @@ final class TransferBoard: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Signalled after every change, so the loop thread waits for one instead of sleeping.
+    private let changed = NSCondition()
 
-    func with<T: Sendable>(_ body: (inout State) -> T) -> T { state.withLock { body(&$0) } }
+    func with<T: Sendable>(_ body: (inout State) -> T) -> T {
+        let result = state.withLock { body(&$0) }
+        changed.lock(); changed.broadcast(); changed.unlock()
+        return result
+    }
+
+    /// Returns at the next change of the board, or after `timeout` seconds (the loop's tick).
+    func waitForChange(timeout: Double) {
+        changed.lock()
+        _ = changed.wait(until: Date().addingTimeInterval(timeout))
+        changed.unlock()
+    }
 }
 
 /// Collects the accounts' events: transfer events are printed at once (each once, though both

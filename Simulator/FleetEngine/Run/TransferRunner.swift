@@ -50,7 +50,7 @@ public final class TransferRunner {
             if b != nil || finished { break }
             if let why = watchLimits() { stoppedBy = why; break }
             flushEvents()
-            usleep(20_000)
+            board.waitForChange(timeout: 0.02)
         }
         guard let bundles, stoppedBy == nil else {
             waitFinished(board, grace: 10, tick: flushEvents)
@@ -223,7 +223,7 @@ public final class TransferRunner {
 
     private func waitFinished(_ board: TransferBoard, grace: Double, tick: () -> Void) {
         let deadline = Date().addingTimeInterval(grace)
-        while !board.with({ $0.finished }) && Date() < deadline { tick(); usleep(20_000) }
+        while !board.with({ $0.finished }) && Date() < deadline { tick(); board.waitForChange(timeout: 0.02) }
     }
 
     /// The report of a run that ended before any device existed.
