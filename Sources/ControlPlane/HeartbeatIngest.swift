@@ -33,11 +33,16 @@ final class HeartbeatIngest: Sendable {
     /// The same from the bytes (the heartbeat connection's path).
     func receive(_ device: DeviceID, payload: [UInt8], topic: String, client: MQTTClient) {
         let failure: WireError?
-        do {
+        do throws(WireError) {
             // The one-pass scanner, or the full decoder for the exact error of anything it declines.
-            if Heartbeat.scan(payload) == nil {
-                _ = try WireCodec.decode(Heartbeat.self, from: payload, limit: WireCodec.maxDevicePayloadBytes)
+            let hb: Heartbeat
+            if let fast = Heartbeat.scan(payload) { hb = fast } else {
+                hb = try WireCodec.decode(Heartbeat.self, from: payload, limit: WireCodec.maxDevicePayloadBytes)
             }
+            // The limits topics.md gives each field.
+            if hb.seq < 1 { throw WireError(.malformed, "seq must be >= 1 (got \(hb.seq))") }
+            if hb.uptime < 0 { throw WireError(.malformed, "uptime must be >= 0 (got \(hb.uptime))") }
+            if hb.configVersion < 0 { throw WireError(.malformed, "configVersion must be >= 0 (got \(hb.configVersion))") }
             let now = Date()
             failure = state.withLock { s -> WireError? in
                 guard s.known.contains(device) else { s.errors += 1; return WireError(.notFound, "device \(device) is not provisioned") }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import EscrowCore
 import MQTT
@@ -20,7 +21,15 @@ struct HeartbeatConnectionTests {
             o.reconnect = nil
             let device = try MQTTClient(o)
             try await device.connect()
-            let errors = device.messages
+            // One collector for the whole round: cancelling a wait on an AsyncStream ends the stream.
+            let reports = Mutex<[DeviceErrorReport]>([])
+            let messages = device.messages
+            let collector = Task {
+                for await m in messages where m.topic == "devices/hb-1/error" {
+                    if let r = try? WireCodec.decode(DeviceErrorReport.self, from: m.payload) { reports.withLock { $0.append(r) } }
+                }
+            }
+            defer { collector.cancel() }
             _ = try await device.subscribe([("devices/hb-1/error", .atLeastOnce)])
             let before = await p.service.counters.heartbeats
             // The heartbeat connection may still be re-subscribing after a restart: send until counted.
@@ -34,14 +43,19 @@ struct HeartbeatConnectionTests {
             try await waitUntil("501 more heartbeats are counted (\(label))") { await p.service.counters.heartbeats - start >= 501 }
             // Error reports go out QoS 0 on escrowd's main client, which may still be reconnecting
             // after a restart (its backoff is longer than this connection's): send until answered.
-            var reply: MQTTMessage?
-            try await waitUntil(timeout: .seconds(20), "the malformed heartbeat's error (\(label))") {
+            try await waitUntil(timeout: .seconds(20), "the malformed heartbeat's error (\(label))", interval: .milliseconds(200)) {
                 try await device.publish("devices/hb-1/heartbeat", Array(#"{"schema":1,"seq":"x"}"#.utf8), qos: .atLeastOnce)
-                reply = try? await firstElement(of: errors, timeout: .seconds(1), "an error report") { $0.topic == "devices/hb-1/error" }
-                return reply != nil
+                return reports.withLock { !$0.isEmpty }
             }
-            let report = try WireCodec.decode(DeviceErrorReport.self, from: try #require(reply).payload)
+            let report = try #require(reports.withLock { $0.first })
             #expect(report.code == .malformed && report.topic == "devices/hb-1/heartbeat")
+            // Out of the documented limits: refused the same way, and not counted.
+            let counted = await p.service.counters.heartbeats, seen = reports.withLock { $0.count }
+            try await device.publish("devices/hb-1/heartbeat", WireCodec.encode(Heartbeat(seq: 0, mode: .escrow, uptime: 1, configVersion: 0)), qos: .atLeastOnce)
+            try await waitUntil("the out-of-limits heartbeat's error (\(label))") {
+                reports.withLock { $0.dropFirst(seen).contains { $0.message == "seq must be >= 1 (got 0)" } }
+            }
+            #expect(await p.service.counters.heartbeats == counted)
             await device.disconnect()
         }
         try await round("before")
