@@ -35,7 +35,7 @@ let package = Package(
 
         // Thin edges.
         .target(name: "MQTTWire"),
-        .target(name: "MQTT", dependencies: ["CMosquitto", "MQTTWire", "CSystem"]),
+        .target(name: "MQTT", dependencies: ["CMosquitto", "MQTTWire", "POSIX"]),
         .target(name: "Storage", dependencies: ["CSQLite", "POSIX"]),
         .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
         .target(name: "CSystem"),

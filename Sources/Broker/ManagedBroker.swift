@@ -63,7 +63,6 @@ public final class ManagedBroker: Sendable {
         var lastReload: ContinuousClock.Instant?
         /// A trailing SIGHUP is scheduled: it will read whatever the files say by then.
         var reloadScheduled = false
-        var adoptedAtStart = false
     }
 
     public let configFile: String
@@ -112,8 +111,8 @@ public final class ManagedBroker: Sendable {
         set { state.withLock { $0.onEvent = newValue } }
     }
 
-    /// The last `start()` adopted a running broker instead of launching one.
-    public var adoptedAtStart: Bool { state.withLock { $0.adoptedAtStart } }
+    /// The supervised broker was adopted from a crashed supervisor, not launched by this one.
+    public var adoptedAtStart: Bool { state.withLock { $0.process?.adopted ?? false } }
 
     /// The running broker's pid.
     public var pid: Int32? {
@@ -219,7 +218,6 @@ public final class ManagedBroker: Sendable {
             p.onExit { [weak self] _ in self?.exited(p) }
             s.process = p
             s.launchedAt = .now
-            s.adoptedAtStart = false
             return p
         }
         if let pidFile {
@@ -299,7 +297,6 @@ public final class ManagedBroker: Sendable {
             s.stopping = false
             s.process = orphan
             s.launchedAt = .now
-            s.adoptedAtStart = true
         }
         orphan.onExit { [weak self] _ in self?.exited(orphan) }
         return orphan

@@ -120,14 +120,9 @@ public actor ControlPlane {
     public func run() async throws {
         ingest.setKnown(Set(try ledger.allDeviceIDs()))
         sessions = try ledger.presenceSessions()
-        // Heartbeats never enter the message stream: parsed and coalesced per device on the MQTT
-        // network thread, so memory is bounded by the fleet and commands never wait behind them.
+        // Heartbeats never enter the message stream: parsed and coalesced per device where they are
+        // read, so memory is bounded by the fleet and commands never wait behind them.
         let hot = self.ingest, hotClient = self.client
-        client.consumeInline { [weak hotClient] message in
-            guard let d = Topic.heartbeatDevice(message.topic), let hotClient else { return false }
-            hot.receive(d, message, client: hotClient)
-            return true
-        }
         let share = options.sharedSubscriptions
         func f(_ s: String) -> String { share ? TopicFilter.shared(s) : s }
         var filters: [(String, QoS)] = [
@@ -140,7 +135,7 @@ public actor ControlPlane {
         ]
         let o = client.options
         if options.heartbeatConnection, o.tls == nil {
-            let connection = HeartbeatConnection(
+            let connection = try HeartbeatConnection(
                 settings: .init(host: o.host, port: o.port, clientID: o.clientID + "-heartbeats", username: o.username,
                                 password: o.password, filter: f(TopicFilter.allHeartbeats)),
                 log: log) { [weak hotClient] device, payload, topic in
@@ -153,6 +148,12 @@ public actor ControlPlane {
                 log(.warn, "the heartbeat connection has no subscription yet after 10 s; it keeps trying (see the lines above)")
             }
         } else {
+            // Over TLS: on the main client's network thread.
+            client.consumeInline { [weak hotClient] message in
+                guard let d = Topic.heartbeatDevice(message.topic), let hotClient else { return false }
+                hot.receive(d, message, client: hotClient)
+                return true
+            }
             filters.append((f(TopicFilter.allHeartbeats), .atMostOnce))
         }
         _ = try await client.subscribe(filters)
@@ -169,15 +170,10 @@ public actor ControlPlane {
             }
         }
         tasks.append(eventTask)
-        // The pump runs off the actor: heartbeats (when a client did not take them inline) are
-        // recorded where they arrive, everything else is handed to the actor in order.
-        let ingest = self.ingest, client = self.client
+        // Everything but heartbeats (taken where they are read, above) goes to the actor in order.
+        let client = self.client
         let pump = Task.detached { [weak self] in
             for await message in client.messages {
-                if case .deviceHeartbeat(let d)? = Topic(path: message.topic) {
-                    ingest.receive(d, message, client: client)
-                    continue
-                }
                 guard let self else { return }
                 await self.handle(message)
             }

@@ -3,7 +3,6 @@ import Synchronization
 import EscrowCore
 import MQTTWire
 import POSIX
-import CSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,15 +37,14 @@ final class HeartbeatConnection: Sendable {
     private let subscribed = Atomic<Bool>(false)
     private let socket = Mutex<Int32>(-1)
     /// Wakes a reconnect delay when `stop()` is called.
-    private let wakeFD: Int32 = escrow_eventfd()
+    private let wakeSignal: WakeSignal
 
-    init(settings: Settings, log: Log, onHeartbeat: @escaping @Sendable (DeviceID, [UInt8], String) -> Void) {
+    init(settings: Settings, log: Log, onHeartbeat: @escaping @Sendable (DeviceID, [UInt8], String) -> Void) throws {
+        wakeSignal = try WakeSignal()
         self.settings = settings
         self.log = log
         self.onHeartbeat = onHeartbeat
     }
-
-    deinit { if wakeFD >= 0 { close(wakeFD) } }
 
     /// True while the subscription is granted and the connection up.
     var isSubscribed: Bool { subscribed.load(ordering: .relaxed) }
@@ -88,8 +86,7 @@ final class HeartbeatConnection: Sendable {
     func stop() {
         stopping.store(true, ordering: .relaxed)
         socket.withLock { fd in if fd >= 0 { _ = shutdown(fd, Int32(SHUT_RDWR)) } }
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        wakeSignal.wake()
     }
 
     private struct SessionError: Error, CustomStringConvertible { let description: String }
@@ -107,8 +104,7 @@ final class HeartbeatConnection: Sendable {
             if stopping.load(ordering: .relaxed) { break }
             let delay = settings.backoff.delay(attempt: attempt)
             attempt += 1
-            var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-            _ = poll(&fd, 1, Int32(clamping: Backoff.nanoseconds(delay) / 1_000_000))
+            wakeSignal.wait(milliseconds: Int32(clamping: Backoff.nanoseconds(delay) / 1_000_000))
         }
     }
 
@@ -155,10 +151,7 @@ final class HeartbeatConnection: Sendable {
                 // next read (a bounded pacing pause on this thread only, woken by stop()). Waking for
                 // every few packets cost a fifth of the CPU in context switches; the last-seen flush
                 // runs every 5 s, so 1 ms of delay is invisible.
-                if n < buffer.count / 2 {
-                    var idle = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-                    _ = poll(&idle, 1, 1)
-                }
+                if n < buffer.count / 2 { wakeSignal.wait(milliseconds: 1, drain: false) }
             }
             while let packet = try reader.next() {
                 switch packet {

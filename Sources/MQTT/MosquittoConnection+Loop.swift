@@ -1,5 +1,5 @@
 import CMosquitto
-import CSystem
+import POSIX
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -149,11 +149,11 @@ extension MosquittoConnection {
         guard sock >= 0 else { return MOSQ_ERR_NO_CONN.rawValue }
         let wantWrite = mosquitto_want_write(handle)
         var fds = [pollfd(fd: sock, events: Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0), revents: 0),
-                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-        let n = poll(&fds, wakeFD >= 0 ? 2 : 1, timeoutMs)
+                   pollfd(fd: wakeSignal.fd, events: Int16(POLLIN), revents: 0)]
+        let n = poll(&fds, 2, timeoutMs)
         if n < 0 { return errno == EINTR ? MOSQ_ERR_SUCCESS.rawValue : MOSQ_ERR_ERRNO.rawValue }
-        let woken = wakeFD >= 0 && fds[1].revents & Int16(POLLIN) != 0
-        if woken { var count: UInt64 = 0; _ = Glibc.read(wakeFD, &count, 8) }
+        let woken = fds[1].revents & Int16(POLLIN) != 0
+        if woken { wakeSignal.drain() }
         let events = fds[0].revents
         let writable = events & Int16(POLLOUT) != 0
         // Readable, hung up, or writable while a TLS handshake may be in progress: mosquitto_loop_read
@@ -173,10 +173,7 @@ extension MosquittoConnection {
             if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(handle) < 0 { return rc }
             // Output still queued on a writable socket means libmosquitto will not write yet (TCP or
             // TLS connect pending): do not spin on POLLOUT, look again shortly.
-            if writable && mosquitto_want_write(handle) {
-                var idle = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-                _ = poll(&idle, wakeFD >= 0 ? 1 : 0, 2)
-            }
+            if writable && mosquitto_want_write(handle) { wakeSignal.wait(milliseconds: 2, drain: false) }
         }
         return mosquitto_loop_misc(handle)
     }
@@ -188,13 +185,7 @@ extension MosquittoConnection {
         while clock.now < deadline {
             if shouldStop() { return false }
             let remaining = Backoff.nanoseconds(clock.now.duration(to: deadline))
-            let ms = Int32(clamping: max(1, min(remaining / 1_000_000, 1_000)))
-            if wakeFD >= 0 {
-                var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-                if poll(&fd, 1, ms) > 0 { var count: UInt64 = 0; _ = Glibc.read(wakeFD, &count, 8) }
-            } else {
-                usleep(useconds_t(ms) * 1000)
-            }
+            wakeSignal.wait(milliseconds: Int32(clamping: max(1, min(remaining / 1_000_000, 1_000))))
         }
         return !shouldStop()
     }

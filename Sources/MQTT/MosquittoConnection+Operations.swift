@@ -1,5 +1,4 @@
 import CMosquitto
-import CSystem
 import Foundation
 import Synchronization
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
 import CMosquitto
-import CSystem
+import POSIX
 import Foundation
 import Synchronization
 
@@ -80,7 +80,7 @@ final class MosquittoConnection: @unchecked Sendable {
     let clock = ContinuousClock()
     /// Bumped after every publish, subscribe, unsubscribe and disconnect queued from another thread
     /// (and on stop), so the loop's `poll` returns and writes at once instead of at its timeout.
-    let wakeFD: Int32 = escrow_eventfd()
+    let wakeSignal: WakeSignal
 
     init(options: MQTTOptions, messageSink: AsyncStream<MQTTMessage>.Continuation,
          eventSink: AsyncStream<MQTTConnectionEvent>.Continuation) throws {
@@ -91,6 +91,10 @@ final class MosquittoConnection: @unchecked Sendable {
                             code: MOSQ_ERR_ERRNO.rawValue,
                             message: saved == EINVAL ? "invalid client id (an empty id requires cleanSession)"
                                                      : String(cString: strerror(saved)))
+        }
+        do { wakeSignal = try WakeSignal() } catch {
+            mosquitto_destroy(handle)
+            throw MQTTError(kind: .library, operation: "eventfd", code: MOSQ_ERR_ERRNO.rawValue, message: "\(error)")
         }
         self.handle = handle
         self.options = options
@@ -103,15 +107,10 @@ final class MosquittoConnection: @unchecked Sendable {
 
     deinit {
         mosquitto_destroy(handle)
-        if wakeFD >= 0 { Glibc.close(wakeFD) }
     }
 
     /// Makes the loop thread's `poll` return now (it then writes what was queued).
-    func wake() {
-        guard wakeFD >= 0 else { return }
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
-    }
+    func wake() { wakeSignal.wake() }
 
     // MARK: Setup
 

@@ -9,8 +9,9 @@ import Glibc
 /// which has one thread per core (two here) and on Linux shares libdispatch's global threads, so
 /// one blocked thread stalls every task of the process.
 ///
-/// Threads that may block are marked: the ledger's `ThreadExecutor`, the MQTT loop threads,
-/// `BlockingWork.run` and `.parallel` threads, the main thread. Each blocking call site calls
+/// Threads that may block are marked: `ThreadExecutor` threads (the ledger's, the agent's),
+/// `BlockingWork.run`, `.detach` and `.parallel` threads (process waiters among them), and the
+/// main thread. Each blocking call site calls
 /// `check(_:)`. With `ESCROW_EXECUTOR_CHECK=1` in the environment (the test harness sets it for
 /// every escrowd it launches) a call from an unmarked thread ends the process with a message naming
 /// the call; with `ESCROW_EXECUTOR_CHECK=record` it is recorded in `violations` instead. Otherwise
@@ -67,24 +68,14 @@ public enum BlockingWork {
     /// cooperative pool waits meanwhile.
     public static func run<T: Sendable>(_ name: String = "blocking", _ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
-                markThread()
-                continuation.resume(with: Result { try work() })
-            }
-            thread.name = name
-            thread.start()
+            detach(name) { continuation.resume(with: Result { try work() }) }
         }
     }
 
     /// The same for work that cannot fail.
     public static func run<T: Sendable>(_ name: String = "blocking", _ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
-            let thread = Thread {
-                markThread()
-                continuation.resume(returning: work())
-            }
-            thread.name = name
-            thread.start()
+            detach(name) { continuation.resume(returning: work()) }
         }
     }
 

@@ -19,7 +19,7 @@ public final class ChildProcess: Sendable {
     /// never a sleep loop. -1 only where the kernel has no pidfd (then waits fall back to polling).
     private let pidfd: Int32
     /// Not our child (adopted): its exit status belongs to its real parent and reads as -1.
-    private let adopted: Bool
+    public let adopted: Bool
 
     private init(pid: pid_t, executable: String, adopted: Bool) {
         self.pid = pid

@@ -36,21 +36,13 @@ public func freePorts(_ count: Int) throws -> [Int] {
 }
 
 /// True when 127.0.0.1:`port` can be bound right now.
-private func bindable(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = UInt16(port).bigEndian
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
-}
+private func bindable(_ port: Int) -> Bool { withLoopbackSocket(port: port) { fd, addr, len in bind(fd, addr, len) == 0 } }
 
 /// True when something accepts a TCP connection on 127.0.0.1:`port` right now.
-public func canConnect(port: Int) -> Bool {
+public func canConnect(port: Int) -> Bool { withLoopbackSocket(port: port) { fd, addr, len in connect(fd, addr, len) == 0 } }
+
+/// Calls `body` with a fresh TCP socket (closed afterwards) and the address 127.0.0.1:`port`.
+private func withLoopbackSocket(port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Bool) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
@@ -58,10 +50,7 @@ public func canConnect(port: Int) -> Bool {
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = UInt16(port).bigEndian
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let rc = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    return rc == 0
 }
