@@ -25,16 +25,10 @@ extension ControlPlane {
                 sessions[d] = session
             }
             presence[d] = s
-            let isOnline = s.state == .online
-            if online[d] != isOnline {
-                online[d] = isOnline
-                if let owner = try? ledger.owner(of: d) {
-                    pendingPresenceEvents.append((Event(type: isOnline ? .deviceOnline : .deviceOffline, at: Date(), account: owner, deviceId: d,
-                                                 details: ["mode": s.mode.map { .string($0.rawValue) } ?? .null,
-                                                           "configVersion": s.configVersion.map { .number(Double($0)) } ?? .null,
-                                                           "agentVersion": s.agentVersion.map { .string($0) } ?? .null])))
-                    if pendingPresenceEvents.count >= 2_000 { flushAcks() }
-                }
+            if let change = lease.status(d, online: s.state == .online, at: PresenceLease.now()),
+               let owner = try? ledger.owner(of: d) {
+                pendingPresenceEvents.append(Self.presenceEvent(change, owner: owner, status: s))
+                if pendingPresenceEvents.count >= 2_000 { flushAcks() }
             }
         } catch {
             deviceError(d, topic: m.topic, error)
@@ -112,16 +106,47 @@ extension ControlPlane {
         }
     }
 
+    /// The `device.online` / `device.offline` event of a presence change.
+    static func presenceEvent(_ change: PresenceLease.Change, owner: AccountID, status: DeviceStatus? = nil, at: Date = Date()) -> Event {
+        var details: [String: JSONValue] = ["reason": .string(change.reason.rawValue)]
+        if let status {
+            details["mode"] = status.mode.map { .string($0.rawValue) } ?? .null
+            details["configVersion"] = status.configVersion.map { .number(Double($0)) } ?? .null
+            details["agentVersion"] = status.agentVersion.map { .string($0) } ?? .null
+        }
+        return Event(type: change.online ? .deviceOnline : .deviceOffline, at: at, account: owner, deviceId: change.device, details: details)
+    }
+
+    /// Persists the heartbeats' last-seen times, and presence by lease: a heartbeat brings back a
+    /// device whose lease had run out, silence past its lease marks it offline (one transaction,
+    /// with their events).
     public func flushLastSeen() {
         let batch = ingest.take()
-        guard !batch.isEmpty else { return }
+        var changes = unsavedPresence
+        for (d, at) in batch {
+            if let c = lease.heard(d, at: PresenceLease.monotonic(at)) { changes.append(c) }
+        }
+        changes += lease.expire(now: PresenceLease.now())
+        guard !batch.isEmpty || !changes.isEmpty else { return }
         do {
             try ledger.db.transaction { _ in
                 for (d, at) in batch { try ledger.recordLastSeen(d, at: at) }
+                let at = Date()
+                for c in changes {
+                    guard let owner = try ledger.setOnline(c.device, c.online) else { continue }
+                    try ledger.appendEvent(Self.presenceEvent(c, owner: owner, at: at))
+                }
+            }
+            unsavedPresence = []
+            if !changes.isEmpty {
+                let ended = changes.filter { !$0.online }.count
+                if ended > 0 { log(.info, "\(ended) devices silent past their lease are offline") }
+                try drainOutbox()
             }
         } catch {
             ingest.restore(batch)
-            log(.warn, "could not persist last-seen times: \(error)")
+            unsavedPresence = changes // their events are written by the next flush that commits
+            log(.warn, "could not persist last-seen times and presence: \(error)")
         }
     }
 }

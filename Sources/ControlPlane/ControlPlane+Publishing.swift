@@ -46,7 +46,8 @@ extension ControlPlane {
 
     func publishConfigs(_ devices: [DeviceID]) {
         for d in devices {
-            guard let payload = try? ledger.desiredConfigPayload(d) else { continue }
+            guard let (payload, interval) = try? ledger.desiredConfig(d) else { continue }
+            lease.setInterval(d, interval) // the lease follows the configuration's heartbeat interval
             publish(Topic.deviceConfig(d).path, payload, retain: true)
             tally.configsPublished += 1
         }

@@ -14,6 +14,9 @@ public actor ControlPlane {
         public var reconcileInterval: Duration = .seconds(30)
         /// Persist devices' last-seen times at least this often.
         public var lastSeenFlushInterval: Duration = .seconds(5)
+        /// A device counts as offline after this many heartbeat intervals of its configuration
+        /// without a word from it (`PresenceLease`), plus `lastSeenFlushInterval` and 1 s.
+        public var presenceLeaseIntervals: Double = 3
         /// Commit batched config acks and presence this often.
         public var ackFlushInterval: Duration = .milliseconds(100)
         /// Look for expired transfer requests this often.
@@ -61,7 +64,7 @@ public actor ControlPlane {
     let onAccessChanged: @Sendable (AccessSnapshot) -> Void
     var tally = Counters()
     let latencies = LatencyRecorder()
-    var onlineCount: Int { online.values.filter { $0 }.count }
+    var onlineCount: Int { lease.onlineCount }
     public var counters: Counters {
         var c = tally
         c.heartbeats = ingest.heartbeats
@@ -77,7 +80,10 @@ public actor ControlPlane {
     // Soft state, committed in batches.
     let ingest = HeartbeatIngest()
     var presence: [DeviceID: DeviceStatus] = [:]
-    var online: [DeviceID: Bool] = [:]
+    /// Who is online: statuses, heartbeats and leases (see `PresenceLease`).
+    var lease: PresenceLease
+    /// Presence changes a failed flush could not commit: retried first by the next one.
+    var unsavedPresence: [PresenceLease.Change] = []
     /// The newest connection session seen per device (`DeviceStatus.session`).
     var sessions: [DeviceID: Int] = [:]
     var pendingAcks: [(DeviceID, ConfigAck)] = []
@@ -97,6 +103,8 @@ public actor ControlPlane {
             String(UUID().uuidString.lowercased().prefix(13))
         })
         self.onAccessChanged = onAccessChanged
+        self.lease = PresenceLease(intervals: options.presenceLeaseIntervals,
+                                   grace: Double(options.lastSeenFlushInterval.components.seconds) + Double(options.lastSeenFlushInterval.components.attoseconds) / 1e18 + 1)
     }
 
     /// Fault injection for tests and drills: makes the database refuse writes as a read-only
@@ -120,6 +128,13 @@ public actor ControlPlane {
     public func run() async throws {
         ingest.setKnown(Set(try ledger.allDeviceIDs()))
         sessions = try ledger.presenceSessions()
+        // Devices recorded online get a fresh lease: their retained status follows, and one that
+        // is gone is marked offline when the lease ends.
+        let started = PresenceLease.now()
+        for (d, online, interval) in try ledger.leaseState() {
+            lease.setInterval(d, interval)
+            if online { lease.assumeOnline(d, at: started) }
+        }
         // Heartbeats never enter the message stream: parsed and coalesced per device where they are
         // read, so memory is bounded by the fleet and commands never wait behind them.
         let hot = self.ingest, hotClient = self.client
@@ -162,20 +177,18 @@ public actor ControlPlane {
         reconcile()
         log(.info, "serving \(ingest.knownCount) devices; subscribed to device and command topics")
         startTimers()
-        let events = client.events
-        let eventTask = Task { [weak self] in
-            for await e in events {
-                guard let self else { return }
-                if case .connected = e { await self.reconnected() }
-            }
-        }
-        tasks.append(eventTask)
-        // Everything but heartbeats (taken where they are read, above) goes to the actor in order.
+        // Everything but heartbeats (taken where they are read, above) goes to the actor in the one
+        // order the connection saw it: a reconnect's outbox re-send and reconciliation run before
+        // any message of the new connection.
         let client = self.client
         let pump = Task.detached { [weak self] in
-            for await message in client.messages {
+            for await delivery in client.deliveries {
                 guard let self else { return }
-                await self.handle(message)
+                switch delivery {
+                case .message(let message): await self.handle(message)
+                case .event(.connected): await self.reconnected()
+                case .event: break
+                }
             }
         }
         await pump.value
@@ -221,7 +234,7 @@ public actor ControlPlane {
     /// One line a minute for operators reading the log: load and what changed since the last line.
     func logStats() {
         let c = counters
-        let online = online.values.filter { $0 }.count
+        let online = lease.onlineCount
         log(.info, "stats: \(ingest.knownCount) devices, \(online) online; last minute: \(c.heartbeats - lastStats.heartbeats) heartbeats, \(c.commands - lastStats.commands) commands (\(c.commandErrors - lastStats.commandErrors) refused), \(c.acks - lastStats.acks) acks, \(c.configsPublished - lastStats.configsPublished) configurations published, \(c.deviceErrors - lastStats.deviceErrors) device errors")
         lastStats = c
     }

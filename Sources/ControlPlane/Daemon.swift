@@ -22,6 +22,10 @@ public final class Daemon: Sendable {
         /// The host name devices use to reach the broker (goes into bundles and the server certificate).
         public var publicHost = "127.0.0.1"
         public var reconcileInterval: Duration = .seconds(30)
+        /// See `ControlPlane.Options.presenceLeaseIntervals`.
+        public var presenceLeaseIntervals: Double = 3
+        /// See `ControlPlane.Options.lastSeenFlushInterval`.
+        public var lastSeenFlushInterval: Duration = .seconds(5)
         /// The managed broker's binary (`--mosquitto`); nil: `mosquitto` from PATH, else /usr/sbin/mosquitto.
         public var mosquitto: String?
         /// See `ControlPlane.Options.escrowGrace`.
@@ -128,6 +132,8 @@ public final class Daemon: Sendable {
         client = try MQTTClient(options)
         var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
         cpOptions.reconcileInterval = settings.reconcileInterval
+        cpOptions.presenceLeaseIntervals = settings.presenceLeaseIntervals
+        cpOptions.lastSeenFlushInterval = settings.lastSeenFlushInterval
         cpOptions.escrowGrace = settings.escrowGrace
         cpOptions.eventRetention = settings.eventRetention
         let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username

@@ -201,6 +201,23 @@ final class Ledger {
             """, [.integer(online ? 1 : 0), mode.map { .text($0.rawValue) } ?? .null, agentVersion.map { .text($0) } ?? .null,
                   .real(at.timeIntervalSince1970), session, .text(id.rawValue), session, session])
     }
+    /// Every device that can be online: whether it is recorded online, and the heartbeat interval
+    /// of its newest configuration (nil: the escrow default). `PresenceLease`'s start.
+    func leaseState() throws -> [(DeviceID, online: Bool, interval: Int?)] {
+        var out: [(DeviceID, online: Bool, interval: Int?)] = []
+        try db.forEachRow("SELECT id, online, heartbeat_interval FROM devices WHERE state != 'retired'") { r in
+            guard let d = DeviceID(try r.string("id")) else { return }
+            out.append((d, try r.int("online") != 0, try r.optionalInt("heartbeat_interval")))
+        }
+        return out
+    }
+    /// Presence decided by lease (not by a status). Returns the owner when the row changed, nil
+    /// when it already said so (or the device is retired or unknown): no event then.
+    func setOnline(_ id: DeviceID, _ online: Bool) throws -> AccountID? {
+        guard try db.execute("UPDATE devices SET online = ? WHERE id = ? AND online != ? AND state != 'retired'",
+                             [.integer(online ? 1 : 0), .text(id.rawValue), .integer(online ? 1 : 0)]) > 0 else { return nil }
+        return try owner(of: id)
+    }
     /// The newest connection session recorded per device.
     func presenceSessions() throws -> [DeviceID: Int] {
         var out: [DeviceID: Int] = [:]
@@ -264,20 +281,22 @@ final class Ledger {
         try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
                        [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
         if keepsProfile {
-            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL WHERE id = ?",
-                           [.integer(Int64(version)), .text(id.rawValue)])
+            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ? WHERE id = ?",
+                           [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval)), .text(id.rawValue)])
         } else {
             // Stored profiles have versions from 1; the built-in default and explicit settings have 0.
             let stored = profile.version > 0
-            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, profile = ?, profile_version = ? WHERE id = ?",
-                           [.integer(Int64(version)), stored ? .text(profile.name) : .null, stored ? .integer(Int64(profile.version)) : .null, .text(id.rawValue)])
+            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ?, profile = ?, profile_version = ? WHERE id = ?",
+                           [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval)), stored ? .text(profile.name) : .null, stored ? .integer(Int64(profile.version)) : .null, .text(id.rawValue)])
         }
         return config
     }
-    func desiredConfigPayload(_ id: DeviceID) throws -> [UInt8]? {
-        try db.query("""
-            SELECT c.payload FROM devices d JOIN configs c ON c.device_id = d.id AND c.version = d.desired_version WHERE d.id = ?
-            """, [.text(id.rawValue)]).first?.blob("payload")
+    /// The desired configuration's payload and heartbeat interval.
+    func desiredConfig(_ id: DeviceID) throws -> (payload: [UInt8], heartbeatInterval: Int?)? {
+        guard let r = try db.query("""
+            SELECT c.payload, d.heartbeat_interval FROM devices d JOIN configs c ON c.device_id = d.id AND c.version = d.desired_version WHERE d.id = ?
+            """, [.text(id.rawValue)]).first else { return nil }
+        return (try r.blob("payload"), try r.optionalInt("heartbeat_interval"))
     }
     /// Devices whose desired configuration is not yet acknowledged.
     func unconverged() throws -> [DeviceID] {

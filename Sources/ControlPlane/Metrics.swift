@@ -45,7 +45,7 @@ public struct MetricsSnapshot: Sendable {
         families.append(F("escrowd_devices", .gauge, "Devices in the ledger by lifecycle state (escrow, active, ...).",
                           samples: devicesByState.sorted { $0.key < $1.key }.map { .init([("state", $0.key)], Double($0.value)) }))
         let total = devicesByState.values.reduce(0, +)
-        families.append(F("escrowd_devices_presence", .gauge, "Devices by presence as last reported by their status topic.",
+        families.append(F("escrowd_devices_presence", .gauge, "Devices by presence: their retained status, ended by the presence lease after a silence.",
                           samples: [.init([("presence", "online")], Double(devicesOnline)), .init([("presence", "offline")], Double(max(0, total - devicesOnline)))]))
         families.append(F("escrowd_transfers", .gauge, "Transfer requests by status.",
                           samples: transfersByStatus.sorted { $0.key < $1.key }.map { .init([("status", $0.key)], Double($0.value)) }))

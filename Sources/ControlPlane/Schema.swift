@@ -177,5 +177,13 @@ enum Schema {
             last_seq INTEGER NOT NULL
         ) WITHOUT ROWID;
         """),
+        Migration(version: 8, name: "presence leases", sql: """
+        -- The heartbeat interval of the device's newest configuration (NULL: none pushed, the escrow
+        -- default): a device silent for a few of them is offline (presence by lease).
+        ALTER TABLE devices ADD COLUMN heartbeat_interval INTEGER;
+        UPDATE devices SET heartbeat_interval = (
+            SELECT json_extract(CAST(c.payload AS TEXT), '$.heartbeatInterval') FROM configs c
+            WHERE c.device_id = devices.id AND c.version = devices.desired_version);
+        """),
     ]
 }

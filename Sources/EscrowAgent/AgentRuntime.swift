@@ -71,24 +71,22 @@ public actor AgentRuntime {
             do { client = try MQTTClient(options) } catch { throw .usage("\(error)") }
             self.client = client
             try await firstConnect(client, options: options, retryRefusals: afterSwitch)
-            let events = client.events
-            let eventTask = Task { [weak self] in
-                for await e in events {
-                    guard let self else { return }
-                    switch e {
-                    case .connected: await self.feed(.connected)
-                    case .disconnected(let reason): await self.lost(reason)
-                    case .reconnecting(let attempt, let delay): await self.note("reconnecting (attempt \(attempt)) in \(delay)")
-                    }
-                }
-            }
             feed(.connected)
-            for await m in client.messages {
+            // Messages and connection events in the one order the connection saw them, so the
+            // state machine never takes a message of a connection it has not yet been told about.
+            var first = true
+            for await delivery in client.deliveries {
                 if switchingIdentity { break }
-                feed(.message(topic: m.topic, payload: m.payload))
+                switch delivery {
+                case .message(let m): feed(.message(topic: m.topic, payload: m.payload))
+                case .event(.connected):
+                    // The first is the connect `firstConnect` awaited, already fed above.
+                    if first { first = false } else { feed(.connected) }
+                case .event(.disconnected(let reason)): lost(reason)
+                case .event(.reconnecting(let attempt, let delay)): note("reconnecting (attempt \(attempt)) in \(delay)")
+                }
                 if finished || switchingIdentity { break }
             }
-            eventTask.cancel()
             guard switchingIdentity, !finished else { return }
             // Clean DISCONNECT: queued messages (the ack) go out first, and the will is not published.
             await client.disconnect()

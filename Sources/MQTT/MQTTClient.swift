@@ -1,24 +1,45 @@
+import Synchronization
+
 /// One MQTT connection over libmosquitto with automatic, jittered reconnect.
 ///
-/// Incoming messages and connection events arrive on `messages` and `events` (unbounded buffers; keep
-/// consuming them). Subscriptions are remembered and restored after every reconnect. A client is
+/// Incoming messages and connection events arrive on one ordered stream, `deliveries` (unbounded
+/// buffer; keep consuming it); `messages` is the same stream without the events. Subscriptions are remembered and restored after every reconnect. A client is
 /// single-use: after `disconnect()` (or a lost connection with `reconnect == nil`) create a new one.
 public final class MQTTClient: Sendable {
     public let options: MQTTOptions
-    /// Every incoming message, in arrival order. Finishes on `disconnect()`.
-    public let messages: AsyncStream<MQTTMessage>
-    /// Connection lifecycle events. Finishes on `disconnect()`.
-    public let events: AsyncStream<MQTTConnectionEvent>
+    /// Every incoming message and connection event, in the order the network thread saw them: a
+    /// reader that acts on both (escrowd re-sends its outbox on `connected`, the agent's state
+    /// machine) never sees a message of a connection before that connection's `connected`, or a
+    /// message after the `disconnected` that ended its connection. Finishes on `disconnect()`.
+    /// One reader: two tasks iterating it would each get part of it.
+    public let deliveries: AsyncStream<MQTTDelivery>
     let connection: MosquittoConnection
+    private let messagesView = Mutex<AsyncStream<MQTTMessage>?>(nil)
 
     /// Validates and applies the options (TLS files, will, credentials); does not connect yet.
     public init(_ options: MQTTOptions) throws {
         self.options = options
-        let (messages, messageSink) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .unbounded)
-        let (events, eventSink) = AsyncStream.makeStream(of: MQTTConnectionEvent.self, bufferingPolicy: .unbounded)
-        self.messages = messages
-        self.events = events
-        connection = try MosquittoConnection(options: options, messageSink: messageSink, eventSink: eventSink)
+        let (deliveries, sink) = AsyncStream.makeStream(of: MQTTDelivery.self, bufferingPolicy: .unbounded)
+        self.deliveries = deliveries
+        connection = try MosquittoConnection(options: options, sink: sink)
+    }
+
+    /// `deliveries` without the connection events, for readers that only want messages (an
+    /// operator's request/reply session, a test's observer). The same stream each time it is asked
+    /// for; it becomes `deliveries`' one reader, so use one or the other.
+    public var messages: AsyncStream<MQTTMessage> {
+        messagesView.withLock { view in
+            if let view { return view }
+            let (stream, sink) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .unbounded)
+            let source = deliveries
+            let forward = Task {
+                for await d in source { if case .message(let m) = d { sink.yield(m) } }
+                sink.finish()
+            }
+            sink.onTermination = { _ in forward.cancel() }
+            view = stream
+            return stream
+        }
     }
 
     deinit {
@@ -26,7 +47,7 @@ public final class MQTTClient: Sendable {
     }
 
     /// Hands each incoming message to `consume` on the network thread, in arrival order, before it
-    /// would be queued on `messages`; a message `consume` returns true for is not queued. For a hot
+    /// would be queued on `deliveries`; a message `consume` returns true for is not queued. For a hot
     /// path that must not buffer (escrowd's heartbeats, coalesced per device): `consume` must be
     /// quick and must not block, since the connection reads nothing else meanwhile, and while it runs
     /// behind, the broker, not this process, holds the backlog (TCP flow control). nil removes it.

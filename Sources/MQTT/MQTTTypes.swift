@@ -50,11 +50,24 @@ public struct MQTTMessage: Sendable, Equatable {
     public var payloadString: String { String(decoding: payload, as: UTF8.self) }
 }
 
-/// Connection lifecycle, in order, on `MQTTClient.events`.
+/// What `MQTTClient.deliveries` carries: incoming messages and connection events, in the one order
+/// the network thread saw them (a message received before a disconnect comes before it; a
+/// `connected` comes before the first message of that connection).
+public enum MQTTDelivery: Sendable, Equatable {
+    case message(MQTTMessage)
+    case event(MQTTConnectionEvent)
+
+    public var message: MQTTMessage? { if case .message(let m) = self { m } else { nil } }
+    public var event: MQTTConnectionEvent? { if case .event(let e) = self { e } else { nil } }
+}
+
+/// Connection lifecycle, in order, on `MQTTClient.deliveries`.
 public enum MQTTConnectionEvent: Sendable, Equatable {
     case connected(sessionPresent: Bool)
     /// The connection went down (`reason` is libmosquitto's text); automatic reconnect follows if enabled.
     case disconnected(reason: String)
     /// Reconnect attempt `attempt` (1-based) will start after `delay`.
     case reconnecting(attempt: Int, delay: Duration)
+
+    public var isReconnecting: Bool { if case .reconnecting = self { true } else { false } }
 }

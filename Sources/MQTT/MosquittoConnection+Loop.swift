@@ -128,7 +128,7 @@ extension MosquittoConnection {
         case .stop:
             return nil
         case .stopAndClose(let failure):
-            eventSink.yield(.disconnected(reason: "automatic reconnect is off: \(failure.message)"))
+            sink.yield(.event(.disconnected(reason: "automatic reconnect is off: \(failure.message)")))
             close()
             return nil
         case .retry(let attempt, let delay, let subs, let unsubs):
@@ -136,7 +136,7 @@ extension MosquittoConnection {
                                                "connection lost before the broker replied; remembered subscriptions are restored on reconnect")
             for waiter in subs { waiter.resume(returning: .failure(error)) }
             for waiter in unsubs { waiter.resume(returning: .failure(error)) }
-            eventSink.yield(.reconnecting(attempt: attempt, delay: delay))
+            sink.yield(.event(.reconnecting(attempt: attempt, delay: delay)))
             return delay
         }
     }

@@ -297,8 +297,7 @@ extension MosquittoConnection {
         for item in state.offline { item.done(.failure(error)) }
         for waiter in state.subscribeWaiters.values { waiter.resume(returning: .failure(error)) }
         for waiter in state.unsubscribeWaiters.values { waiter.resume(returning: .failure(error)) }
-        messageSink.finish()
-        eventSink.finish()
+        sink.finish()
     }
 
     /// Test hook: drops the TCP connection without DISCONNECT, as if the network failed (the will fires).

@@ -75,15 +75,14 @@ final class MosquittoConnection: @unchecked Sendable {
     let handle: OpaquePointer
     let options: MQTTOptions
     let state = Mutex(State())
-    let messageSink: AsyncStream<MQTTMessage>.Continuation
-    let eventSink: AsyncStream<MQTTConnectionEvent>.Continuation
+    /// The one ordered stream: messages and connection events as the loop thread saw them.
+    let sink: AsyncStream<MQTTDelivery>.Continuation
     let clock = ContinuousClock()
     /// Bumped after every publish, subscribe, unsubscribe and disconnect queued from another thread
     /// (and on stop), so the loop's `poll` returns and writes at once instead of at its timeout.
     let wakeSignal: WakeSignal
 
-    init(options: MQTTOptions, messageSink: AsyncStream<MQTTMessage>.Continuation,
-         eventSink: AsyncStream<MQTTConnectionEvent>.Continuation) throws {
+    init(options: MQTTOptions, sink: AsyncStream<MQTTDelivery>.Continuation) throws {
         _ = MosquittoLibrary.initialised
         guard let handle = mosquitto_new(options.clientID, options.cleanSession, nil) else {
             let saved = errno
@@ -98,8 +97,7 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         self.handle = handle
         self.options = options
-        self.messageSink = messageSink
-        self.eventSink = eventSink
+        self.sink = sink
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
         try configure()
         installCallbacks()
@@ -207,7 +205,7 @@ final class MosquittoConnection: @unchecked Sendable {
             defer { state.connectWaiter = nil }
             return state.connectWaiter
         }
-        eventSink.yield(.connected(sessionPresent: sessionPresent))
+        sink.yield(.event(.connected(sessionPresent: sessionPresent)))
         waiter?.resume(returning: .success(sessionPresent))
     }
 
@@ -224,7 +222,7 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         if wasConnected {
             let reason = rc == 0 ? "disconnected" : MQTTError.library("connection", rc, errno: saved).message
-            eventSink.yield(.disconnected(reason: reason))
+            sink.yield(.event(.disconnected(reason: reason)))
         }
     }
 
@@ -246,10 +244,10 @@ final class MosquittoConnection: @unchecked Sendable {
                             qos: QoS(rawValue: UInt8(clamping: message.qos)) ?? .atLeastOnce,
                             retain: message.retain, properties: Self.readProperties(props))
         if let consumer = inlineConsumer.withLock({ $0 }), consumer.consume(m) { return }
-        messageSink.yield(m)
+        sink.yield(.message(m))
     }
 
-    /// Sees each message on the loop thread before it is queued on `messages`; a message it
+    /// Sees each message on the loop thread before it is queued on `deliveries`; a message it
     /// returns true for is not queued. See `MQTTClient.consumeInline(_:)`. (A class holds the
     /// closure: kept directly in the Mutex, the closure's reabstraction thunks called each other
     /// without end in this toolchain, a stack overflow on the first message.)

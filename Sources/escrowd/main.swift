@@ -28,6 +28,8 @@ OPTIONS
   --operator-tls           managed broker: TLS on the operator listener too, for operators on
                            other hosts (admin.conf then names the CA escrowctl must trust)
   --reconcile-interval D   re-publish unacknowledged configurations this often (default 30s)
+  --presence-lease N       a device silent for N heartbeat intervals of its configuration (plus 6 s)
+                           is offline, without an offline status (default 3; decimals allowed)
   --mosquitto PATH         the managed broker's binary (default: mosquitto from PATH, else /usr/sbin/mosquitto)
   --escrow-grace D         revoke the escrow certificate of a device still not on its owner-issued
                            identity this long after activation (default 30d; it then needs a new bundle)
@@ -80,7 +82,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
 umask(0o077)
 
 let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
-                           "reconcile-interval", "escrow-grace", "event-retention", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log", "http", "log-format"]
+                           "reconcile-interval", "presence-lease", "escrow-grace", "event-retention", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log", "http", "log-format"]
 var argv = Array(CommandLine.arguments.dropFirst())
 if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd", commit: BuildStamp.commit)); exit(0) }
 if let verb = argv.first, verb == "backup" || verb == "restore" {
@@ -142,6 +144,10 @@ do {
     if let p = try args.int("operator-port", in: 1...65535) { settings.operatorPort = p }
     if let h = args.value("public-host") { settings.publicHost = h }
     if let s = try args.seconds("reconcile-interval") { settings.reconcileInterval = .seconds(max(1, s)) }
+    if let n = try args.double("presence-lease") {
+        guard n > 0, n <= 1_000 else { throw UsageError("--presence-lease must be a number of heartbeat intervals above 0 (got \(n))") }
+        settings.presenceLeaseIntervals = n
+    }
     if let s = try args.seconds("escrow-grace") { settings.escrowGrace = .seconds(max(1, s)) }
     if let s = try args.seconds("event-retention") { settings.eventRetention = .seconds(max(1, s)) }
     settings.mosquitto = args.value("mosquitto")

@@ -150,7 +150,7 @@ struct HostileTenantTests {
         let dirs = try await p.provision(["dev-a", "dev-b"], by: oem, account: "oem")
         let b = try p.device(dirs["dev-b"]!, clientID: "dev-b")
         try await b.connect()
-        let bEvents = b.events
+        let bEvents = b.deliveries
         // Device A's certificate, presenting B's client id, again and again: the broker uses A's CN instead.
         for _ in 0..<3 {
             let a = try p.device(dirs["dev-a"]!, clientID: "dev-b")
@@ -160,7 +160,7 @@ struct HostileTenantTests {
         try await b.publish("devices/dev-b/heartbeat", WireCodec.encode(Heartbeat(seq: 1, mode: .escrow, uptime: 1, configVersion: 0)), qos: .atLeastOnce)
         #expect(b.isConnected, "device B was disconnected by A's connections")
         let dropped = try? await firstElement(of: bEvents, timeout: .milliseconds(300), "B's connection events") {
-            if case .disconnected = $0 { true } else { false }
+            if case .event(.disconnected) = $0 { true } else { false }
         }
         #expect(dropped == nil)
 

@@ -25,15 +25,17 @@ actor DurableEventSubscriber {
         client = try MQTTClient(o)
         try await client.connect()
         _ = try await client.subscribe([("accounts/\(account)/events/+", .atLeastOnce)])
-        let messages = client.messages, events = client.events
+        let deliveries = client.deliveries
         tasks.append(Task { [weak self] in
-            for await m in messages {
-                guard let e = try? WireCodec.decode(Event.self, from: m.payload) else { continue }
-                await self?.take(e)
+            for await d in deliveries {
+                switch d {
+                case .message(let m):
+                    guard let e = try? WireCodec.decode(Event.self, from: m.payload) else { continue }
+                    await self?.take(e)
+                case .event(.disconnected): await self?.dropped()
+                case .event: break
+                }
             }
-        })
-        tasks.append(Task { [weak self] in
-            for await e in events { if case .disconnected = e { await self?.dropped() } }
         })
     }
 

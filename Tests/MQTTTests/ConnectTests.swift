@@ -12,8 +12,8 @@ struct ConnectTests {
         #expect(!client.isConnected)
         try await client.connect()
         #expect(client.isConnected)
-        let event = try await firstElement(of: client.events, "connected event")
-        #expect(event == .connected(sessionPresent: false))
+        let event = try await firstElement(of: client.deliveries, "connected event")
+        #expect(event == .event(.connected(sessionPresent: false)))
         await client.disconnect()
         #expect(!client.isConnected)
     }
@@ -79,8 +79,7 @@ struct ConnectTests {
         let reconnect = try await expectMQTTError("connect after disconnect") { try await client.connect() }
         #expect(reconnect.kind == .disconnected)
         // Streams are finished.
-        for await _ in client.messages {}
-        for await _ in client.events {}
+        for await _ in client.deliveries {}
     }
 
     @Test("invalid arguments are reported before any I/O")

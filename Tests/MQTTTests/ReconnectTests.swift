@@ -12,22 +12,24 @@ struct ReconnectTests {
         try await client.subscribe([("fleet/#", .atLeastOnce)])
         try await broker.restart()
 
-        let reconnecting = try await firstElement(of: client.events, "reconnecting event") {
-            if case .reconnecting = $0 { return true } else { return false }
+        // One ordered stream: the reconnect attempt, then the connection, then its first message.
+        let deliveries = client.deliveries
+        let reconnecting = try await firstElement(of: deliveries, "reconnecting event") {
+            if case .event(.reconnecting) = $0 { return true } else { return false }
         }
-        guard case .reconnecting(let attempt, let delay) = reconnecting else { return }
+        guard case .event(.reconnecting(let attempt, let delay)) = reconnecting else { return }
         #expect(attempt == 1)
         #expect(delay >= .zero && delay <= .milliseconds(50))
-        _ = try await firstElement(of: client.events, "connected event after restart") {
-            if case .connected = $0 { return true } else { return false }
-        }
+        let next = try await firstElement(of: deliveries, "connected event after restart") { $0.event?.isReconnecting != true }
+        #expect(next == .event(.connected(sessionPresent: false)), "the connection comes before anything received on it")
         #expect(client.isConnected)
 
         // Non-persistent broker: the subscription can only exist because the client re-sent it.
         // A retained message proves it without racing the re-SUBSCRIBE.
         let publisher = try await connectedClient(broker, "publisher")
         try await publisher.publish("fleet/dev1/config", bytes("v2"), retain: true)
-        let message = try await firstElement(of: client.messages, "message after reconnect")
+        let delivery = try await firstElement(of: deliveries, "message after reconnect")
+        let message = try #require(delivery.message, "the next delivery is the message, got \(delivery)")
         #expect(message.topic == "fleet/dev1/config")
         #expect(message.payloadString == "v2")
         await publisher.disconnect()
@@ -68,7 +70,7 @@ struct ReconnectTests {
         let broker = try await MosquittoBroker()
         let client = try await connectedClient(broker, "attempts")
         broker.stop()
-        let events = try await collect(4, from: client.events, "events while down") { _ in true }
+        let events = try await collect(4, from: client.deliveries, "events while down") { _ in true }.compactMap(\.event)
         #expect(events[0] == .connected(sessionPresent: false))
         guard case .disconnected = events[1] else { Issue.record("expected .disconnected, got \(events[1])"); return }
         var attempts: [Int] = []

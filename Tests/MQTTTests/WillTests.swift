@@ -21,7 +21,7 @@ struct WillTests {
         #expect(will.payloadString == "offline")
         // reconnect == nil: the lost connection ends the client and its streams.
         var events: [MQTTConnectionEvent] = []
-        for await event in device.events { events.append(event) }
+        for await case .event(let event) in device.deliveries { events.append(event) }
         #expect(events.first == .connected(sessionPresent: false))
         #expect(events.count >= 2)
         #expect(!device.isConnected)
