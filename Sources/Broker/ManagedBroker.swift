@@ -122,29 +122,34 @@ public final class ManagedBroker: Sendable {
     /// Launches mosquitto (or adopts the one a crashed supervisor left running with this very
     /// configuration) and waits until all endpoints accept connections.
     public func start() async throws(BrokerError) {
-        // Spawning, and stopping an orphan, wait on processes: on a thread of their own.
-        let process: ChildProcess
-        do { process = try await BlockingWork.run("broker-start") { () throws -> ChildProcess in
+        let notice: ReadinessNotice
+        do { notice = try ReadinessNotice() } catch { throw .launchFailed("\(error)") }
+        let timeout = options.startTimeout, endpoints = readinessEndpoints
+        // Spawning, waiting for readiness, and stopping an orphan block: on a thread of their own.
+        let outcome: (process: ChildProcess, ready: ReadinessNotice.Outcome)
+        do { outcome = try await BlockingWork.run("broker-start") { () throws -> (ChildProcess, ReadinessNotice.Outcome) in
             if let orphan = self.adoptOrphan() {
                 self.emit(.adopted(pid: orphan.pid))
                 self.signalReload() // the access files were rewritten before start()
-                return orphan
+                return (orphan, .ready)
             }
-            let p = try self.launch()
+            let p = try self.launch(environment: notice.environment)
             self.emit(.started(pid: p.pid))
-            return p
+            // mosquitto (built with systemd support) sends READY=1 once its listeners are open.
+            return (p, notice.wait(for: p, timeout: timeout))
         } } catch let e as BrokerError { throw e } catch { throw .launchFailed("\(error)") }
-        let deadline = ContinuousClock.now + options.startTimeout
-        while true {
-            if !process.isRunning {
-                throw BrokerError.exitedDuringStartup(status: (process.exitStatus ?? -1), output: outputTail())
-            }
-            if readinessEndpoints.allSatisfy({ Self.accepts(host: $0.host, port: $0.port) }) { return }
-            if ContinuousClock.now >= deadline {
-                throw BrokerError.notReady("ports \(readinessEndpoints.map { "\($0.host):\($0.port)" }) not accepting after \(options.startTimeout)")
-            }
-            // No event says "the port accepts": probe again shortly (bounded by startTimeout).
-            try? await Task.sleep(for: .milliseconds(20))
+        let process = outcome.process
+        if !process.isRunning || outcome.ready == .exited {
+            throw BrokerError.exitedDuringStartup(status: (process.exitStatus ?? -1), output: outputTail())
+        }
+        // Checked once, not polled: after READY=1 (or for an adopted broker, which was serving)
+        // every listener accepts; a broker without sd_notify support that never said READY fails
+        // here after startTimeout with the ports named.
+        let closed = endpoints.filter { !Self.accepts(host: $0.host, port: $0.port) }
+        guard closed.isEmpty else {
+            throw BrokerError.notReady(outcome.ready == .timedOut
+                ? "no READY=1 from mosquitto within \(timeout) (built without systemd support?) and ports \(closed.map { "\($0.host):\($0.port)" }) not accepting"
+                : "ports \(closed.map { "\($0.host):\($0.port)" }) not accepting after mosquitto said READY=1")
         }
     }
 
@@ -208,11 +213,11 @@ public final class ManagedBroker: Sendable {
 
     // MARK: - Internals
 
-    private func launch() throws(BrokerError) -> ChildProcess {
+    private func launch(environment: [String: String]? = nil) throws(BrokerError) -> ChildProcess {
         let process = try state.withLock { s throws(BrokerError) -> ChildProcess in
             s.stopping = false
             let p: ChildProcess
-            do { p = try ChildProcess.spawn(options.executable, ["-c", configFile], stdout: outputFile) } catch {
+            do { p = try ChildProcess.spawn(options.executable, ["-c", configFile], stdout: outputFile, environment: environment) } catch {
                 throw BrokerError.launchFailed("\(error)")
             }
             p.onExit { [weak self] _ in self?.exited(p) }

@@ -32,6 +32,10 @@ public final class ChildProcess: Sendable {
 
     deinit { if pidfd >= 0 { close(pidfd) } }
 
+    /// The pidfd (readable once the process has exited), to poll next to other descriptors; -1
+    /// where the kernel has none. Owned by this value: do not close it.
+    public var exitDescriptor: Int32 { pidfd }
+
     /// A running process this one did not start (a broker left by a crashed supervisor): signals
     /// reach it and its exit is seen through a pidfd, but its exit status belongs to its real
     /// parent, so it reads as -1. Nil when `pid` is not running.
