@@ -3,6 +3,7 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,6 +27,13 @@ unsigned long long escrow_epoll_event_data(const void *events, int i) { return (
 int escrow_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int escrow_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int escrow_inotify_file(const char *path) {
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return -1;
+    if (inotify_add_watch(fd, path, IN_MODIFY | IN_CLOSE_WRITE) < 0) { close(fd); return -1; }
+    return fd;
+}
 
 int escrow_spawn_addchdir(void *actions, const char *dir) {
     return posix_spawn_file_actions_addchdir_np((posix_spawn_file_actions_t *)actions, dir);

@@ -47,16 +47,11 @@ struct DemoTests {
     @Test("Ctrl-C in the middle leaves no process, no lock and no data directory behind")
     func interrupted() throws {
         let out = try TempDirectory(prefix: "demo-int")
-        let log = out.file("demo.log")
         let env = ProcessInfo.processInfo.environment.merging(["ESCROW_DEMO_BIN": Products.directory, "ESCROW_DEMO_OUT": out.path]) { $1 }
-        let child = try ChildProcess.spawn("/bin/bash", [Self.root + "/.ci/demo", "--devices", "3000"], stdout: log, environment: env)
-        let deadline = ContinuousClock.now + .seconds(60)
-        var text = ""
-        while ContinuousClock.now < deadline {
-            text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if text.contains("connected ") || text.contains("provision") { break }
-            usleep(20_000)
-        }
+        let demo = try SpawnedProcess("/bin/bash", [Self.root + "/.ci/demo", "--devices", "3000"], environment: env)
+        let child = demo.child
+        demo.wait(until: { $0.contains("connected ") || $0.contains("provision") }, timeout: .seconds(60))
+        let text = demo.text
         #expect(text.contains("provision") || text.contains("connected "), "the story was under way: \(text.suffix(500))")
         child.signal(SIGINT)
         #expect(child.waitForExit(timeout: .seconds(30)), "the demo stops on Ctrl-C")

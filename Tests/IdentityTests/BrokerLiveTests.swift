@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TestSupport
+import POSIX
 import Testing
 @testable import Broker
 import Identity
@@ -51,7 +52,7 @@ struct BrokerLiveTests {
         #expect(denied.output.contains("Not authorized") || denied.output.isEmpty, "\(denied.output)")
         let allowed = try f.pub(f.deviceTLS("devA"), "devices/devA/heartbeat", "own")
         #expect(allowed.status == 0, "\(allowed.output)")
-        _ = watcher.finish(timeout: 5)
+        _ = watcher.finish(timeout: .seconds(5))
         #expect(BrokerFixture.messages(watcher) == ["devices/devA/heartbeat own"])
     }
 
@@ -63,7 +64,7 @@ struct BrokerLiveTests {
         #expect(devA.text.contains("SUBACK"), "\(devA.text)")
         #expect(try f.pub(f.controlPlane, "devices/devB/config", "for-B").status == 0)
         #expect(try f.pub(f.controlPlane, "devices/devA/config", "for-A").status == 0)
-        _ = devA.finish(timeout: 5)
+        _ = devA.finish(timeout: .seconds(5))
         #expect(BrokerFixture.messages(devA) == ["devices/devA/config for-A"])
     }
 
@@ -149,13 +150,13 @@ struct BrokerLiveTests {
         #expect(try f.pub(f.controlPlane, "accounts/acctY/events/transfer", "secret-of-Y").status == 0)
         #expect(try f.pub(f.deviceTLS("devA"), "devices/devA/status", "device-status").status == 0)
         #expect(try f.pub(f.controlPlane, "accounts/acctX/events/transfer", "for-X").status == 0)
-        _ = x.finish(timeout: 5)
+        _ = x.finish(timeout: .seconds(5))
         #expect(BrokerFixture.messages(x) == ["accounts/acctX/events/transfer for-X"])
         // Nor send commands in Y's account.
         let cp = try f.sub(f.controlPlane, ["accounts/+/cmd/#"], count: 1)
         _ = try f.pub(f.userArgs("opX", "px"), "accounts/acctY/cmd/transfer", "forged")
         #expect(try f.pub(f.userArgs("opX", "px"), "accounts/acctX/cmd/transfer", "own").status == 0)
-        _ = cp.finish(timeout: 5)
+        _ = cp.finish(timeout: .seconds(5))
         #expect(BrokerFixture.messages(cp) == ["accounts/acctX/cmd/transfer own"])
     }
 
@@ -168,7 +169,7 @@ struct BrokerLiveTests {
         let cp = try f.sub(f.controlPlane, ["$share/escrowd/devices/+/status", "$share/escrowd/devices/+/csr"], count: 2)
         #expect(try f.pub(f.deviceTLS("devA"), "devices/devA/status", "s").status == 0)
         #expect(try f.pub(f.deviceTLS("devB"), "devices/devB/csr", "c").status == 0)
-        _ = cp.finish(timeout: 5)
+        _ = cp.finish(timeout: .seconds(5))
         #expect(BrokerFixture.messages(cp) == ["devices/devA/status s", "devices/devB/csr c"])
     }
 
@@ -203,7 +204,7 @@ struct BrokerLiveTests {
     }
 
     @Test func brokenConfigFailsStartupWithItsOutput() async throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let conf = try dir.write("bad.conf", "listener \(try freePort())\nno_such_option 1\n")
         let broker = ManagedBroker(configFile: conf, readinessEndpoints: [("127.0.0.1", 1)], outputFile: dir.file("out"))
         do {
@@ -219,12 +220,14 @@ struct BrokerLiveTests {
         let f = try BrokerFixture()
         defer { f.dir.remove() }
         // An orphan: a mosquitto on our config that no supervisor owns, with our pid file.
-        let orphan = try Spawned("/usr/sbin/mosquitto", ["-c", f.layout.configFile])
-        for _ in 0..<100 where !ManagedBroker.accepts(host: "127.0.0.1", port: f.plan.deviceListener.port) { usleep(20_000) }
-        try "\(orphan.process.processIdentifier)\n".write(toFile: f.layout.pidFile, atomically: true, encoding: .utf8)
+        let notice = try ReadinessNotice()
+        let orphan = try SpawnedProcess("/usr/sbin/mosquitto", ["-c", f.layout.configFile], environment: notice.environment)
+        let ready = try await BlockingWork.run("orphan-ready") { notice.wait(for: orphan.child, timeout: .seconds(10)) }
+        try #require(ready == .ready, "the orphan broker did not start: \(orphan.text)")
+        try "\(orphan.child.pid)\n".write(toFile: f.layout.pidFile, atomically: true, encoding: .utf8)
         try await f.broker.start()
-        #expect(!orphan.process.isRunning)
-        #expect(f.broker.pid != orphan.process.processIdentifier)
+        #expect(!orphan.child.isRunning)
+        #expect(f.broker.pid != orphan.child.pid)
         await f.broker.stop()
     }
 

@@ -9,80 +9,9 @@ import Identity
 import Glibc
 #endif
 
-// Local helpers (TestSupport is being rewritten elsewhere).
-
-/// A fresh directory under /tmp, removed by `remove()`.
-struct TempDir {
-    let path: String
-    init(_ label: String = "idt") {
-        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
-        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(p != nil, "mkdtemp failed")
-        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-    func file(_ name: String) -> String { path + "/" + name }
-    func write(_ name: String, _ text: String) throws -> String {
-        let f = file(name)
-        try text.write(toFile: f, atomically: true, encoding: .utf8)
-        return f
-    }
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-
-/// A child process whose stdout+stderr are collected; killed on timeout or `kill()`.
-final class Spawned: Sendable {
-    let process: Process
-    private final class Buffer: Sendable { let text = Mutex("") }
-    private let output = Buffer()
-
-    init(_ executable: String, _ args: [String]) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        let sink = output
-        pipe.fileHandleForReading.readabilityHandler = { h in
-            let d = h.availableData
-            if !d.isEmpty { sink.text.withLock { $0 += String(decoding: d, as: UTF8.self) } }
-        }
-        try process.run()
-    }
-
-    var text: String { output.text.withLock { $0 } }
-
-    /// Waits until `predicate(text)` or the process ends or the timeout passes.
-    @discardableResult
-    func wait(until predicate: (String) -> Bool, timeout: Double = 5) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if predicate(text) { return true }
-            if !process.isRunning { usleep(50_000); return predicate(text) }
-            usleep(10_000)
-        }
-        return predicate(text)
-    }
-
-    /// Waits for exit (killing after `timeout`); returns the status.
-    func finish(timeout: Double = 10) -> Int32 {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
-        usleep(50_000) // let the pipe drain
-        return process.terminationStatus
-    }
-
-    func kill() { if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }; process.waitUntilExit() }
-}
-
-/// Runs a command to completion (bounded).
+/// Runs a command to completion (bounded); its exit status and output, whatever the status.
 func run(_ executable: String, _ args: [String], timeout: Double = 15) throws -> (status: Int32, output: String) {
-    let p = try Spawned(executable, args)
-    let status = p.finish(timeout: timeout)
-    return (status, p.text)
+    try runCommandStatus(executable, args, timeout: .milliseconds(Int(timeout * 1000)))
 }
 
 func openssl(_ args: String...) throws -> (status: Int32, output: String) {
@@ -91,7 +20,7 @@ func openssl(_ args: String...) throws -> (status: Int32, output: String) {
 
 /// A real mosquitto with generated config, CAs, server certificate and device identities.
 final class BrokerFixture: @unchecked Sendable {
-    let dir: TempDir
+    let dir: TempDirectory
     let layout: BrokerLayout
     let plan: BrokerPlan
     let provisioner: CertificateAuthority
@@ -104,7 +33,7 @@ final class BrokerFixture: @unchecked Sendable {
 
     init(devices deviceIDs: [String] = ["devA", "devB"], ownerDevices: [String] = [],
          operators: [(username: String, password: String, accounts: [String])] = []) throws {
-        dir = TempDir("brk")
+        dir = try TempDirectory(prefix: "brk")
         layout = BrokerLayout(dataDirectory: dir.path)
         let ports = try freePorts(2)
         plan = BrokerPlan(layout: layout, deviceHost: "127.0.0.1", devicePort: ports[0], operatorPort: ports[1])
@@ -163,16 +92,16 @@ final class BrokerFixture: @unchecked Sendable {
     }
 
     /// Starts a subscriber for `topics` that exits after `count` messages, and waits for its SUBACK.
-    func sub(_ auth: [String], _ topics: [String], count: Int = 1, timeout: Int = 5) throws -> Spawned {
+    func sub(_ auth: [String], _ topics: [String], count: Int = 1, timeout: Int = 5) throws -> SpawnedProcess {
         // stdbuf: mosquitto_sub's stdout is a pipe here, fully buffered without it.
-        let s = try Spawned("/usr/bin/stdbuf", ["-oL", "/usr/bin/mosquitto_sub"] + auth + ["-V", "5", "-d", "-q", "1", "-C", "\(count)", "-W", "\(timeout)",
+        let s = try SpawnedProcess("/usr/bin/stdbuf", ["-oL", "/usr/bin/mosquitto_sub"] + auth + ["-V", "5", "-d", "-q", "1", "-C", "\(count)", "-W", "\(timeout)",
                                                                "-F", "MSG %t %p"] + topics.flatMap { ["-t", $0] })
-        s.wait(until: { $0.contains("SUBACK") }, timeout: 10)
+        s.wait(until: { $0.contains("SUBACK") }, timeout: .seconds(10))
         return s
     }
 
     /// The `MSG topic payload` lines a subscriber printed.
-    static func messages(_ s: Spawned) -> [String] {
+    static func messages(_ s: SpawnedProcess) -> [String] {
         s.text.split(separator: "\n").filter { $0.hasPrefix("MSG ") }.map { String($0.dropFirst(4)) }
     }
 }

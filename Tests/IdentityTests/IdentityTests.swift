@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 import Testing
 @testable import Identity
@@ -34,7 +35,7 @@ struct IdentityTests {
     }
 
     @Test func certificateAuthorityHasCAExtensions() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let ca = try CertificateAuthority.create(commonName: "Test CA", validityYears: 2)
         #expect(ca.commonName == "Test CA")
         #expect(ca.certificate.issuerCommonName == "Test CA")
@@ -48,7 +49,7 @@ struct IdentityTests {
     }
 
     @Test func certificateAuthoritySavesKeyWith0600AndLoadsBack() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let ca = try CertificateAuthority.create(commonName: "Saved CA")
         try ca.save(certificatePath: dir.file("ca.pem"), keyPath: dir.file("ca.key"))
         let attrs = try FileManager.default.attributesOfItem(atPath: dir.file("ca.key"))
@@ -80,7 +81,7 @@ struct IdentityTests {
     }
 
     @Test func fingerprintMatchesOpenSSLCLI() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let ca = try CertificateAuthority.create(commonName: "FP CA")
         let id = try ca.issueDeviceIdentity(deviceID: "fp-device")
         let out = try openssl("x509", "-noout", "-fingerprint", "-sha256", "-in", dir.write("d.pem", id.certificatePEM)).output
@@ -137,7 +138,7 @@ struct IdentityTests {
     }
 
     @Test func openSSLVerifyAcceptsDeviceCertificateForClientAuth() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let ca = try CertificateAuthority.create(commonName: "Verify CA")
         let other = try CertificateAuthority.create(commonName: "Other CA")
         let id = try ca.issueDeviceIdentity(deviceID: "dev-v")
@@ -156,7 +157,7 @@ struct IdentityTests {
     }
 
     @Test func serverCertificateCarriesSubjectAltNames() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let ca = try CertificateAuthority.create(commonName: "Server CA")
         let cert = try ca.issue(commonName: "broker", publicKey: PrivateKey().publicKey(), validityDays: 30,
                                 serverNames: ["broker.example", "127.0.0.1", "::1"], isServer: true)
@@ -175,7 +176,7 @@ struct IdentityTests {
     }
 
     @Test func crlRevokesForOpenSSLVerify() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let ca = try CertificateAuthority.create(commonName: "CRL CA")
         let revoked = try ca.issueDeviceIdentity(deviceID: "dev-r")
         let kept = try ca.issueDeviceIdentity(deviceID: "dev-k")

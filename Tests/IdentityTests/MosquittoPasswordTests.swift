@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 import Testing
 import Identity
@@ -25,7 +26,7 @@ struct MosquittoPasswordTests {
     }
 
     @Test func verifiesAFreshMosquittoPasswdFile() throws {
-        let dir = TempDir(); defer { dir.remove() }
+        let dir = try TempDirectory(); defer { dir.remove() }
         let file = dir.file("pw")
         let r = try run("/usr/bin/mosquitto_passwd", ["-c", "-b", file, "bob", "hunter2 with spaces"])
         #expect(r.status == 0, "\(r.output)")

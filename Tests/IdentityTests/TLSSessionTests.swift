@@ -444,15 +444,14 @@ private final class TLSBroker {
         ]
         if getuid() == 0 { conf.append("user root") }
         try (conf.joined(separator: "\n") + "\n").write(toFile: directory + "/mosquitto.conf", atomically: true, encoding: .utf8)
-        process = try ChildProcess.spawn("/usr/sbin/mosquitto", ["-c", directory + "/mosquitto.conf"], stdout: directory + "/mosquitto.log")
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !Self.accepts(port: port) {
-            if !process.isRunning || ContinuousClock.now > deadline {
-                let log = self.log
-                stop()
-                throw IdentityError.invalidInput("mosquitto did not start on port \(port): \(log)")
-            }
-            usleep(20_000)
+        // Ready when it says so (sd_notify READY=1), not when a probe loop first gets in.
+        let notice = try ReadinessNotice()
+        process = try ChildProcess.spawn("/usr/sbin/mosquitto", ["-c", directory + "/mosquitto.conf"], stdout: directory + "/mosquitto.log",
+                                         environment: notice.environment)
+        guard notice.wait(for: process, timeout: .seconds(10)) == .ready, Self.accepts(port: port) else {
+            let log = self.log
+            stop()
+            throw IdentityError.invalidInput("mosquitto did not start on port \(port): \(log)")
         }
     }
 

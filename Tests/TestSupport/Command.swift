@@ -47,3 +47,48 @@ public func locateExecutable(_ name: String) -> String? {
     }
     return nil
 }
+
+/// A child process whose stdout and stderr go to a file, with waits that are events: its output
+/// file being written (inotify) or its exit (pidfd), each bounded.
+public final class SpawnedProcess: Sendable {
+    public let child: ChildProcess
+    public let outputPath: String
+    private let scratch: TempDirectory
+    private let watch: FileWatch
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+        scratch = try TempDirectory(prefix: "spawn")
+        outputPath = scratch.file("output")
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil) else { throw TestSupportError("cannot create \(outputPath)") }
+        watch = try FileWatch(outputPath) // before the child starts: no write goes unseen
+        child = try ChildProcess.spawn(executable, arguments, stdout: outputPath, environment: environment)
+    }
+
+    /// Everything it printed so far.
+    public var text: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until `predicate(text)` holds, the process exits or `timeout` passes; the predicate's last answer.
+    @discardableResult
+    public func wait(until predicate: (String) -> Bool, timeout: Duration = .seconds(5)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if predicate(text) { return true }
+            let left = ContinuousClock.now.duration(to: deadline)
+            if left <= .zero || !child.isRunning { return predicate(text) }
+            watch.wait(milliseconds: Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1),
+                       orExitOf: child)
+        }
+    }
+
+    /// Waits for its exit (killing it after `timeout`); its exit status.
+    public func finish(timeout: Duration = .seconds(10)) -> Int32 {
+        if !child.waitForExit(timeout: timeout) { kill() }
+        return child.exitStatus ?? -1
+    }
+
+    public func kill() {
+        guard child.isRunning else { return }
+        child.signal(SIGKILL)
+        _ = child.waitUntilExit()
+    }
+}

@@ -23,6 +23,17 @@ public final class TempDirectory: Sendable {
         return sub
     }
 
+    /// Writes `text` to `path/name`; returns that path.
+    @discardableResult
+    public func write(_ name: String, _ text: String) throws -> String {
+        let f = file(name)
+        try text.write(toFile: f, atomically: true, encoding: .utf8)
+        return f
+    }
+
+    /// Removes it now (it is removed on deinit anyway).
+    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+
     deinit {
         try? FileManager.default.removeItem(atPath: path)
     }

@@ -21,6 +21,10 @@ int escrow_pidfd_open(int pid);
 /* A non-blocking, close-on-exec eventfd (a counter a thread can poll and another can bump). */
 int escrow_eventfd(void);
 
+/* A non-blocking, close-on-exec inotify descriptor watching `path` for writes and close-after-write;
+   -1 and errno. */
+int escrow_inotify_file(const char *path);
+
 /* `actions` is a posix_spawn_file_actions_t *. */
 int escrow_spawn_addchdir(void *actions, const char *dir);
 int escrow_spawn_addclosefrom(void *actions, int from);
