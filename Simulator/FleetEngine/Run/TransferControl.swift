@@ -36,6 +36,8 @@ final class TransferBoard: Sendable {
         var steps: [TransferReport.Step] = []
         var outcomes: [String: Int] = [:]
         var appliedOnPlatform = 0
+        /// Devices the customer's operator has received `config.applied` for.
+        var appliedEvents = 0
         var problems: [String] = []
         var accounts: [String: String] = [:]
         var runID = ""
@@ -50,10 +52,48 @@ final class TransferBoard: Sendable {
     /// Signalled after every change, so the loop thread waits for one instead of sleeping.
     private let changed = NSCondition()
 
+    /// Tasks awaiting the next change (`nextChange`), by token, and the change count.
+    private struct Waiters {
+        var generation: UInt64 = 0
+        var next: UInt64 = 0
+        var waiting: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let waiters = Mutex(Waiters())
+
     func with<T: Sendable>(_ body: (inout State) -> T) -> T {
         let result = state.withLock { body(&$0) }
         changed.lock(); changed.broadcast(); changed.unlock()
+        let woken = waiters.withLock { w -> [CheckedContinuation<Void, Never>] in
+            w.generation &+= 1
+            defer { w.waiting = [:] }
+            return Array(w.waiting.values)
+        }
+        for c in woken { c.resume() }
         return result
+    }
+
+    /// The board and its change count, read together for `nextChange(after:within:)`.
+    func snapshot() -> (State, UInt64) {
+        waiters.withLock { w in (state.withLock { $0 }, w.generation) }
+    }
+
+    /// Returns at the first change after `generation` (at once if there was one), or after
+    /// `timeout` (the control task's progress tick), whichever comes first.
+    func nextChange(after generation: UInt64, within timeout: Duration) async {
+        let token = waiters.withLock { w -> UInt64 in w.next &+= 1; return w.next }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.waiters.withLock { $0.waiting.removeValue(forKey: token) }?.resume()
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = waiters.withLock { w -> Bool in
+                if w.generation != generation { return true }
+                w.waiting[token] = c
+                return false
+            }
+            if now { c.resume() }
+        }
+        timer.cancel()
     }
 
     /// Returns at the next change of the board, or after `timeout` seconds (the loop's tick).
@@ -119,6 +159,8 @@ final class EventDigest: Sendable {
 
     /// When the customer's operator received `config.applied` per device (monotonic ns).
     var ackNanos: [DeviceID: UInt64] { state.withLock { $0.ackNanos } }
+    /// How many devices have a `config.applied` so far.
+    var appliedDevices: Int { state.withLock { $0.ackNanos.count } }
 }
 
 /// Sessions to close at the end, whatever happened.
@@ -184,15 +226,15 @@ struct TransferControl: Sendable {
         if late { throw TransferAbort.deadline(what) }
     }
 
-    /// Polls until `done` holds; prints `progress` once a second.
+    /// Waits until `done` holds, woken by each change of the board; prints `progress` once a second.
     private func wait(_ what: String, progress: (TransferBoard.State) -> String, done: (TransferBoard.State) -> Bool) async throws {
         var last = ContinuousClock.now
         while true {
-            let snapshot = board.with { $0 }
+            let (snapshot, generation) = board.snapshot()
             if done(snapshot) { say(progress(snapshot)); return }
             try checkpoint(what)
             if ContinuousClock.now - last >= .seconds(1) { last = .now; say(progress(snapshot)) }
-            try await Task.sleep(for: .milliseconds(100))
+            await board.nextChange(after: generation, within: .seconds(1))
         }
     }
 
@@ -234,8 +276,16 @@ struct TransferControl: Sendable {
                 let session = try await login(broker: broker, user: username, password: secret, account: r.id, timeout: timeout, caFile: caFile)
                 sessions[r.role] = session
                 let events = try await session.events(in: r.id)
-                let digest = self.digest, console = self.console, account = r.id
-                Task { for await e in events { if let line = digest.take(e, in: account) { console.line(line) } } }
+                let digest = self.digest, console = self.console, account = r.id, board = self.board, isCustomer = r.role == "customer"
+                Task {
+                    for await e in events {
+                        if let line = digest.take(e, in: account) { console.line(line) }
+                        if isCustomer, e.event?.type == .configApplied {
+                            let n = digest.appliedDevices
+                            board.with { $0.appliedEvents = n }
+                        }
+                    }
+                }
             }
         }
         let oemS = sessions["oem"]!, customerS = sessions["customer"]!
@@ -319,16 +369,18 @@ struct TransferControl: Sendable {
         try await timed("f", "wait for \(approveN) configurations applied") {
             try await wait("waiting for configurations", progress: { "  applied \($0.appliedApproved)/\(approveN) (device side)" },
                             done: { $0.appliedApproved >= approveN })
-            // The platform's view: acks are processed asynchronously, so poll briefly.
-            var applied = 0
-            for attempt in 0..<100 {
-                let st = try await customerS.call(.configStatus, Commands.ConfigStatus(), as: Commands.ConfigStatusResult.self)
-                applied = st.devices.filter { $0.state == .applied }.count
-                if applied >= approveN { break }
-                if attempt % 10 == 0 { say("  config.status: \(applied)/\(approveN) applied") }
-                try checkpoint("waiting for config.status")
-                try await Task.sleep(for: .milliseconds(200))
+            // The platform's view: escrowd commits acks in batches and then emits config.applied,
+            // so wait for those events (bounded: 20 s, an event the broker lost is not waited for
+            // forever), then ask config.status once.
+            let settled = ContinuousClock.now + .seconds(20)
+            while board.with({ $0.appliedEvents }) < approveN, ContinuousClock.now < settled {
+                try checkpoint("waiting for config.applied events")
+                let (_, generation) = board.snapshot()
+                if board.with({ $0.appliedEvents }) >= approveN { break }
+                await board.nextChange(after: generation, within: .seconds(1))
             }
+            let st = try await customerS.call(.configStatus, Commands.ConfigStatus(), as: Commands.ConfigStatusResult.self)
+            let applied = st.devices.filter { $0.state == .applied }.count
             say("  config.status in \(customer): \(applied)/\(approveN) applied")
             board.with { $0.appliedOnPlatform = applied }
         }
