@@ -381,6 +381,8 @@ struct CommandProcessor {
         for effect in transition.effects {
             switch effect {
             case .activate(let d, let owner):
+                // A resale or a move between accounts: what the previous owner was issued goes.
+                if try ledger.identityStatus(d)?.state == DeviceView.State.active.rawValue { try ledger.dropPendingIdentity(d, at: at); fx.accessChanged = true }
                 try ledger.setOwner(d, owner: owner, activatedAt: at)
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated)
                 try issueOwnerIdentity(d, owner: owner, &fx)
@@ -391,9 +393,24 @@ struct CommandProcessor {
                           details: ["from": .string(t.from.rawValue), "profile": profileName, "configVersion": .number(Double(config.version))])
                 fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": profileName])
             case .hold(let d, let owner):
-                try ledger.setOwner(d, owner: owner, activatedAt: nil)
+                let wasActive = try ledger.identityStatus(d)?.state == DeviceView.State.active.rawValue
+                if wasActive {
+                    // A return (RMA, back to the OEM or a reseller): factory-reset semantics. The
+                    // device goes back to escrow mode with no settings, under the receiver, and is
+                    // asked for a new identity (the previous owner issued the one in force).
+                    try ledger.dropPendingIdentity(d, at: at)
+                    fx.accessChanged = true
+                    try ledger.returnToEscrow(d, holder: owner)
+                } else {
+                    try ledger.setOwner(d, owner: owner, activatedAt: nil)
+                }
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .held)
                 fx.notify(.deviceHeld, [owner], at: at, device: d, transfer: t.id, details: ["from": .string(t.from.rawValue)])
+                if wasActive {
+                    let config = try ledger.pushConfig(d, owner: owner, mode: .escrow, profile: Self.escrowProfile, certificate: nil, at: at)
+                    fx.configs.append(d)
+                    fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.escrowProfile.name)])
+                }
             case .release:
                 break // the device stays with the sender, free for another request
             case .notify(let type, let accounts, let devices):
@@ -430,21 +447,27 @@ struct CommandProcessor {
     /// offline at approval, or its CSR never reached the platform): signs it now and pushes the
     /// configuration in force again, carrying the certificate. The device applies it, reconnects with
     /// the new identity, and its ack revokes the old certificate. Returns false when nothing is due.
+    /// The same for a device returned into escrow on an identity its previous owner issued (issuer
+    /// neither its holder nor its provisioner): the holder's authority signs, and it stays in escrow mode.
     func rotateActiveIdentity(_ d: DeviceID, _ fx: inout Effects) throws -> Bool {
-        guard credentials != nil, let status = try ledger.identityStatus(d), status.state == DeviceView.State.active.rawValue,
-              status.issuer != status.owner else { return false }
+        guard credentials != nil, let status = try ledger.identityStatus(d), status.issuer != status.owner else { return false }
+        let active = status.state == DeviceView.State.active.rawValue
+        guard active || (status.state == DeviceView.State.escrow.rawValue && status.issuer != status.provisioner) else { return false }
         try issueOwnerIdentity(d, owner: status.owner, &fx)
         let current = try ledger.latestConfig(d)
         let profile = Commands.Profile(name: Self.rotationProfile, version: 0, settings: current?.settings ?? [:],
                                        heartbeatInterval: current?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
         let at = now()
-        let config = try ledger.pushConfig(d, owner: status.owner, mode: .normal, profile: profile, certificate: nil, at: at, keepsProfile: true)
+        let config = try ledger.pushConfig(d, owner: status.owner, mode: active ? .normal : .escrow, profile: profile, certificate: nil, at: at, keepsProfile: true)
         fx.configs.append(d)
         fx.notify(.configPushed, [status.owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.rotationProfile)])
         return true
     }
     /// The `profile` of the `config.pushed` event for a configuration re-pushed to deliver a new identity.
     static let rotationProfile = "identity-rotation"
+    /// The configuration of a device returned into escrow: escrow mode, no settings, the escrow heartbeat.
+    static let escrowProfile = Commands.Profile(name: "escrow", version: 0, settings: [:],
+                                                heartbeatInterval: DeviceConfig.defaultEscrowHeartbeat, isDefault: false)
 
     // MARK: configuration
 

@@ -270,14 +270,18 @@ final class Ledger {
     /// `keepsProfile` (the configuration in force re-pushed to deliver an identity).
     func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date,
                     keepsProfile: Bool = false) throws -> DeviceConfig {
-        let r = try db.query("SELECT desired_version, next_certificate, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first
+        let r = try db.query("SELECT desired_version, next_certificate, rotation_version, cert_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first
         let version = (try r?.int("desired_version") ?? 0) + 1
         let certificate = try certificate ?? r?.optionalString("next_certificate")
         if certificate != nil, try r?.optionalInt("rotation_version") == nil {
             try db.execute("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
         }
-        let config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
+        var config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
                                   settings: profile.settings, certificate: certificate)
+        // On an identity a previous owner issued (a resale, a return): every configuration asks the
+        // device for a new key and CSR until one carries the new owner's certificate, so a device
+        // that only ever sees a later version is still asked.
+        if certificate == nil, let issuer = try r?.optionalString("cert_issuer"), issuer != owner.rawValue { config.renewIdentity = true }
         try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
                        [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
         if keepsProfile {
@@ -532,13 +536,30 @@ final class Ledger {
             """, [.text(certificate), .text(fingerprint), .text(serial), .text(issuer.rawValue), .text(id.rawValue)])
     }
     /// What decides whether an active device still runs on an identity its owner did not issue.
-    struct IdentityStatus { var state: String; var owner: AccountID; var issuer: AccountID }
+    /// `issuer` signed the certificate in force (the provisioner for the escrow identity).
+    struct IdentityStatus { var state: String; var owner: AccountID; var issuer: AccountID; var provisioner: AccountID }
     func identityStatus(_ id: DeviceID) throws -> IdentityStatus? {
-        guard let r = try db.query("SELECT state, owner, coalesce(cert_issuer, provisioner) AS issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
-        guard let owner = AccountID(try r.string("owner")), let issuer = AccountID(try r.string("issuer")) else {
-            throw DomainError(.internalError, "devices row \(id): owner or issuer is not an account id")
+        guard let r = try db.query("SELECT state, owner, provisioner, coalesce(cert_issuer, provisioner) AS issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
+        guard let owner = AccountID(try r.string("owner")), let issuer = AccountID(try r.string("issuer")),
+              let provisioner = AccountID(try r.string("provisioner")) else {
+            throw DomainError(.internalError, "devices row \(id): owner, provisioner or issuer is not an account id")
         }
-        return IdentityStatus(state: try r.string("state"), owner: owner, issuer: issuer)
+        return IdentityStatus(state: try r.string("state"), owner: owner, issuer: issuer, provisioner: provisioner)
+    }
+    /// A change of owner: an identity issued for the previous owner and not yet taken up is revoked
+    /// (its issuer's CRL) and forgotten, so no later configuration carries it to the new owner's device.
+    func dropPendingIdentity(_ id: DeviceID, at: Date) throws {
+        guard let r = try db.query("SELECT next_serial, next_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return }
+        if let serial = try r.optionalString("next_serial"), let issuer = try r.optionalString("next_issuer") {
+            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
+                           [.text(issuer), .text(serial), .text(id.rawValue), .real(at.timeIntervalSince1970)])
+        }
+        try db.execute("UPDATE devices SET next_certificate = NULL, next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL, rotation_version = NULL, csr = NULL WHERE id = ?",
+                       [.text(id.rawValue)])
+    }
+    /// An active device taken back into escrow (approved with `hold`): owner, state escrow.
+    func returnToEscrow(_ id: DeviceID, holder: AccountID) throws {
+        try db.execute("UPDATE devices SET owner = ?, state = 'escrow', activated_at = NULL WHERE id = ?", [.text(holder.rawValue), .text(id.rawValue)])
     }
     /// The newest configuration recorded for a device, if any.
     func latestConfig(_ id: DeviceID) throws -> DeviceConfig? {

@@ -36,7 +36,7 @@ public actor AgentRuntime {
             throw .corruptState("state belongs to device \(state.deviceId), not \(settings.deviceID)")
         }
         files = IdentityFiles(directory: settings.stateDirectory)
-        if state.identity == .factory, state.certificateRequested, !FileManager.default.fileExists(atPath: files.pendingKey) {
+        if state.identity == .factory || state.renewalRequested, state.certificateRequested, !FileManager.default.fileExists(atPath: files.pendingKey) {
             state.certificateRequested = false // the key behind the CSR is gone: send a new one
         }
         if state.identity == .issued, !files.hasIssuedIdentity {

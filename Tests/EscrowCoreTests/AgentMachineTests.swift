@@ -393,6 +393,37 @@ struct ConfigValidationTests {
         var esc = ok; esc.mode = .escrow
         #expect(ConfigValidation.problem(in: esc, currentMode: .normal) != nil)
         #expect(ConfigValidation.problem(in: esc, currentMode: .escrow) == nil)
+        // Back to escrow only with a change of owner (a return), never under the same owner.
+        #expect(ConfigValidation.problem(in: esc, currentMode: .normal, currentOwner: "acme") != nil)
+        var returned = esc; returned.owner = "oem"
+        #expect(ConfigValidation.problem(in: returned, currentMode: .normal, currentOwner: "acme") == nil)
+    }
+
+    @Test("a change of owner on an issued identity: renewIdentity makes a CSR at once; the certificate that answers it reconnects")
+    func renewal() throws {
+        let issued = AgentState(deviceId: AgentMachineTests.id, mode: .normal, owner: "shopa", appliedVersion: 3, heartbeatInterval: 60, identity: .issued)
+        var m = AgentMachine(state: issued, agentVersion: "1.2.3", bootedAt: AgentMachineTests.booted, rotatesIdentity: true)
+        _ = m.handle(.boot, now: AgentMachineTests.booted)
+        let connected = m.handle(.connected, now: AgentMachineTests.booted)
+        #expect(!connected.contains(.requestCertificate), "an issued identity asks for nothing by itself")
+        var sold = DeviceConfig(version: 4, mode: .normal, heartbeatInterval: 60, owner: "shopb")
+        sold.renewIdentity = true
+        guard case .persist(let next)? = m.handle(.message(topic: AgentMachineTests.configTopic, payload: WireCodec.encode(sold))).last else {
+            Issue.record("expected a plain persist"); return
+        }
+        #expect(next.renewalRequested && !next.certificateRequested && next.identity == .issued)
+        let after = m.handle(.persisted)
+        #expect(after.contains(.requestCertificate), "asked at once, not at the next connect: \(after)")
+        let sent = m.handle(.certificateRequestReady(csr: "CSR"))
+        #expect(sent.contains { if case .publish(let t, _, _, _) = $0 { t == "devices/sim-000001/csr" } else { false } })
+        // The answer: a configuration with the new owner's certificate.
+        var answer = DeviceConfig(version: 5, mode: .normal, heartbeatInterval: 60, owner: "shopb", certificate: "PEM")
+        answer.renewIdentity = nil
+        guard case .persistIdentity(let installed, "PEM")? = m.handle(.message(topic: AgentMachineTests.configTopic, payload: WireCodec.encode(answer))).last else {
+            Issue.record("expected the certificate to be installed"); return
+        }
+        #expect(!installed.renewalRequested && installed.identity == .issued)
+        #expect(m.handle(.persisted).contains(.reconnect), "the new identity is taken up by reconnecting")
     }
 
     @Test("check() verdicts")

@@ -278,17 +278,16 @@ struct TransferPolicyTests {
         let r = try Self.check(["ghost", "foreign"])
         #expect(r.eligible.isEmpty)
         #expect(r.refused == [
-            .init(deviceId: "ghost", reason: "device ghost is not an escrow device of oem"),
-            .init(deviceId: "foreign", reason: "device foreign is not an escrow device of oem"),
+            .init(deviceId: "ghost", reason: "device ghost is not a device of oem"),
+            .init(deviceId: "foreign", reason: "device foreign is not a device of oem"),
         ])
     }
 
-    @Test("activated and already pending devices are refused with their reason")
+    @Test("activated devices may be offered (resale, return); already pending devices are refused with their reason")
     func activatedAndPending() throws {
         let r = try Self.check(["active", "busy", "mine"])
-        #expect(r.eligible == ["mine"])
+        #expect(r.eligible == ["active", "mine"])
         #expect(r.refused == [
-            .init(deviceId: "active", reason: "device active is already activated"),
             .init(deviceId: "busy", reason: "device busy is already in pending transfer t-9"),
         ])
     }

@@ -96,7 +96,8 @@ final class BrokerFixture: @unchecked Sendable {
         // stdbuf: mosquitto_sub's stdout is a pipe here, fully buffered without it.
         let s = try SpawnedProcess("/usr/bin/stdbuf", ["-oL", "/usr/bin/mosquitto_sub"] + auth + ["-V", "5", "-d", "-q", "1", "-C", "\(count)", "-W", "\(timeout)",
                                                                "-F", "MSG %t %p"] + topics.flatMap { ["-t", $0] })
-        s.wait(until: { $0.contains("SUBACK") }, timeout: .seconds(10))
+        // "Subscribed (mid: N): QOS..." is printed right after the SUBACK line, with the granted QoS.
+        s.wait(until: { $0.contains("Subscribed (mid:") && $0.hasSuffix("\n") }, timeout: .seconds(10))
         return s
     }
 

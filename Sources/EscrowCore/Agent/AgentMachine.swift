@@ -70,8 +70,9 @@ public struct AgentMachine: Equatable, Sendable {
     /// True when the agent should (still) send a CSR for its owner-issued identity: in escrow, and
     /// also after an activation that reached it without a certificate (it was offline, or the
     /// platform had no CSR on file), so that no device keeps its escrow identity once active.
+    /// And after a change of owner on an issued identity (`DeviceConfig.renewIdentity`).
     var needsCertificate: Bool {
-        rotatesIdentity && state.identity == .factory && !state.certificateRequested
+        rotatesIdentity && (state.identity == .factory || state.renewalRequested) && !state.certificateRequested
     }
 
     /// Starts a new connection's session: call before building the CONNECT (its will) for every
@@ -139,7 +140,7 @@ public struct AgentMachine: Equatable, Sendable {
             return [] // offline or no longer needed: asked again after the next connect if still needed
         case (.applying(let config), .persisted):
             let modeChanged = state.mode != config.mode
-            let newIdentity = rotatesIdentity && config.certificate != nil && state.identity != .issued
+            let newIdentity = rotatesIdentity && config.certificate != nil && (state.identity != .issued || state.renewalRequested)
             state = Self.applied(config, to: state, rotatesIdentity: rotatesIdentity)
             if newIdentity {
                 // The old connection's identity is about to be revoked: ack, then reconnect with the new one.
@@ -166,6 +167,9 @@ public struct AgentMachine: Equatable, Sendable {
             ]
             if modeChanged { effects.append(statusEffect()) }
             effects.append(.scheduleHeartbeat(seconds: state.heartbeatInterval))
+            // A new owner asked for a new identity (or the activation found no CSR): ask now, not
+            // only at the next connect.
+            if needsCertificate { effects.append(.requestCertificate) }
             return effects
         case (.applying(let config), .persistFailed(let reason)):
             phase = linkUp ? .online : .connecting
@@ -202,6 +206,11 @@ public struct AgentMachine: Equatable, Sendable {
         if rotatesIdentity, config.certificate != nil {
             s.identity = .issued
             s.certificateRequested = false
+            s.renewalRequested = false
+        } else if rotatesIdentity, config.renewIdentity == true, s.identity == .issued {
+            // A change of owner: the key the previous owner's certificate names is to be replaced.
+            if !s.renewalRequested { s.certificateRequested = false }
+            s.renewalRequested = true
         } else if rotatesIdentity, config.mode == .normal, s.identity == .factory {
             // Active on the escrow identity: the platform had no (valid) CSR on file; ask (again).
             s.certificateRequested = false
@@ -222,7 +231,7 @@ public struct AgentMachine: Equatable, Sendable {
 
     private mutating func receiveConfig(_ payload: [UInt8]) -> [Effect] {
         let ackTopic = Topic.deviceConfigAck(id).path
-        switch ConfigValidation.check(payload, appliedVersion: state.appliedVersion, currentMode: state.mode) {
+        switch ConfigValidation.check(payload, appliedVersion: state.appliedVersion, currentMode: state.mode, currentOwner: state.owner) {
         case .stale(let version):
             // A retained re-delivery or a replay: harmless, confirm what is in force.
             return [.publish(topic: ackTopic, payload: WireCodec.encode(ConfigAck(version: state.appliedVersion, result: .applied)), qos: 1, retain: false),

@@ -14,6 +14,9 @@ public struct AgentState: VersionedPayload, Codable, Equatable, Sendable {
     public var identity: IdentitySource
     /// A certificate signing request for the pending key (`next.key`) was published.
     public var certificateRequested: Bool
+    /// A configuration asked for a new identity (`renewIdentity`: the device changed owner while on
+    /// an issued identity); cleared when a configuration brings the new certificate.
+    public var renewalRequested: Bool = false
 
     /// The identity files in use: the factory bundle's, or those issued for the owner on activation.
     public enum IdentitySource: String, Codable, Sendable {
@@ -43,6 +46,7 @@ public struct AgentState: VersionedPayload, Codable, Equatable, Sendable {
         settings = try c.decode([String: JSONValue].self, forKey: .settings)
         identity = try c.decodeIfPresent(IdentitySource.self, forKey: .identity) ?? .factory
         certificateRequested = try c.decodeIfPresent(Bool.self, forKey: .certificateRequested) ?? false
+        renewalRequested = try c.decodeIfPresent(Bool.self, forKey: .renewalRequested) ?? false
     }
 
     /// The factory state of a device: escrow mode, no configuration.
@@ -61,7 +65,8 @@ public enum ConfigValidation {
         case reject(version: Int, reason: String)
     }
 
-    public static func check(_ bytes: some Collection<UInt8>, appliedVersion: Int, currentMode: DeviceMode) -> Verdict {
+    public static func check(_ bytes: some Collection<UInt8>, appliedVersion: Int, currentMode: DeviceMode,
+                             currentOwner: AccountID? = nil) -> Verdict {
         let config: DeviceConfig
         do {
             config = try WireCodec.decode(DeviceConfig.self, from: bytes, limit: maxConfigBytes)
@@ -69,19 +74,21 @@ public enum ConfigValidation {
             return .reject(version: bestEffortVersion(bytes), reason: error.description)
         }
         if config.version <= appliedVersion { return .stale(version: config.version) }
-        if let problem = problem(in: config, currentMode: currentMode) {
+        if let problem = problem(in: config, currentMode: currentMode, currentOwner: currentOwner) {
             return .reject(version: config.version, reason: problem)
         }
         return .apply(config)
     }
 
     /// A reason the configuration cannot be applied, or nil.
-    public static func problem(in config: DeviceConfig, currentMode: DeviceMode) -> String? {
+    /// An activated device returns to escrow mode only with a change of custody (a return to the
+    /// OEM, an RMA: `config.owner` differs from `currentOwner`), never under the same owner.
+    public static func problem(in config: DeviceConfig, currentMode: DeviceMode, currentOwner: AccountID? = nil) -> String? {
         if config.version < 1 { return "invalid_argument: version must be >= 1" }
         if !DeviceConfig.heartbeatRange.contains(config.heartbeatInterval) {
             return "invalid_argument: heartbeatInterval \(config.heartbeatInterval) is outside \(DeviceConfig.heartbeatRange.lowerBound)...\(DeviceConfig.heartbeatRange.upperBound) s"
         }
-        if currentMode == .normal && config.mode == .escrow {
+        if currentMode == .normal && config.mode == .escrow && (currentOwner == nil || config.owner == currentOwner) {
             return "invalid_argument: an activated device does not return to escrow mode"
         }
         return nil

@@ -48,10 +48,13 @@ public struct DeviceConfig: VersionedPayload, Codable, Equatable, Sendable {
     public var settings: [String: JSONValue]
     /// PEM certificate issued for the new owner on activation (answer to `devices/{id}/csr`).
     public var certificate: String?
+    /// The device changed owner while on an identity its previous owner issued: make a new key and
+    /// send a CSR for it (`devices/{id}/csr`); a later configuration carries the new certificate.
+    public var renewIdentity: Bool?
     public init(version: Int, mode: DeviceMode, heartbeatInterval: Int, owner: AccountID,
-                settings: [String: JSONValue] = [:], certificate: String? = nil) {
+                settings: [String: JSONValue] = [:], certificate: String? = nil, renewIdentity: Bool? = nil) {
         self.version = version; self.mode = mode; self.heartbeatInterval = heartbeatInterval
-        self.owner = owner; self.settings = settings; self.certificate = certificate
+        self.owner = owner; self.settings = settings; self.certificate = certificate; self.renewIdentity = renewIdentity
     }
     public static let heartbeatRange = 5...86_400
     public static let defaultEscrowHeartbeat = 300

@@ -141,11 +141,10 @@ public enum TransferPolicy {
         for d in requested where seen.insert(d).inserted {
             guard let c = known[d], c.owner == requester else {
                 // Unknown and foreign devices look the same: never leak another account's ids.
-                refused.append(.init(deviceId: d, reason: "device \(d) is not an escrow device of \(requester)"))
+                refused.append(.init(deviceId: d, reason: "device \(d) is not a device of \(requester)"))
                 continue
             }
             if c.retired { refused.append(.init(deviceId: d, reason: "device \(d) is retired; a retired device is read-only and cannot be transferred")); continue }
-            if !c.inEscrow { refused.append(.init(deviceId: d, reason: "device \(d) is already activated")); continue }
             if let p = c.pendingTransfer { refused.append(.init(deviceId: d, reason: "device \(d) is already in pending transfer \(p)")); continue }
             eligible.append(d)
         }
