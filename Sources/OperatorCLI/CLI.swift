@@ -16,7 +16,7 @@ public struct CommandSpec: Sendable {
     public enum Group: String, CaseIterable, Sendable {
         case platform = "PLATFORM ADMINISTRATION (as the platform administrator, in account 'platform')"
         case devices = "DEVICES"
-        case transfers = "TRANSFERS (moving escrow devices between accounts)"
+        case transfers = "TRANSFERS (moving devices between accounts: sale, resale, return)"
         case configuration = "CONFIGURATION"
         case watching = "WATCHING"
     }

@@ -1,22 +1,25 @@
 import EscrowCore
 import Foundation
 
-/// Transfers: moving escrow devices to another account, which approves (hold or activate) or rejects them.
+/// Transfers: moving devices to another account, which approves (hold or activate) or rejects them.
 public enum TransferCommands {
     public struct Request: OperatorCommand {
         public static let spec = CommandSpec(
-            path: ["transfer", "request"], group: .transfers, summary: "Offer escrow devices to another account",
+            path: ["transfer", "request"], group: .transfers, summary: "Offer devices to another account (escrow ones; active ones to resell or return them)",
             usage: ["transfer request --to ACCT (--ids a,b | --csv FILE | --prefix P [--count N]) [--note TEXT] [--expires 7d]"],
             options: """
                   --to ACCT      the receiving account
-                  --ids a,b      explicit device ids; or --csv FILE (first column)
+                  --ids a,b      explicit device ids; or --csv FILE (first column). Active devices too: a
+                                 resale, or a return (RMA) that the OEM approves with hold; the device
+                                 gets a new identity from the receiver and the old one is revoked
                   --prefix P     the account's escrow devices whose id starts with P, not already in a transfer
                                  (the first N by id with --count N)
                   --note TEXT    shown to the receiver (at most 500 characters)
                   --expires 7d   how long the receiver has to decide (1s ... 90d; default 7d)
                 """,
             examples: ["escrowctl transfer request --to resell --prefix sn- --count 500 --note \"PO 4711\"",
-                       "escrowctl transfer request --to cust --ids sn-000001,sn-000002 --expires 2d"],
+                       "escrowctl transfer request --to cust --ids sn-000001,sn-000002 --expires 2d",
+                       "escrowctl transfer request --to oem --ids sn-000042 --note \"RMA 4711\"   # as the customer: send it back"],
             valued: ["to", "ids", "csv", "prefix", "count", "note", "expires"], booleans: [])
 
         public enum Devices: Sendable, Equatable {
