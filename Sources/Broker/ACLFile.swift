@@ -7,6 +7,10 @@ public struct ACLInput: Sendable {
     /// Each operator and the accounts it may act in (its own, plus for an OEM
     /// operator the customer accounts it manages; the caller computes the list).
     public var operators: [(username: String, accounts: [String])]
+    /// Operators limited to `readOnlyCommands` (role support): their command rights are one
+    /// `topic write` line per read-only command instead of `cmd/#`.
+    public var readOnlyOperators: Set<String> = []
+    public var readOnlyCommands: [String] = []
 
     public init(controlPlaneUser: String, operators: [(username: String, accounts: [String])] = []) {
         self.controlPlaneUser = controlPlaneUser
@@ -46,8 +50,15 @@ public enum ACLFile {
             lines += ["", "user \(op.username)"]
             for account in op.accounts {
                 try validate(account, "account id")
+                if input.readOnlyOperators.contains(op.username) {
+                    for command in input.readOnlyCommands {
+                        try validate(command, "command name")
+                        lines.append("topic write accounts/\(account)/cmd/\(command)")
+                    }
+                } else {
+                    lines.append("topic write accounts/\(account)/cmd/#")
+                }
                 lines += [
-                    "topic write accounts/\(account)/cmd/#",
                     "topic read accounts/\(account)/reply/#",
                     "topic read accounts/\(account)/events/#",
                 ]

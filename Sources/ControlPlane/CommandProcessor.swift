@@ -42,7 +42,7 @@ struct CommandProcessor {
             try requirePlatform(account, "operator.list")
             let a: Commands.OperatorList = try decode(args)
             let ops = try ledger.operators().filter { a.account == nil || $0.account == a.account }
-            return Outcome(result: try encode(Commands.OperatorListResult(operators: ops.map { .init(username: $0.username, account: $0.account) })), effects: fx, mutating: false)
+            return Outcome(result: try encode(Commands.OperatorListResult(operators: ops.map { .init(username: $0.username, account: $0.account, role: $0.role) })), effects: fx, mutating: false)
         case .operatorPasswd: result = try encode(operatorPasswd(account, decode(args), &fx))
         case .operatorDelete: result = try encode(operatorDelete(account, decode(args), &fx))
         case .deviceProvision: result = try encode(provision(account, decode(args), &fx))
@@ -204,9 +204,11 @@ struct CommandProcessor {
         guard try ledger.account(a.account) != nil else { throw DomainError.notFound("account \(a.account)") }
         if try ledger.operatorExists(a.username) { throw DomainError.conflict("operator \(a.username) already exists") }
         let hash = credentials?.passwordHash(a.password) ?? "plain:" + a.password
-        try ledger.insertOperator(a.username, account: a.account, passwordHash: hash, at: now())
+        let role = a.role ?? .full
+        if role == .support, a.account == .platform { throw DomainError.invalid("role support is for an account's operators; platform administrators are full") }
+        try ledger.insertOperator(a.username, account: a.account, passwordHash: hash, role: role, at: now())
         fx.accessChanged = true
-        return .init(username: a.username, account: a.account, reach: AccessPolicy.accounts(reachableBy: a.account, in: try ledger.accounts()))
+        return .init(username: a.username, account: a.account, reach: AccessPolicy.accounts(reachableBy: a.account, in: try ledger.accounts()), role: role)
     }
 
     /// A new password; the broker refuses the old one from its next reload (at once).
@@ -217,7 +219,7 @@ struct CommandProcessor {
         let hash = credentials?.passwordHash(a.password) ?? "plain:" + a.password
         try ledger.db.execute("UPDATE operators SET password_hash = ? WHERE username = ?", [.text(hash), .text(a.username)])
         fx.accessChanged = true
-        return .init(username: op.username, account: op.account)
+        return .init(username: op.username, account: op.account, role: op.role)
     }
 
     /// Removes a login; `op-admin` stays (escrowd's own administrator).
@@ -227,7 +229,7 @@ struct CommandProcessor {
         guard let op = try ledger.operators().first(where: { $0.username == a.username }) else { throw DomainError.notFound("operator \(a.username)") }
         try ledger.db.execute("DELETE FROM operators WHERE username = ?", [.text(a.username)])
         fx.accessChanged = true
-        return .init(username: op.username, account: op.account)
+        return .init(username: op.username, account: op.account, role: op.role)
     }
 
     // MARK: devices

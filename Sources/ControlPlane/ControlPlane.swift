@@ -39,7 +39,7 @@ public actor ControlPlane {
     /// What the broker must know about accounts and operators (for ACL and password files).
     public struct AccessSnapshot: Sendable {
         public var accounts: [Account]
-        public var operators: [(username: String, account: AccountID, passwordHash: String)]
+        public var operators: [(username: String, account: AccountID, passwordHash: String, role: Commands.OperatorRole)]
         public var authoritiesList: [(account: AccountID, certificate: String, privateKey: String)]
         /// Revoked certificate serials (lowercase hex) per issuing account: the broker's CRLs.
         public var revokedSerials: [AccountID: [String]] = [:]
@@ -120,7 +120,7 @@ public actor ControlPlane {
     /// The current access snapshot (what the broker's ACL and password files must say).
     public func accessSnapshot() throws -> AccessSnapshot {
         AccessSnapshot(accounts: try ledger.accounts().filter { $0.id != .platform },
-                       operators: try ledger.operators().map { ($0.username, $0.account, $0.passwordHash) },
+                       operators: try ledger.operators().map { ($0.username, $0.account, $0.passwordHash, $0.role) },
                        authoritiesList: try ledger.authorities(), revokedSerials: try ledger.revokedSerials())
     }
 

@@ -156,7 +156,12 @@ public final class Daemon: Sendable {
         let operators = s.operators.map { op in
             (username: op.username, accounts: op.account == .platform ? ["platform"] : AccessPolicy.accounts(reachableBy: op.account, in: s.accounts).map(\.rawValue))
         }
-        let acl = try ACLFile.render(ACLInput(controlPlaneUser: controlPlane.username, operators: operators))
+        // Support logins may publish only the read-only commands (CommandSchema.readOnly).
+        let readOnly = CommandSchema.all.filter(\.readOnly).map(\.command.rawValue)
+        var input = ACLInput(controlPlaneUser: controlPlane.username, operators: operators)
+        input.readOnlyOperators = Set(s.operators.filter { $0.role == .support }.map(\.username))
+        input.readOnlyCommands = readOnly
+        let acl = try ACLFile.render(input)
         let passwords = try PasswordFile.render([(controlPlane.username, MosquittoPassword.hash(password: controlPlane.password))]
                                                + s.operators.map { ($0.username, $0.passwordHash) })
         try writeBrokerFile(acl, to: layout.aclFile, mode: 0o644)

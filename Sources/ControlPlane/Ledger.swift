@@ -83,18 +83,22 @@ final class Ledger {
     }
 
     // MARK: operators
-    struct OperatorRecord { var username: String; var account: AccountID; var passwordHash: String }
+    struct OperatorRecord { var username: String; var account: AccountID; var passwordHash: String; var role: Commands.OperatorRole }
     func operators() throws -> [OperatorRecord] {
-        try db.query("SELECT username, account_id, password_hash FROM operators ORDER BY username").map {
-            OperatorRecord(username: try $0.string("username"), account: AccountID(try $0.string("account_id"))!, passwordHash: try $0.string("password_hash"))
+        try db.query("SELECT username, account_id, password_hash, role FROM operators ORDER BY username").map {
+            let role = try $0.string("role")
+            guard let account = AccountID(try $0.string("account_id")), let r = Commands.OperatorRole(rawValue: role) else {
+                throw DomainError(.internalError, "operators row \(try $0.string("username")): account or role '\(role)' unreadable")
+            }
+            return OperatorRecord(username: try $0.string("username"), account: account, passwordHash: try $0.string("password_hash"), role: r)
         }
     }
     func operatorExists(_ username: String) throws -> Bool {
         try !db.query("SELECT 1 FROM operators WHERE username = ?", [.text(username)]).isEmpty
     }
-    func insertOperator(_ username: String, account: AccountID, passwordHash: String, at: Date) throws {
-        try db.execute("INSERT INTO operators (username, account_id, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                       [.text(username), .text(account.rawValue), .text(passwordHash), .real(at.timeIntervalSince1970)])
+    func insertOperator(_ username: String, account: AccountID, passwordHash: String, role: Commands.OperatorRole = .full, at: Date) throws {
+        try db.execute("INSERT INTO operators (username, account_id, password_hash, created_at, role) VALUES (?, ?, ?, ?, ?)",
+                       [.text(username), .text(account.rawValue), .text(passwordHash), .real(at.timeIntervalSince1970), .text(role.rawValue)])
     }
 
     // MARK: devices

@@ -185,5 +185,10 @@ enum Schema {
             SELECT json_extract(CAST(c.payload AS TEXT), '$.heartbeatInterval') FROM configs c
             WHERE c.device_id = devices.id AND c.version = devices.desired_version);
         """),
+        Migration(version: 9, name: "operator roles", sql: """
+        -- full: every command where the operator may act; support: the read-only ones only (the
+        -- broker ACL lists those command topics alone).
+        ALTER TABLE operators ADD COLUMN role TEXT NOT NULL DEFAULT 'full';
+        """),
     ]
 }

@@ -60,17 +60,22 @@ public enum AccountCommands {
     public struct OperatorCreate: OperatorCommand {
         public static let spec = CommandSpec(
             path: ["operator", "create"], group: .platform, summary: "Create an operator login for an account",
-            usage: ["operator create USER --account ACCT [--password P]"],
+            usage: ["operator create USER --account ACCT [--role full|support] [--password P]"],
             options: """
                   USER            username, starting with op- (e.g. op-alice)
                   --account ACCT  the operator's home account (it may also act in accounts that one manages)
+                  --role R        full (default): every command; support: read-only commands only
+                                  (device, transfer, profile and config listings, account show,
+                                  events.since), enforced by the broker: an OEM's support staff
+                                  looking at the customers the OEM manages
 
                   --password P    the NEW operator's password, 8 to 256 characters; generated and printed
                                   when absent (your own login comes from ESCROW_PASSWORD or --config)
                 """,
             examples: ["escrowctl operator create op-oem --account oem",
-                       "escrowctl operator create op-bob --account cust --password 'correct horse battery'"],
-            valued: ["account", "password"], booleans: [], positionals: ["USER"], actsIn: .platform)
+                       "escrowctl operator create op-bob --account cust --password 'correct horse battery'",
+                       "escrowctl operator create op-oem-help --account oem --role support"],
+            valued: ["account", "password", "role"], booleans: [], positionals: ["USER"], actsIn: .platform)
 
         public var args: Commands.OperatorCreate
         public var generatedPassword: Bool
@@ -84,14 +89,19 @@ public enum AccountCommands {
             let account = try Parse.account(raw, what: "--account")
             let (password, generated) = try Parse.password(a)
             generatedPassword = generated
-            args = .init(username: user, password: password, account: account)
+            var role: Commands.OperatorRole?
+            if let r = a.value("role") {
+                guard let parsed = Commands.OperatorRole(rawValue: r) else { throw UsageError("--role is full or support, not '\(r.prefix(40))'") }
+                role = parsed
+            }
+            args = .init(username: user, password: password, account: account, role: role)
         }
 
         public func run(_ c: CommandContext) async throws {
             let json = try await c.call(.operatorCreate, args)
             if c.global.json { return c.console.json(Parse.showingPassword(json, args.password, if: generatedPassword)) }
             let r = try c.decode(json, as: Commands.OperatorResult.self, .operatorCreate)
-            c.console.out("operator \(r.username) created in account \(r.account); may act in: \(r.reach.map(\.rawValue).joined(separator: ", "))")
+            c.console.out("operator \(r.username) created in account \(r.account)\(r.role == .support ? " (support: read-only)" : ""); may act in: \(r.reach.map(\.rawValue).joined(separator: ", "))")
             if generatedPassword { c.console.out("password: \(args.password)") }
         }
     }
@@ -171,7 +181,7 @@ extension AccountCommands {
             let json = try await c.call(.operatorList, args)
             if c.global.json { return c.console.json(json) }
             let r = try c.decode(json, as: Commands.OperatorListResult.self, .operatorList)
-            c.console.out(Table(["USERNAME", "ACCOUNT"], r.operators.map { [$0.username, $0.account.rawValue] }).render())
+            c.console.out(Table(["USERNAME", "ACCOUNT", "ROLE"], r.operators.map { [$0.username, $0.account.rawValue, $0.role.rawValue] }).render())
             c.console.note(plural(r.operators.count, "operator"))
         }
     }

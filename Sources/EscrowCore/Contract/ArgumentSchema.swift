@@ -84,6 +84,7 @@ public struct CommandSchema: Sendable {
             Field("username", .string, required: true, [.identifier]),
             Field("password", .string, required: true, [.length(8...256)]),
             Field("account", .string, required: true, [.identifier]),
+            Field("role", .string, [.oneOf(Commands.OperatorRole.allCases.map(\.rawValue))]),
         ]),
         CommandSchema(.operatorList, readOnly: true, [Field("account", .string, [.identifier])]),
         CommandSchema(.operatorPasswd, [

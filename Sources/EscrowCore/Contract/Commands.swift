@@ -64,12 +64,20 @@ public enum Commands {
         public init(account: Account, operators: [String], profiles: Int) { self.account = account; self.operators = operators; self.profiles = profiles }
     }
 
+    /// What an operator may do where it may act: everything (`full`), or only the read-only
+    /// commands (`support`: an OEM's support staff looking at the customers it manages). The
+    /// broker enforces it: a support login may publish only to the read-only commands' topics.
+    public enum OperatorRole: String, Codable, CaseIterable, Sendable {
+        case full, support
+    }
     public struct OperatorCreate: Codable, Equatable, Sendable {
         public var username: String
         public var password: String
         public var account: AccountID
-        public init(username: String, password: String, account: AccountID) {
-            self.username = username; self.password = password; self.account = account
+        /// Default `full`.
+        public var role: OperatorRole?
+        public init(username: String, password: String, account: AccountID, role: OperatorRole? = nil) {
+            self.username = username; self.password = password; self.account = account; self.role = role
         }
     }
     public struct OperatorList: Codable, Equatable, Sendable {
@@ -81,7 +89,8 @@ public enum Commands {
         public struct Entry: Codable, Equatable, Sendable {
             public var username: String
             public var account: AccountID
-            public init(username: String, account: AccountID) { self.username = username; self.account = account }
+            public var role: OperatorRole
+            public init(username: String, account: AccountID, role: OperatorRole = .full) { self.username = username; self.account = account; self.role = role }
         }
         public var operators: [Entry]
         public init(operators: [Entry]) { self.operators = operators }
@@ -96,9 +105,12 @@ public enum Commands {
         public init(username: String) { self.username = username }
     }
     public struct OperatorResult: Codable, Equatable, Sendable {
-        public init(username: String, account: AccountID, reach: [AccountID]) { self.username = username; self.account = account; self.reach = reach }
+        public init(username: String, account: AccountID, reach: [AccountID], role: OperatorRole = .full) {
+            self.username = username; self.account = account; self.reach = reach; self.role = role
+        }
         public var username: String
         public var account: AccountID
+        public var role: OperatorRole
         /// Accounts this operator may act in (its own plus those its account manages).
         public var reach: [AccountID]
     }
