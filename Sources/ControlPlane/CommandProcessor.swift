@@ -52,6 +52,7 @@ struct CommandProcessor {
             return Outcome(result: try encode(Commands.DeviceListResult(devices: devices, total: total)), effects: fx, mutating: false)
         case .deviceShow: return Outcome(result: try encode(deviceShow(account, decode(args))), effects: fx, mutating: false)
         case .deviceRetire: result = try encode(retire(account, decode(args), &fx))
+        case .deviceRebundle: result = try encode(rebundle(account, decode(args), &fx))
         case .transferRequest: result = try encode(transferRequest(account, decode(args), &fx))
         case .transferList:
             let a: Commands.TransferList = try decode(args)
@@ -331,6 +332,68 @@ struct CommandProcessor {
         return .init(retired: retired, refused: refused, revokedCertificates: revoked)
     }
 
+    /// Fresh identity bundles for devices the account holds whose files were lost (escrow or
+    /// active): every certificate the device has or was issued is revoked, a new key and
+    /// certificate are made by the holder's authority (for an escrow device of its provisioner, the
+    /// provisioner's, as at provisioning), a `rebundled` custody entry records it, and the bundle is
+    /// in the reply (only there: escrowd keeps no private key). The device, reinstalled with it,
+    /// connects as before; the lost files can connect no more.
+    private func rebundle(_ account: AccountID, _ a: Commands.DeviceRebundle, _ fx: inout Effects) throws -> Commands.DeviceRebundleResult {
+        try requireRealAccount(account)
+        guard let credentials else { throw DomainError.conflict("escrowd runs without identities (plain MQTT): there is nothing to re-bundle") }
+        var bundles: [Commands.DeviceBundle] = [], refused: [Transfer.Refusal] = []
+        var unknown = 0, revoked = 0
+        let at = now()
+        var authority = try ledger.authority(account)
+        for id in Set(a.deviceIds).sorted() {
+            guard let d = try ledger.device(id), d.owner == account else {
+                unknown += 1
+                refused.append(.init(deviceId: id, reason: "device \(id) is not a device of \(account)")); continue
+            }
+            if d.state == .retired { refused.append(.init(deviceId: id, reason: "device \(id) is retired; a retired device never connects again")); continue }
+            if authority == nil, let acct = try ledger.account(account) {
+                let ca = try credentials.newAuthority(for: account, kind: acct.kind)
+                try ledger.insertAuthority(account, certificate: ca.certificate, privateKey: ca.privateKey)
+                authority = ca
+            }
+            guard let authority, let issued = try credentials.issue([id], authority: authority).first, let key = issued.privateKey else {
+                throw DomainError(.internalError, "could not issue an identity for \(id)")
+            }
+            revoked += try ledger.revokeIdentities(id, at: at)
+            let provisioner = try ledger.identityStatus(id)?.provisioner
+            try ledger.setIdentity(id, fingerprint: issued.fingerprint, serial: issued.serial, issuer: account == provisioner ? nil : account)
+            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .rebundled)
+            if let current = try ledger.latestConfig(id) {
+                // The retained configuration may carry a certificate (the activation's) for a key the
+                // reinstalled device does not have, which it would reject: the one in force again, without.
+                _ = try repushConfigInForce(id, owner: account, mode: current.mode, at: at, &fx)
+            }
+            fx.notify(.deviceRebundled, [account], at: at, device: id,
+                      details: ["fingerprint": .string(issued.fingerprint), "previousFingerprint": d.fingerprint.map(JSONValue.string) ?? .null])
+            bundles.append(.init(deviceId: id, certificate: issued.certificate, privateKey: key, brokerCA: credentials.brokerCA,
+                                 brokerURL: credentials.deviceBrokerURL, fingerprint: issued.fingerprint))
+        }
+        if bundles.isEmpty {
+            let reasons = refused.prefix(3).map(\.reason).joined(separator: "; ") + (refused.count > 3 ? "; and \(refused.count - 3) more" : "")
+            if unknown == refused.count { throw DomainError(.notFound, reasons) }
+            throw DomainError.conflict("no device was re-bundled: " + reasons)
+        }
+        fx.accessChanged = true // the revocation set, and a new authority the broker must trust
+        return .init(bundles: bundles, refused: refused, revokedCertificates: revoked)
+    }
+
+    /// Re-pushes the configuration in force (same settings and interval) as a new version: to
+    /// deliver a new identity, or to replace a retained one that carries a revoked identity.
+    private func repushConfigInForce(_ d: DeviceID, owner: AccountID, mode: DeviceMode, at: Date, _ fx: inout Effects) throws -> DeviceConfig {
+        let current = try ledger.latestConfig(d)
+        let profile = Commands.Profile(name: Self.rotationProfile, version: 0, settings: current?.settings ?? [:],
+                                       heartbeatInterval: current?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
+        let config = try ledger.pushConfig(d, owner: owner, mode: mode, profile: profile, certificate: nil, at: at, keepsProfile: true)
+        fx.configs.append(d)
+        fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.rotationProfile)])
+        return config
+    }
+
     // MARK: transfers
 
     private func visibleTransfer(_ id: String, to account: AccountID) throws -> Transfer {
@@ -456,13 +519,7 @@ struct CommandProcessor {
         let active = status.state == DeviceView.State.active.rawValue
         guard active || (status.state == DeviceView.State.escrow.rawValue && status.issuer != status.provisioner) else { return false }
         try issueOwnerIdentity(d, owner: status.owner, &fx)
-        let current = try ledger.latestConfig(d)
-        let profile = Commands.Profile(name: Self.rotationProfile, version: 0, settings: current?.settings ?? [:],
-                                       heartbeatInterval: current?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
-        let at = now()
-        let config = try ledger.pushConfig(d, owner: status.owner, mode: active ? .normal : .escrow, profile: profile, certificate: nil, at: at, keepsProfile: true)
-        fx.configs.append(d)
-        fx.notify(.configPushed, [status.owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.rotationProfile)])
+        _ = try repushConfigInForce(d, owner: status.owner, mode: active ? .normal : .escrow, at: now(), &fx)
         return true
     }
     /// The `profile` of the `config.pushed` event for a configuration re-pushed to deliver a new identity.

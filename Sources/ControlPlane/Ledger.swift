@@ -163,9 +163,19 @@ final class Ledger {
     /// it has or was issued (current and pending identity) into `revocations`, and no configuration
     /// left to deliver. Returns how many serials were newly revoked.
     func retire(_ id: DeviceID, at: Date) throws -> Int {
+        let revoked = try revokeIdentities(id, at: at)
+        try db.execute("""
+            UPDATE devices SET state = 'retired', retired_at = ?, online = 0, config_state = CASE config_state WHEN 'pending' THEN 'none' ELSE config_state END,
+                csr = NULL, rotation_version = NULL WHERE id = ?
+            """, [.real(at.timeIntervalSince1970), .text(id.rawValue)])
+        return revoked
+    }
+    /// Every certificate serial the device has or was issued (its identity in force, escrow or
+    /// owner-issued, and one issued but not yet confirmed) into `revocations`. Returns how many were new.
+    func revokeIdentities(_ id: DeviceID, at: Date) throws -> Int {
         guard let r = try db.query("""
             SELECT coalesce(cert_issuer, provisioner) AS issuer, cert_serial, next_issuer, next_serial FROM devices WHERE id = ?
-            """, [.text(id.rawValue)]).first else { throw DomainError(.internalError, "devices row \(id) vanished while being retired") }
+            """, [.text(id.rawValue)]).first else { throw DomainError(.internalError, "devices row \(id) vanished") }
         var revoked = 0
         for (issuer, serial) in [(try r.string("issuer"), try r.optionalString("cert_serial")),
                                  (try r.optionalString("next_issuer") ?? "", try r.optionalString("next_serial"))] {
@@ -174,11 +184,15 @@ final class Ledger {
                            [.text(issuer), .text(serial), .text(id.rawValue), .real(at.timeIntervalSince1970)])
             revoked += db.changes
         }
-        try db.execute("""
-            UPDATE devices SET state = 'retired', retired_at = ?, online = 0, config_state = CASE config_state WHEN 'pending' THEN 'none' ELSE config_state END,
-                csr = NULL, rotation_version = NULL WHERE id = ?
-            """, [.real(at.timeIntervalSince1970), .text(id.rawValue)])
         return revoked
+    }
+    /// A fresh identity bundle for a device (`device.rebundle`): after `revokeIdentities`, the
+    /// new certificate is the one in force (`issuer` signed it; nil: the provisioner), nothing is pending.
+    func setIdentity(_ id: DeviceID, fingerprint: String, serial: String, issuer: AccountID?) throws {
+        try db.execute("""
+            UPDATE devices SET fingerprint = ?, cert_serial = ?, cert_issuer = ?, next_certificate = NULL, next_fingerprint = NULL,
+                next_serial = NULL, next_issuer = NULL, rotation_version = NULL, csr = NULL WHERE id = ?
+            """, [.text(fingerprint), .text(serial), issuer.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
     }
     func owner(of id: DeviceID) throws -> AccountID? {
         try db.query("SELECT owner FROM devices WHERE id = ?", [.text(id.rawValue)]).first.flatMap { AccountID(try $0.string("owner")) }

@@ -88,7 +88,7 @@ public enum CLI {
     public static let commands: [any OperatorCommand.Type] = [
         AccountCommands.Create.self, AccountCommands.List.self, AccountCommands.Show.self, AccountCommands.Delete.self, AccountCommands.OperatorCreate.self,
         AccountCommands.OperatorList.self, AccountCommands.OperatorPasswd.self, AccountCommands.OperatorDelete.self,
-        DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self, DeviceCommands.Retire.self,
+        DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self, DeviceCommands.Retire.self, DeviceCommands.Rebundle.self,
         TransferCommands.Request.self, TransferCommands.Inbox.self, TransferCommands.Show.self,
         TransferCommands.Approve.self, TransferCommands.Reject.self, TransferCommands.Cancel.self,
         ConfigCommands.ProfilePut.self, ConfigCommands.ProfileList.self, ConfigCommands.ProfileShow.self, ConfigCommands.ProfileDelete.self,

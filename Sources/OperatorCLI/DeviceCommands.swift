@@ -318,3 +318,55 @@ enum RefusalList {
         if refused.count > limit { c.console.out("  ... and \(refused.count - limit) more (use --json for all)") }
     }
 }
+
+extension DeviceCommands {
+    public struct Rebundle: OperatorCommand {
+        public static let spec = CommandSpec(
+            path: ["device", "rebundle"], group: .devices, summary: "New identity bundles for devices whose files were lost; the old certificates are revoked",
+            usage: ["device rebundle ID... --out DIR"],
+            options: """
+                  ID...          devices the account holds (in escrow or active), at most 1000
+                  --out DIR      write each bundle to DIR/ID/ (device.crt, device.key, broker-ca.pem,
+                                 agent.conf), as device provision does; required: the private keys
+                                 are in the reply only, escrowd keeps none
+                """,
+            examples: ["escrowctl device rebundle sn-000042 --out ./bundles",
+                       "escrowctl --account cust device rebundle sn-000001 sn-000002 --out /media/usb"],
+            valued: ["out"], booleans: [], positionals: ["ID..."])
+
+        public var args: Commands.DeviceRebundle
+        public var out: String
+
+        public init(_ a: Arguments) throws(UsageError) {
+            let ids = try Parse.devices(a.positionals, what: "ID")
+            guard ids.count <= Commands.DeviceRebundle.maxPerCommand else {
+                throw UsageError("at most \(Commands.DeviceRebundle.maxPerCommand) devices per command; run it several times")
+            }
+            guard let out = a.value("out"), !out.isEmpty else {
+                throw UsageError("--out DIR is required: the new private keys are in the reply only, so they must be written somewhere")
+            }
+            args = .init(deviceIds: ids)
+            self.out = out
+        }
+
+        public func run(_ c: CommandContext) async throws {
+            do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+                throw CLIError(.storageUnavailable, "io", "cannot create --out directory \(out): \(error.localizedDescription)")
+            }
+            let json = try await c.call(.deviceRebundle, args)
+            let r = try c.decode(json, as: Commands.DeviceRebundleResult.self, .deviceRebundle)
+            for b in r.bundles { try DeviceBundleWriter.write(b, into: out) }
+            if c.global.json {
+                // The keys are on disk now; the JSON names where, not what.
+                let summary = Commands.DeviceRebundleResult(bundles: [], refused: r.refused, revokedCertificates: r.revokedCertificates)
+                guard case .object(var fields) = try JSONValue(encoding: summary) else { return c.console.json(json) }
+                fields["bundles"] = nil
+                fields["written"] = .array(r.bundles.map { .string(DeviceBundleLayout.directory(root: out, device: $0.deviceId)) })
+                return c.console.json(.object(fields))
+            }
+            c.console.out("re-bundled \(plural(r.bundles.count, "device")) in account \(c.account) into \(out) (\(plural(r.revokedCertificates, "certificate")) revoked; the broker refuses them from now on)"
+                          + (r.refused.isEmpty ? "" : "; \(r.refused.count) refused"))
+            RefusalList.print(r.refused, c)
+        }
+    }
+}

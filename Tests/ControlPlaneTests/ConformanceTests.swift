@@ -38,6 +38,7 @@ struct ConformanceTests {
         case .deviceList: ("oem", [:])
         case .deviceShow: ("oem", ["deviceId": "dev-000001"])
         case .deviceRetire: ("oem", ["deviceIds": ["dev-000001"], "reason": "conformance"])
+        case .deviceRebundle: ("oem", ["deviceIds": ["dev-000002"]])
         case .transferRequest: ("oem", ["to": "acme", "deviceIds": ["dev-000003"]])
         case .transferList: ("acme", [:])
         case .transferShow: ("acme", ["transferId": .string(transfer)])

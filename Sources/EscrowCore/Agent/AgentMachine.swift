@@ -167,9 +167,10 @@ public struct AgentMachine: Equatable, Sendable {
             ]
             if modeChanged { effects.append(statusEffect()) }
             effects.append(.scheduleHeartbeat(seconds: state.heartbeatInterval))
-            // A new owner asked for a new identity (or the activation found no CSR): ask now, not
-            // only at the next connect.
-            if needsCertificate { effects.append(.requestCertificate) }
+            // A new owner asked for a new identity: ask now, not only at the next connect. (An
+            // activation that found no CSR is asked again at the next connect: a CSR sent at this
+            // connect may still be on its way, and a second one would get a second certificate.)
+            if needsCertificate && state.renewalRequested { effects.append(.requestCertificate) }
             return effects
         case (.applying(let config), .persistFailed(let reason)):
             phase = linkUp ? .online : .connecting

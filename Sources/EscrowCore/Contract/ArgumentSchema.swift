@@ -111,6 +111,9 @@ public struct CommandSchema: Sendable {
             Field("deviceIds", .stringArray, required: true, [.count(1...Commands.DeviceRetire.maxPerCommand), .identifier]),
             Field("reason", .string, [.length(1...500)]),
         ]),
+        CommandSchema(.deviceRebundle, [
+            Field("deviceIds", .stringArray, required: true, [.count(1...Commands.DeviceRebundle.maxPerCommand), .identifier]),
+        ]),
         CommandSchema(.transferRequest, [
             Field("to", .string, required: true, [.identifier]),
             Field("deviceIds", .stringArray, required: true, [.count(1...Transfer.maxDevicesPerRequest), .identifier]),

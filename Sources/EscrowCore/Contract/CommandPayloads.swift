@@ -63,6 +63,7 @@ public enum CommandName: String, CaseIterable, Sendable {
     case deviceList = "device.list"
     case deviceShow = "device.show"
     case deviceRetire = "device.retire"
+    case deviceRebundle = "device.rebundle"
     case transferRequest = "transfer.request"
     case transferList = "transfer.list"
     case transferShow = "transfer.show"
@@ -93,6 +94,7 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     case deviceHeld = "device.held"
     case deviceActivated = "device.activated"
     case deviceRetired = "device.retired"
+    case deviceRebundled = "device.rebundled"
     case deviceOnline = "device.online"
     case deviceOffline = "device.offline"
     case configPushed = "config.pushed"
@@ -118,6 +120,7 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
         case .deviceHeld: return (["from"], [], true, true)
         case .deviceActivated: return (["from", "profile", "configVersion"], [], true, true)
         case .deviceRetired: return (["previousState"], ["reason"], true, false)
+        case .deviceRebundled: return (["fingerprint"], ["previousFingerprint"], true, false)
         case .deviceOnline: return (["reason"], ["mode", "configVersion", "agentVersion"], true, false)
         case .deviceOffline: return (["reason"], ["mode", "configVersion", "agentVersion"], true, false)
         case .configPushed: return (["version"], ["profile"], true, false)

@@ -196,6 +196,23 @@ public enum Commands {
         }
     }
 
+    /// `device.rebundle`: fresh identity bundles for devices whose files were lost.
+    public struct DeviceRebundle: Codable, Equatable, Sendable {
+        public var deviceIds: [DeviceID]
+        public init(deviceIds: [DeviceID]) { self.deviceIds = deviceIds }
+        public static let maxPerCommand = 1_000
+    }
+    public struct DeviceRebundleResult: Codable, Equatable, Sendable {
+        /// One bundle per device re-bundled, by id: install it on the device (its key is in it).
+        public var bundles: [DeviceBundle]
+        public var refused: [Transfer.Refusal]
+        /// Certificate serials added to the broker's revocation set by this command.
+        public var revokedCertificates: Int
+        public init(bundles: [DeviceBundle], refused: [Transfer.Refusal], revokedCertificates: Int) {
+            self.bundles = bundles; self.refused = refused; self.revokedCertificates = revokedCertificates
+        }
+    }
+
     // MARK: transfers
     public struct TransferRequest: Codable, Equatable, Sendable {
         public var to: AccountID

@@ -4,7 +4,7 @@ import Foundation
 /// decommissioned it and stays its holder for good).
 /// Each entry carries the hash of the previous one, so a rewritten history is detectable.
 public struct CustodyEntry: Codable, Equatable, Sendable {
-    public enum Decision: String, Codable, Sendable { case provisioned, held, activated, retired }
+    public enum Decision: String, Codable, Sendable { case provisioned, held, activated, retired, rebundled }
     public var deviceId: DeviceID
     public var seq: Int
     public var holder: AccountID
