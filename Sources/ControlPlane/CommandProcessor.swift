@@ -95,6 +95,10 @@ struct CommandProcessor {
                            effects: fx, mutating: false)
         case .profileDelete: result = try encode(profileDelete(account, decode(args), &fx))
         case .eventsSince: return Outcome(result: try encode(eventsSince(account, decode(args))), effects: fx, mutating: false)
+        case .auditList:
+            let a: Commands.AuditList = try decode(args)
+            return Outcome(result: try encode(ledger.audit(account: account, limit: a.limit ?? Commands.AuditList.defaultLimit, before: a.before)),
+                           effects: fx, mutating: false)
         case .configPush: result = try encode(configPush(account, decode(args), &fx))
         case .configStatus:
             let a: Commands.ConfigStatus = try decode(args)

@@ -35,20 +35,21 @@ extension ControlPlane {
 
     /// Decodes, runs and answers one command; returns its result code ("ok" or the contract's error code).
     func executeCommand(account: AccountID, command: String, message m: MQTTMessage) -> String {
+        let sender = Self.sender(of: m)
         let envelope: CommandEnvelope
         do {
             envelope = try WireCodec.decode(CommandEnvelope.self, from: m.payload)
         } catch {
             // Answered on the reply topic whenever the request id can still be read.
-            return fail(account: account, command: command, requestID: CommandEnvelope.readableRequestID(from: m.payload), error: error, response: m.properties)
+            return fail(account: account, command: command, requestID: CommandEnvelope.readableRequestID(from: m.payload), error: error, response: m.properties, sender: sender)
         }
         guard Identifier.isValid(envelope.requestId) else {
             return fail(account: account, command: command, requestID: nil,
-                        error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties)
+                        error: WireError(.invalidArgument, "requestId must match [A-Za-z0-9._-]{1,64}"), response: m.properties, sender: sender)
         }
         guard case .object = envelope.args else {
             return fail(account: account, command: command, requestID: envelope.requestId,
-                        error: WireError(.malformed, "args: expected a JSON object (use {} for a command without arguments)"), response: m.properties)
+                        error: WireError(.malformed, "args: expected a JSON object (use {} for a command without arguments)"), response: m.properties, sender: sender)
         }
         do {
             if let stored = try ledger.storedReply(account: account, requestID: envelope.requestId) {
@@ -68,6 +69,7 @@ extension ControlPlane {
                     let stored = command == CommandName.deviceProvision.rawValue
                         ? WireCodec.encode(CommandReply(requestId: envelope.requestId, result: Self.withoutPrivateKeys(outcome.result))) : bytes
                     try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
+                    try ledger.appendAudit(account: account, at: Date(), operator: sender, command: command, requestID: envelope.requestId, code: nil)
                     for e in outcome.effects.events { try ledger.appendEvent(e) }
                     for topic in outcome.effects.clearRetained { try ledger.enqueue(Outbound(topic: topic, payload: [], retain: true)) }
                 }
@@ -79,7 +81,7 @@ extension ControlPlane {
             afterCommit(effects)
             return "ok"
         } catch {
-            return fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties)
+            return fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties, sender: sender)
         }
     }
 
@@ -96,10 +98,25 @@ extension ControlPlane {
         ingest.addKnown(effects.provisioned)
     }
 
+    /// Who sent a command, as the broker vouches for it: the last `escrow-operator` user property
+    /// (the EscrowFleet broker plugin appends the authenticated username after any the client
+    /// sent). Nil when the broker does not stamp commands.
+    static func sender(of m: MQTTMessage) -> String? {
+        m.properties.userProperties.last { $0.0 == operatorProperty }?.1
+    }
+    /// The user property the broker plugin stamps (`ESCROW_BROKER_PLUGIN_OPERATOR_PROPERTY`).
+    static let operatorProperty = "escrow-operator"
+
     @discardableResult
-    func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties) -> String {
+    func fail(account: AccountID, command: String, requestID: String?, error: any Error, response: MQTTProperties, sender: String? = nil) -> String {
         tally.commandErrors += 1
         let wire = Self.wireError(error)
+        // A refused attempt to change something is audited too (read-only commands are not).
+        if CommandName(rawValue: command).flatMap({ CommandSchema.byName[$0]?.readOnly }) != true {
+            do { try ledger.appendAudit(account: account, at: Date(), operator: sender, command: command, requestID: requestID, code: wire.code) } catch {
+                log(.warn, "could not record the refused \(command.prefix(64)) in the audit log: \(error)")
+            }
+        }
         log(.info, "command \(account)/\(command.prefix(64)) failed: \(wire)",
             ["account": account.rawValue, "command": String(command.prefix(64)), "requestId": requestID ?? "", "code": wire.code.rawValue])
         if let requestID {

@@ -472,6 +472,24 @@ final class Ledger {
         try db.execute("INSERT INTO requests (account_id, request_id, command, reply, created_at) VALUES (?, ?, ?, ?, ?)",
                        [.text(account.rawValue), .text(requestID), .text(command), .blob(reply), .real(at.timeIntervalSince1970)])
     }
+    // MARK: audit
+    func appendAudit(account: AccountID, at: Date, operator op: String?, command: String, requestID: String?, code: ErrorCode?) throws {
+        try db.execute("INSERT INTO audit (account_id, at, operator, command, request_id, ok, code) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [.text(account.rawValue), .real(at.timeIntervalSince1970), op.map { .text($0) } ?? .null, .text(String(command.prefix(64))),
+                        requestID.map { .text($0) } ?? .null, .integer(code == nil ? 1 : 0), code.map { .text($0.rawValue) } ?? .null])
+    }
+    func audit(account: AccountID, limit: Int, before: Int?) throws -> Commands.AuditListResult {
+        let rows = try db.query("""
+            SELECT id, at, operator, command, request_id, ok, code FROM audit
+            WHERE account_id = ? AND id < ? ORDER BY id DESC LIMIT ?
+            """, [.text(account.rawValue), .integer(Int64(before ?? Int.max)), .integer(Int64(limit + 1))])
+        let entries = try rows.prefix(limit).map { r in
+            Commands.AuditEntry(id: try r.int("id"), at: Date(timeIntervalSince1970: try r.double("at")), operator: try r.optionalString("operator"),
+                                command: try r.string("command"), requestId: try r.optionalString("request_id"), ok: try r.int("ok") != 0,
+                                code: try r.optionalString("code").flatMap(ErrorCode.init(rawValue:)))
+        }
+        return .init(entries: entries, more: rows.count > limit)
+    }
     func pruneReplies(olderThan: Date) throws {
         try db.execute("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
     }

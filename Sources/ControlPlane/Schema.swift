@@ -190,5 +190,20 @@ enum Schema {
         -- broker ACL lists those command topics alone).
         ALTER TABLE operators ADD COLUMN role TEXT NOT NULL DEFAULT 'full';
         """),
+        Migration(version: 10, name: "audit log", sql: """
+        -- Every state-changing command, answered or refused: who (the broker-stamped username,
+        -- escrow-operator), when, what. audit.list reads it per account, newest first.
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            operator TEXT,
+            command TEXT NOT NULL,
+            request_id TEXT,
+            ok INTEGER NOT NULL,
+            code TEXT
+        );
+        CREATE INDEX audit_account ON audit(account_id, id);
+        """),
     ]
 }

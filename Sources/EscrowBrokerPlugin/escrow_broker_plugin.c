@@ -25,6 +25,11 @@
  *    of MB per reload (docs/BENCHMARKS.md).
  *  - MOSQ_EVT_RELOAD (SIGHUP): the revoked file and the ACL file are read
  *    again; if one fails its previous set or rules stay in force.
+ *  - MOSQ_EVT_MESSAGE: a PUBLISH on accounts/+/cmd/+ gets the publisher's
+ *    authenticated username appended as the MQTT 5 user property
+ *    "escrow-operator" (ESCROW_BROKER_PLUGIN_OPERATOR_PROPERTY), after any the
+ *    client sent: the last one is the broker's word for who sent the command
+ *    (escrowd's audit), whatever the payload or the client's own properties say.
  *
  * Options (plugin_opt_NAME in mosquitto.conf): acl_file (required),
  * service_prefix (default "svc-"), revoked_file (optional). See README.md
@@ -54,6 +59,7 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <mqtt_protocol.h>
 
 #include "escrow_broker_plugin.h"
 
@@ -1378,8 +1384,48 @@ static void state_free(struct plugin_state *state)
     free(state);
 }
 
+/* accounts/ACCOUNT/cmd/COMMAND, each segment non-empty: the operators' command topics. */
+static bool is_command_topic(const char *topic)
+{
+    static const char prefix[] = "accounts/";
+    if (topic == NULL || strncmp(topic, prefix, sizeof(prefix) - 1) != 0) {
+        return false;
+    }
+    const char *account = topic + sizeof(prefix) - 1;
+    const char *slash = strchr(account, '/');
+    if (slash == NULL || slash == account || strncmp(slash, "/cmd/", 5) != 0) {
+        return false;
+    }
+    const char *command = slash + 5;
+    return *command != '\0' && strchr(command, '/') == NULL;
+}
+
+/* MOSQ_EVT_MESSAGE: stamps a command with its sender's authenticated username.
+ * mosquitto_property_add_string_pair appends at the end of the list, so the
+ * stamp follows any user property of the same name the client sent. */
+static int on_message(int event, void *event_data, void *userdata)
+{
+    (void)event;
+    (void)userdata;
+    struct mosquitto_evt_message *message = event_data;
+    if (!is_command_topic(message->topic)) {
+        return MOSQ_ERR_SUCCESS;
+    }
+    const char *username = mosquitto_client_username(message->client);
+    if (username == NULL) {
+        return MOSQ_ERR_SUCCESS;
+    }
+    if (mosquitto_property_add_string_pair(&message->properties, MQTT_PROP_USER_PROPERTY,
+                                           ESCROW_BROKER_PLUGIN_OPERATOR_PROPERTY, username) != MOSQ_ERR_SUCCESS) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: cannot stamp a command from %s (out of memory); refused", username);
+        return MOSQ_ERR_NOMEM;
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
 static void unregister_callbacks(mosquitto_plugin_id_t *identifier)
 {
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_MESSAGE, on_message, NULL);
     mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
     mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
     mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
@@ -1465,6 +1511,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     if (mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, state) != MOSQ_ERR_SUCCESS ||
         mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, state) != MOSQ_ERR_SUCCESS ||
         mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, state) != MOSQ_ERR_SUCCESS ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, on_message, NULL, state) != MOSQ_ERR_SUCCESS ||
         (state->revoked_path != NULL &&
          (mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, state) != MOSQ_ERR_SUCCESS ||
           mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, state) != MOSQ_ERR_SUCCESS))) {

@@ -93,7 +93,7 @@ public enum CLI {
         TransferCommands.Approve.self, TransferCommands.Reject.self, TransferCommands.Cancel.self,
         ConfigCommands.ProfilePut.self, ConfigCommands.ProfileList.self, ConfigCommands.ProfileShow.self, ConfigCommands.ProfileDelete.self,
         ConfigCommands.Push.self, ConfigCommands.Status.self,
-        TailCommand.self,
+        TailCommand.self, AuditCommands.List.self,
     ]
 
     /// A parsed command line that is ready to run.

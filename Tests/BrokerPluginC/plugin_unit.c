@@ -987,6 +987,52 @@ static void test_scale(const char *dir)
     rule_set_free(set);
 }
 
+/* MOSQ_EVT_MESSAGE: commands get their sender's username, appended after any
+ * user property of that name the client sent; other topics are untouched. */
+static void test_operator_stamp(void)
+{
+    check(is_command_topic("accounts/acme/cmd/device.list"), "stamp: accounts/A/cmd/C is a command topic", "no");
+    const char *not_commands[] = {"accounts/acme/cmd/", "accounts//cmd/x", "accounts/acme/cmd/a/b", "accounts/acme/reply/r",
+                                  "devices/d/status", "accounts/acme/cmdx/y", "accounts/acme", NULL};
+    for (int i = 0; not_commands[i] != NULL; i++) {
+        char name[160];
+        snprintf(name, sizeof(name), "stamp: %s is not a command topic", not_commands[i]);
+        check(!is_command_topic(not_commands[i]), name, "it is");
+    }
+    struct mosquitto alice = {.id = "op-alice", .username = "op-alice", .cert = NULL};
+    struct mosquitto_evt_message m = {0};
+    m.client = &alice;
+    m.topic = (char *)"accounts/acme/cmd/profile.put";
+    /* A forged stamp from the client comes first; the broker's comes last. */
+    check(mosquitto_property_add_string_pair(&m.properties, MQTT_PROP_USER_PROPERTY, "escrow-operator", "op-bob") == MOSQ_ERR_SUCCESS,
+          "stamp: a client property is added", "libmosquitto refused");
+    check(on_message(MOSQ_EVT_MESSAGE, &m, NULL) == MOSQ_ERR_SUCCESS, "stamp: a command is accepted", "refused");
+    char *name = NULL, *value = NULL, *last = NULL;
+    int count = 0;
+    const mosquitto_property *p = mosquitto_property_read_string_pair(m.properties, MQTT_PROP_USER_PROPERTY, &name, &value, false);
+    while (p != NULL) {
+        if (strcmp(name, "escrow-operator") == 0) { count++; free(last); last = value; } else { free(value); }
+        free(name);
+        p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, true);
+    }
+    check(count == 2 && last != NULL && strcmp(last, "op-alice") == 0, "stamp: the last escrow-operator is the authenticated username",
+          last == NULL ? "none" : last);
+    free(last);
+    mosquitto_property_free_all(&m.properties);
+
+    struct mosquitto_evt_message other = {0};
+    other.client = &alice;
+    other.topic = (char *)"devices/d/status";
+    check(on_message(MOSQ_EVT_MESSAGE, &other, NULL) == MOSQ_ERR_SUCCESS && other.properties == NULL,
+          "stamp: other topics are untouched", "stamped");
+    struct mosquitto anonymous = {.id = "x", .username = NULL, .cert = NULL};
+    struct mosquitto_evt_message anon = {0};
+    anon.client = &anonymous;
+    anon.topic = (char *)"accounts/acme/cmd/device.list";
+    check(on_message(MOSQ_EVT_MESSAGE, &anon, NULL) == MOSQ_ERR_SUCCESS && anon.properties == NULL,
+          "stamp: no username, no stamp", "stamped");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2 && !(argc == 3 && strcmp(argv[2], "bench") == 0)) {
@@ -1003,6 +1049,7 @@ int main(int argc, char **argv)
     test_parse_errors(argv[1]);
     test_parse_forms(argv[1]);
     test_plugin(argv[1]);
+    test_operator_stamp();
     test_scale(argv[1]);
     test_revoked_parse(argv[1]);
     test_revocation(argv[1]);

@@ -406,7 +406,7 @@ fi
 # Unit tests: the plugin's source with stubbed broker functions, under
 # AddressSanitizer (leaks included) and UndefinedBehaviorSanitizer.
 if gcc -std=c99 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-    -Wall -Wextra -Werror -I"$SRC" -I"$SRC/include" -o "$WORK/plugin_unit" "$HERE/plugin_unit.c" -lcrypto \
+    -Wall -Wextra -Werror -I"$SRC" -I"$SRC/include" -o "$WORK/plugin_unit" "$HERE/plugin_unit.c" -lcrypto -lmosquitto \
     >"$WORK/gcc-unit.log" 2>&1; then
     mkdir -p "$WORK/unit"
     "$WORK/plugin_unit" "$WORK/unit" >"$WORK/unit.out" 2>&1
@@ -429,7 +429,7 @@ fi
 # The revocation micro benchmark again, optimised as the plugin is (-O2, no
 # sanitizers): load time of 100,000 serials and the cost of one ACL check.
 if gcc -std=c99 -O2 -Wall -Wextra -Werror -I"$SRC" -I"$SRC/include" -o "$WORK/plugin_bench" \
-    "$HERE/plugin_unit.c" -lcrypto >"$WORK/gcc-bench.log" 2>&1; then
+    "$HERE/plugin_unit.c" -lcrypto -lmosquitto >"$WORK/gcc-bench.log" 2>&1; then
     "$WORK/plugin_bench" "$WORK/unit" bench >"$WORK/bench.out" 2>&1
     PASSED=$((PASSED + $(grep -c '^ok - ' "$WORK/bench.out")))
     grep '^FAIL - ' "$WORK/bench.out" | while IFS= read -r line; do echo "FAIL bench: ${line#FAIL - }"; done

@@ -52,6 +52,7 @@ struct ConformanceTests {
         case .configPush: ("acme", ["all": true])
         case .configStatus: ("acme", [:])
         case .eventsSince: ("acme", [:])
+        case .auditList: ("acme", [:])
         }
     }
 

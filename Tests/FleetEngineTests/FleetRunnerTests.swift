@@ -1,8 +1,14 @@
 import Foundation
+import Synchronization
 import Testing
+import TestSupport
 @testable import FleetEngine
 
+/// The engine drives its sockets on the calling thread for the whole run: each run goes through
+/// `offPool` (a thread of its own), never a thread of the cooperative pool, and the expectations
+/// are checked back on the test's task (an issue recorded off it belongs to no test).
 @Suite(.serialized) struct FleetRunnerTests {
+
     func options(_ broker: LocalBroker, _ extra: [String]) throws -> FleetOptions {
         try FleetOptions.parse(extra + ["--broker", broker.url, "--quiet", "--backoff-base", "0.3", "--backoff-max", "2"])
     }
@@ -11,8 +17,10 @@ import Testing
         let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["connect", "--devices", "120", "--duration", "3", "--heartbeat", "0.5", "--qos", "1", "--rate", "1000"])
         let started = Date()
-        let report = try FleetRunner(options: o, output: { _ in }).run()
-        #expect(Date().timeIntervalSince(started) < 6)
+        let report = try await offPool { try FleetRunner(options: o, output: { _ in }).run() }
+        // It ends by its duration (3 s, its own clock); the wall-clock bound only catches a hang.
+        #expect(report.elapsedSeconds < 4.5, "\(report.elapsedSeconds) s")
+        #expect(Date().timeIntervalSince(started) < 30)
         #expect(report.stoppedBy == "duration")
         #expect(report.peakConnected == 120 && report.finalConnected == 120)
         #expect(report.timeToAllConnected != nil)
@@ -35,8 +43,9 @@ import Testing
     @Test func stormScenarioAllBack() async throws {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["storm", "--devices", "150", "--duration", "20", "--heartbeat", "5", "--storm-after", "0.5"])
-        var lines: [String] = []
-        let report = try FleetRunner(options: o, output: { lines.append($0) }).run()
+        let collected = Printed()
+        let report = try await offPool { try FleetRunner(options: o, output: { collected.out($0) }).run() }
+        let lines = collected.outLines
         #expect(report.stoppedBy == "storm recovered")
         #expect(report.stormRecoverySeconds != nil)
         #expect((report.stormRecoverySeconds ?? 99) < 5)
@@ -54,11 +63,11 @@ import Testing
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let json = dir.appendingPathComponent("r.json").path, html = dir.appendingPathComponent("r.html").path
-        var out = ""
         let args = ["soak", "--broker", broker.url, "--devices", "50", "--duration", "60", "--quiet", "--report", json, "--html", html]
         let started = Date()
         DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) { stop.request() }
-        let code = FleetMain.run(args, stop: stop, stdout: { out += $0 }, stderr: { _ in })
+        let run = try await fleetsim(args, stop: stop)
+        let code = run.code, out = run.out.joined()
         #expect(code == 130, "Ctrl-C exits 130 after writing the partial report")
         #expect(Date().timeIntervalSince(started) < 10)
         #expect(out.contains("stopped by signal"))
@@ -69,11 +78,10 @@ import Testing
         _ = o
     }
 
-    @Test func unreachableBrokerIsOneClearErrorAndExit1() throws {
+    @Test func unreachableBrokerIsOneClearErrorAndExit1() async throws {
         let port = try LocalBroker.freePort()
-        var err: [String] = []
-        let code = FleetMain.run(["connect", "--broker", "mqtt://127.0.0.1:\(port)", "--devices", "30", "--duration", "10", "--quiet"],
-                                 stdout: { _ in }, stderr: { err.append($0) })
+        let run = try await fleetsim(["connect", "--broker", "mqtt://127.0.0.1:\(port)", "--devices", "30", "--duration", "10", "--quiet"])
+        let code = run.code, err = run.err
         #expect(code == 1)
         #expect(err.last?.contains("broker unreachable at mqtt://127.0.0.1:\(port)") == true, "\(err)")
     }
@@ -81,7 +89,7 @@ import Testing
     @Test func churnDropsAndReconnects() async throws {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try options(broker, ["connect", "--devices", "100", "--duration", "5", "--heartbeat", "5", "--churn", "100"])
-        let report = try FleetRunner(options: o, output: { _ in }).run()
+        let report = try await offPool { try FleetRunner(options: o, output: { _ in }).run() }
         #expect((report.counters["disconnects"] ?? 0) >= 3)
         #expect((report.counters["connacks"] ?? 0) > 100)
     }
@@ -91,9 +99,12 @@ import Testing
         let exe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent(".build/debug/fleetsim").path
         try #require(FileManager.default.isExecutableFile(atPath: exe), "build fleetsim first: swift build --product fleetsim")
-        var pool = WorkerPool(options: try options(broker, ["connect", "--devices", "60", "--duration", "2", "--workers", "2"]), output: { _ in })
-        pool.executable = exe
-        let report = try pool.run(stop: StopFlag())
+        let o = try options(broker, ["connect", "--devices", "60", "--duration", "2", "--workers", "2"])
+        let report = try await offPool { () throws -> FleetReport in
+            var pool = WorkerPool(options: o, output: { _ in })
+            pool.executable = exe
+            return try pool.run(stop: StopFlag())
+        }
         #expect(report.workers == 2)
         #expect(report.targetDevices == 60 && report.peakConnected == 60)
         #expect(report.connectLatencyMs.count == 60)

@@ -11,11 +11,11 @@ struct ReportRunTests {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let dir = try TempDirectory(prefix: "fleet-report-run")
         let lines = dir.file("intervals.jsonl"), json = dir.file("r.json"), html = dir.file("r.html"), csv = dir.file("csv")
-        var out = ""
-        let code = FleetMain.run(["storm", "--broker", broker.url, "--devices", "80", "--duration", "20", "--storm-after", "0.6", "--quiet",
-                                  "--qos", "1", "--heartbeat", "0.3", "--backoff-base", "0.3", "--backoff-max", "1", "--sample-interval", "100ms",
-                                  "--interval-json", lines, "--report", json, "--html", html, "--csv", csv, "--threshold", "recovery.p99<20s"],
-                                 version: "fleetsim test-version", stdout: { out += $0 + "\n" }, stderr: { _ in })
+        let run = try await fleetsim(["storm", "--broker", broker.url, "--devices", "80", "--duration", "20", "--storm-after", "0.6", "--quiet",
+                                      "--qos", "1", "--heartbeat", "0.3", "--backoff-base", "0.3", "--backoff-max", "1", "--sample-interval", "100ms",
+                                      "--interval-json", lines, "--report", json, "--html", html, "--csv", csv, "--threshold", "recovery.p99<20s"],
+                                     version: "fleetsim test-version")
+        let code = run.code, out = run.out.map { $0 + "\n" }.joined()
         #expect(code == 0, "\(out)")
         let r = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
         #expect(r.stoppedBy == "storm recovered")
@@ -53,9 +53,8 @@ struct ReportRunTests {
     @Test("--interval-json - keeps stdout for the lines: the summary goes to stderr")
     func intervalJSONOnStdout() async throws {
         let broker = try await LocalBroker(); defer { broker.stop() }
-        var out = "", err = ""
-        let code = FleetMain.run(["connect", "--broker", broker.url, "--devices", "5", "--duration", "0.6", "--quiet", "--interval-json", "-"],
-                                 stdout: { out += $0 }, stderr: { err += $0 + "\n" })
+        let run = try await fleetsim(["connect", "--broker", broker.url, "--devices", "5", "--duration", "0.6", "--quiet", "--interval-json", "-"])
+        let code = run.code, out = run.out.joined(), err = run.err.map { $0 + "\n" }.joined()
         #expect(code == 0, "\(err)")
         #expect(out.isEmpty, "the closure stdout gets nothing; the lines went to the process's stdout")
         #expect(err.contains("fleetsim connect summary"), "\(err)")

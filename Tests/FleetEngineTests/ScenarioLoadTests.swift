@@ -111,11 +111,10 @@ struct ScenarioLoadTests {
     func fanOut() async throws {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let dir = try TempDirectory(prefix: "fleet-fanout")
-        var out = "", err = ""
-        let code = FleetMain.run(["connect", "--broker", broker.url, "--devices", "40", "--duration", "2", "--quiet", "--subscribe", "fleet/broadcast",
-                                  "--fanout-publisher", "20", "--payload", "100", "--report", dir.file("r.json"), "--html", dir.file("r.html"),
-                                  "--threshold", "fanout.p99<5s"],
-                                 stdout: { out += $0 + "\n" }, stderr: { err += $0 + "\n" })
+        let run = try await fleetsim(["connect", "--broker", broker.url, "--devices", "40", "--duration", "2", "--quiet", "--subscribe", "fleet/broadcast",
+                                      "--fanout-publisher", "20", "--payload", "100", "--report", dir.file("r.json"), "--html", dir.file("r.html"),
+                                      "--threshold", "fanout.p99<5s"])
+        let code = run.code, out = run.out.joined(separator: "\n"), err = run.err.joined(separator: "\n")
         #expect(code == 0, "\(out)\(err)")
         let r = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: dir.file("r.json"))))
         let fanout = try #require(r.fanoutMs)
@@ -134,7 +133,7 @@ struct ScenarioLoadTests {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["connect", "--broker", broker.url, "--devices", "30", "--duration", "2.2", "--quiet", "--heartbeat", "30",
                                         "--ramp", "step:10/0.7s", "--sample-interval", "100ms"])
-        let r = try FleetRunner(options: o, output: { _ in }).run()
+        let r = try await offPool { try FleetRunner(options: o, output: { _ in }).run() }
         let all = try #require(r.timeToAllConnected)
         #expect(all >= 1.4 && all < 2.2, "the third step starts at 1.4 s; all after \(all) s")
         #expect(r.samples.contains { $0.connected == 10 } && r.samples.contains { $0.connected == 20 }, "\(r.samples.map(\.connected))")
@@ -147,7 +146,7 @@ struct ScenarioLoadTests {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["connect", "--broker", broker.url, "--devices", "40", "--duration", "1.5", "--quiet", "--heartbeat", "30",
                                         "--ramp", "spike:25"])
-        let r = try FleetRunner(options: o, output: { _ in }).run()
+        let r = try await offPool { try FleetRunner(options: o, output: { _ in }).run() }
         let phases = try #require(r.phases)
         #expect(phases.map(\.name) == ["connect", "spike", "escrow hold"])
         #expect(phases[0].count == 15 && phases[1].count == 25 && phases[1].latency?.count == 25)
@@ -159,7 +158,7 @@ struct ScenarioLoadTests {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let o = try FleetOptions.parse(["soak", "--broker", broker.url, "--devices", "120", "--duration", "3.5", "--quiet", "--heartbeat", "30",
                                         "--ramp", "linear:0.8s", "--churn", "100", "--backoff-base", "0.2", "--backoff-max", "0.5"])
-        let r = try FleetRunner(options: o, output: { _ in }).run()
+        let r = try await offPool { try FleetRunner(options: o, output: { _ in }).run() }
         let all = try #require(r.timeToAllConnected)
         #expect(all >= 0.75, "linear:0.8s releases the last device at 0.8 s; all after \(all) s")
         let phases = try #require(r.phases)

@@ -44,11 +44,10 @@ import TestSupport
         let tls = try await TLSBroker(); defer { tls.broker.stop() }
         let bundles = try tls.bundles((0..<40).map { String(format: "tls-%03d", $0) })
         let json = tls.dir.file("r.json")
-        var err: [String] = []
         // No --broker and no --devices: both come from the bundles.
-        let code = FleetMain.run(["connect", "--bundles", bundles, "--duration", "2.5", "--heartbeat", "0.5", "--qos", "1",
-                                  "--tls-handshakes", "8", "--tls-identities", "parsed", "--quiet", "--report", json],
-                                 stdout: { _ in }, stderr: { err.append($0) })
+        let run = try await fleetsim(["connect", "--bundles", bundles, "--duration", "2.5", "--heartbeat", "0.5", "--qos", "1",
+                                      "--tls-handshakes", "8", "--tls-identities", "parsed", "--quiet", "--report", json])
+        let code = run.code, err = run.err
         #expect(code == 0, "\(err)")
         let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
         #expect(report.peakConnected == 40 && report.targetDevices == 40)
@@ -63,17 +62,16 @@ import TestSupport
         // Device certificates from a CA the broker does not trust: the broker refuses the handshake.
         let stranger = try CertificateAuthority.create(commonName: "Stranger CA")
         let foreign = try tls.bundles(["bad-1", "bad-2", "bad-3"], issuer: stranger, name: "foreign")
-        var err: [String] = []
-        var code = FleetMain.run(["connect", "--bundles", foreign, "--duration", "8", "--quiet", "--backoff-base", "0.2", "--backoff-max", "0.5"],
-                                 stdout: { _ in }, stderr: { err.append($0) })
+        var run = try await fleetsim(["connect", "--bundles", foreign, "--duration", "8", "--quiet", "--backoff-base", "0.2", "--backoff-max", "0.5"])
+        var code = run.code, err = run.err
         #expect(code == 1)
         #expect(err.last?.contains("not authorised") == true && err.last?.contains("TLS") == true, "\(err)")
         // The fleet trusts another CA than the broker's: certificate verification fails on our side.
         let good = try tls.bundles(["ok-1", "ok-2"], name: "good")
         try stranger.certificate.pem().write(toFile: tls.dir.file("stranger.pem"), atomically: true, encoding: .utf8)
-        err = []
-        code = FleetMain.run(["connect", "--bundles", good, "--tls-ca", tls.dir.file("stranger.pem"), "--duration", "8", "--quiet",
-                              "--backoff-base", "0.2", "--backoff-max", "0.5"], stdout: { _ in }, stderr: { err.append($0) })
+        run = try await fleetsim(["connect", "--bundles", good, "--tls-ca", tls.dir.file("stranger.pem"), "--duration", "8", "--quiet",
+                                  "--backoff-base", "0.2", "--backoff-max", "0.5"])
+        code = run.code; err = run.err
         #expect(code == 1)
         #expect(err.last?.contains("certificate verify failed") == true, "\(err)")
     }
@@ -83,8 +81,8 @@ import TestSupport
         let bundles = try tls.bundles(["mix-1", "mix-2"])
         try FileManager.default.removeItem(atPath: bundles + "/mix-2/device.key")
         try FileManager.default.copyItem(atPath: bundles + "/mix-1/device.key", toPath: bundles + "/mix-2/device.key")
-        var err: [String] = []
-        let code = FleetMain.run(["connect", "--bundles", bundles, "--duration", "5", "--quiet"], stdout: { _ in }, stderr: { err.append($0) })
+        let run = try await fleetsim(["connect", "--bundles", bundles, "--duration", "5", "--quiet"])
+        let code = run.code, err = run.err
         #expect(code == 64, "\(err)")
         #expect(err.joined().contains("mix-2") && err.joined().contains("does not belong to certificate mix-2"), "\(err)")
     }

@@ -27,17 +27,15 @@ struct ThresholdTests {
     func exitCodes() async throws {
         let broker = try await LocalBroker(); defer { broker.stop() }
         let dir = try TempDirectory(prefix: "thresholds")
-        var out = ""
-        let ok = FleetMain.run(["connect", "--broker", broker.url, "--devices", "10", "--duration", "10", "--quiet",
-                                "--threshold", "connected==10", "--threshold", "errors==0", "--threshold", "connect.p99<10s"],
-                               stdout: { out += $0 + "\n" }, stderr: { _ in })
+        let first = try await fleetsim(["connect", "--broker", broker.url, "--devices", "10", "--duration", "10", "--quiet",
+                                        "--threshold", "connected==10", "--threshold", "errors==0", "--threshold", "connect.p99<10s"])
+        let ok = first.code, out = first.out.map { $0 + "\n" }.joined()
         #expect(ok == 0, "\(out)")
         #expect(out.contains("threshold connected==10") && out.contains("pass") && !out.contains("FAIL"), "\(out)")
         let json = dir.file("r.json"), html = dir.file("r.html")
-        var err = ""
-        let failed = FleetMain.run(["connect", "--broker", broker.url, "--devices", "10", "--duration", "10", "--quiet", "--report", json, "--html", html,
-                                    "--threshold", "connected>=11", "--threshold", "approval_applied.p99<1s"],
-                                   stdout: { _ in }, stderr: { err += $0 })
+        let second = try await fleetsim(["connect", "--broker", broker.url, "--devices", "10", "--duration", "10", "--quiet", "--report", json, "--html", html,
+                                         "--threshold", "connected>=11", "--threshold", "approval_applied.p99<1s"])
+        let failed = second.code, err = second.err.joined()
         #expect(failed == Threshold.exitCode, "\(err)")
         #expect(err.contains("2 of 2 thresholds failed"), "\(err)")
         let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))

@@ -30,4 +30,9 @@
  * serial is listed is denied every access and disconnected. */
 #define ESCROW_BROKER_PLUGIN_OPT_REVOKED_FILE "revoked_file"
 
+/* The MQTT 5 user property the plugin appends to every PUBLISH on
+ * accounts/+/cmd/+: the publisher's authenticated username. escrowd takes the
+ * last one of that name as the command's sender (the audit log). */
+#define ESCROW_BROKER_PLUGIN_OPERATOR_PROPERTY "escrow-operator"
+
 #endif /* ESCROW_BROKER_PLUGIN_H */

@@ -163,6 +163,10 @@ public struct CommandSchema: Sendable {
             Field("since", .string, [.length(20...35)]),
             Field("limit", .integer, [.range(1...1_000)]),
         ], exclusive: [["after", "since"]]),
+        CommandSchema(.auditList, readOnly: true, [
+            Field("limit", .integer, [.range(1...Commands.AuditList.maxLimit)]),
+            Field("before", .integer, [.atLeast(1)]),
+        ]),
     ]
 
     public static let byName: [CommandName: CommandSchema] = Dictionary(uniqueKeysWithValues: all.map { ($0.command, $0) })

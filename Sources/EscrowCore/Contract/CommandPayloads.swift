@@ -49,7 +49,7 @@ public enum CommandName: String, CaseIterable, Sendable {
     /// What `accounts/platform/cmd/...` accepts; every other command there is `forbidden`.
     public static let platformCommands: Set<CommandName> = [.accountCreate, .accountList, .accountShow, .accountDelete,
                                                             .operatorCreate, .operatorList, .operatorPasswd, .operatorDelete,
-                                                            .eventsSince]
+                                                            .eventsSince, .auditList]
 
     case accountCreate = "account.create"
     case accountList = "account.list"
@@ -77,6 +77,7 @@ public enum CommandName: String, CaseIterable, Sendable {
     case configPush = "config.push"
     case configStatus = "config.status"
     case eventsSince = "events.since"
+    case auditList = "audit.list"
 }
 
 /// `accounts/{accountId}/events/{type}`, platform to the account's operators, QoS 1.

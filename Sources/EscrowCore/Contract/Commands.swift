@@ -318,6 +318,39 @@ public enum Commands {
     }
 
     /// `events.since`: the account's stored events after a sequence number or from a time.
+    /// `audit.list`: who changed what in the account, newest first.
+    public struct AuditList: Codable, Equatable, Sendable {
+        /// At most this many entries (default 100).
+        public var limit: Int?
+        /// Entries older than this id (the last one of the previous page).
+        public var before: Int?
+        public init(limit: Int? = nil, before: Int? = nil) { self.limit = limit; self.before = before }
+        public static let defaultLimit = 100
+        public static let maxLimit = 1_000
+    }
+    public struct AuditEntry: Codable, Equatable, Sendable {
+        public var id: Int
+        public var at: Date
+        /// The sender's authenticated username, as the broker stamped it (`escrow-operator`);
+        /// absent when the broker does not stamp commands (no EscrowFleet plugin).
+        public var `operator`: String?
+        public var command: String
+        public var requestId: String?
+        public var ok: Bool
+        /// The error code when `ok` is false.
+        public var code: ErrorCode?
+        public init(id: Int, at: Date, operator: String?, command: String, requestId: String?, ok: Bool, code: ErrorCode?) {
+            self.id = id; self.at = at; self.operator = `operator`; self.command = command; self.requestId = requestId; self.ok = ok; self.code = code
+        }
+    }
+    public struct AuditListResult: Codable, Equatable, Sendable {
+        /// Newest first.
+        public var entries: [AuditEntry]
+        /// True when older entries remain (ask again with `before`).
+        public var more: Bool
+        public init(entries: [AuditEntry], more: Bool) { self.entries = entries; self.more = more }
+    }
+
     public struct EventsSince: Codable, Equatable, Sendable {
         /// Events with `seq` greater than this (the last one the caller has).
         public var after: Int?
