@@ -9,6 +9,9 @@ struct CommandProcessor {
     let credentials: (any Credentials)?
     var now: () -> Date
     var newID: () -> String
+    /// The sender of the command being executed, as the broker stamped it (`escrow-operator`):
+    /// named in the custody entries the command appends. Nil for work no operator asked for.
+    var actor: String?
 
     struct Outcome {
         var result: JSONValue
@@ -280,7 +283,7 @@ struct CommandProcessor {
         for id in fresh {
             let i = identities[id]
             try ledger.insertDevice(id, provisioner: account, fingerprint: i?.fingerprint, serial: i?.serial, at: at)
-            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .provisioned)
+            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .provisioned, operator: actor)
         }
         fx.provisioned = fresh
         if !fresh.isEmpty {
@@ -321,7 +324,7 @@ struct CommandProcessor {
                 refused.append(.init(deviceId: id, reason: "device \(id) is offered in open transfer \(t); cancel the transfer first (transfer.cancel), or let the receiver decide")); continue
             }
             revoked += try ledger.retire(id, at: at)
-            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .retired, reason: a.reason)
+            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .retired, reason: a.reason, operator: actor)
             fx.clearRetained += [Topic.deviceConfig(id).path, Topic.deviceStatus(id).path]
             fx.notify(.deviceRetired, [account], at: at, device: id,
                       details: ["previousState": .string(d.state.rawValue), "reason": a.reason.map(JSONValue.string) ?? .null])
@@ -366,7 +369,7 @@ struct CommandProcessor {
             revoked += try ledger.revokeIdentities(id, at: at)
             let provisioner = try ledger.identityStatus(id)?.provisioner
             try ledger.setIdentity(id, fingerprint: issued.fingerprint, serial: issued.serial, issuer: account == provisioner ? nil : account)
-            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .rebundled)
+            try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .rebundled, operator: actor)
             if let current = try ledger.latestConfig(id) {
                 // The retained configuration may carry a certificate (the activation's) for a key the
                 // reinstalled device does not have, which it would reject: the one in force again, without.
@@ -453,7 +456,7 @@ struct CommandProcessor {
                 // A resale or a move between accounts: what the previous owner was issued goes.
                 if try ledger.identityStatus(d)?.state == DeviceView.State.active.rawValue { try ledger.dropPendingIdentity(d, at: at); fx.accessChanged = true }
                 try ledger.setOwner(d, owner: owner, activatedAt: at)
-                try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated)
+                try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated, operator: actor)
                 try issueOwnerIdentity(d, owner: owner, &fx)
                 let config = try ledger.pushConfig(d, owner: owner, mode: .normal, profile: profile ?? .builtinDefault, certificate: nil, at: at)
                 fx.configs.append(d)
@@ -473,7 +476,7 @@ struct CommandProcessor {
                 } else {
                     try ledger.setOwner(d, owner: owner, activatedAt: nil)
                 }
-                try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .held)
+                try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .held, operator: actor)
                 fx.notify(.deviceHeld, [owner], at: at, device: d, transfer: t.id, details: ["from": .string(t.from.rawValue)])
                 if wasActive {
                     let config = try ledger.pushConfig(d, owner: owner, mode: .escrow, profile: Self.escrowProfile, certificate: nil, at: at)

@@ -61,6 +61,8 @@ extension ControlPlane {
             let clock = ContinuousClock(), began = clock.now
             defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
             let payload: [UInt8] = try ledger.db.transaction { _ in
+                processor.actor = sender
+                defer { processor.actor = nil }
                 let outcome = try processor.execute(account: account, command: command, args: envelope.args)
                 let bytes = WireCodec.encode(CommandReply(requestId: envelope.requestId, result: outcome.result))
                 if outcome.mutating {

@@ -434,34 +434,34 @@ final class Ledger {
 
     // MARK: custody
     func custody(_ id: DeviceID) throws -> [CustodyEntry] {
-        try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq", [.text(id.rawValue)]).map { r in
-            CustodyEntry(deviceId: DeviceID(try r.string("device_id"))!, seq: Int(try r.int("seq")), holder: AccountID(try r.string("holder"))!,
-                         previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
-                         at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
-                         decision: try Self.decision(r), reason: try r.optionalString("reason"),
-                         previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
+        try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq", [.text(id.rawValue)]).map(Self.custodyEntry)
+    }
+    private static func custodyEntry(_ r: Row) throws -> CustodyEntry {
+        guard let device = DeviceID(try r.string("device_id")), let holder = AccountID(try r.string("holder")) else {
+            throw DomainError(.internalError, "custody row: device or holder is not an identifier")
         }
+        return CustodyEntry(deviceId: device, seq: Int(try r.int("seq")), holder: holder,
+                            previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
+                            at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
+                            decision: try Self.decision(r), reason: try r.optionalString("reason"), operator: try r.optionalString("operator"),
+                            previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
     }
     private static func decision(_ r: Row) throws -> CustodyEntry.Decision {
         let raw = try r.string("decision")
         guard let d = CustodyEntry.Decision(rawValue: raw) else { throw DomainError(.internalError, "custody row: unknown decision '\(raw)'") }
         return d
     }
-    func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision, reason: String? = nil) throws {
-        let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map { r in
-            CustodyEntry(deviceId: id, seq: Int(try r.int("seq")), holder: AccountID(try r.string("holder"))!,
-                         previousHolder: try r.optionalString("previous_holder").flatMap(AccountID.init),
-                         at: Date(timeIntervalSince1970: try r.double("at")), transferId: try r.optionalString("transfer_id"),
-                         decision: try Self.decision(r), reason: try r.optionalString("reason"), previousHash: try r.string("previous_hash"), hash: try r.string("hash"))
-        }
+    func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision, reason: String? = nil,
+                       operator op: String? = nil) throws {
+        let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map(Self.custodyEntry)
         // `next` rounds the time to the second, as the wire carries it: stored and hashed times agree.
-        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision, reason: reason)
+        let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision, reason: reason, operator: op)
         try db.execute("""
-            INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, reason, previous_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, reason, operator, previous_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
                   .real(e.at.timeIntervalSince1970), transfer.map { .text($0) } ?? .null, .text(decision.rawValue),
-                  reason.map { .text($0) } ?? .null, .text(e.previousHash), .text(e.hash)])
+                  reason.map { .text($0) } ?? .null, op.map { .text($0) } ?? .null, .text(e.previousHash), .text(e.hash)])
     }
 
     // MARK: idempotency and outbox

@@ -205,5 +205,10 @@ enum Schema {
         );
         CREATE INDEX audit_account ON audit(account_id, id);
         """),
+        Migration(version: 11, name: "custody operators", sql: """
+        -- The operator whose command made each custody step (the broker's escrow-operator stamp),
+        -- hashed into the entry when present.
+        ALTER TABLE custody ADD COLUMN operator TEXT;
+        """),
     ]
 }

@@ -93,6 +93,8 @@ struct ResaleReturnTests {
         // The custody chain names every holder and verifies; B received the events, A none after the sale.
         let show = try await b.send("shopb", "device.show", ["deviceId": "res-0001"]).result(Commands.DeviceShowResult.self)
         #expect(show.custody.map(\.holder) == ["oem", "shopa", "shopb"] && show.verification.valid, "\(show.custody) \(show.verification)")
+        // Each step names the operator whose command made it, as the broker stamped it.
+        #expect(show.custody.map(\.operator) == ["op-oem", "op-shopa", "op-shopb"], "\(show.custody.map(\.operator))")
         #expect(await b.events(of: .deviceActivated).count == 1)
         #expect(await a.events(of: .configApplied).allSatisfy { $0.deviceId == "res-0001" })
         await platform.close()

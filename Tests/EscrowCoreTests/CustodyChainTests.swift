@@ -8,7 +8,8 @@ struct CustodyChainTests {
     static func chain(start: Date = Fx.t0) -> [CustodyEntry] {
         let a = CustodyEntry.next(after: nil, device: "d1", holder: "oem", at: start, transferId: nil, decision: .provisioned)
         let b = CustodyEntry.next(after: a, device: "d1", holder: "reseller", at: start.addingTimeInterval(3600), transferId: "t-1", decision: .held)
-        let c = CustodyEntry.next(after: b, device: "d1", holder: "acme", at: start.addingTimeInterval(7200), transferId: "t-2", decision: .activated)
+        let c = CustodyEntry.next(after: b, device: "d1", holder: "acme", at: start.addingTimeInterval(7200), transferId: "t-2", decision: .activated,
+                                  operator: "op-acme")
         return [a, b, c]
     }
 
@@ -36,9 +37,16 @@ struct CustodyChainTests {
         let e = CustodyEntry.next(after: nil, device: "d1", holder: "oem", at: Fx.t0, transferId: nil, decision: .provisioned)
         let line = "d1|1|oem||1749974400000||provisioned|" + CustodyEntry.genesis
         #expect(e.hash == SHA256.hex(Array(line.utf8)))
+        // An operator is a tenth field after the (here empty) reason; a reason alone stays the ninth.
+        let o = CustodyEntry.next(after: nil, device: "d1", holder: "oem", at: Fx.t0, transferId: nil, decision: .provisioned, operator: "op-oem")
+        #expect(o.hash == SHA256.hex(Array((line + "||op-oem").utf8)))
+        let r = CustodyEntry.next(after: nil, device: "d1", holder: "oem", at: Fx.t0, transferId: nil, decision: .retired, reason: "water")
+        #expect(r.hash == SHA256.hex(Array("d1|1|oem||1749974400000||retired|\(CustodyEntry.genesis)|water".utf8)))
+        #expect(o.hash != CustodyEntry.next(after: nil, device: "d1", holder: "oem", at: Fx.t0, transferId: nil, decision: .provisioned,
+                                            reason: "op-oem").hash, "an operator and a reason of the same text hash apart")
     }
 
-    enum Field: String, CaseIterable, Sendable { case deviceId, seq, holder, previousHolder, at, transferId, decision, previousHash, hash }
+    enum Field: String, CaseIterable, Sendable { case deviceId, seq, holder, previousHolder, at, transferId, decision, operatorName, previousHash, hash }
 
     @Test("tampering with any field of any entry is detected at that entry", arguments: Field.allCases, [0, 1, 2])
     func tamper(_ field: Field, _ index: Int) {
@@ -51,6 +59,7 @@ struct CustodyChainTests {
         case .at: c[index].at = c[index].at.addingTimeInterval(1)
         case .transferId: c[index].transferId = "t-forged"
         case .decision: c[index].decision = c[index].decision == .held ? .activated : .held
+        case .operatorName: c[index].operator = c[index].operator == nil ? "op-mallory" : nil
         case .previousHash: c[index].previousHash = String(repeating: "f", count: 64)
         case .hash: c[index].hash = String(repeating: "a", count: 64)
         }

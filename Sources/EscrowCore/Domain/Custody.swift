@@ -14,13 +14,18 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
     public var decision: Decision
     /// Why, for a `retired` entry when the operator gave a reason (hashed too).
     public var reason: String?
+    /// The operator whose command made this step, as the broker vouched for it (the
+    /// `escrow-operator` stamp; hashed too); nil for steps no operator made (expiry) or made
+    /// behind a broker that does not stamp commands.
+    public var `operator`: String?
     public var previousHash: String
     public var hash: String
 
     public init(deviceId: DeviceID, seq: Int, holder: AccountID, previousHolder: AccountID?, at: Date, transferId: String?,
-                decision: Decision, reason: String? = nil, previousHash: String, hash: String) {
+                decision: Decision, reason: String? = nil, operator: String? = nil, previousHash: String, hash: String) {
         self.deviceId = deviceId; self.seq = seq; self.holder = holder; self.previousHolder = previousHolder; self.at = at
-        self.transferId = transferId; self.decision = decision; self.reason = reason; self.previousHash = previousHash; self.hash = hash
+        self.transferId = transferId; self.decision = decision; self.reason = reason; self.operator = `operator`
+        self.previousHash = previousHash; self.hash = hash
     }
 
     /// The hash that precedes the first entry.
@@ -28,24 +33,31 @@ public struct CustodyEntry: Codable, Equatable, Sendable {
 
     /// Builds the next entry after `previous` (nil for the first).
     public static func next(after previous: CustodyEntry?, device: DeviceID, holder: AccountID,
-                            at: Date, transferId: String?, decision: Decision, reason: String? = nil) -> CustodyEntry {
+                            at: Date, transferId: String?, decision: Decision, reason: String? = nil, operator: String? = nil) -> CustodyEntry {
         // Whole seconds: the wire's ISO-8601 dates carry no fraction, and a hash over a
         // fraction would no longer verify after an entry has crossed the wire.
         let at = Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down))
         var e = CustodyEntry(deviceId: device, seq: (previous?.seq ?? 0) + 1, holder: holder,
                              previousHolder: previous?.holder, at: at, transferId: transferId,
-                             decision: decision, reason: reason, previousHash: previous?.hash ?? genesis, hash: "")
+                             decision: decision, reason: reason, operator: `operator`, previousHash: previous?.hash ?? genesis, hash: "")
         e.hash = e.computedHash
         return e
     }
 
     /// SHA-256 over a canonical line of every field but `hash`. Dates at millisecond precision.
     /// A `reason` is appended as a ninth field only when present, so entries without one (every
-    /// entry before `device.retire` existed) hash as they always did.
+    /// entry before `device.retire` existed) hash as they always did; an `operator` as a tenth
+    /// (with the ninth, empty without a reason), so entries without one hash as before too.
     public var computedHash: String {
         let ms = Int64((at.timeIntervalSince1970 * 1000).rounded())
-        let line = ([deviceId.rawValue, String(seq), holder.rawValue, previousHolder?.rawValue ?? "",
-                     String(ms), transferId ?? "", decision.rawValue, previousHash] + (reason.map { [$0] } ?? [])).joined(separator: "|")
+        var fields = [deviceId.rawValue, String(seq), holder.rawValue, previousHolder?.rawValue ?? "",
+                      String(ms), transferId ?? "", decision.rawValue, previousHash]
+        if let reason { fields.append(reason) }
+        if let op = `operator` {
+            if reason == nil { fields.append("") }
+            fields.append(op)
+        }
+        let line = fields.joined(separator: "|")
         return SHA256.hex(Array(line.utf8))
     }
 }
