@@ -140,7 +140,7 @@ final class Ledger {
                 FROM devices d WHERE d.id = ?
                 """, [.text(id.rawValue)]).first else { continue }
             let state = try r.string("state")
-            out[id] = .init(id: id, owner: AccountID(try r.string("owner"))!, inEscrow: state == "escrow", pendingTransfer: try r.optionalString("p"),
+            out[id] = .init(id: id, owner: AccountID(try r.string("owner"))!, pendingTransfer: try r.optionalString("p"),
                             retired: state == DeviceView.State.retired.rawValue)
         }
         return out

@@ -255,11 +255,11 @@ struct TransferStateMachineTests {
 struct TransferPolicyTests {
     static let me: AccountID = "oem"
     static let known: [DeviceID: TransferPolicy.Candidate] = [
-        "mine": .init(id: "mine", owner: me, inEscrow: true, pendingTransfer: nil),
-        "mine2": .init(id: "mine2", owner: me, inEscrow: true, pendingTransfer: nil),
-        "foreign": .init(id: "foreign", owner: "rival", inEscrow: true, pendingTransfer: nil),
-        "active": .init(id: "active", owner: me, inEscrow: false, pendingTransfer: nil),
-        "busy": .init(id: "busy", owner: me, inEscrow: true, pendingTransfer: "t-9"),
+        "mine": .init(id: "mine", owner: me, pendingTransfer: nil),
+        "mine2": .init(id: "mine2", owner: me, pendingTransfer: nil),
+        "foreign": .init(id: "foreign", owner: "rival", pendingTransfer: nil),
+        "active": .init(id: "active", owner: me, pendingTransfer: nil),
+        "busy": .init(id: "busy", owner: me, pendingTransfer: "t-9"),
     ]
 
     static func check(_ ids: [DeviceID], to: AccountID = "acme") throws(DomainError) -> (eligible: [DeviceID], refused: [Transfer.Refusal]) {

@@ -117,12 +117,11 @@ public enum TransferPolicy {
     public struct Candidate: Equatable, Sendable {
         public var id: DeviceID
         public var owner: AccountID
-        public var inEscrow: Bool
         public var pendingTransfer: String?
         /// Decommissioned (`device.retire`): never transferred again.
         public var retired: Bool
-        public init(id: DeviceID, owner: AccountID, inEscrow: Bool, pendingTransfer: String?, retired: Bool = false) {
-            self.id = id; self.owner = owner; self.inEscrow = inEscrow; self.pendingTransfer = pendingTransfer; self.retired = retired
+        public init(id: DeviceID, owner: AccountID, pendingTransfer: String?, retired: Bool = false) {
+            self.id = id; self.owner = owner; self.pendingTransfer = pendingTransfer; self.retired = retired
         }
     }
 
