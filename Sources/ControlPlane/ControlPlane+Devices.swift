@@ -106,6 +106,11 @@ extension ControlPlane {
         }
     }
 
+    /// Presence changes committed per turn (see `flushLastSeen`).
+    static let presenceChunk = 1_000
+    /// Last-seen rows written per transaction (see `flushLastSeen`).
+    static let lastSeenChunk = 4_000
+
     /// The `device.online` / `device.offline` event of a presence change.
     static func presenceEvent(_ change: PresenceLease.Change, owner: AccountID, status: DeviceStatus? = nil, at: Date = Date()) -> Event {
         var details: [String: JSONValue] = ["reason": .string(change.reason.rawValue)]
@@ -121,23 +126,44 @@ extension ControlPlane {
     /// device whose lease had run out, silence past its lease marks it offline (one transaction,
     /// with their events).
     public func flushLastSeen() {
-        let batch = ingest.take()
+        var batch = ingest.take()
+        // At most `lastSeenChunk` rows per transaction: the rest goes back (newer heartbeats win)
+        // and is written by a flush queued behind whatever waits for the actor, so a command never
+        // waits for one 20,000-row transaction.
+        var more = false
+        if batch.count > Self.lastSeenChunk {
+            var rest: [DeviceID: Date] = [:]
+            for (i, (d, at)) in batch.enumerated() where i >= Self.lastSeenChunk { rest[d] = at }
+            for d in rest.keys { batch[d] = nil }
+            ingest.restore(rest)
+            more = true
+        }
         var changes = unsavedPresence
+        let monotonic = PresenceLease.WallToMonotonic()
         for (d, at) in batch {
-            if let c = lease.heard(d, at: PresenceLease.monotonic(at)) { changes.append(c) }
+            if let c = lease.heard(d, at: monotonic(at)) { changes.append(c) }
         }
         changes += lease.expire(now: PresenceLease.now())
         guard !batch.isEmpty || !changes.isEmpty else { return }
+        // Presence changes commit (and publish their events) at most `presenceChunk` per turn of
+        // the actor: a fleet that all comes online by heartbeat at once (or whose leases all end)
+        // must not hold commands behind one transaction of 20,000 events.
+        let now = Array(changes.prefix(Self.presenceChunk)), later = Array(changes.dropFirst(Self.presenceChunk))
         do {
             try ledger.db.transaction { _ in
                 for (d, at) in batch { try ledger.recordLastSeen(d, at: at) }
                 let at = Date()
-                for c in changes {
+                for c in now {
                     guard let owner = try ledger.setOnline(c.device, c.online) else { continue }
                     try ledger.appendEvent(Self.presenceEvent(c, owner: owner, at: at))
                 }
             }
-            unsavedPresence = []
+            unsavedPresence = later
+            if !later.isEmpty || more {
+                // The rest after whatever else is waiting for the actor (commands first).
+                Task { [weak self] in await self?.flushLastSeen() }
+            }
+            let changes = now
             if !changes.isEmpty {
                 let ended = changes.filter { !$0.online }.count
                 if ended > 0 { log(.info, "\(ended) devices silent past their lease are offline") }

@@ -1,5 +1,8 @@
 import Foundation
 import EscrowCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Presence by lease: a device counts as online while it is heard from (a heartbeat, an online
 /// status) at least once every `intervals` heartbeat intervals of its configuration, and offline
@@ -112,10 +115,19 @@ struct PresenceLease {
         if case .online = presence[device] { return true }
         return false
     }
-    /// The monotonic time `ControlPlane` feeds it (seconds since boot: wall-clock steps never end a lease).
-    static func now() -> Double { ProcessInfo.processInfo.systemUptime }
-    /// A wall-clock time (a heartbeat's receive time) on the same scale.
-    static func monotonic(_ date: Date) -> Double { now() - Date().timeIntervalSince(date) }
+    /// The monotonic time `ControlPlane` feeds it (CLOCK_MONOTONIC seconds: wall-clock steps never
+    /// end a lease). One vDSO call, no allocation: the last-seen flush converts 20,000 times with it.
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+    /// Converts wall-clock times (heartbeats' receive times) to the monotonic scale: one offset
+    /// per batch, read once.
+    struct WallToMonotonic {
+        let offset = PresenceLease.now() - Date().timeIntervalSince1970
+        func callAsFunction(_ date: Date) -> Double { date.timeIntervalSince1970 + offset }
+    }
 
     var onlineCount: Int { presence.values.count { if case .online = $0 { true } else { false } } }
 }
