@@ -125,19 +125,29 @@ extension ControlPlane {
     /// Persists the heartbeats' last-seen times, and presence by lease: a heartbeat brings back a
     /// device whose lease had run out, silence past its lease marks it offline (one transaction,
     /// with their events).
-    public func flushLastSeen() {
-        var batch = ingest.take()
-        // At most `lastSeenChunk` rows per transaction: the rest goes back (newer heartbeats win)
-        // and is written by a flush queued behind whatever waits for the actor, so a command never
-        // waits for one 20,000-row transaction.
-        var more = false
-        if batch.count > Self.lastSeenChunk {
-            var rest: [DeviceID: Date] = [:]
-            for (i, (d, at)) in batch.enumerated() where i >= Self.lastSeenChunk { rest[d] = at }
-            for d in rest.keys { batch[d] = nil }
-            ingest.restore(rest)
-            more = true
+    public func flushLastSeen() { flushLastSeen(continuing: false) }
+
+    /// Everything at once (stopping): the tick's batch and the whole backlog.
+    func flushAllLastSeen() {
+        flushLastSeen(continuing: false)
+        var turns = 0
+        while !lastSeenBacklog.isEmpty, turns < 1_000 { flushLastSeen(continuing: true); turns += 1 }
+    }
+
+    /// At most `lastSeenChunk` rows per transaction: the rest of the batch taken at the tick waits
+    /// in `lastSeenBacklog` and is written by flushes queued behind whatever waits for the actor, so
+    /// a command never waits for one 20,000-row transaction. Heartbeats arriving meanwhile wait for
+    /// the next tick (`continuing` flushes take nothing new).
+    func flushLastSeen(continuing: Bool) {
+        if !continuing {
+            // A tick: what an unfinished backlog still holds is merged with the new batch (newer wins).
+            for (d, at) in ingest.take() { lastSeenBacklog[d] = at }
         }
+        var batch: [DeviceID: Date] = [:]
+        batch.reserveCapacity(min(lastSeenBacklog.count, Self.lastSeenChunk))
+        for (d, at) in lastSeenBacklog.prefix(Self.lastSeenChunk) { batch[d] = at }
+        for d in batch.keys { lastSeenBacklog[d] = nil }
+        let more = !lastSeenBacklog.isEmpty
         var changes = unsavedPresence
         let monotonic = PresenceLease.WallToMonotonic()
         for (d, at) in batch {
@@ -161,7 +171,7 @@ extension ControlPlane {
             unsavedPresence = later
             if !later.isEmpty || more {
                 // The rest after whatever else is waiting for the actor (commands first).
-                Task { [weak self] in await self?.flushLastSeen() }
+                Task { [weak self] in await self?.flushLastSeen(continuing: true) }
             }
             let changes = now
             if !changes.isEmpty {
@@ -170,7 +180,7 @@ extension ControlPlane {
                 try drainOutbox()
             }
         } catch {
-            ingest.restore(batch)
+            ingest.restore(batch) // newer heartbeats win; written at the next tick
             unsavedPresence = changes // their events are written by the next flush that commits
             log(.warn, "could not persist last-seen times and presence: \(error)")
         }

@@ -84,6 +84,8 @@ public actor ControlPlane {
     var lease: PresenceLease
     /// Presence changes a failed flush could not commit: retried first by the next one.
     var unsavedPresence: [PresenceLease.Change] = []
+    /// Last-seen times taken at a tick and not yet written (see `flushLastSeen(continuing:)`).
+    var lastSeenBacklog: [DeviceID: Date] = [:]
     /// The newest connection session seen per device (`DeviceStatus.session`).
     var sessions: [DeviceID: Int] = [:]
     var pendingAcks: [(DeviceID, ConfigAck)] = []
@@ -201,7 +203,7 @@ public actor ControlPlane {
         for t in tasks { t.cancel() }
         tasks.removeAll()
         flushAcks()
-        flushLastSeen()
+        flushAllLastSeen()
     }
 
     func startTimers() {
