@@ -147,9 +147,10 @@ public final class ManagedBroker: Sendable {
         // here after startTimeout with the ports named.
         let closed = endpoints.filter { !Self.accepts(host: $0.host, port: $0.port) }
         guard closed.isEmpty else {
+            let ports = closed.map { "\($0.host):\($0.port)" }
             throw BrokerError.notReady(outcome.ready == .timedOut
-                ? "no READY=1 from mosquitto within \(timeout) (built without systemd support?) and ports \(closed.map { "\($0.host):\($0.port)" }) not accepting"
-                : "ports \(closed.map { "\($0.host):\($0.port)" }) not accepting after mosquitto said READY=1")
+                ? "no READY=1 from mosquitto within \(timeout) (built without systemd support?) and ports \(ports) not accepting"
+                : "ports \(ports) not accepting after mosquitto said READY=1")
         }
     }
 

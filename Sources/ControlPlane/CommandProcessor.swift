@@ -326,6 +326,7 @@ struct CommandProcessor {
             revoked += try ledger.retire(id, at: at)
             try ledger.appendCustody(id, holder: account, at: at, transfer: nil, decision: .retired, reason: a.reason, operator: actor)
             fx.clearRetained += [Topic.deviceConfig(id).path, Topic.deviceStatus(id).path]
+            fx.retired.append(id)
             fx.notify(.deviceRetired, [account], at: at, device: id,
                       details: ["previousState": .string(d.state.rawValue), "reason": a.reason.map(JSONValue.string) ?? .null])
             retired.append(id)
@@ -351,19 +352,14 @@ struct CommandProcessor {
         var bundles: [Commands.DeviceBundle] = [], refused: [Transfer.Refusal] = []
         var unknown = 0, revoked = 0
         let at = now()
-        var authority = try ledger.authority(account)
         for id in Set(a.deviceIds).sorted() {
             guard let d = try ledger.device(id), d.owner == account else {
                 unknown += 1
                 refused.append(.init(deviceId: id, reason: "device \(id) is not a device of \(account)")); continue
             }
             if d.state == .retired { refused.append(.init(deviceId: id, reason: "device \(id) is retired; a retired device never connects again")); continue }
-            if authority == nil, let acct = try ledger.account(account) {
-                let ca = try credentials.newAuthority(for: account, kind: acct.kind)
-                try ledger.insertAuthority(account, certificate: ca.certificate, privateKey: ca.privateKey)
-                authority = ca
-            }
-            guard let authority, let issued = try credentials.issue([id], authority: authority).first, let key = issued.privateKey else {
+            guard let authority = try authority(of: account, credentials, &fx),
+                  let issued = try credentials.issue([id], authority: authority).first, let key = issued.privateKey else {
                 throw DomainError(.internalError, "could not issue an identity for \(id)")
             }
             revoked += try ledger.revokeIdentities(id, at: at)
@@ -373,7 +369,7 @@ struct CommandProcessor {
             if let current = try ledger.latestConfig(id) {
                 // The retained configuration may carry a certificate (the activation's) for a key the
                 // reinstalled device does not have, which it would reject: the one in force again, without.
-                _ = try repushConfigInForce(id, owner: account, mode: current.mode, at: at, &fx)
+                try repushConfigInForce(id, owner: account, mode: current.mode, at: at, &fx)
             }
             fx.notify(.deviceRebundled, [account], at: at, device: id,
                       details: ["fingerprint": .string(issued.fingerprint), "previousFingerprint": d.fingerprint.map(JSONValue.string) ?? .null])
@@ -385,20 +381,19 @@ struct CommandProcessor {
             if unknown == refused.count { throw DomainError(.notFound, reasons) }
             throw DomainError.conflict("no device was re-bundled: " + reasons)
         }
-        fx.accessChanged = true // the revocation set, and a new authority the broker must trust
+        fx.accessChanged = true // the revocation set
         return .init(bundles: bundles, refused: refused, revokedCertificates: revoked)
     }
 
     /// Re-pushes the configuration in force (same settings and interval) as a new version: to
     /// deliver a new identity, or to replace a retained one that carries a revoked identity.
-    private func repushConfigInForce(_ d: DeviceID, owner: AccountID, mode: DeviceMode, at: Date, _ fx: inout Effects) throws -> DeviceConfig {
+    private func repushConfigInForce(_ d: DeviceID, owner: AccountID, mode: DeviceMode, at: Date, _ fx: inout Effects) throws {
         let current = try ledger.latestConfig(d)
         let profile = Commands.Profile(name: Self.rotationProfile, version: 0, settings: current?.settings ?? [:],
                                        heartbeatInterval: current?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval, isDefault: false)
         let config = try ledger.pushConfig(d, owner: owner, mode: mode, profile: profile, certificate: nil, at: at, keepsProfile: true)
         fx.configs.append(d)
         fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": .string(Self.rotationProfile)])
-        return config
     }
 
     // MARK: transfers
@@ -453,8 +448,7 @@ struct CommandProcessor {
         for effect in transition.effects {
             switch effect {
             case .activate(let d, let owner):
-                // A resale or a move between accounts: what the previous owner was issued goes.
-                if try ledger.identityStatus(d)?.state == DeviceView.State.active.rawValue { try ledger.dropPendingIdentity(d, at: at); fx.accessChanged = true }
+                _ = try leavePreviousOwner(d, at: at, &fx) // a resale or a move between accounts
                 try ledger.setOwner(d, owner: owner, activatedAt: at)
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated, operator: actor)
                 try issueOwnerIdentity(d, owner: owner, &fx)
@@ -465,13 +459,11 @@ struct CommandProcessor {
                           details: ["from": .string(t.from.rawValue), "profile": profileName, "configVersion": .number(Double(config.version))])
                 fx.notify(.configPushed, [owner], at: at, device: d, details: ["version": .number(Double(config.version)), "profile": profileName])
             case .hold(let d, let owner):
-                let wasActive = try ledger.identityStatus(d)?.state == DeviceView.State.active.rawValue
+                let wasActive = try leavePreviousOwner(d, at: at, &fx)
                 if wasActive {
                     // A return (RMA, back to the OEM or a reseller): factory-reset semantics. The
                     // device goes back to escrow mode with no settings, under the receiver, and is
                     // asked for a new identity (the previous owner issued the one in force).
-                    try ledger.dropPendingIdentity(d, at: at)
-                    fx.accessChanged = true
                     try ledger.returnToEscrow(d, holder: owner)
                 } else {
                     try ledger.setOwner(d, owner: owner, activatedAt: nil)
@@ -498,21 +490,33 @@ struct CommandProcessor {
         }
     }
 
+    /// An active device changes hands: an identity issued for its previous owner and not taken up
+    /// is revoked (the broker reloads). Returns whether the device was active.
+    private func leavePreviousOwner(_ d: DeviceID, at: Date, _ fx: inout Effects) throws -> Bool {
+        guard try ledger.identityStatus(d)?.state == DeviceView.State.active.rawValue else { return false }
+        try ledger.dropPendingIdentity(d, at: at)
+        fx.accessChanged = true
+        return true
+    }
+
     /// Signs the device's CSR with the new owner's authority (created if the account predates
     /// per-account authorities); the activation configuration carries the certificate. Without a
     /// CSR the device keeps its escrow identity.
     private func issueOwnerIdentity(_ d: DeviceID, owner: AccountID, _ fx: inout Effects) throws {
-        guard let credentials, let csr = try ledger.csr(d) else { return }
-        var authority = try ledger.authority(owner)
-        if authority == nil, let account = try ledger.account(owner) {
-            let ca = try credentials.newAuthority(for: owner, kind: account.kind)
-            try ledger.insertAuthority(owner, certificate: ca.certificate, privateKey: ca.privateKey)
-            fx.accessChanged = true // the broker must trust the new authority before the device reconnects
-            authority = ca
-        }
-        guard let authority else { return }
+        guard let credentials, let csr = try ledger.csr(d), let authority = try authority(of: owner, credentials, &fx) else { return }
         let issued = try credentials.sign(csr: csr, device: d, authority: authority)
         try ledger.setPendingIdentity(d, certificate: issued.certificate, fingerprint: issued.fingerprint, serial: issued.serial, issuer: owner)
+    }
+
+    /// The account's certificate authority, created if the account predates per-account
+    /// authorities (the broker must then trust it before a device connects with what it signs).
+    private func authority(of account: AccountID, _ credentials: any Credentials, _ fx: inout Effects) throws -> (certificate: String, privateKey: String)? {
+        if let existing = try ledger.authority(account) { return existing }
+        guard let acct = try ledger.account(account) else { return nil }
+        let ca = try credentials.newAuthority(for: account, kind: acct.kind)
+        try ledger.insertAuthority(account, certificate: ca.certificate, privateKey: ca.privateKey)
+        fx.accessChanged = true
+        return ca
     }
 
     /// A CSR from an **active** device that still runs on an identity its owner did not issue (it was
@@ -526,7 +530,7 @@ struct CommandProcessor {
         let active = status.state == DeviceView.State.active.rawValue
         guard active || (status.state == DeviceView.State.escrow.rawValue && status.issuer != status.provisioner) else { return false }
         try issueOwnerIdentity(d, owner: status.owner, &fx)
-        _ = try repushConfigInForce(d, owner: status.owner, mode: active ? .normal : .escrow, at: now(), &fx)
+        try repushConfigInForce(d, owner: status.owner, mode: active ? .normal : .escrow, at: now(), &fx)
         return true
     }
     /// The `profile` of the `config.pushed` event for a configuration re-pushed to deliver a new identity.

@@ -88,6 +88,7 @@ extension ControlPlane {
     }
 
     func afterCommit(_ effects: Effects) {
+        for d in effects.retired { lease.forget(d) }
         ingest.addKnown(effects.configs)
         // Access first: a configuration may carry a certificate from an authority the broker must
         // trust, and a retired device's retained topics are cleared once its revocation is on file.

@@ -123,8 +123,8 @@ extension ControlPlane {
     }
 
     /// Persists the heartbeats' last-seen times, and presence by lease: a heartbeat brings back a
-    /// device whose lease had run out, silence past its lease marks it offline (one transaction,
-    /// with their events).
+    /// device whose lease had run out, silence past its lease marks it offline (in the same
+    /// transactions, with their events). The timer's tick.
     public func flushLastSeen() { flushLastSeen(continuing: false) }
 
     /// Everything at once (stopping): the tick's batch and the whole backlog.
@@ -153,7 +153,8 @@ extension ControlPlane {
         for (d, at) in batch {
             if let c = lease.heard(d, at: monotonic(at)) { changes.append(c) }
         }
-        changes += lease.expire(now: PresenceLease.now())
+        // Leases are walked once per tick, not per chunk.
+        if !continuing { changes += lease.expire(now: PresenceLease.now()) }
         guard !batch.isEmpty || !changes.isEmpty else { return }
         // Presence changes commit (and publish their events) at most `presenceChunk` per turn of
         // the actor: a fleet that all comes online by heartbeat at once (or whose leases all end)
@@ -173,9 +174,8 @@ extension ControlPlane {
                 // The rest after whatever else is waiting for the actor (commands first).
                 Task { [weak self] in await self?.flushLastSeen(continuing: true) }
             }
-            let changes = now
-            if !changes.isEmpty {
-                let ended = changes.filter { !$0.online }.count
+            if !now.isEmpty {
+                let ended = now.filter { !$0.online }.count
                 if ended > 0 { log(.info, "\(ended) devices silent past their lease are offline") }
                 try drainOutbox()
             }

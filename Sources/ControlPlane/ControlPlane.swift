@@ -105,8 +105,7 @@ public actor ControlPlane {
             String(UUID().uuidString.lowercased().prefix(13))
         })
         self.onAccessChanged = onAccessChanged
-        self.lease = PresenceLease(intervals: options.presenceLeaseIntervals,
-                                   grace: Double(options.lastSeenFlushInterval.components.seconds) + Double(options.lastSeenFlushInterval.components.attoseconds) / 1e18 + 1)
+        self.lease = PresenceLease(intervals: options.presenceLeaseIntervals, grace: options.lastSeenFlushInterval.seconds + 1)
     }
 
     /// Fault injection for tests and drills: makes the database refuse writes as a read-only
@@ -182,13 +181,18 @@ public actor ControlPlane {
         // Everything but heartbeats (taken where they are read, above) goes to the actor in the one
         // order the connection saw it: a reconnect's outbox re-send and reconciliation run before
         // any message of the new connection.
+        // The client's connect before run() is on the stream too: its outbox drain and
+        // reconciliation were just done above, so only later connections count as reconnects.
         let client = self.client
+        let connectedAtStart = client.isConnected
         let pump = Task.detached { [weak self] in
+            var initialConnect = connectedAtStart
             for await delivery in client.deliveries {
                 guard let self else { return }
                 switch delivery {
                 case .message(let message): await self.handle(message)
-                case .event(.connected): await self.reconnected()
+                case .event(.connected):
+                    if initialConnect { initialConnect = false } else { await self.reconnected() }
                 case .event: break
                 }
             }

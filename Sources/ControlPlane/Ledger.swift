@@ -180,19 +180,29 @@ final class Ledger {
         for (issuer, serial) in [(try r.string("issuer"), try r.optionalString("cert_serial")),
                                  (try r.optionalString("next_issuer") ?? "", try r.optionalString("next_serial"))] {
             guard let serial, !issuer.isEmpty else { continue }
-            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
-                           [.text(issuer), .text(serial), .text(id.rawValue), .real(at.timeIntervalSince1970)])
-            revoked += db.changes
+            if try revoke(serial: serial, issuer: issuer, device: id.rawValue, at: at) { revoked += 1 }
         }
         return revoked
+    }
+    /// One certificate serial into the revocation set of its issuer; true when it was not there yet.
+    @discardableResult
+    func revoke(serial: String, issuer: String, device: String, at: Date) throws -> Bool {
+        try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
+                       [.text(issuer), .text(serial), .text(device), .real(at.timeIntervalSince1970)]) > 0
     }
     /// A fresh identity bundle for a device (`device.rebundle`): after `revokeIdentities`, the
     /// new certificate is the one in force (`issuer` signed it; nil: the provisioner), nothing is pending.
     func setIdentity(_ id: DeviceID, fingerprint: String, serial: String, issuer: AccountID?) throws {
+        try clearPendingIdentity(id)
+        try db.execute("UPDATE devices SET fingerprint = ?, cert_serial = ?, cert_issuer = ? WHERE id = ?",
+                       [.text(fingerprint), .text(serial), issuer.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
+    }
+    /// No identity pending, no CSR on file: what the next owner's rotation starts from.
+    private func clearPendingIdentity(_ id: DeviceID) throws {
         try db.execute("""
-            UPDATE devices SET fingerprint = ?, cert_serial = ?, cert_issuer = ?, next_certificate = NULL, next_fingerprint = NULL,
-                next_serial = NULL, next_issuer = NULL, rotation_version = NULL, csr = NULL WHERE id = ?
-            """, [.text(fingerprint), .text(serial), issuer.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
+            UPDATE devices SET next_certificate = NULL, next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL,
+                rotation_version = NULL, csr = NULL WHERE id = ?
+            """, [.text(id.rawValue)])
     }
     func owner(of id: DeviceID) throws -> AccountID? {
         try db.query("SELECT owner FROM devices WHERE id = ?", [.text(id.rawValue)]).first.flatMap { AccountID(try $0.string("owner")) }
@@ -587,11 +597,9 @@ final class Ledger {
     func dropPendingIdentity(_ id: DeviceID, at: Date) throws {
         guard let r = try db.query("SELECT next_serial, next_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return }
         if let serial = try r.optionalString("next_serial"), let issuer = try r.optionalString("next_issuer") {
-            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
-                           [.text(issuer), .text(serial), .text(id.rawValue), .real(at.timeIntervalSince1970)])
+            try revoke(serial: serial, issuer: issuer, device: id.rawValue, at: at)
         }
-        try db.execute("UPDATE devices SET next_certificate = NULL, next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL, rotation_version = NULL, csr = NULL WHERE id = ?",
-                       [.text(id.rawValue)])
+        try clearPendingIdentity(id)
     }
     /// An active device taken back into escrow (approved with `hold`): owner, state escrow.
     func returnToEscrow(_ id: DeviceID, holder: AccountID) throws {
@@ -611,9 +619,7 @@ final class Ledger {
               let rotation = try r.optionalInt("rotation_version"), version >= Int(rotation) else { return false }
         var revoked = false
         if let old = try r.optionalString("cert_serial") {
-            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
-                           [.text(try r.string("issuer")), .text(old), .text(id.rawValue), .real(at.timeIntervalSince1970)])
-            revoked = db.changes > 0
+            revoked = try revoke(serial: old, issuer: try r.string("issuer"), device: id.rawValue, at: at)
         }
         try db.execute("""
             UPDATE devices SET fingerprint = next_fingerprint, cert_serial = next_serial, cert_issuer = next_issuer, next_certificate = NULL,
@@ -632,8 +638,7 @@ final class Ledger {
         var out: [DeviceID] = []
         for r in rows {
             let id = try r.string("id")
-            try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
-                           [.text(try r.string("issuer")), .text(try r.string("cert_serial")), .text(id), .real(at.timeIntervalSince1970)])
+            try revoke(serial: try r.string("cert_serial"), issuer: try r.string("issuer"), device: id, at: at)
             if let d = DeviceID(id) { out.append(d) }
         }
         return out

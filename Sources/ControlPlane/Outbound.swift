@@ -26,6 +26,8 @@ struct Effects {
     var accessChanged = false
     /// Retained topics to clear (an empty retained payload) once committed: a retired device's.
     var clearRetained: [String] = []
+    /// Devices retired by the command: presence no longer tracks them.
+    var retired: [DeviceID] = []
 
     /// `count`, `deviceIds` (at most 1,000) and `truncated` for an event's details.
     static func deviceList(_ ids: [DeviceID]) -> [String: JSONValue] {

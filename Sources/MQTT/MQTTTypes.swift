@@ -68,6 +68,4 @@ public enum MQTTConnectionEvent: Sendable, Equatable {
     case disconnected(reason: String)
     /// Reconnect attempt `attempt` (1-based) will start after `delay`.
     case reconnecting(attempt: Int, delay: Duration)
-
-    public var isReconnecting: Bool { if case .reconnecting = self { true } else { false } }
 }

@@ -36,7 +36,7 @@ extension MosquittoConnection {
                 saved = ECONNREFUSED
             }
             guard let delay = connectionDown(rc: rc, errno: saved) else { break }
-            guard sleep(for: delay) else { break }
+            guard waitOut(delay) else { break }
             state.withLock { $0.reconnectStartedAt = clock.now; $0.hangUpStreak = 0 }
             let reconnect = mosquitto_reconnect_async(handle)
             if reconnect != MOSQ_ERR_SUCCESS.rawValue {
@@ -180,7 +180,7 @@ extension MosquittoConnection {
 
     /// Waits out a reconnect delay on the wake-up descriptor, so disconnect() and deinit end it at
     /// once; false if asked to stop.
-    func sleep(for delay: Duration) -> Bool {
+    func waitOut(_ delay: Duration) -> Bool {
         let deadline = clock.now.advanced(by: delay)
         while clock.now < deadline {
             if shouldStop() { return false }

@@ -76,6 +76,13 @@ public enum DeviceSelection: Sendable, Equatable {
 
 /// Writes what a factory puts on a device: `DIR/{id}/device.crt`, `device.key` (0600), `broker-ca.pem`, `agent.conf`.
 public enum DeviceBundleWriter {
+    /// Creates the `--out` directory bundles are written into (a clear storage error otherwise).
+    public static func createDirectory(_ out: String) throws {
+        do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+            throw CLIError(.storageUnavailable, "io", "cannot create --out directory \(out): \(error.localizedDescription)")
+        }
+    }
+
     /// Returns the device's directory.
     @discardableResult
     public static func write(_ b: Commands.DeviceBundle, into dir: String) throws -> String {
@@ -149,11 +156,7 @@ public enum DeviceCommands {
         public func run(_ c: CommandContext) async throws {
             let batches = try batches()
             let total = batches.reduce(0) { $0 + ($1.deviceIds?.count ?? $1.count ?? 0) }
-            if let out {
-                do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-                    throw CLIError(.storageUnavailable, "io", "cannot create --out directory \(out): \(error.localizedDescription)")
-                }
-            }
+            if let out { try DeviceBundleWriter.createDirectory(out) }
             var merged = Commands.DeviceProvisionResult(provisioned: [], bundles: [], refused: [])
             var done = 0, written = 0
             let started = ContinuousClock.now
@@ -350,9 +353,7 @@ extension DeviceCommands {
         }
 
         public func run(_ c: CommandContext) async throws {
-            do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-                throw CLIError(.storageUnavailable, "io", "cannot create --out directory \(out): \(error.localizedDescription)")
-            }
+            try DeviceBundleWriter.createDirectory(out)
             let json = try await c.call(.deviceRebundle, args)
             let r = try c.decode(json, as: Commands.DeviceRebundleResult.self, .deviceRebundle)
             for b in r.bundles { try DeviceBundleWriter.write(b, into: out) }

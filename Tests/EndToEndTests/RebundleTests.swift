@@ -62,12 +62,8 @@ struct RebundleTests {
         let files = try TempDirectory(prefix: "rebundle-act")
         let confs = try await platform.provision(["reb-0002"], by: oem, account: "oem", into: files)
         let dir = files.path + "/reb-0002"
-        let old = try AgentProcess(config: confs["reb-0002"]!)
+        let old = try await ResaleReturnTests.startEscrowAgent(confs["reb-0002"]!, watchedBy: oem)
         defer { old.process.terminate() }
-        try await waitUntil(timeout: .seconds(15), "the agent is online in escrow and has sent its CSR") {
-            try await oem.send("oem", "device.list", [:]).result(Commands.DeviceListResult.self).devices.first?.online == true
-                && CredentialRotationTests.persisted(old, "certificateRequested") == .bool(true)
-        }
         let issued = try await ResaleReturnTests.activate("reb-0002", from: oem, to: acme, "acme", agent: old, dir: dir)
         let issuedKey = try String(contentsOfFile: dir + "/state/identity.key", encoding: .utf8)
         old.process.signal(SIGKILL); old.process.waitForExit(timeout: .seconds(5))

@@ -29,6 +29,17 @@ struct ResaleReturnTests {
         return false
     }
 
+    /// Starts the agent of `config` and waits until its device is online in escrow and the agent
+    /// has sent its CSR (what an activation signs). The caller terminates it.
+    static func startEscrowAgent(_ config: String, watchedBy oem: OperatorProbe) async throws -> AgentProcess {
+        let agent = try AgentProcess(config: config)
+        try await waitUntil(timeout: .seconds(15), "the agent is online in escrow and has sent its CSR") {
+            try await oem.send("oem", "device.list", [:]).result(Commands.DeviceListResult.self).devices.first?.online == true
+                && CredentialRotationTests.persisted(agent, "certificateRequested") == .bool(true)
+        }
+        return agent
+    }
+
     /// Activates `name` in `customer`, waits until the agent runs on the customer-issued identity.
     static func activate(_ name: String, from oem: OperatorProbe, to customer: OperatorProbe, _ account: AccountID,
                          agent: AgentProcess, dir: String) async throws -> Certificate {
@@ -53,12 +64,8 @@ struct ResaleReturnTests {
         let files = try TempDirectory(prefix: "resale")
         let confs = try await platform.provision(["res-0001"], by: oem, account: "oem", into: files)
         let dir = files.path + "/res-0001"
-        let agent = try AgentProcess(config: confs["res-0001"]!)
+        let agent = try await Self.startEscrowAgent(confs["res-0001"]!, watchedBy: oem)
         defer { agent.process.terminate() }
-        try await waitUntil(timeout: .seconds(15), "the agent is online in escrow and has sent its CSR") {
-            try await oem.send("oem", "device.list", [:]).result(Commands.DeviceListResult.self).devices.first?.online == true
-                && CredentialRotationTests.persisted(agent, "certificateRequested") == .bool(true)
-        }
         let certA = try await Self.activate("res-0001", from: oem, to: a, "shopa", agent: agent, dir: dir)
         let keyA = try String(contentsOfFile: dir + "/state/identity.key", encoding: .utf8)
 
@@ -108,12 +115,8 @@ struct ResaleReturnTests {
         let files = try TempDirectory(prefix: "rma")
         let confs = try await platform.provision(["rma-0001"], by: oem, account: "oem", into: files)
         let dir = files.path + "/rma-0001"
-        let agent = try AgentProcess(config: confs["rma-0001"]!)
+        let agent = try await Self.startEscrowAgent(confs["rma-0001"]!, watchedBy: oem)
         defer { agent.process.terminate() }
-        try await waitUntil(timeout: .seconds(15), "the agent is online in escrow and has sent its CSR") {
-            try await oem.send("oem", "device.list", [:]).result(Commands.DeviceListResult.self).devices.first?.online == true
-                && CredentialRotationTests.persisted(agent, "certificateRequested") == .bool(true)
-        }
         _ = try await acme.send("acme", "profile.put", ["name": "field", "settings": ["region": "eu"], "makeDefault": true])
         let certAcme = try await Self.activate("rma-0001", from: oem, to: acme, "acme", agent: agent, dir: dir)
         let keyAcme = try String(contentsOfFile: dir + "/state/identity.key", encoding: .utf8)

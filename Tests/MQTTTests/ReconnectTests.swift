@@ -20,7 +20,7 @@ struct ReconnectTests {
         guard case .event(.reconnecting(let attempt, let delay)) = reconnecting else { return }
         #expect(attempt == 1)
         #expect(delay >= .zero && delay <= .milliseconds(50))
-        let next = try await firstElement(of: deliveries, "connected event after restart") { $0.event?.isReconnecting != true }
+        let next = try await firstElement(of: deliveries, "connected event after restart") { if case .event(.reconnecting) = $0 { false } else { true } }
         #expect(next == .event(.connected(sessionPresent: false)), "the connection comes before anything received on it")
         #expect(client.isConnected)
 
