@@ -46,6 +46,59 @@ import TestSupport
         #expect(try String(contentsOfFile: html, encoding: .utf8).contains("Approval reply to configuration applied"))
     }
 
+    /// Issue 15: resale, return and retirement of activated devices, each step timed and verified
+    /// on both sides (the devices' own state, every account's device.list, custody chains).
+    @Test func theLifecycleStepsResellReturnAndRetireWithTheirLatencies() async throws {
+        let escrowd = try await EscrowdProcess(); defer { escrowd.stop() }
+        let dir = try TempDirectory(prefix: "fleet-lifecycle")
+        let json = dir.file("lifecycle.json"), html = dir.file("lifecycle.html")
+        let lines = Mutex<(out: [String], err: [String])>(([], []))
+        let args = ["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "60", "--via", "none",
+                    "--approve", "0.8", "--reject", "0.1", "--lifecycle", "--duration", "150s", "--report", json, "--html", html,
+                    "--threshold", "resell_applied.p99<60s", "--threshold", "retire_event.max<60s"]
+        let code = try await offPool {
+            FleetMain.run(args, stdout: { l in lines.withLock { $0.out.append(l) } }, stderr: { l in lines.withLock { $0.err.append(l) } })
+        }
+        let (out, err) = lines.withLock { $0 }
+        #expect(code == 0, "\(err.suffix(30).joined(separator: "\n"))\n\(escrowd.logTail(1500))")
+        let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
+        let t = try #require(report.transfer)
+        #expect(t.verified, "\(t.verificationProblems)")
+        #expect(t.outcomes == ["activated": 48, "rejected": 6, "cancelled": 6])
+        #expect(t.steps.map(\.name) == ["a", "b", "c", "e", "f", "g", "h", "i", "j", "k"])
+        let stages = try #require(t.lifecycle)
+        #expect(stages.map(\.name) == ["resell", "return", "retire"])
+        #expect(stages.map(\.devices) == [18, 6, 3] && stages.map(\.decided) == [18, 6, 3])
+        #expect(stages.map(\.appliedOnDevices) == [18, 6, 0])
+        #expect(stages.map(\.latencyMs.count) == [18, 6, 3] && stages.allSatisfy { $0.commandMs.count == 1 })
+        #expect(stages[0].to == "shop-\(t.runID)" && stages[1].to == "oem-\(t.runID)" && stages[2].from == "acme-\(t.runID)")
+        // The activation's latencies are the activation's, not moved by the resale that followed.
+        #expect(t.approvalToAppliedMs.count == 48 && t.appliedOnDevices == 48)
+        // Each step is a phase with its latency, and a threshold metric.
+        let phases = try #require(report.phases)
+        #expect(phases.suffix(4).map(\.name) == ["resell", "return", "retire", "verify lifecycle"])
+        #expect(phases.first { $0.name == "resell" }?.latencyName == "resell_applied" && phases.first { $0.name == "retire" }?.count == 3)
+        #expect(report.latency(named: "return_applied")?.count == 6)
+        let summary = out.joined(separator: "\n")
+        #expect(summary.contains("resell") && summary.contains("18/18 approved, 18 applied on devices") && summary.contains("3/3 retired"), "\(summary)")
+        #expect(err.contains { $0.hasPrefix("  lifecycle verified:") && $0.contains("custody chains verify") }, "\(err.suffix(20))")
+        #expect(err.contains { $0.contains("event  device.retired") || $0.contains("device.retired ×") }, "\(err.suffix(40))")
+        #expect(try String(contentsOfFile: html, encoding: .utf8).contains("Resale: approval reply to configuration applied"))
+    }
+
+    /// Reading the board is not a change: the control task reads it while it waits, and a read
+    /// that counted as a change woke the wait at once, so it spun on the cooperative pool (it held
+    /// a pool thread, starved the event tasks for ~30 s and grew the RSS to 3 GB in 30 s).
+    @Test func readingTheBoardDoesNotWakeItsWaiters() async {
+        let board = TransferBoard()
+        let (_, before) = board.snapshot()
+        _ = board.read { ($0.stopRequested, $0.appliedEvents) }
+        #expect(board.snapshot().1 == before)
+        board.with { $0.connected = 1 }
+        #expect(board.snapshot().1 != before)
+        await board.nextChange(after: before, within: .seconds(30)) // returns at once: there was a change
+    }
+
     @Test func aBadAdminConfigIsOneClearLineAndExit1() throws {
         var err: [String] = []
         let code = FleetMain.run(["transfer", "--admin-config", "/nonexistent/admin.conf", "--devices", "5", "--duration", "10"],
@@ -61,5 +114,10 @@ import TestSupport
         let o = try? FleetOptions.parse(["transfer", "--admin-config", "a", "--via", "none", "--run-id", "Demo1"])
         #expect(o?.devices == 1000 && o?.duration == 300 && o?.route == TransferRoute.none && o?.runID == "demo1")
         #expect((try? FleetOptions.parse(["connect", "--duration", "5m"]))?.duration == 300)
+        // The lifecycle acts on activated devices: its shares must fit in --approve.
+        let l = try? FleetOptions.parse(["transfer", "--admin-config", "a", "--lifecycle"])
+        #expect(l?.resellShare == 0.3 && l?.returnShare == 0.1 && l?.retireShare == 0.05 && l?.hasLifecycle == true)
+        #expect(throws: FleetError.self) { try FleetOptions.parse(["transfer", "--admin-config", "a", "--approve", "0.3", "--lifecycle"]) }
+        #expect((try? FleetOptions.parse(["transfer", "--admin-config", "a", "--retire", "0.1"]))?.hasLifecycle == true)
     }
 }

@@ -23,6 +23,9 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
     public var initialHeartbeat: Double
     /// Engine time (s) a normal-mode configuration was persisted (-1: never). Read by `transfer`.
     public private(set) var normalAppliedAt: Double = -1
+    /// Engine time (s) the last configuration (any mode) was persisted (-1: never). Read by the
+    /// transfer scenario's lifecycle steps, with the machine's owner and mode.
+    public private(set) var appliedAt: Double = -1
     /// Engine time (s) the configuration being applied arrived (-1: none yet).
     public private(set) var configReceivedAt: Double = -1
     /// The current heartbeat timer's token; bumped on every schedule and cancel, so a stale
@@ -121,6 +124,7 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
                 queue = machine.handle(.persisted)[...] + queue
                 if let applying {
                     actions.append(.note(.configApplied))
+                    appliedAt = now
                     if applying.mode == .normal { normalAppliedAt = now }
                 }
             case .scheduleHeartbeat(let seconds):

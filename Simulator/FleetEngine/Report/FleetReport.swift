@@ -123,6 +123,13 @@ public struct FleetReport: Codable, Sendable {
                 Latency(name: "approve_sent_applied", title: "Approve sent to configuration applied", definition: "The transfer.approve command sent to the device persisting its normal-mode configuration.", summary: t.approveSentToAppliedMs),
                 Latency(name: "push_ack", title: "Configuration push to platform ack", definition: "The device receiving its configuration to the customer's operator receiving config.applied for it.", summary: t.pushToAckMs),
             ]
+            for stage in t.lifecycle ?? [] {
+                switch stage.name {
+                case "resell": l.append(Latency(name: stage.latencyName, title: "Resale: approval reply to configuration applied", definition: "The second customer's transfer.approve (activate) reply to the device persisting that customer's normal-mode configuration.", summary: stage.latencyMs))
+                case "return": l.append(Latency(name: stage.latencyName, title: "Return: approval reply to escrow configuration applied", definition: "The sender's transfer.approve (hold) reply to the device persisting the escrow-mode configuration of the account it returned to.", summary: stage.latencyMs))
+                default: l.append(Latency(name: stage.latencyName, title: "Retire sent to device.retired event", definition: "The device.retire command sent to the retiring account's operator receiving device.retired for the device.", summary: stage.latencyMs))
+                }
+            }
         }
         return l
     }

@@ -7,7 +7,8 @@ import EscrowCore
 /// or `s` for latencies (default ms) and none for counts. Metrics:
 /// - latencies (`NAME.p50|p90|p99|p999|max|mean`): `connect`, `puback`, `recovery`, `fanout`
 ///   (with `--subscribe`), and for the
-///   transfer scenario `approval_applied`, `approve_sent_applied`, `push_ack`;
+///   transfer scenario `approval_applied`, `approve_sent_applied`, `push_ack` (and with its
+///   lifecycle steps `resell_applied`, `return_applied`, `retire_event`);
 /// - counts: `connected` (at the end), `peak_connected`, `errors` (all failed connects), `drops`
 ///   (connections lost), `rejected_connacks`.
 /// A run whose thresholds fail exits 99 after writing its reports, distinct from run errors (1).
@@ -19,7 +20,8 @@ public struct Threshold: Sendable, Equatable, Codable {
     /// In the metric's unit: milliseconds for latencies, a count otherwise.
     public var value: Double
 
-    public static let latencies = ["connect", "puback", "recovery", "fanout", "approval_applied", "approve_sent_applied", "push_ack"]
+    public static let latencies = ["connect", "puback", "recovery", "fanout", "approval_applied", "approve_sent_applied", "push_ack",
+                                   "resell_applied", "return_applied", "retire_event"]
     public static let statistics = ["p50", "p90", "p99", "p999", "max", "mean"]
     public static let counts = ["connected", "peak_connected", "errors", "drops", "rejected_connacks"]
     public static var metrics: [String] { latencies.flatMap { l in statistics.map { "\(l).\($0)" } } + counts }

@@ -33,12 +33,40 @@ public struct TransferReport: Codable, Sendable {
     public var pushToAckMs: HistogramSummary
     /// Devices that persisted before the approval reply arrived (counted as 0 ms in `approvalToAppliedMs`).
     public var appliedBeforeReply: Int
+    /// Life after activation (`--resell`, `--return`, `--retire`), in the order run; nil without them.
+    public var lifecycle: [LifecycleStage]?
+
+    /// One lifecycle step on devices the customer activated: a resale to a second standalone
+    /// customer (approved with activate), a return to the sender (approved with hold: back to
+    /// escrow) or a retirement (`device.retire`).
+    public struct LifecycleStage: Codable, Sendable {
+        /// `resell`, `return` or `retire`.
+        public var name: String
+        public var from: String
+        /// The receiving account (the retiring one for `retire`).
+        public var to: String
+        public var devices: Int
+        /// Devices approved by the receiver, or retired.
+        public var decided: Int
+        /// Devices whose agent persisted the receiver's configuration (normal mode for a resale,
+        /// escrow mode for a return); 0 for `retire`.
+        public var appliedOnDevices: Int
+        /// Per command batch of up to 1,000 devices (`transfer.approve` or `device.retire`): sent to reply.
+        public var commandMs: HistogramSummary
+        /// Per device: the approval reply to the device persisting the receiver's configuration
+        /// (resell, return), or `device.retire` sent to the account's operator receiving
+        /// `device.retired` for it (retire).
+        public var latencyMs: HistogramSummary
+        /// The latency's name in thresholds, CSV and HTML: `resell_applied`, `return_applied`, `retire_event`.
+        public var latencyName: String { name == "retire" ? "retire_event" : "\(name)_applied" }
+    }
 
     /// The story's steps as phases (times since the start of the run), with the latency and count
     /// that belong to each; `errorsBetween` counts the engine's errors in a time range.
     public func phases(connect: HistogramSummary, errorsBetween: (Double, Double) -> Int) -> [Phase] {
         let names = ["a": "accounts", "b": "provisioning", "c": "escrow connect", "d": "reseller hold",
-                     "e": "transfer request", "f": "config applied", "g": "verify"]
+                     "e": "transfer request", "f": "config applied", "g": "verify",
+                     "h": "resell", "i": "return", "j": "retire", "k": "verify lifecycle"]
         var out: [Phase] = []
         for step in steps {
             guard let start = step.start else { continue }
@@ -53,6 +81,9 @@ public struct TransferReport: Codable, Sendable {
                 out.append(phase("config applied", appliedOnDevices, "approval_applied", approvalToAppliedMs))
                 out.append(phase("config ack", Int(pushToAckMs.count), "push_ack", pushToAckMs))
             case "a": out.append(phase("accounts", accounts.count))
+            case "h", "i", "j":
+                let stage = lifecycle?.first { $0.name == names[step.name] }
+                out.append(phase(names[step.name]!, stage?.decided ?? 0, stage?.latencyName, stage?.latencyMs))
             default: out.append(phase(names[step.name] ?? step.name, devices))
             }
         }
@@ -65,7 +96,8 @@ public struct TransferReport: Codable, Sendable {
             s.count == 0 ? "-" : "p50 \(s.p50) ms  p90 \(s.p90)  p99 \(s.p99)  p99.9 \(s.p999)  max \(s.max)  (n=\(s.count))"
         }
         var lines = [row("run id", runID),
-                     row("accounts", ["oem", "reseller", "customer"].compactMap { accounts[$0] }.joined(separator: " -> ")),
+                     row("accounts", ["oem", "reseller", "customer"].compactMap { accounts[$0] }.joined(separator: " -> ")
+                         + (accounts["customer2"].map { " (resale to \($0))" } ?? "")),
                      row("devices", "\(devices)")]
         for k in ["activated", "rejected", "cancelled"] { lines.append(row("  " + k, "\(outcomes[k] ?? 0)")) }
         lines.append(row("applied device/platform", "\(appliedOnDevices) / \(appliedOnPlatform)"))
@@ -73,7 +105,15 @@ public struct TransferReport: Codable, Sendable {
         lines.append(row("approve sent→applied", h(approveSentToAppliedMs)))
         lines.append(row("push→ack", h(pushToAckMs)))
         if appliedBeforeReply > 0 { lines.append(row("applied before reply", "\(appliedBeforeReply)")) }
-        let names = ["a": "accounts", "b": "provision", "c": "connect", "d": "reseller hold", "e": "customer decisions", "f": "configs applied", "g": "cancel + verify"]
+        for stage in lifecycle ?? [] {
+            let what = stage.name == "retire" ? "\(stage.decided)/\(stage.devices) retired in \(stage.from)"
+                : "\(stage.from) -> \(stage.to): \(stage.decided)/\(stage.devices) approved, \(stage.appliedOnDevices) applied on devices"
+            lines.append(row(stage.name, what))
+            lines.append(row(stage.name == "retire" ? "  retire sent→event" : "  approval→applied", h(stage.latencyMs)))
+            lines.append(row("  command sent→reply", h(stage.commandMs)))
+        }
+        let names = ["a": "accounts", "b": "provision", "c": "connect", "d": "reseller hold", "e": "customer decisions", "f": "configs applied",
+                     "g": "cancel + verify", "h": "resell", "i": "return", "j": "retire", "k": "verify lifecycle"]
         if !steps.isEmpty {
             lines.append(row("steps (s)", steps.map { "\($0.name) \(names[$0.name] ?? "") \(String(format: "%.2f", $0.seconds))" }.joined(separator: ", ")))
         }

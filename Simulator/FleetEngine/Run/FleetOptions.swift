@@ -48,6 +48,12 @@ public struct FleetOptions: Sendable, Equatable {
     public var adminConfig: String?
     public var approveShare = 0.7
     public var rejectShare = 0.2
+    /// Life after activation, shares of the fleet taken from the activated devices: resold to a
+    /// second customer, returned to the sender (hold), retired. All 0: no lifecycle steps.
+    public var resellShare = 0.0
+    public var returnShare = 0.0
+    public var retireShare = 0.0
+    public var hasLifecycle: Bool { resellShare + returnShare + retireShare > 0 }
     public var route: TransferRoute = .reseller
     /// Suffix of the accounts, operators and device ids a `transfer` run creates (default: random).
     public var runID: String?
@@ -131,6 +137,11 @@ public struct FleetOptions: Sendable, Equatable {
                      rejected, the rest left pending (cancelled by the sender at the end)
                   f. wait until every approved device applied its configuration (+ config.status)
                   g. verify device side and platform side (device.list, transfer counts)
+                  with --lifecycle (or --resell/--return/--retire), on the activated devices:
+                  h. resell: customer -> shop-RUN (a second standalone customer), activate
+                  i. return: customer -> the sender (reseller or OEM), hold (back to escrow)
+                  j. retire: the customer retires its share (device.retire)
+                  k. verify each account's devices and a sample of custody chains
                 exit 0 only if verification passed; otherwise one line saying why, exit 1
 
     OPTIONS
@@ -221,6 +232,13 @@ public struct FleetOptions: Sendable, Equatable {
       --approve F               share the customer activates (default 0.7)
       --reject F                share the customer rejects (default 0.2); the rest stays pending
       --via reseller|none       OEM -> reseller (hold) -> customer, or OEM -> customer (default reseller)
+      --lifecycle               steps h-k with --resell 0.3 --return 0.1 --retire 0.05
+      --resell F                share of the fleet the customer resells (default 0; from the
+                                activated devices, as are the next two; together <= --approve)
+      --return F                share the customer returns to the sender (default 0)
+      --retire F                share the customer retires (default 0)
+                                Simulated devices keep their escrow identity: a resale's
+                                renewIdentity (CSR for a new key) is not exercised by fleetsim
       --run-id ID               suffix of the accounts, operators and device ids (default random,
                                 so the story can run again at once on the same escrowd)
       --broker mqtts://...      the device listener (default: the bundles' brokerURL)
@@ -249,6 +267,8 @@ public struct FleetOptions: Sendable, Equatable {
       fleetsim storm --bundles ./bundles --broker mqtts://127.0.0.1:8883 --tls-ca ca.pem
       fleetsim transfer --admin-config escrow-data/admin.conf --devices 1000 --approve 0.7 \\
                --reject 0.2 --via reseller --report transfer.json --html transfer.html
+      fleetsim transfer --admin-config escrow-data/admin.conf --devices 1000 --approve 1 \\
+               --reject 0 --lifecycle --threshold 'resell_applied.p99<2s'
 
     Exit codes: 0 ok, 1 run failed (broker unreachable, all refused, ports exhausted, transfer
     verification failed), 64 usage, 99 ran but a --threshold failed, 130 stopped by Ctrl-C
@@ -297,6 +317,10 @@ public struct FleetOptions: Sendable, Equatable {
             case "--admin-config": o.adminConfig = try value(a)
             case "--approve": o.approveShare = try number(a, try value(a), min: 0, max: 1)
             case "--reject": o.rejectShare = try number(a, try value(a), min: 0, max: 1)
+            case "--resell": o.resellShare = try number(a, try value(a), min: 0, max: 1)
+            case "--return": o.returnShare = try number(a, try value(a), min: 0, max: 1)
+            case "--retire": o.retireShare = try number(a, try value(a), min: 0, max: 1)
+            case "--lifecycle": (o.resellShare, o.returnShare, o.retireShare) = (0.3, 0.1, 0.05)
             case "--via":
                 let v = try value(a)
                 guard let r = TransferRoute(rawValue: v) else { throw .usage("--via expects reseller or none, got '\(v)'") }
@@ -402,6 +426,9 @@ public struct FleetOptions: Sendable, Equatable {
         if o.scenario == .transfer {
             guard o.adminConfig != nil else { throw .usage("transfer needs --admin-config FILE (escrowd writes DATA/admin.conf)") }
             guard o.approveShare + o.rejectShare <= 1 + 1e-9 else { throw .usage("--approve + --reject must not exceed 1") }
+            guard o.resellShare + o.returnShare + o.retireShare <= o.approveShare + 1e-9 else {
+                throw .usage("--resell + --return + --retire (\(o.resellShare + o.returnShare + o.retireShare)) must not exceed --approve (\(o.approveShare)): they act on activated devices")
+            }
             guard o.workers <= 1 else { throw .usage("transfer runs in one process: drop --workers") }
             guard o.bundles == nil else { throw .usage("transfer provisions its own devices: drop --bundles") }
             if !o.devicesGiven { o.devices = 1000 }

@@ -23,6 +23,24 @@ final class TransferBoard: Sendable {
         var range: Range<Int>
         var sentNanos: UInt64
         var replyNanos: UInt64
+        /// `activate` (step e), `resell`, `return` or `retire`.
+        var stage = "activate"
+        /// What the devices apply once approved: the receiver's configuration in this mode (nil
+        /// owner: nothing to apply, a retirement).
+        var owner: AccountID?
+        var mode: DeviceMode = .normal
+    }
+
+    /// Which activated devices the lifecycle steps take (indices into the fleet) and where they go.
+    struct LifecyclePlan: Sendable {
+        var resell: Range<Int>
+        var returned: Range<Int>
+        var retired: Range<Int>
+        var customer: AccountID
+        /// The resale's receiver (a second standalone customer).
+        var customer2: AccountID
+        /// The return's receiver: the account that sent the devices to the customer.
+        var sender: AccountID
     }
 
     struct State: Sendable {
@@ -41,9 +59,14 @@ final class TransferBoard: Sendable {
         var problems: [String] = []
         var accounts: [String: String] = [:]
         var runID = ""
+        var lifecycle: LifecyclePlan?
+        /// Per lifecycle stage: devices approved or retired.
+        var decided: [String: Int] = [:]
         // loop -> control
         var connected = 0
         var appliedApproved = 0
+        /// Per stage of `approvals`: devices whose agent applied the receiver's configuration.
+        var appliedByStage: [String: Int] = [:]
         var stopRequested = false
         var deadlinePassed = false
     }
@@ -71,6 +94,10 @@ final class TransferBoard: Sendable {
         for c in woken { c.resume() }
         return result
     }
+
+    /// Reads the board without counting as a change (a read through `with` would wake every
+    /// waiter, and a waiter that reads while it waits would never sleep).
+    func read<T: Sendable>(_ body: (State) -> T) -> T { state.withLock { body($0) } }
 
     /// The board and its change count, read together for `nextChange(after:within:)`.
     func snapshot() -> (State, UInt64) {
@@ -112,6 +139,7 @@ final class EventDigest: Sendable {
         var seen: Set<String> = []
         var parties: [String: (from: String, to: String)] = [:]
         var ackNanos: [DeviceID: UInt64] = [:]
+        var retiredNanos: [DeviceID: UInt64] = [:]
     }
     private let state = Mutex(State())
 
@@ -141,6 +169,7 @@ final class EventDigest: Sendable {
                 return line
             default:
                 if e.type == .configApplied, let d = e.deviceId, s.ackNanos[d] == nil { s.ackNanos[d] = now }
+                if e.type == .deviceRetired, let d = e.deviceId, s.retiredNanos[d] == nil { s.retiredNanos[d] = now }
                 s.counts[account.rawValue, default: [:]][e.type.rawValue, default: 0] += 1
                 return nil
             }
@@ -159,6 +188,9 @@ final class EventDigest: Sendable {
 
     /// When the customer's operator received `config.applied` per device (monotonic ns).
     var ackNanos: [DeviceID: UInt64] { state.withLock { $0.ackNanos } }
+    /// When an operator received `device.retired` per device (monotonic ns).
+    var retiredNanos: [DeviceID: UInt64] { state.withLock { $0.retiredNanos } }
+    var retiredDevices: Int { state.withLock { $0.retiredNanos.count } }
     /// How many devices have a `config.applied` so far.
     var appliedDevices: Int { state.withLock { $0.ackNanos.count } }
 }
@@ -221,7 +253,7 @@ struct TransferControl: Sendable {
     }
 
     private func checkpoint(_ what: String) throws {
-        let (stop, late) = board.with { ($0.stopRequested, $0.deadlinePassed) }
+        let (stop, late) = board.read { ($0.stopRequested, $0.deadlinePassed) }
         if stop { throw TransferAbort.interrupted }
         if late { throw TransferAbort.deadline(what) }
     }
@@ -260,6 +292,8 @@ struct TransferControl: Sendable {
         var roles: [(role: String, id: AccountID, kind: Account.Kind)] = [("oem", oem, .provisioner)]
         if viaReseller { roles.append(("reseller", reseller, .reseller)) }
         roles.append(("customer", customer, .customer))
+        let customer2 = AccountID("shop-\(run)")!
+        if o.hasLifecycle { roles.append(("customer2", customer2, .customer)) }
         board.with { b in for r in roles { b.accounts[r.role] = r.id.rawValue }; b.customer = customer }
 
         // a. Accounts, operators, event subscriptions.
@@ -272,7 +306,7 @@ struct TransferControl: Sendable {
                 _ = try await admin.call(.accountCreate, Commands.AccountCreate(id: r.id, name: "\(r.role.capitalized) \(run)", kind: r.kind))
                 let username = "op-\(r.role)-\(run)", secret = OperatorSession.randomToken(24)
                 _ = try await admin.call(.operatorCreate, Commands.OperatorCreate(username: username, password: secret, account: r.id))
-                say("  account \(r.id) (\(r.kind.rawValue)\(r.role == "customer" ? ", standalone" : "")), operator \(username)")
+                say("  account \(r.id) (\(r.kind.rawValue)\(r.kind == .customer ? ", standalone" : "")), operator \(username)")
                 let session = try await login(broker: broker, user: username, password: secret, account: r.id, timeout: timeout, caFile: caFile)
                 sessions[r.role] = session
                 let events = try await session.events(in: r.id)
@@ -284,6 +318,7 @@ struct TransferControl: Sendable {
                             let n = digest.appliedDevices
                             board.with { $0.appliedEvents = n }
                         }
+                        if isCustomer, e.event?.type == .deviceRetired { board.with { _ in } } // a change: wakes the retire step's wait
                     }
                 }
             }
@@ -350,7 +385,7 @@ struct TransferControl: Sendable {
                 let a = try await customerS.call(.transferApprove, Commands.TransferApprove(transferId: t.transfer.id, deviceIds: Array(ids[lo..<hi]), action: .activate),
                                                  as: Commands.TransferResult.self)
                 let reply = System.monotonicNanos()
-                board.with { $0.approvals.append(.init(range: lo..<hi, sentNanos: sent, replyNanos: reply)); $0.approvedCount = hi }
+                board.with { $0.approvals.append(.init(range: lo..<hi, sentNanos: sent, replyNanos: reply, owner: customer)); $0.approvedCount = hi }
                 say(String(format: "  %@ activated %d (%d..%d), reply after %.0f ms%@", customer.rawValue, a.decided.count, lo, hi - 1,
                            Double(reply - sent) / 1e6, a.refused.isEmpty ? "" : ", \(a.refused.count) refused: \(a.refused[0].reason)"))
                 lo = hi
@@ -373,10 +408,10 @@ struct TransferControl: Sendable {
             // so wait for those events (bounded: 20 s, an event the broker lost is not waited for
             // forever), then ask config.status once.
             let settled = ContinuousClock.now + .seconds(20)
-            while board.with({ $0.appliedEvents }) < approveN, ContinuousClock.now < settled {
+            while board.read({ $0.appliedEvents }) < approveN, ContinuousClock.now < settled {
                 try checkpoint("waiting for config.applied events")
                 let (_, generation) = board.snapshot()
-                if board.with({ $0.appliedEvents }) >= approveN { break }
+                if board.read({ $0.appliedEvents }) >= approveN { break }
                 await board.nextChange(after: generation, within: .seconds(1))
             }
             let st = try await customerS.call(.configStatus, Commands.ConfigStatus(), as: Commands.ConfigStatusResult.self)
@@ -425,11 +460,130 @@ struct TransferControl: Sendable {
             if Set(escrow.map(\.id)) != Set(ids[approveN...]) {
                 problems.append("\(holder) holds \(escrow.count) escrow devices, expected the \(n - approveN) not activated")
             }
-            let applied = board.with { $0.appliedOnPlatform }
+            let applied = board.read { $0.appliedOnPlatform }
             if applied < approveN { problems.append("config.status: only \(applied) of \(approveN) approved devices applied") }
             board.with { $0.problems += problems }
             say(problems.isEmpty ? "  platform view verified: \(approveN) active in \(customer), \(n - approveN) in escrow with \(holder)" : "  platform view: \(problems.count) problem(s)")
         }
+        guard o.hasLifecycle else { return }
+        try checkpoint("verifying the transfer")
+
+        // h-k. Life after activation, on disjoint slices of the activated devices.
+        let resellN = Int((Double(n) * o.resellShare).rounded()), returnN = Int((Double(n) * o.returnShare).rounded())
+        let retireN = min(approveN - resellN - returnN, Int((Double(n) * o.retireShare).rounded()))
+        let plan = TransferBoard.LifecyclePlan(resell: 0..<resellN, returned: resellN..<(resellN + returnN),
+                                               retired: (resellN + returnN)..<(resellN + returnN + retireN),
+                                               customer: customer, customer2: customer2, sender: holder)
+        board.with { $0.lifecycle = plan }
+        if !plan.resell.isEmpty {
+            try await lifecycleTransfer("h", stage: "resell", ids: Array(ids[plan.resell]), first: plan.resell.lowerBound, from: customerS, fromID: customer,
+                                        to: sessions["customer2"]!, toID: customer2, action: .activate, mode: .normal)
+        }
+        if !plan.returned.isEmpty {
+            try await lifecycleTransfer("i", stage: "return", ids: Array(ids[plan.returned]), first: plan.returned.lowerBound, from: customerS, fromID: customer,
+                                        to: sender, toID: holder, action: .hold, mode: .escrow)
+        }
+        if !plan.retired.isEmpty {
+            try await timed("j", "retire: \(customer) retires \(retireN) devices") {
+                var retired = 0
+                var lo = plan.retired.lowerBound
+                while lo < plan.retired.upperBound {
+                    try checkpoint("retiring")
+                    let hi = min(plan.retired.upperBound, lo + Self.batch)
+                    let sent = System.monotonicNanos()
+                    let r = try await customerS.call(.deviceRetire, Commands.DeviceRetire(deviceIds: Array(ids[lo..<hi]), reason: "fleetsim \(run): end of life"),
+                                                     as: Commands.DeviceRetireResult.self)
+                    let reply = System.monotonicNanos()
+                    retired += r.retired.count
+                    board.with { $0.approvals.append(.init(range: lo..<hi, sentNanos: sent, replyNanos: reply, stage: "retire", owner: nil)); $0.decided["retire"] = retired }
+                    say(String(format: "  retired %d (%d..%d), %d certificates revoked, reply after %.0f ms%@", r.retired.count, lo, hi - 1, r.revokedCertificates,
+                               Double(reply - sent) / 1e6, r.refused.isEmpty ? "" : ", \(r.refused.count) refused: \(r.refused[0].reason)"))
+                    lo = hi
+                }
+                // The retired events (bounded like config.applied: a lost event is not waited for forever).
+                let settled = ContinuousClock.now + .seconds(20)
+                while digest.retiredDevices < retired, ContinuousClock.now < settled {
+                    try checkpoint("waiting for device.retired events")
+                    let (_, generation) = board.snapshot()
+                    if digest.retiredDevices >= retired { break }
+                    await board.nextChange(after: generation, within: .seconds(1))
+                }
+                say("  device.retired events: \(digest.retiredDevices)/\(retired)")
+            }
+        }
+        try await timed("k", "verify every account's devices and custody chains") {
+            try await verifyLifecycle(plan, ids: ids, approveN: approveN, sessions: sessions, sender: sender)
+        }
+    }
+
+    /// A resale or a return: `from` offers the devices to `to`, which approves them in batches
+    /// with `action`; then waits until every approved device applied the receiver's configuration.
+    private func lifecycleTransfer(_ name: String, stage: String, ids: [DeviceID], first: Int, from: OperatorSession, fromID: AccountID,
+                                   to: OperatorSession, toID: AccountID, action: ApprovalAction, mode: DeviceMode) async throws {
+        try await timed(name, "\(stage): \(fromID) -> \(toID), \(ids.count) devices approved with \(action.rawValue)") {
+            let t = try await from.call(.transferRequest, Commands.TransferRequest(to: toID, deviceIds: ids, note: "fleetsim \(board.read { $0.runID }): \(stage)"),
+                                        as: Commands.TransferResult.self)
+            guard t.refused.isEmpty else {
+                throw TransferAbort.failed("\(stage): transfer.request refused \(t.refused.count) of \(ids.count) devices: \(t.refused[0].reason)")
+            }
+            say("  requested \(t.transfer.id): \(t.decided.count) devices")
+            var approved = 0
+            var lo = 0
+            while lo < ids.count {
+                try checkpoint(stage)
+                let hi = min(ids.count, lo + Self.batch)
+                let sent = System.monotonicNanos()
+                let a = try await to.call(.transferApprove, Commands.TransferApprove(transferId: t.transfer.id, deviceIds: Array(ids[lo..<hi]), action: action),
+                                          as: Commands.TransferResult.self)
+                let reply = System.monotonicNanos()
+                approved += a.decided.count
+                board.with {
+                    $0.approvals.append(.init(range: (first + lo)..<(first + hi), sentNanos: sent, replyNanos: reply, stage: stage, owner: toID, mode: mode))
+                    $0.decided[stage] = approved
+                }
+                say(String(format: "  %@ approved %d with %@, reply after %.0f ms%@", toID.rawValue, a.decided.count, action.rawValue, Double(reply - sent) / 1e6,
+                           a.refused.isEmpty ? "" : ", \(a.refused.count) refused: \(a.refused[0].reason)"))
+                lo = hi
+            }
+            try await wait("waiting for the \(stage) configurations", progress: { "  applied \($0.appliedByStage[stage] ?? 0)/\(approved) (\(mode.rawValue) mode, owner \(toID))" },
+                           done: { ($0.appliedByStage[stage] ?? 0) >= approved })
+        }
+    }
+
+    /// Step k: each account lists exactly the devices the lifecycle gave it, and a sample of each
+    /// slice's custody chains verifies and ends with the step's decision.
+    private func verifyLifecycle(_ plan: TransferBoard.LifecyclePlan, ids: [DeviceID], approveN: Int, sessions: [String: OperatorSession],
+                                 sender: OperatorSession) async throws {
+        var problems: [String] = []
+        let customerS = sessions["customer"]!
+        func check(_ what: String, _ listed: [DeviceView], _ expected: [DeviceID]) {
+            if Set(listed.map(\.id)) != Set(expected) { problems.append("\(what): \(listed.count) listed, expected \(expected.count)") }
+        }
+        let taken = Set(plan.resell).union(plan.returned).union(plan.retired)
+        check("\(plan.customer) active", try await listAll(customerS, state: .active), (0..<approveN).filter { !taken.contains($0) }.map { ids[$0] })
+        check("\(plan.customer) retired", try await listAll(customerS, state: .retired), Array(ids[plan.retired]))
+        if !plan.resell.isEmpty { check("\(plan.customer2) active", try await listAll(sessions["customer2"]!, state: .active), Array(ids[plan.resell])) }
+        check("\(plan.sender) escrow", try await listAll(sender, state: .escrow), Array(ids[approveN...]) + Array(ids[plan.returned]))
+        // Custody: up to 5 devices per slice, shown by their holder, verified here as well.
+        let slices: [(Range<Int>, OperatorSession?, CustodyEntry.Decision, AccountID)] = [
+            (plan.resell, sessions["customer2"], .activated, plan.customer2), (plan.returned, sender, .held, plan.sender),
+            (plan.retired, customerS, .retired, plan.customer)]
+        var chains = 0
+        for (range, session, decision, holder) in slices where !range.isEmpty {
+            guard let session else { continue }
+            for i in range.prefix(5) {
+                let shown = try await session.call(.deviceShow, Commands.DeviceShow(deviceId: ids[i]), as: Commands.DeviceShowResult.self)
+                chains += 1
+                let local = CustodyChain.verify(shown.custody)
+                if !local.valid || !shown.verification.valid {
+                    problems.append("custody of \(ids[i]) does not verify: \(local.problem ?? shown.verification.problem ?? "?")")
+                } else if shown.custody.last?.decision != decision || shown.custody.last?.holder != holder {
+                    problems.append("custody of \(ids[i]) ends with \(shown.custody.last.map { "\($0.decision.rawValue) by \($0.holder)" } ?? "nothing"), expected \(decision.rawValue) by \(holder)")
+                }
+            }
+        }
+        board.with { $0.problems += problems }
+        say(problems.isEmpty ? "  lifecycle verified: every account lists its devices; \(chains) custody chains verify" : "  lifecycle: \(problems.count) problem(s)")
     }
 
     private func listAll(_ s: OperatorSession, state: DeviceView.State) async throws -> [DeviceView] {

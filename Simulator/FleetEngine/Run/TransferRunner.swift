@@ -45,7 +45,7 @@ public final class TransferRunner {
         var bundles: [Commands.DeviceBundle]?
         var stoppedBy: String?
         while bundles == nil {
-            let (b, finished) = board.with { ($0.bundles, $0.finished) }
+            let (b, finished) = board.read { ($0.bundles, $0.finished) }
             bundles = b
             if b != nil || finished { break }
             if let why = watchLimits() { stoppedBy = why; break }
@@ -104,6 +104,7 @@ public final class TransferRunner {
         var problems: [String] = []
         m.sampleResources(t: offset, connected: 0)
         var approvals: [TransferBoard.Approval] = []
+        var applied = AppliedTimes()
         while true {
             engine.poll(maxWait: min(0.05, o.sampleInterval / 2))
             let t = engine.now - t0
@@ -111,23 +112,26 @@ public final class TransferRunner {
             if allConnectedAt == nil && engine.connectedCount == engine.deviceCount { allConnectedAt = t }
             if t >= nextBoard {
                 nextBoard = t + 0.1
-                approvals = board.with { $0.approvals }
-                var applied = 0
-                for a in approvals { for i in a.range where engine.behaviors[i].normalAppliedAt >= 0 { applied += 1 } }
+                approvals = board.read { $0.approvals }
+                let byStage = applied.update(approvals, engine.behaviors)
                 let connected = engine.connectedCount
-                let finished = board.with { b in b.connected = connected; b.appliedApproved = applied; return b.finished }
+                // Written (and the control task woken) only when something moved.
+                let (finished, same) = board.read { ($0.finished, $0.connected == connected && $0.appliedByStage == byStage) }
                 if finished { break }
+                if !same {
+                    board.with { b in b.connected = connected; b.appliedApproved = byStage["activate"] ?? 0; b.appliedByStage = byStage }
+                }
             }
             if stoppedBy == nil, let why = watchLimits() {
                 stoppedBy = why
                 let until = engine.now + 15 // let the control task close its sessions
-                engine.run(timeout: 15) { board.with { $0.finished } || engine.now > until }
+                engine.run(timeout: 15) { board.read { $0.finished } || engine.now > until }
                 break
             }
-            if let fatal = helper.fatalCondition(engine, t: t), board.with({ $0.approvals.isEmpty }) {
+            if let fatal = helper.fatalCondition(engine, t: t), board.read({ $0.approvals.isEmpty }) {
                 problems.append(fatal)
                 board.with { $0.stopRequested = true }
-                engine.run(timeout: 15) { board.with { $0.finished } }
+                engine.run(timeout: 15) { board.read { $0.finished } }
                 break
             }
             flushEvents()
@@ -147,25 +151,48 @@ public final class TransferRunner {
         m.sampleResources(t: t + offset, connected: engine.connectedCount)
         peakRSS = max(peakRSS, m.resources.last!.rssKB)
         let final = engine.connectedCount
-        let shared = board.with { $0 }
+        let shared = board.read { $0 }
         approvals = shared.approvals
 
         // Latencies from the devices' clocks, and the device side of the verification.
+        _ = applied.update(approvals, engine.behaviors)
         var approvalToApplied = Histogram(), sentToApplied = Histogram(), pushToAck = Histogram()
         var appliedOnDevices = 0, appliedBeforeReply = 0
-        let acks = digest.ackNanos
-        for a in approvals {
+        let acks = digest.ackNanos, retiredAt = digest.retiredNanos
+        var stageLatency: [String: Histogram] = [:], stageCommand: [String: Histogram] = [:], stageApplied: [String: Int] = [:]
+        for (k, a) in approvals.enumerated() {
             let reply = engine.time(ofMonotonic: a.replyNanos), sent = engine.time(ofMonotonic: a.sentNanos)
-            for i in a.range {
-                let b = engine.behaviors[i]
-                guard b.normalAppliedAt >= 0 else { continue }
+            if a.stage != "activate" {
+                stageCommand[a.stage, default: Histogram()].record(Self.micros(reply - sent))
+                for (j, i) in a.range.enumerated() {
+                    if a.owner == nil {
+                        if let at = retiredAt[engine.behaviors[i].id] { stageLatency[a.stage, default: Histogram()].record(UInt64(at &- a.sentNanos) / 1000) }
+                    } else if applied.times[k][j] >= 0 {
+                        stageApplied[a.stage, default: 0] += 1
+                        stageLatency[a.stage, default: Histogram()].record(Self.micros(applied.times[k][j] - reply))
+                    }
+                }
+                continue
+            }
+            for (j, i) in a.range.enumerated() {
+                let b = engine.behaviors[i], at = applied.times[k][j]
+                guard at >= 0 else { continue }
                 appliedOnDevices += 1
-                if b.normalAppliedAt < reply { appliedBeforeReply += 1 }
-                approvalToApplied.record(Self.micros(b.normalAppliedAt - reply))
-                sentToApplied.record(Self.micros(b.normalAppliedAt - sent))
+                if at < reply { appliedBeforeReply += 1 }
+                approvalToApplied.record(Self.micros(at - reply))
+                sentToApplied.record(Self.micros(at - sent))
                 if let ack = acks[b.id], b.configReceivedAt >= 0 {
                     pushToAck.record(Self.micros(engine.time(ofMonotonic: ack) - b.configReceivedAt))
                 }
+            }
+        }
+        var lifecycle: [TransferReport.LifecycleStage]?
+        if let plan = shared.lifecycle {
+            let stages: [(String, Range<Int>, AccountID)] = [("resell", plan.resell, plan.customer2), ("return", plan.returned, plan.sender), ("retire", plan.retired, plan.customer)]
+            lifecycle = stages.filter { !$0.1.isEmpty && shared.decided[$0.0] != nil }.map { name, range, to in
+                TransferReport.LifecycleStage(name: name, from: plan.customer.rawValue, to: to.rawValue, devices: range.count, decided: shared.decided[name] ?? 0,
+                                              appliedOnDevices: stageApplied[name] ?? 0, commandMs: HistogramSummary(stageCommand[name] ?? Histogram()),
+                                              latencyMs: HistogramSummary(stageLatency[name] ?? Histogram()))
             }
         }
         var verification = shared.problems
@@ -174,9 +201,15 @@ public final class TransferRunner {
         if shared.failure == nil && stoppedBy == nil, let customer = shared.customer {
             let approvedN = shared.approvedCount
             var wrongApproved = 0, wrongRest = 0
+            var wrongLifecycle = 0
+            let plan = shared.lifecycle
             for i in 0..<engine.deviceCount {
                 let s = engine.behaviors[i].machine.state
-                if i < approvedN {
+                if let plan, plan.resell.contains(i) || plan.returned.contains(i) || plan.retired.contains(i) {
+                    // A retired device keeps what it had (the broker cuts it off); the others carry their new owner's configuration.
+                    let (mode, owner) = plan.resell.contains(i) ? (DeviceMode.normal, plan.customer2) : (.escrow, plan.sender)
+                    if !plan.retired.contains(i) && (s.mode != mode || s.owner != owner) { wrongLifecycle += 1 }
+                } else if i < approvedN {
                     if s.mode != .normal || s.owner != customer { wrongApproved += 1 }
                 } else if s.mode != .escrow {
                     wrongRest += 1
@@ -184,8 +217,11 @@ public final class TransferRunner {
             }
             if wrongApproved > 0 { verification.append("device side: \(wrongApproved) of \(approvedN) approved devices are not in normal mode owned by \(customer)") }
             if wrongRest > 0 { verification.append("device side: \(wrongRest) devices left in escrow report another mode") }
-            if wrongApproved == 0 && wrongRest == 0 {
-                console.line("  device side verified: \(approvedN) in normal mode owned by \(customer), \(engine.deviceCount - approvedN) in escrow")
+            if wrongLifecycle > 0 { verification.append("device side: \(wrongLifecycle) resold or returned devices do not carry their new owner's configuration") }
+            if wrongApproved == 0 && wrongRest == 0 && wrongLifecycle == 0 {
+                let moved = plan.map { $0.resell.count + $0.returned.count + $0.retired.count } ?? 0
+                console.line("  device side verified: \(approvedN - moved) in normal mode owned by \(customer), \(engine.deviceCount - approvedN) in escrow"
+                             + (plan.map { ", \($0.resell.count) resold to \($0.customer2), \($0.returned.count) back in escrow with \($0.sender)" } ?? ""))
             }
         }
         engine.stopAll()
@@ -198,12 +234,13 @@ public final class TransferRunner {
             appliedOnDevices: appliedOnDevices, appliedOnPlatform: shared.appliedOnPlatform, verified: verified,
             verificationProblems: verification, steps: shared.steps,
             approvalToAppliedMs: HistogramSummary(approvalToApplied), approveSentToAppliedMs: HistogramSummary(sentToApplied),
-            pushToAckMs: HistogramSummary(pushToAck), appliedBeforeReply: appliedBeforeReply)
+            pushToAckMs: HistogramSummary(pushToAck), appliedBeforeReply: appliedBeforeReply, lifecycle: lifecycle)
         var report = FleetReport(
             scenario: .transfer, startedAt: started, elapsedSeconds: (elapsed() * 100).rounded() / 100,
             stoppedBy: verified ? "verification passed" : (stoppedBy == "signal" ? "signal" : "error"),
             settings: helper.settings().merging(["approve": "\(o.approveShare)", "reject": "\(o.rejectShare)", "via": o.route.rawValue,
-                                                  "adminConfig": o.adminConfig ?? ""]) { $1 },
+                                                  "adminConfig": o.adminConfig ?? ""]
+                                                 .merging(o.hasLifecycle ? ["resell": "\(o.resellShare)", "return": "\(o.returnShare)", "retire": "\(o.retireShare)"] : [:]) { $1 }) { $1 },
             targetDevices: bundles.count, peakConnected: peak, finalConnected: final,
             timeToAllConnected: allConnectedAt.map { ($0 * 1000).rounded() / 1000 }, stormRecoverySeconds: nil,
             counters: FleetRunner.counters(m), errors: Dictionary(uniqueKeysWithValues: m.errors.map { ($0.key.rawValue, $0.value) }),
@@ -221,14 +258,39 @@ public final class TransferRunner {
 
     static func micros(_ seconds: Double) -> UInt64 { UInt64(max(0, seconds) * 1e6) }
 
+    /// Per approval batch and device: the engine time the device applied the receiver's
+    /// configuration (its mode, owned by the receiver), -1 until then. Recorded when first seen,
+    /// so a later step (a resale after the activation) does not move an earlier step's time.
+    struct AppliedTimes {
+        var times: [[Double]] = []
+        /// Records what is new; returns the applied count per stage.
+        mutating func update(_ approvals: [TransferBoard.Approval], _ behaviors: [AgentBehavior]) -> [String: Int] {
+            while times.count < approvals.count { times.append(Array(repeating: -1, count: approvals[times.count].range.count)) }
+            var byStage: [String: Int] = [:]
+            for (k, a) in approvals.enumerated() {
+                guard let owner = a.owner else { continue }
+                var n = 0
+                for (j, i) in a.range.enumerated() {
+                    if times[k][j] < 0 {
+                        let b = behaviors[i]
+                        if b.appliedAt >= 0, b.machine.state.owner == owner, b.machine.state.mode == a.mode { times[k][j] = b.appliedAt }
+                    }
+                    if times[k][j] >= 0 { n += 1 }
+                }
+                byStage[a.stage, default: 0] += n
+            }
+            return byStage
+        }
+    }
+
     private func waitFinished(_ board: TransferBoard, grace: Double, tick: () -> Void) {
         let deadline = Date().addingTimeInterval(grace)
-        while !board.with({ $0.finished }) && Date() < deadline { tick(); board.waitForChange(timeout: 0.02) }
+        while !board.read({ $0.finished }) && Date() < deadline { tick(); board.waitForChange(timeout: 0.02) }
     }
 
     /// The report of a run that ended before any device existed.
     private func failedEarly(_ board: TransferBoard, started: Date, stoppedBy: String, elapsed: Double) -> FleetReport {
-        let s = board.with { $0 }
+        let s = board.read { $0 }
         var problems = s.problems
         if let f = s.failure { problems.insert(f, at: 0) }
         if stoppedBy == "signal" { problems.insert("interrupted before the devices were provisioned", at: 0) }
