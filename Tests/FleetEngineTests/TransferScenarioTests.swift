@@ -79,6 +79,9 @@ import TestSupport
         #expect(phases.suffix(4).map(\.name) == ["resell", "return", "retire", "verify lifecycle"])
         #expect(phases.first { $0.name == "resell" }?.latencyName == "resell_applied" && phases.first { $0.name == "retire" }?.count == 3)
         #expect(report.latency(named: "return_applied")?.count == 6)
+        // Retired devices are cut off by the broker, then switched off (no refused reconnects).
+        #expect(stages[2].cutOff == 3 && report.latency(named: "retire_cutoff")?.count == 3)
+        #expect((report.errors["reset"] ?? 0) == 3, "\(report.errors)")
         let summary = out.joined(separator: "\n")
         #expect(summary.contains("resell") && summary.contains("18/18 approved, 18 applied on devices") && summary.contains("3/3 retired"), "\(summary)")
         #expect(err.contains { $0.hasPrefix("  lifecycle verified:") && $0.contains("custody chains verify") }, "\(err.suffix(20))")

@@ -26,6 +26,9 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
     /// Engine time (s) the last configuration (any mode) was persisted (-1: never). Read by the
     /// transfer scenario's lifecycle steps, with the machine's owner and mode.
     public private(set) var appliedAt: Double = -1
+    /// Engine time (s) the last connection was lost (-1: never). Read by the retire step: a
+    /// retired device is cut off by the broker.
+    public private(set) var disconnectedAt: Double = -1
     /// Engine time (s) the configuration being applied arrived (-1: none yet).
     public private(set) var configReceivedAt: Double = -1
     /// The current heartbeat timer's token; bumped on every schedule and cancel, so a stale
@@ -92,6 +95,7 @@ public struct AgentBehavior: DeviceBehavior, Sendable {
     }
 
     public mutating func onDisconnected(now: Double) {
+        disconnectedAt = now
         _ = perform(machine.handle(.connectionLost), now: now, context: .message)
         machine.beginSession() // the next CONNECT's will belongs to a new connection
     }

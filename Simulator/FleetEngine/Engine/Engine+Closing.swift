@@ -45,6 +45,7 @@ extension Engine {
     }
 
     func scheduleReconnect(_ d: Int, now: UInt64) {
+        if !offAtNextLoss.isEmpty, offAtNextLoss.remove(Int32(d)) != nil { slots[d].state = .stopped; return }
         slots[d].attempt = min(slots[d].attempt + 1, 30)
         if slots[d].lostAt == 0 { slots[d].lostAt = now }
         slots[d].state = .backoff

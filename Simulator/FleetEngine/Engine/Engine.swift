@@ -40,6 +40,8 @@ public final class Engine<Behavior: DeviceBehavior> {
     let sources: [in_addr]
     var timers = TimerHeap()
     var connectQueue: [Int32] = []
+    /// Devices that do not reconnect after their next connection loss (`switchOffAtNextLoss`).
+    var offAtNextLoss: Set<Int32> = []
     var queueHead = 0
     var connectsInFlight = 0
     var tokens: Double
@@ -122,6 +124,10 @@ public final class Engine<Behavior: DeviceBehavior> {
         closeConnection(device, now: now, graceful: false)
         if reconnect && configuration.reconnect { scheduleReconnect(device, now: now) } else { slots[device].state = .stopped }
     }
+
+    /// A device about to be retired: the next time its connection is lost (the broker cutting it
+    /// off) it stays off instead of reconnecting.
+    public func switchOffAtNextLoss(_ device: Int) { offAtNextLoss.insert(Int32(device)) }
 
     /// Drops every open connection at once (a "storm").
     public func dropAll(reconnect: Bool = true) {

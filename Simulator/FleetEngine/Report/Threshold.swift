@@ -8,7 +8,7 @@ import EscrowCore
 /// - latencies (`NAME.p50|p90|p99|p999|max|mean`): `connect`, `puback`, `recovery`, `fanout`
 ///   (with `--subscribe`), and for the
 ///   transfer scenario `approval_applied`, `approve_sent_applied`, `push_ack` (and with its
-///   lifecycle steps `resell_applied`, `return_applied`, `retire_event`);
+///   lifecycle steps `resell_applied`, `return_applied`, `retire_event`, `retire_cutoff`);
 /// - counts: `connected` (at the end), `peak_connected`, `errors` (all failed connects), `drops`
 ///   (connections lost), `rejected_connacks`.
 /// A run whose thresholds fail exits 99 after writing its reports, distinct from run errors (1).
@@ -21,7 +21,7 @@ public struct Threshold: Sendable, Equatable, Codable {
     public var value: Double
 
     public static let latencies = ["connect", "puback", "recovery", "fanout", "approval_applied", "approve_sent_applied", "push_ack",
-                                   "resell_applied", "return_applied", "retire_event"]
+                                   "resell_applied", "return_applied", "retire_event", "retire_cutoff"]
     public static let statistics = ["p50", "p90", "p99", "p999", "max", "mean"]
     public static let counts = ["connected", "peak_connected", "errors", "drops", "rejected_connacks"]
     public static var metrics: [String] { latencies.flatMap { l in statistics.map { "\(l).\($0)" } } + counts }

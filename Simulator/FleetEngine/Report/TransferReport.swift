@@ -57,6 +57,12 @@ public struct TransferReport: Codable, Sendable {
         /// (resell, return), or `device.retire` sent to the account's operator receiving
         /// `device.retired` for it (retire).
         public var latencyMs: HistogramSummary
+        /// Retire only: retired devices whose connection the broker closed (after the revocation
+        /// reload); each then stays off, so its refused reconnects do not fill the errors.
+        /// The close itself counts once in the engine's errors (a reset).
+        public var cutOff: Int?
+        /// Retire only: the `device.retire` reply to the broker closing the device's connection.
+        public var cutOffMs: HistogramSummary?
         /// The latency's name in thresholds, CSV and HTML: `resell_applied`, `return_applied`, `retire_event`.
         public var latencyName: String { name == "retire" ? "retire_event" : "\(name)_applied" }
     }
@@ -110,6 +116,9 @@ public struct TransferReport: Codable, Sendable {
                 : "\(stage.from) -> \(stage.to): \(stage.decided)/\(stage.devices) approved, \(stage.appliedOnDevices) applied on devices"
             lines.append(row(stage.name, what))
             lines.append(row(stage.name == "retire" ? "  retire sent→event" : "  approval→applied", h(stage.latencyMs)))
+            if let c = stage.cutOff, let ms = stage.cutOffMs {
+                lines.append(row("  cut off by the broker", "\(c)/\(stage.decided)  " + h(ms) + " (retire reply→closed)"))
+            }
             lines.append(row("  command sent→reply", h(stage.commandMs)))
         }
         let names = ["a": "accounts", "b": "provision", "c": "connect", "d": "reseller hold", "e": "customer decisions", "f": "configs applied",

@@ -62,6 +62,10 @@ final class TransferBoard: Sendable {
         var lifecycle: LifecyclePlan?
         /// Per lifecycle stage: devices approved or retired.
         var decided: [String: Int] = [:]
+        /// Devices (indices) about to be retired; the loop arms them (`retiringArmed`: through
+        /// which index) to stay off once the broker cuts them off, before the command is sent.
+        var retiring: Range<Int> = 0..<0
+        var retiringArmed = 0
         // loop -> control
         var connected = 0
         var appliedApproved = 0
@@ -486,6 +490,9 @@ struct TransferControl: Sendable {
         if !plan.retired.isEmpty {
             try await timed("j", "retire: \(customer) retires \(retireN) devices") {
                 var retired = 0
+                board.with { $0.retiring = plan.retired }
+                try await wait("arming the devices to retire", progress: { _ in "  \(retireN) devices will stay off once the broker cuts them off" },
+                               done: { $0.retiringArmed >= plan.retired.upperBound })
                 var lo = plan.retired.lowerBound
                 while lo < plan.retired.upperBound {
                     try checkpoint("retiring")
@@ -509,6 +516,17 @@ struct TransferControl: Sendable {
                     await board.nextChange(after: generation, within: .seconds(1))
                 }
                 say("  device.retired events: \(digest.retiredDevices)/\(retired)")
+                // The broker closes each retired device's connection at the revocation reload (bounded: 20 s).
+                let cut = ContinuousClock.now + .seconds(20)
+                while board.read({ $0.appliedByStage["retire"] ?? 0 }) < retired, ContinuousClock.now < cut {
+                    try checkpoint("waiting for the broker to cut off the retired devices")
+                    let (_, generation) = board.snapshot()
+                    if board.read({ $0.appliedByStage["retire"] ?? 0 }) >= retired { break }
+                    await board.nextChange(after: generation, within: .seconds(1))
+                }
+                let cutOff = board.read { $0.appliedByStage["retire"] ?? 0 }
+                say("  cut off by the broker: \(cutOff)/\(retired) (they stay off: a retired device is refused from now on)")
+                if cutOff < retired { board.with { $0.problems.append("\(retired - cutOff) of \(retired) retired devices were not cut off by the broker within 20 s") } }
             }
         }
         try await timed("k", "verify every account's devices and custody chains") {

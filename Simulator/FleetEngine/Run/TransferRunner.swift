@@ -113,7 +113,14 @@ public final class TransferRunner {
             if t >= nextBoard {
                 nextBoard = t + 0.1
                 approvals = board.read { $0.approvals }
-                let byStage = applied.update(approvals, engine.behaviors)
+                let byStage = applied.update(approvals, engine.behaviors, time: engine.time(ofMonotonic:))
+                // Devices about to be retired stay off once the broker cuts them off (their
+                // reconnects would only be refused); the control task waits for this before retiring.
+                let (retiring, armed) = board.read { ($0.retiring, $0.retiringArmed) }
+                if retiring.upperBound > armed {
+                    for i in max(armed, retiring.lowerBound)..<retiring.upperBound { engine.switchOffAtNextLoss(i) }
+                    board.with { $0.retiringArmed = retiring.upperBound }
+                }
                 let connected = engine.connectedCount
                 // Written (and the control task woken) only when something moved.
                 let (finished, same) = board.read { ($0.finished, $0.connected == connected && $0.appliedByStage == byStage) }
@@ -155,11 +162,12 @@ public final class TransferRunner {
         approvals = shared.approvals
 
         // Latencies from the devices' clocks, and the device side of the verification.
-        _ = applied.update(approvals, engine.behaviors)
+        _ = applied.update(approvals, engine.behaviors, time: engine.time(ofMonotonic:))
         var approvalToApplied = Histogram(), sentToApplied = Histogram(), pushToAck = Histogram()
         var appliedOnDevices = 0, appliedBeforeReply = 0
         let acks = digest.ackNanos, retiredAt = digest.retiredNanos
         var stageLatency: [String: Histogram] = [:], stageCommand: [String: Histogram] = [:], stageApplied: [String: Int] = [:]
+        var cutOffLatency = Histogram()
         for (k, a) in approvals.enumerated() {
             let reply = engine.time(ofMonotonic: a.replyNanos), sent = engine.time(ofMonotonic: a.sentNanos)
             if a.stage != "activate" {
@@ -167,6 +175,10 @@ public final class TransferRunner {
                 for (j, i) in a.range.enumerated() {
                     if a.owner == nil {
                         if let at = retiredAt[engine.behaviors[i].id] { stageLatency[a.stage, default: Histogram()].record(UInt64(at &- a.sentNanos) / 1000) }
+                        if applied.times[k][j] >= 0 {
+                            stageApplied[a.stage, default: 0] += 1
+                            cutOffLatency.record(Self.micros(applied.times[k][j] - reply))
+                        }
                     } else if applied.times[k][j] >= 0 {
                         stageApplied[a.stage, default: 0] += 1
                         stageLatency[a.stage, default: Histogram()].record(Self.micros(applied.times[k][j] - reply))
@@ -190,9 +202,12 @@ public final class TransferRunner {
         if let plan = shared.lifecycle {
             let stages: [(String, Range<Int>, AccountID)] = [("resell", plan.resell, plan.customer2), ("return", plan.returned, plan.sender), ("retire", plan.retired, plan.customer)]
             lifecycle = stages.filter { !$0.1.isEmpty && shared.decided[$0.0] != nil }.map { name, range, to in
-                TransferReport.LifecycleStage(name: name, from: plan.customer.rawValue, to: to.rawValue, devices: range.count, decided: shared.decided[name] ?? 0,
-                                              appliedOnDevices: stageApplied[name] ?? 0, commandMs: HistogramSummary(stageCommand[name] ?? Histogram()),
-                                              latencyMs: HistogramSummary(stageLatency[name] ?? Histogram()))
+                let retire = name == "retire"
+                return TransferReport.LifecycleStage(
+                    name: name, from: plan.customer.rawValue, to: to.rawValue, devices: range.count, decided: shared.decided[name] ?? 0,
+                    appliedOnDevices: retire ? 0 : stageApplied[name] ?? 0, commandMs: HistogramSummary(stageCommand[name] ?? Histogram()),
+                    latencyMs: HistogramSummary(stageLatency[name] ?? Histogram()),
+                    cutOff: retire ? stageApplied[name] ?? 0 : nil, cutOffMs: retire ? HistogramSummary(cutOffLatency) : nil)
             }
         }
         var verification = shared.problems
@@ -261,19 +276,25 @@ public final class TransferRunner {
     /// Per approval batch and device: the engine time the device applied the receiver's
     /// configuration (its mode, owned by the receiver), -1 until then. Recorded when first seen,
     /// so a later step (a resale after the activation) does not move an earlier step's time.
+    /// For a retirement (no owner): the engine time the broker cut the device off (its connection
+    /// lost after the command was sent).
     struct AppliedTimes {
         var times: [[Double]] = []
-        /// Records what is new; returns the applied count per stage.
-        mutating func update(_ approvals: [TransferBoard.Approval], _ behaviors: [AgentBehavior]) -> [String: Int] {
+        /// Records what is new; returns the applied (or cut-off) count per stage.
+        mutating func update(_ approvals: [TransferBoard.Approval], _ behaviors: [AgentBehavior], time: (UInt64) -> Double) -> [String: Int] {
             while times.count < approvals.count { times.append(Array(repeating: -1, count: approvals[times.count].range.count)) }
             var byStage: [String: Int] = [:]
             for (k, a) in approvals.enumerated() {
-                guard let owner = a.owner else { continue }
+                let sent = time(a.sentNanos)
                 var n = 0
                 for (j, i) in a.range.enumerated() {
                     if times[k][j] < 0 {
                         let b = behaviors[i]
-                        if b.appliedAt >= 0, b.machine.state.owner == owner, b.machine.state.mode == a.mode { times[k][j] = b.appliedAt }
+                        if let owner = a.owner {
+                            if b.appliedAt >= 0, b.machine.state.owner == owner, b.machine.state.mode == a.mode { times[k][j] = b.appliedAt }
+                        } else if b.disconnectedAt >= sent {
+                            times[k][j] = b.disconnectedAt
+                        }
                     }
                     if times[k][j] >= 0 { n += 1 }
                 }
