@@ -9,6 +9,12 @@ public protocol OperatorCommand: Sendable {
     init(_ args: Arguments) throws(UsageError)
     /// Runs against escrowd; throws `OperatorError`, `CLIError` or `UsageError`.
     func run(_ context: CommandContext) async throws
+    /// False when this invocation works offline (no broker, so no account to act in).
+    var needsBroker: Bool { get }
+}
+
+extension OperatorCommand {
+    public var needsBroker: Bool { true }
 }
 
 /// What `--help` shows for a command, and which options it takes.
@@ -89,6 +95,7 @@ public enum CLI {
         AccountCommands.Create.self, AccountCommands.List.self, AccountCommands.Show.self, AccountCommands.Delete.self, AccountCommands.OperatorCreate.self,
         AccountCommands.OperatorList.self, AccountCommands.OperatorPasswd.self, AccountCommands.OperatorDelete.self,
         DeviceCommands.Provision.self, DeviceCommands.List.self, DeviceCommands.Show.self, DeviceCommands.Retire.self, DeviceCommands.Rebundle.self,
+        CustodyCommands.Verify.self,
         TransferCommands.Request.self, TransferCommands.Inbox.self, TransferCommands.Show.self,
         TransferCommands.Approve.self, TransferCommands.Reject.self, TransferCommands.Cancel.self,
         ConfigCommands.ProfilePut.self, ConfigCommands.ProfileList.self, ConfigCommands.ProfileShow.self, ConfigCommands.ProfileDelete.self,
@@ -163,16 +170,19 @@ public enum CLI {
         do throws(UsageError) {
             let args = try Arguments(rest, valued: GlobalOptions.valued.union(spec.valued), booleans: GlobalOptions.booleans.union(spec.booleans))
             if args.flag("help") { return .help(spec.help) }
-            if args.positionals.count < spec.positionals.count {
-                throw UsageError("missing " + spec.positionals.dropFirst(args.positionals.count).joined(separator: ", "))
+            // A positional in brackets ("[ID...]") is optional.
+            let required = spec.positionals.filter { !$0.hasPrefix("[") }
+            if args.positionals.count < required.count {
+                throw UsageError("missing " + required.dropFirst(args.positionals.count).joined(separator: ", "))
             }
-            if args.positionals.count > spec.positionals.count, spec.positionals.last?.hasSuffix("...") != true {
+            if args.positionals.count > spec.positionals.count, spec.positionals.last?.trimmingCharacters(in: ["]"]).hasSuffix("...") != true {
                 throw UsageError("unexpected argument '\(args.positionals[spec.positionals.count])'")
             }
             let global = try GlobalOptions.resolve(args, environment: environment, accountFlag: !spec.valued.contains("account"),
                                                    passwordFlag: !spec.valued.contains("password"), readFile: readFile)
             let command = try type.init(args)
-            guard let account = spec.actsIn ?? global.account else {
+            // An offline invocation acts in no account; `platform` only fills the slot.
+            guard let account = spec.actsIn ?? global.account ?? (command.needsBroker ? nil : .platform) else {
                 throw UsageError("no account to act in: pass --account ACCT, set ESCROW_ACCOUNT, or add 'account = ACCT' to the config file")
             }
             return .run(Invocation(command: command, spec: spec, global: global, account: account))

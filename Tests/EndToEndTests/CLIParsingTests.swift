@@ -61,7 +61,7 @@ struct CLIParsingTests {
     func specs() throws {
         let names = CLI.commands.map { $0.spec.name }
         #expect(Set(names).count == names.count)
-        #expect(names.count == 27)
+        #expect(names.count == 28)
         for type in CLI.commands {
             let spec = type.spec
             #expect(!spec.examples.isEmpty, "\(spec.name) has no examples")

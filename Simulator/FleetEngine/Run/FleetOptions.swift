@@ -206,7 +206,8 @@ public struct FleetOptions: Sendable, Equatable {
                                 repeatable. RULE is METRIC OP VALUE, OP one of < <= > >= == !=:
                                 'connect.p99<2s', 'push_ack.p90<=500ms', 'errors==0', 'connected>=19000'.
                                 Latencies: connect, puback, recovery, fanout, approval_applied,
-                                approve_sent_applied, push_ack, each .p50 .p90 .p99 .p999 .max .mean
+                                approve_sent_applied, push_ack, resell_applied, return_applied,
+                                retire_event, retire_cutoff, each .p50 .p90 .p99 .p999 .max .mean
                                 (us, ms or s; default ms). Counts: connected, peak_connected,
                                 errors, drops, rejected_connacks
       -h, --help                this text
