@@ -44,6 +44,8 @@ public enum ACLFile {
             "user \(input.controlPlaneUser)",
             "topic readwrite devices/#",
             "topic readwrite accounts/#",
+            "# The broker plugin's reload confirmations (no one may publish there).",
+            "topic read \(BrokerNames.reloadTopic)",
         ]
         for op in input.operators {
             try validate(op.username, "operator username")

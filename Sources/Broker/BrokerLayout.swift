@@ -24,6 +24,9 @@ public struct BrokerLayout: Sendable, Equatable {
     /// a certificate client (a CRL of 100,000 entries cost the broker 27 MB at rest and 20-40 MB per
     /// reload; see docs/BENCHMARKS.md), so the CRLs themselves stay empty.
     public var revokedFile: String { certsDirectory + "/revoked" }
+    /// The token escrowd writes before each SIGHUP; the broker plugin publishes it back on
+    /// `BrokerNames.reloadTopic` once the reload is done.
+    public var reloadTokenFile: String { directory + "/reload-token" }
     public var serverCertificate: String { certsDirectory + "/server.pem" }
     public var serverKey: String { certsDirectory + "/server.key" }
     /// Trailing slash: mosquitto concatenates `persistence_location` and the file name.

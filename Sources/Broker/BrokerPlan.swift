@@ -44,6 +44,9 @@ public struct BrokerPlan: Sendable, Equatable {
     /// login's read rules) and client ids that are not the login's own. nil: not loaded (a broker
     /// without it is open to shared-subscription starvation; see docs/threat-model.md).
     public var plugin: String?
+    /// With the plugin: confirm every reload on `BrokerNames.reloadTopic` with this file's token
+    /// (a managed broker; escrowd then answers access changes once they are in force).
+    public var reloadTokenFile: String?
     /// nil disables persistence.
     public var persistenceDirectory: String?
     /// Seconds between persistence saves. 60 rather than mosquitto's 1800: a
@@ -110,6 +113,9 @@ public struct BrokerPlan: Sendable, Equatable {
                 "plugin_opt_service_prefix \(BrokerNames.servicePrefix)",
             ]
             if let revoked = deviceListener.tls.revokedFile { lines.append("plugin_opt_revoked_file \(revoked)") }
+            if let token = reloadTokenFile {
+                lines += ["plugin_opt_reload_topic \(BrokerNames.reloadTopic)", "plugin_opt_reload_token_file \(token)"]
+            }
         }
         if let pidFile { lines.append("pid_file \(pidFile)") }
         if let dir = persistenceDirectory {

@@ -12,6 +12,7 @@ extension ControlPlane {
 
     /// Handles one incoming message. Never throws: bad input is answered, not fatal.
     public func handle(_ m: MQTTMessage) {
+        if m.topic == BrokerNames.reloadTopic { return reloadConfirmed(m.payload) }
         guard let topic = Topic(path: m.topic) else { return }
         switch topic {
         case .accountCommand(let account, let command): handleCommand(account: account, command: command, message: m)
@@ -78,27 +79,84 @@ extension ControlPlane {
                 effects = outcome.effects
                 return bytes
             }
-            // Committed: now the world may hear of it.
-            reply(account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
-            afterCommit(effects)
+            // Committed: now the world may hear of it. A change of the broker's access files is
+            // answered once the broker confirms the reload that puts it in force (a new login
+            // works, a removed one is refused, a revoked certificate has no rights).
+            if effects.accessChanged {
+                let token = afterCommit(effects)
+                replyOnceInForce(token, account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
+            } else {
+                reply(account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
+                afterCommit(effects)
+            }
             return "ok"
         } catch {
             return fail(account: account, command: command, requestID: envelope.requestId, error: error, response: m.properties, sender: sender)
         }
     }
 
-    func afterCommit(_ effects: Effects) {
+    /// Returns the token of the broker reload it started, when the broker confirms reloads.
+    @discardableResult
+    func afterCommit(_ effects: Effects) -> UInt64? {
         for d in effects.retired { lease.forget(d) }
         ingest.addKnown(effects.configs)
         // Access first: a configuration may carry a certificate from an authority the broker must
         // trust, and a retired device's retained topics are cleared once its revocation is on file.
-        if effects.accessChanged, let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        var token: UInt64?
+        if effects.accessChanged, let snap = try? accessSnapshot() { token = onAccessChanged(snap) }
         do { try drainOutbox() } catch {
             // The rows stay: the next drain (another commit, a flush, a restart) publishes them.
             log(.warn, "could not publish the outbox: \(error)")
         }
         publishConfigs(effects.configs)
         ingest.addKnown(effects.provisioned)
+        return token
+    }
+
+    // MARK: replies held until a reload is in force
+
+    struct HeldReply {
+        var token: UInt64
+        var account: AccountID
+        var requestID: String
+        var payload: [UInt8]
+        var response: MQTTProperties
+    }
+
+    /// Replies now when there is nothing to wait for (no token, or already confirmed); otherwise
+    /// holds the reply until the broker confirms `token`, or `reloadConfirmationTimeout` passes.
+    func replyOnceInForce(_ token: UInt64?, account: AccountID, requestID: String, payload: [UInt8], response: MQTTProperties) {
+        guard let token, token > confirmedReload else {
+            return reply(account: account, requestID: requestID, payload: payload, response: response)
+        }
+        heldReplies.append(HeldReply(token: token, account: account, requestID: requestID, payload: payload, response: response))
+        let timeout = options.reloadConfirmationTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.releaseHeldReplies(through: token, confirmed: false)
+        }
+    }
+
+    /// A reload confirmation from the broker plugin: its payload is the token of the latest
+    /// reload whose files are now in force.
+    func reloadConfirmed(_ payload: [UInt8]) {
+        guard let token = UInt64(String(decoding: payload, as: UTF8.self)) else {
+            if !payload.isEmpty { log(.warn, "ignoring a reload confirmation that is not a token (\(payload.count) bytes)") }
+            return
+        }
+        confirmedReload = max(confirmedReload, token)
+        releaseHeldReplies(through: confirmedReload, confirmed: true)
+    }
+
+    /// Sends the held replies whose token is at most `token`, in the order they were held.
+    func releaseHeldReplies(through token: UInt64, confirmed: Bool) {
+        let due = heldReplies.filter { $0.token <= token }
+        guard !due.isEmpty else { return }
+        heldReplies.removeAll { $0.token <= token }
+        if !confirmed {
+            log(.warn, "the broker did not confirm reload \(token) within \(options.reloadConfirmationTimeout); answering \(due.count) command(s) anyway (their change may not be in force yet)")
+        }
+        for r in due { reply(account: r.account, requestID: r.requestID, payload: r.payload, response: r.response) }
     }
 
     /// Who sent a command, as the broker vouches for it: the last `escrow-operator` user property

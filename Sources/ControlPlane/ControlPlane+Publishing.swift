@@ -73,7 +73,7 @@ extension ControlPlane {
             let lapsed = try ledger.db.transaction { _ in try ledger.revokeLapsedEscrowIdentities(activatedBefore: cutoff, at: Date()) }
             guard !lapsed.isEmpty else { return }
             log(.warn, "revoked the escrow certificates of \(lapsed.count) devices active for over \(options.escrowGrace) without their owner-issued identity (\(lapsed.prefix(10).map(\.rawValue).joined(separator: ", "))\(lapsed.count > 10 ? ", ..." : "")); they need new bundles")
-            onAccessChanged(try accessSnapshot())
+            _ = onAccessChanged(try accessSnapshot())
         } catch {
             log(.warn, "escrow-grace check skipped: \(error)")
         }

@@ -10,6 +10,11 @@ public actor ControlPlane {
     public struct Options: Sendable {
         /// SQLite database file.
         public var databasePath: String
+        /// The broker confirms each reload on `BrokerNames.reloadTopic` (a managed broker with the
+        /// plugin): a command that changed access is answered once its reload is confirmed.
+        public var confirmsReloads = false
+        /// How long such a reply waits for the confirmation before it is sent anyway (with a warning).
+        public var reloadConfirmationTimeout: Duration = .seconds(5)
         /// Re-publish unacknowledged configurations this often (also at start-up and after a reconnect).
         public var reconcileInterval: Duration = .seconds(30)
         /// Persist devices' last-seen times at least this often.
@@ -61,7 +66,9 @@ public actor ControlPlane {
     let log: Log
     let ledger: Ledger
     var processor: CommandProcessor
-    let onAccessChanged: @Sendable (AccessSnapshot) -> Void
+    /// Rewrites the broker's access files and reloads it; returns the reload's token when the
+    /// broker confirms reloads (`Options.confirmsReloads`), else nil.
+    let onAccessChanged: @Sendable (AccessSnapshot) -> UInt64?
     var tally = Counters()
     let latencies = LatencyRecorder()
     var onlineCount: Int { lease.onlineCount }
@@ -89,6 +96,10 @@ public actor ControlPlane {
     /// The newest connection session seen per device (`DeviceStatus.session`).
     var sessions: [DeviceID: Int] = [:]
     var pendingAcks: [(DeviceID, ConfigAck)] = []
+    /// Replies held until the broker confirms the reload that puts their change in force.
+    var heldReplies: [HeldReply] = []
+    /// The highest reload token the broker confirmed.
+    var confirmedReload: UInt64 = 0
     /// device.online / device.offline events, committed (numbered) with the next presence flush.
     var pendingPresenceEvents: [Event] = []
     let outbox = OutboxPublisher()
@@ -96,7 +107,7 @@ public actor ControlPlane {
     var tasks: [Task<Void, Never>] = []
 
     public init(options: Options, client: MQTTClient, credentials: (any Credentials)? = nil, log: Log,
-                onAccessChanged: @escaping @Sendable (AccessSnapshot) -> Void = { _ in }) throws {
+                onAccessChanged: @escaping @Sendable (AccessSnapshot) -> UInt64? = { _ in nil }) throws {
         self.options = options
         self.client = client
         self.log = log
@@ -172,6 +183,8 @@ public actor ControlPlane {
             }
             filters.append((f(TopicFilter.allHeartbeats), .atMostOnce))
         }
+        // Every replica hears every reload confirmation: a plain subscription, never shared.
+        if options.confirmsReloads { filters.append((BrokerNames.reloadTopic, .atLeastOnce)) }
         _ = try await client.subscribe(filters)
         pruneEvents()
         try drainOutbox()
@@ -247,7 +260,7 @@ public actor ControlPlane {
 
     /// Daily: fresh CRLs for the broker, and replies older than 7 days forgotten.
     func refreshAccess() {
-        if let snap = try? accessSnapshot() { onAccessChanged(snap) }
+        if let snap = try? accessSnapshot() { _ = onAccessChanged(snap) }
         try? ledger.pruneReplies(olderThan: Date().addingTimeInterval(-7 * 24 * 3600))
     }
 

@@ -96,6 +96,9 @@ public final class Daemon: Sendable {
         var plan = BrokerPlan(layout: layout, deviceHost: settings.bindHost, devicePort: settings.devicePort,
                               operatorHost: settings.bindHost, operatorPort: settings.operatorPort, operatorTLS: settings.operatorTLS)
         if settings.brokerLogToStderr { plan.logFile = nil }
+        // A managed broker confirms each reload (the plugin publishes the token back), so an access
+        // change is answered once it is in force; an external broker is signalled, not awaited.
+        if settings.externalBroker == nil && settings.brokerPIDFile == nil { plan.reloadTokenFile = layout.reloadTokenFile }
         // The broker's files are always kept current in DATA/broker: a managed broker reads them,
         // an external one is given them (see --print-broker-config).
         do {
@@ -138,14 +141,20 @@ public final class Daemon: Sendable {
         cpOptions.eventRetention = settings.eventRetention
         let layout = self.layout, platformCA = self.platformCA, managed = broker, username = settings.username
         let log = self.log, pidFile = settings.brokerPIDFile, external = settings.externalBroker != nil && pidFile == nil
-        service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot in
+        cpOptions.confirmsReloads = plan.reloadTokenFile != nil
+        let tokens = ReloadTokens(file: plan.reloadTokenFile)
+        service = try ControlPlane(options: cpOptions, client: client, credentials: credentials, log: log, onAccessChanged: { snapshot -> UInt64? in
             do {
                 try Self.writeAccess(snapshot, layout: layout, platformCA: platformCA, controlPlane: (username, password))
+                // The token after the files: a confirmation carrying it means they are all in force.
+                let token = try tokens.next()
                 if let managed { try managed.reload() } else if let pidFile { try Self.signalBroker(pidFile: pidFile) }
                 log(.info, "broker access files rewritten (\(snapshot.accounts.count) accounts, \(snapshot.operators.count) operators)"
                     + (external ? "; copy them to the external broker and SIGHUP it (escrowd --print-broker-config)" : ""))
+                return token
             } catch {
                 log(.error, "could not update broker access files: \(error)")
+                return nil
             }
         })
     }
@@ -174,6 +183,22 @@ public final class Daemon: Sendable {
             if let serials = s.revokedSerials[a.account] { revoked[ca.commonName] = serials }
         }
         try layout.installTrust(authorities: authorities, revokedSerials: revoked)
+    }
+
+    /// The reload tokens escrowd writes before each SIGHUP: strictly increasing, also across
+    /// restarts (they start from the Unix time in microseconds), so a confirmation of an older
+    /// reload is never taken for a newer one.
+    final class ReloadTokens: Sendable {
+        private let file: String?
+        private let last = Mutex<UInt64>(UInt64(Date().timeIntervalSince1970 * 1_000_000))
+        init(file: String?) { self.file = file }
+        /// Writes the next token; nil when reloads are not confirmed.
+        func next() throws -> UInt64? {
+            guard let file else { return nil }
+            let token = last.withLock { $0 += 1; return $0 }
+            try writeBrokerFile("\(token)\n", to: file, mode: 0o644)
+            return token
+        }
     }
 
     /// SIGHUP to the broker whose pid is in `pidFile` (a broker escrowd does not start itself).

@@ -24,7 +24,10 @@
  *    client. The CRLs stay empty: 100,000 entries there cost the broker tens
  *    of MB per reload (docs/BENCHMARKS.md).
  *  - MOSQ_EVT_RELOAD (SIGHUP): the revoked file and the ACL file are read
- *    again; if one fails its previous set or rules stay in force.
+ *    again; if one fails its previous set or rules stay in force. With
+ *    plugin_opt_reload_topic, the token file's first line is then published
+ *    there (delivered once the whole reload is done: the confirmation escrowd
+ *    waits for before answering a command that changed access).
  *  - MOSQ_EVT_MESSAGE: a PUBLISH on accounts/+/cmd/+ gets the publisher's
  *    authenticated username appended as the MQTT 5 user property
  *    "escrow-operator" (ESCROW_BROKER_PLUGIN_OPERATOR_PROPERTY), after any the
@@ -901,6 +904,8 @@ struct plugin_state {
      * MOSQ_EVT_DISCONNECT, cleared at the next tick): the broker checks its
      * will after closing the socket, when its certificate is gone. */
     const struct mosquitto *closing_revoked;
+    char *reload_topic;          /* NULL: no reload confirmation */
+    char *reload_token_path;
 };
 
 static bool value_is_substitutable(const char *value)
@@ -1333,6 +1338,41 @@ static int load_revoked(struct plugin_state *state, const char *verb)
     return MOSQ_ERR_SUCCESS;
 }
 
+/* Publishes the reload token (the token file's first line) on the reload
+ * topic. mosquitto_broker_publish only queues the message: the broker sends it
+ * from its main loop after this reload has finished (password file, ACL file,
+ * certificates, the re-check of connected clients), which is what makes it a
+ * confirmation. */
+static void confirm_reload(struct plugin_state *state)
+{
+    if (state->reload_topic == NULL) {
+        return;
+    }
+    char token[ESCROW_BROKER_PLUGIN_RELOAD_TOKEN_MAX + 2] = {0};
+    FILE *f = fopen(state->reload_token_path, "r");
+    if (f != NULL) {
+        if (fgets(token, sizeof(token), f) == NULL) {
+            token[0] = '\0';
+        }
+        fclose(f);
+    } else {
+        mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "Warning: cannot read reload token file \"%s\": %s; confirming with an empty token",
+                             state->reload_token_path, strerror(errno));
+    }
+    size_t length = strcspn(token, "\r\n");
+    if (length > ESCROW_BROKER_PLUGIN_RELOAD_TOKEN_MAX) {
+        length = ESCROW_BROKER_PLUGIN_RELOAD_TOKEN_MAX;
+    }
+    token[length] = '\0';
+    int rc = mosquitto_broker_publish_copy(NULL, state->reload_topic, (int)length, token, 1, false, NULL);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "Error: cannot publish the reload confirmation on \"%s\": %s",
+                             state->reload_topic, mosquitto_strerror(rc));
+        return;
+    }
+    mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "reload confirmed on \"%s\" with token \"%s\"", state->reload_topic, token);
+}
+
 /* Rule 4: SIGHUP. Returns MOSQ_ERR_PLUGIN_DEFER in every case: mosquitto
  * 2.0.11 stops at the first reload callback that returns anything else, and on
  * an error it also skips re-registering its own password_file and acl_file
@@ -1354,12 +1394,14 @@ static int on_reload(int event, void *event_data, void *userdata)
         mosquitto_log_printf(MOSQ_LOG_ERR,
                              LOG_PREFIX "Error: cannot reload ACL file \"%s\": %s; keeping the previous rules",
                              state->acl_path, error.message);
+        confirm_reload(state); /* the rest of the reload (passwords, certificates) still happens */
         return MOSQ_ERR_PLUGIN_DEFER;
     }
     state->acl_id = id;
     rule_set_free(state->rules);
     state->rules = fresh;
     log_loaded("reloaded", state);
+    confirm_reload(state);
     return MOSQ_ERR_PLUGIN_DEFER;
 }
 
@@ -1381,6 +1423,8 @@ static void state_free(struct plugin_state *state)
     free(state->acl_path);
     free(state->service_prefix);
     free(state->revoked_path);
+    free(state->reload_topic);
+    free(state->reload_token_path);
     free(state);
 }
 
@@ -1461,6 +1505,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 
     const char *acl_path = NULL;
     const char *revoked_path = NULL;
+    const char *reload_topic = NULL;
+    const char *reload_token_path = NULL;
     const char *service_prefix = ESCROW_BROKER_PLUGIN_DEFAULT_SERVICE_PREFIX;
     for (int i = 0; i < option_count; i++) {
         if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_ACL_FILE) == 0) {
@@ -1469,6 +1515,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
             service_prefix = options[i].value;
         } else if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_REVOKED_FILE) == 0) {
             revoked_path = options[i].value;
+        } else if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_RELOAD_TOPIC) == 0) {
+            reload_topic = options[i].value;
+        } else if (strcmp(options[i].key, ESCROW_BROKER_PLUGIN_OPT_RELOAD_TOKEN_FILE) == 0) {
+            reload_token_path = options[i].value;
         } else {
             mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "Warning: unknown option plugin_opt_%s ignored",
                                  options[i].key);
@@ -1482,6 +1532,20 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     }
     if (revoked_path != NULL && revoked_path[0] == '\0') {
         return init_fail(state, "plugin_opt_revoked_file must not be empty (leave it out for no revocation set)");
+    }
+    if ((reload_topic == NULL) != (reload_token_path == NULL) ||
+        (reload_topic != NULL && (reload_topic[0] == '\0' || reload_token_path[0] == '\0'))) {
+        return init_fail(state, "plugin_opt_reload_topic and plugin_opt_reload_token_file go together (both non-empty, or neither)");
+    }
+    if (reload_topic != NULL && (strpbrk(reload_topic, "+#") != NULL || reload_topic[0] == '$')) {
+        return init_fail(state, "plugin_opt_reload_topic must be a plain topic name (no wildcards, not $...)");
+    }
+    if (reload_topic != NULL) {
+        state->reload_topic = strdup(reload_topic);
+        state->reload_token_path = strdup(reload_token_path);
+        if (state->reload_topic == NULL || state->reload_token_path == NULL) {
+            return init_fail(state, "out of memory");
+        }
     }
     state->acl_path = strdup(acl_path);
     state->service_prefix = strdup(service_prefix);

@@ -100,6 +100,28 @@ static char kicked[MAX_KICKS][64];
 static unsigned kick_calls;
 static struct mosquitto *connected[8];
 
+/* Publishes by the plugin (mosquitto_broker_publish_copy): the last one, and how many. */
+static char published_topic[256];
+static char published_payload[256];
+static int published_qos = -1;
+static bool published_retain;
+static unsigned publish_calls;
+
+int mosquitto_broker_publish_copy(const char *clientid, const char *topic, int payloadlen, const void *payload,
+                                  int qos, bool retain, mosquitto_property *properties)
+{
+    (void)properties;
+    if (clientid != NULL) {
+        return MOSQ_ERR_INVAL; /* the plugin publishes to every subscriber */
+    }
+    publish_calls++;
+    snprintf(published_topic, sizeof(published_topic), "%s", topic);
+    snprintf(published_payload, sizeof(published_payload), "%.*s", payloadlen, (const char *)payload);
+    published_qos = qos;
+    published_retain = retain;
+    return MOSQ_ERR_SUCCESS;
+}
+
 static void fire_disconnect(struct mosquitto *client)
 {
     struct mosquitto_evt_disconnect ed = {.client = client, .reason = MOSQ_ERR_ADMINISTRATIVE_ACTION};
@@ -530,6 +552,51 @@ static void writer_hex(const X509 *cert, char *out, size_t size)
     out[i] = '\0';
     OPENSSL_free(hex);
     BN_free(bn);
+}
+
+/* The reload confirmation: after every reload, the token file's first line on
+ * the reload topic (QoS 1, not retained); both options or neither. */
+static void test_reload_confirmation(const char *dir)
+{
+    mosquitto_plugin_id_t *identifier = NULL;
+    void *userdata = NULL;
+    char acl[4200], token[4200];
+    snprintf(acl, sizeof(acl), "%s/confirm.acl", dir);
+    snprintf(token, sizeof(token), "%s/confirm.token", dir);
+    write_file(acl, "user svc-escrowd\ntopic read escrow/broker/reloaded\n");
+
+    struct mosquitto_opt half[] = {{(char *)"acl_file", acl}, {(char *)"reload_topic", (char *)"escrow/broker/reloaded"}};
+    check(mosquitto_plugin_init(identifier, &userdata, half, 2) != MOSQ_ERR_SUCCESS && strstr(last_log, "go together") != NULL,
+          "reload confirmation: a topic without a token file is refused", last_log);
+    struct mosquitto_opt wild[] = {{(char *)"acl_file", acl}, {(char *)"reload_topic", (char *)"escrow/#"}, {(char *)"reload_token_file", token}};
+    check(mosquitto_plugin_init(identifier, &userdata, wild, 3) != MOSQ_ERR_SUCCESS && strstr(last_log, "plain topic name") != NULL,
+          "reload confirmation: a wildcard topic is refused", last_log);
+
+    struct mosquitto_opt options[] = {{(char *)"acl_file", acl}, {(char *)"reload_topic", (char *)"escrow/broker/reloaded"},
+                                      {(char *)"reload_token_file", token}};
+    int rc = mosquitto_plugin_init(identifier, &userdata, options, 3);
+    check(rc == MOSQ_ERR_SUCCESS && publish_calls == 0, "reload confirmation: init publishes nothing", last_log);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        return;
+    }
+    write_file(token, "1796683183000042\nignored second line\n");
+    check(reload() == MOSQ_ERR_PLUGIN_DEFER && publish_calls == 1 && strcmp(published_topic, "escrow/broker/reloaded") == 0 &&
+              strcmp(published_payload, "1796683183000042") == 0 && published_qos == 1 && !published_retain,
+          "reload confirmation: the token's first line, QoS 1, not retained", published_payload);
+    write_file(acl, "this is not an ACL line\n");
+    write_file(token, "1796683183000043");
+    check(reload() == MOSQ_ERR_PLUGIN_DEFER && publish_calls == 2 && strcmp(published_payload, "1796683183000043") == 0,
+          "reload confirmation: also when the ACL file fails to reload (the rest of the reload happens)", published_payload);
+    char longer[400];
+    memset(longer, '7', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    write_file(token, longer);
+    check(reload() == MOSQ_ERR_PLUGIN_DEFER && strlen(published_payload) == ESCROW_BROKER_PLUGIN_RELOAD_TOKEN_MAX,
+          "reload confirmation: a token is cut at 128 bytes", published_payload);
+    remove(token);
+    check(reload() == MOSQ_ERR_PLUGIN_DEFER && publish_calls == 4 && published_payload[0] == '\0',
+          "reload confirmation: no token file confirms with an empty token", published_payload);
+    mosquitto_plugin_cleanup(userdata, options, 3);
 }
 
 static void test_revoked_parse(const char *dir)
@@ -1052,6 +1119,7 @@ int main(int argc, char **argv)
     test_operator_stamp();
     test_scale(argv[1]);
     test_revoked_parse(argv[1]);
+    test_reload_confirmation(argv[1]);
     test_revocation(argv[1]);
     test_revocation_scale(argv[1], false);
     return failures == 0 ? 0 : 1;

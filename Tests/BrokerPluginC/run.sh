@@ -512,7 +512,7 @@ pass "broker starts with the plugin on 127.0.0.1:$PORT (TLS $TLS_PORT, $TLS_ID_P
 check "plugin logs the revoked file it loaded" "no 'loaded revoked file' line in the log" \
     await_line log 'escrow_broker_plugin: loaded revoked file ".*/revoked": 1 serials from 1 lines' 5
 check "plugin logs the rules it loaded" "no 'loaded ACL file' line in the log" \
-    await_line log 'escrow_broker_plugin: loaded ACL file .*: 5 users, 11 topic rules, 6 patterns' 5
+    await_line log 'escrow_broker_plugin: loaded ACL file .*: 5 users, 12 topic rules, 6 patterns' 5
 
 # ================================================================ rule 1: SUBSCRIBE
 
@@ -777,7 +777,7 @@ expect_suback 128 op-a 'accounts/initech/events/#'
 printf '\nuser op-a\ntopic read accounts/initech/events/#\n' >>"$ACL"
 kill -HUP "$BROKER_PID"
 check "SIGHUP: the plugin reloads the ACL file" "no 'reloaded' line within 5 s" \
-    await_line log 'escrow_broker_plugin: reloaded ACL file .*: 5 users, 12 topic rules' 5
+    await_line log 'escrow_broker_plugin: reloaded ACL file .*: 5 users, 13 topic rules' 5
 deadline=$(deadline_after 5)
 got=
 while seconds_left "$deadline" >/dev/null; do
@@ -799,7 +799,7 @@ check "op-a:initech receives accounts/initech/events/e1" "not received" \
 cp "$HERE/acl.txt" "$ACL"
 kill -HUP "$BROKER_PID"
 check "SIGHUP: the plugin reloads the original ACL file" "no 'reloaded' line within 5 s" \
-    await_line log 'escrow_broker_plugin: reloaded ACL file .*: 5 users, 11 topic rules' 5
+    await_line log 'escrow_broker_plugin: reloaded ACL file .*: 5 users, 12 topic rules' 5
 publish svc-escrowd svc-escrowd:pub accounts/initech/events/e2 initech-2 >/dev/null
 publish svc-escrowd svc-escrowd:pub accounts/acme/events/e3 event-3 >/dev/null
 await_line initech '^accounts/' 5
@@ -814,7 +814,7 @@ expect_suback 128 op-a 'accounts/initech/events/#'
 printf 'this is not an ACL line\n' >>"$ACL"
 kill -HUP "$BROKER_PID"
 check "SIGHUP with a broken file: the plugin logs an error and keeps its rules" "no error line within 5 s" \
-    await_line log 'escrow_broker_plugin: Error: cannot reload ACL file .*line 35: invalid line.*keeping the previous rules' 5
+    await_line log 'escrow_broker_plugin: Error: cannot reload ACL file .*line 36: invalid line.*keeping the previous rules' 5
 check "the broker is still running" "it exited" kill -0 "$BROKER_PID"
 rc=$(publish op-a op-a:pub accounts/acme/cmd/x while-broken)
 check "while acl_file is broken mosquitto refuses publishes (PUBACK 135)" "PUBACK '${rc:-none}'" test "$rc" = 135
@@ -825,6 +825,33 @@ check "SIGHUP with the file fixed: the plugin reloads" "no 'reloaded' line withi
 rc=$(publish op-a op-a:pub accounts/acme/cmd/x fixed)
 check "after the fix publishes are accepted again (PUBACK 0)" "PUBACK '${rc:-none}'" test "$rc" = 0
 expect_suback 0 op-a 'accounts/acme/events/#'
+
+# ================================================================ reload confirmation
+
+# After a SIGHUP the plugin publishes the token file's first line on
+# escrow/broker/reloaded; it arrives once the reload is complete, so a login
+# added to the password file just before works at the first attempt.
+start_stream reloads mosquitto_sub -d -v -q 1 -h 127.0.0.1 -p "$PORT" -u svc-escrowd -P "$(password_of svc-escrowd)" \
+    -i svc-escrowd:reloads -t escrow/broker/reloaded
+check "svc-escrowd subscribes escrow/broker/reloaded (SUBACK 1)" "no SUBACK" \
+    await_line reloads '^Subscribed \(mid: [0-9]+\): 1$' 10
+for round in 1 2 3; do
+    mosquitto_passwd -b "$WORK/passwd" "op-new$round" "$(password_of "op-new$round")"
+    echo "token-$round" >"$WORK/reload-token.tmp" && mv -f "$WORK/reload-token.tmp" "$WORK/reload-token"
+    kill -HUP "$BROKER_PID"
+    check "SIGHUP $round: the confirmation carries token-$round" "no confirmation within 5 s" \
+        await_line reloads "^escrow/broker/reloaded token-$round\$" 5
+    expect_connack 0 "op-new$round logs in at the first attempt right after the confirmation" \
+        "op-new$round" "$(password_of "op-new$round")" "op-new$round"
+done
+expect_suback 128 op-a escrow/broker/reloaded
+rc=$(publish op-a op-a:forge escrow/broker/reloaded token-forged)
+check "an operator cannot forge a confirmation (PUBACK 135)" "PUBACK '${rc:-none}'" test "$rc" = 135
+rm -f "$WORK/reload-token"
+kill -HUP "$BROKER_PID"
+check "SIGHUP without a token file: a warning, and an empty confirmation" "no empty confirmation" \
+    await_line reloads '^escrow/broker/reloaded( \(null\))?$' 5
+stop_stream reloads
 
 stop_stream initech
 stop_stream hold
@@ -856,7 +883,7 @@ fi
 { cat "$HERE/acl.txt"; echo "user op-d"; echo "topic sometimes accounts/#"; } >"$WORK/acl-invalid"
 bad_config invalid "$WORK/acl-invalid" "$WORK/acl-invalid"
 expect_start_failure "broker refuses to start on an invalid ACL line (the plugin names the line)" \
-    "$WORK/invalid.conf" 'escrow_broker_plugin: Error: cannot load ACL file .*line 36: invalid access type'
+    "$WORK/invalid.conf" 'escrow_broker_plugin: Error: cannot load ACL file .*line 37: invalid access type'
 write_config "$WORK/norevoked.conf" "$WORK/norevoked.log" "$ACL" "$ACL" "$WORK/no-such-revoked"
 expect_start_failure "broker refuses to start when the plugin's revoked file is missing" "$WORK/norevoked.conf" \
     'escrow_broker_plugin: Error: cannot load revoked file ".*no-such-revoked": cannot open: No such file'

@@ -7,15 +7,9 @@ import TestSupport
 /// The escrowctl binary against a real escrowd: OEM provisions, offers devices, the reseller takes them.
 @Suite("escrowctl against escrowd", .serialized, .timeLimit(.minutes(3)))
 struct CLIStoryTests {
-    /// Runs as an operator just created: the broker reloads its password file, so retry a refused login briefly.
+    /// Runs as an operator just created: no retry, the login is in force at operator.create's reply.
     private func runAs(_ env: [String: String], _ args: [String]) async throws -> CLIResult {
-        var r = try await runCLI(args, env: env)
-        // (Right after operator.create even op-admin may be refused for a moment while the broker reloads.)
-        for _ in 0..<50 where r.status == 77 && r.stderr.contains("refused user") {
-            try await Task.sleep(for: .milliseconds(100)) // bounded: 50 tries, then the refusal is the result
-            r = try await runCLI(args, env: env)
-        }
-        return r
+        try await runCLI(args, env: env)
     }
 
     @Test("OEM -> reseller -> customer: accounts, operators, bundles, hold, partial approval, rejection, cancel, tail --json, custody, exit codes")

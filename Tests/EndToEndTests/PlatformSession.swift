@@ -27,16 +27,10 @@ struct PlatformSession {
         return try await operatorProbe(user: user, password: password, accounts: [id])
     }
 
+    /// One login, no retry: escrowd answers operator.create once the broker has the login in force
+    /// (topics.md, "A reply means in force"; `BrokerReloadConfirmationTests`).
     func operatorProbe(user: String, password: String, accounts: [AccountID]) async throws -> OperatorProbe {
-        // The broker reloads its password file on SIGHUP right after the command: retry briefly.
-        var lastError: (any Error)?
-        for _ in 0..<50 {
-            do { return try await OperatorProbe(port: escrowd.operatorPort, username: user, password: password, accounts: accounts) } catch {
-                lastError = error
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        throw TestSupportError("operator \(user) cannot log in: \(String(describing: lastError))")
+        try await OperatorProbe(port: escrowd.operatorPort, username: user, password: password, accounts: accounts)
     }
 
     /// Provisions devices with identities and writes each bundle + agent.conf into `directory/{id}/`.

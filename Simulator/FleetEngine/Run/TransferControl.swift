@@ -613,8 +613,9 @@ struct TransferControl: Sendable {
         }
     }
 
-    /// Logs in as a freshly created operator: the broker reloads its password file on SIGHUP
-    /// right after `operator.create`, so the first attempts may be refused.
+    /// Logs in as a freshly created operator. Behind the broker escrowd manages the login is in force
+    /// at `operator.create`'s reply (the first attempt succeeds); an external broker is only
+    /// signalled, so a refused attempt is retried briefly.
     private func login(broker: String, user: String, password: String, account: AccountID, timeout: Duration, caFile: String?) async throws -> OperatorSession {
         var last: (any Error)?
         for _ in 0..<50 {

@@ -12,6 +12,8 @@
  *   plugin_opt_acl_file /path/to/acl          (required: the broker's acl_file)
  *   plugin_opt_service_prefix svc-            (optional)
  *   plugin_opt_revoked_file /path/to/revoked  (optional: revoked certificate serials)
+ *   plugin_opt_reload_topic escrow/broker/reloaded   (optional, with:)
+ *   plugin_opt_reload_token_file /path/to/token      (the token each reload confirms)
  */
 
 #ifndef ESCROW_BROKER_PLUGIN_H
@@ -29,6 +31,18 @@
  * Optional: without it there is no revocation set. A client whose certificate
  * serial is listed is denied every access and disconnected. */
 #define ESCROW_BROKER_PLUGIN_OPT_REVOKED_FILE "revoked_file"
+
+/* Reload confirmation (both or neither): after every SIGHUP the plugin
+ * publishes the first line of the token file (at most 128 bytes; empty when
+ * the file cannot be read) on the reload topic, QoS 1, not retained. The
+ * broker delivers it after the reload is complete (password file, ACL file,
+ * certificates and the re-check of connected clients): escrowd writes a
+ * growing token before each SIGHUP and answers a command that changed the
+ * broker's access files once the token comes back, so the reply means "in
+ * force". Only a login granted read access to the topic receives it. */
+#define ESCROW_BROKER_PLUGIN_OPT_RELOAD_TOPIC "reload_topic"
+#define ESCROW_BROKER_PLUGIN_OPT_RELOAD_TOKEN_FILE "reload_token_file"
+#define ESCROW_BROKER_PLUGIN_RELOAD_TOKEN_MAX 128
 
 /* The MQTT 5 user property the plugin appends to every PUBLISH on
  * accounts/+/cmd/+: the publisher's authenticated username. escrowd takes the

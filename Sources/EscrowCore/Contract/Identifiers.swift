@@ -65,6 +65,9 @@ public enum BrokerNames {
     public static let administrator = "op-admin"
     /// The control plane's default login.
     public static let controlPlane = "svc-escrowd"
+    /// Where the broker plugin confirms each reload (the token escrowd wrote before the SIGHUP),
+    /// once the new password, ACL and trust files are in force. Only the control plane may read it.
+    public static let reloadTopic = "escrow/broker/reloaded"
 
     /// Why `username` cannot be given to a new operator, or nil when it can.
     public static func operatorNameProblem(_ username: String) -> String? {
