@@ -86,7 +86,7 @@ import TestSupport
         #expect(summary.contains("resell") && summary.contains("18/18 approved, 18 applied on devices") && summary.contains("3/3 retired"), "\(summary)")
         #expect(err.contains { $0.hasPrefix("  lifecycle verified:") && $0.contains("custody chains verify") }, "\(err.suffix(20))")
         #expect(err.contains { $0.contains("event  device.retired") || $0.contains("device.retired ×") }, "\(err.suffix(40))")
-        #expect(try String(contentsOfFile: html, encoding: .utf8).contains("Resale: approval reply to configuration applied"))
+        #expect(try String(contentsOfFile: html, encoding: .utf8).contains("Resale: approve sent to configuration applied"))
     }
 
     /// Reading the board is not a change: the control task reads it while it waits, and a read

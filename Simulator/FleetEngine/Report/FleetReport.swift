@@ -125,12 +125,12 @@ public struct FleetReport: Codable, Sendable {
             ]
             for stage in t.lifecycle ?? [] {
                 switch stage.name {
-                case "resell": l.append(Latency(name: stage.latencyName, title: "Resale: approval reply to configuration applied", definition: "The second customer's transfer.approve (activate) reply to the device persisting that customer's normal-mode configuration.", summary: stage.latencyMs))
-                case "return": l.append(Latency(name: stage.latencyName, title: "Return: approval reply to escrow configuration applied", definition: "The sender's transfer.approve (hold) reply to the device persisting the escrow-mode configuration of the account it returned to.", summary: stage.latencyMs))
+                case "resell": l.append(Latency(name: stage.latencyName, title: "Resale: approve sent to configuration applied", definition: "The second customer's transfer.approve (activate) sent to the device persisting that customer's normal-mode configuration.", summary: stage.latencyMs))
+                case "return": l.append(Latency(name: stage.latencyName, title: "Return: approve sent to escrow configuration applied", definition: "The sender's transfer.approve (hold) sent to the device persisting the escrow-mode configuration of the account it returned to.", summary: stage.latencyMs))
                 default:
                     l.append(Latency(name: stage.latencyName, title: "Retire sent to device.retired event", definition: "The device.retire command sent to the retiring account's operator receiving device.retired for the device.", summary: stage.latencyMs))
                     if let c = stage.cutOffMs {
-                        l.append(Latency(name: "retire_cutoff", title: "Retire reply to the broker closing the device", definition: "The device.retire reply to the broker closing the retired device's connection (the revocation reload); the device is then switched off.", summary: c))
+                        l.append(Latency(name: "retire_cutoff", title: "Retire sent to the broker closing the device", definition: "The device.retire command sent to the broker closing the retired device's connection (the revocation reload; escrowd replies once it is in force); the device then stays off.", summary: c))
                     }
                 }
             }

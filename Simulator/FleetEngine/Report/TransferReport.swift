@@ -53,16 +53,19 @@ public struct TransferReport: Codable, Sendable {
         public var appliedOnDevices: Int
         /// Per command batch of up to 1,000 devices (`transfer.approve` or `device.retire`): sent to reply.
         public var commandMs: HistogramSummary
-        /// Per device: the approval reply to the device persisting the receiver's configuration
-        /// (resell, return), or `device.retire` sent to the account's operator receiving
-        /// `device.retired` for it (retire).
+        /// Per device, from the command sent (escrowd answers an access change once the broker has
+        /// reloaded, so the devices often act before the reply): `transfer.approve` sent to the
+        /// device persisting the receiver's configuration (resell, return), or `device.retire` sent
+        /// to the account's operator receiving `device.retired` for it (retire).
         public var latencyMs: HistogramSummary
         /// Retire only: retired devices whose connection the broker closed (after the revocation
         /// reload); each then stays off, so its refused reconnects do not fill the errors.
         /// The close itself counts once in the engine's errors (a reset).
         public var cutOff: Int?
-        /// Retire only: the `device.retire` reply to the broker closing the device's connection.
+        /// Retire only: `device.retire` sent to the broker closing the device's connection.
         public var cutOffMs: HistogramSummary?
+        /// Devices that applied (resell, return) or were cut off (retire) before the command's reply.
+        public var beforeReply: Int?
         /// The latency's name in thresholds, CSV and HTML: `resell_applied`, `return_applied`, `retire_event`.
         public var latencyName: String { name == "retire" ? "retire_event" : "\(name)_applied" }
     }
@@ -115,9 +118,12 @@ public struct TransferReport: Codable, Sendable {
             let what = stage.name == "retire" ? "\(stage.decided)/\(stage.devices) retired in \(stage.from)"
                 : "\(stage.from) -> \(stage.to): \(stage.decided)/\(stage.devices) approved, \(stage.appliedOnDevices) applied on devices"
             lines.append(row(stage.name, what))
-            lines.append(row(stage.name == "retire" ? "  retire sent→event" : "  approval→applied", h(stage.latencyMs)))
+            lines.append(row(stage.name == "retire" ? "  retire sent→event" : "  approve sent→applied", h(stage.latencyMs)))
             if let c = stage.cutOff, let ms = stage.cutOffMs {
-                lines.append(row("  cut off by the broker", "\(c)/\(stage.decided)  " + h(ms) + " (retire reply→closed)"))
+                lines.append(row("  cut off by the broker", "\(c)/\(stage.decided)  " + h(ms) + " (retire sent→closed)"))
+            }
+            if let b = stage.beforeReply, b > 0 {
+                lines.append(row("  before the reply", "\(b) (the reply waits for the broker's reload)"))
             }
             lines.append(row("  command sent→reply", h(stage.commandMs)))
         }

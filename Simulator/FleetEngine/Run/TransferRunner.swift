@@ -167,7 +167,7 @@ public final class TransferRunner {
         var appliedOnDevices = 0, appliedBeforeReply = 0
         let acks = digest.ackNanos, retiredAt = digest.retiredNanos
         var stageLatency: [String: Histogram] = [:], stageCommand: [String: Histogram] = [:], stageApplied: [String: Int] = [:]
-        var cutOffLatency = Histogram()
+        var cutOffLatency = Histogram(), cutBeforeReply = 0, stageBeforeReply: [String: Int] = [:]
         for (k, a) in approvals.enumerated() {
             let reply = engine.time(ofMonotonic: a.replyNanos), sent = engine.time(ofMonotonic: a.sentNanos)
             if a.stage != "activate" {
@@ -177,11 +177,13 @@ public final class TransferRunner {
                         if let at = retiredAt[engine.behaviors[i].id] { stageLatency[a.stage, default: Histogram()].record(UInt64(at &- a.sentNanos) / 1000) }
                         if applied.times[k][j] >= 0 {
                             stageApplied[a.stage, default: 0] += 1
-                            cutOffLatency.record(Self.micros(applied.times[k][j] - reply))
+                            if applied.times[k][j] < reply { cutBeforeReply += 1 }
+                            cutOffLatency.record(Self.micros(applied.times[k][j] - sent))
                         }
                     } else if applied.times[k][j] >= 0 {
                         stageApplied[a.stage, default: 0] += 1
-                        stageLatency[a.stage, default: Histogram()].record(Self.micros(applied.times[k][j] - reply))
+                        if applied.times[k][j] < reply { stageBeforeReply[a.stage, default: 0] += 1 }
+                        stageLatency[a.stage, default: Histogram()].record(Self.micros(applied.times[k][j] - sent))
                     }
                 }
                 continue
@@ -207,7 +209,8 @@ public final class TransferRunner {
                     name: name, from: plan.customer.rawValue, to: to.rawValue, devices: range.count, decided: shared.decided[name] ?? 0,
                     appliedOnDevices: retire ? 0 : stageApplied[name] ?? 0, commandMs: HistogramSummary(stageCommand[name] ?? Histogram()),
                     latencyMs: HistogramSummary(stageLatency[name] ?? Histogram()),
-                    cutOff: retire ? stageApplied[name] ?? 0 : nil, cutOffMs: retire ? HistogramSummary(cutOffLatency) : nil)
+                    cutOff: retire ? stageApplied[name] ?? 0 : nil, cutOffMs: retire ? HistogramSummary(cutOffLatency) : nil,
+                    beforeReply: retire ? cutBeforeReply : stageBeforeReply[name] ?? 0)
             }
         }
         var verification = shared.problems
