@@ -26,6 +26,10 @@ struct BrokerFaultTests {
             if let pid = platform.escrowd.brokerPID, pid != brokerPID, kill(pid, 0) == 0 { return true }
             return false
         }
+        // The new process accepts connections a moment after it exists: escrowd's own reconnect says when.
+        try await waitUntil(timeout: .seconds(30), "escrowd is back on the restarted broker") {
+            platform.escrowd.logTail(200_000).contains("broker connection re-established")
+        }
         let acme2 = try await platform.operatorProbe(user: "op-acme", password: "pw-acme-secret", accounts: ["acme"])
         do {
             try await waitUntil(timeout: .seconds(60), "every device converges after the broker crash") {

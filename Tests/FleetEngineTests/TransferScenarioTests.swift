@@ -1,28 +1,31 @@
 import EscrowCore
 import Foundation
-import Synchronization
 import Testing
 import TestSupport
 @testable import FleetEngine
 
 /// `fleetsim transfer` end to end against the real escrowd (managed mosquitto, mutual TLS for devices).
 @Suite(.serialized) struct TransferScenarioTests {
+    /// Runs `fleetsim transfer` off the pool; expects exit 0 and a verified story; returns the
+    /// report, its transfer part and the printed lines.
+    static func transfer(_ args: [String], escrowd: EscrowdProcess, report path: String) async throws
+        -> (FleetReport, TransferReport, out: [String], err: [String]) {
+        let run = try await fleetsim(args)
+        #expect(run.code == 0, "\(run.err.suffix(30).joined(separator: "\n"))\n\(escrowd.logTail(1500))")
+        let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: path)))
+        let t = try #require(report.transfer)
+        #expect(t.verified, "\(t.verificationProblems)")
+        return (report, t, run.out, run.err)
+    }
+
     @Test func theWholeStoryViaAResellerVerifiesAndReports() async throws {
         let escrowd = try await EscrowdProcess(); defer { escrowd.stop() }
         let dir = try TempDirectory(prefix: "fleet-transfer")
         let json = dir.file("transfer.json"), html = dir.file("transfer.html")
-        let lines = Mutex<(out: [String], err: [String])>(([], []))
         let args = ["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "50",
                     "--via", "reseller", "--approve", "0.6", "--reject", "0.2", "--duration", "120s",
                     "--report", json, "--html", html]
-        let code = try await offPool {
-            FleetMain.run(args, stdout: { l in lines.withLock { $0.out.append(l) } }, stderr: { l in lines.withLock { $0.err.append(l) } })
-        }
-        let (out, err) = lines.withLock { $0 }
-        #expect(code == 0, "\(err.suffix(30).joined(separator: "\n"))\n\(escrowd.logTail(1500))")
-        let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
-        let t = try #require(report.transfer)
-        #expect(t.verified, "\(t.verificationProblems)")
+        let (report, t, out, err) = try await Self.transfer(args, escrowd: escrowd, report: json)
         #expect(t.outcomes == ["activated": 30, "rejected": 10, "cancelled": 10])
         #expect(t.appliedOnDevices == 30 && t.appliedOnPlatform == 30)
         #expect(t.approvalToAppliedMs.count == 30 && t.approveSentToAppliedMs.count == 30)
@@ -52,18 +55,10 @@ import TestSupport
         let escrowd = try await EscrowdProcess(); defer { escrowd.stop() }
         let dir = try TempDirectory(prefix: "fleet-lifecycle")
         let json = dir.file("lifecycle.json"), html = dir.file("lifecycle.html")
-        let lines = Mutex<(out: [String], err: [String])>(([], []))
         let args = ["transfer", "--admin-config", escrowd.dataDirectory + "/admin.conf", "--devices", "60", "--via", "none",
                     "--approve", "0.8", "--reject", "0.1", "--lifecycle", "--duration", "150s", "--report", json, "--html", html,
                     "--threshold", "resell_applied.p99<60s", "--threshold", "retire_event.max<60s"]
-        let code = try await offPool {
-            FleetMain.run(args, stdout: { l in lines.withLock { $0.out.append(l) } }, stderr: { l in lines.withLock { $0.err.append(l) } })
-        }
-        let (out, err) = lines.withLock { $0 }
-        #expect(code == 0, "\(err.suffix(30).joined(separator: "\n"))\n\(escrowd.logTail(1500))")
-        let report = try FleetReport.decode(Data(contentsOf: URL(fileURLWithPath: json)))
-        let t = try #require(report.transfer)
-        #expect(t.verified, "\(t.verificationProblems)")
+        let (report, t, out, err) = try await Self.transfer(args, escrowd: escrowd, report: json)
         #expect(t.outcomes == ["activated": 48, "rejected": 6, "cancelled": 6])
         #expect(t.steps.map(\.name) == ["a", "b", "c", "e", "f", "g", "h", "i", "j", "k"])
         let stages = try #require(t.lifecycle)
