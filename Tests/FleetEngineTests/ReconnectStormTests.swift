@@ -101,14 +101,18 @@ import MQTTWire
             AgentBehavior(id: FleetRunner.deviceID(prefix: "storm-", index: $0), heartbeatInterval: options.heartbeat,
                           heartbeatJitter: options.heartbeatJitter, heartbeatQoS: options.qos)
         }
-        let engine = try Engine(configuration: configuration, behaviors: behaviors)
+        // The engine is driven on threads of its own (`offPool`), never a cooperative-pool thread:
+        // it blocks in epoll for up to a minute. `Unchecked` carries it between the two phases.
+        let held = try await offPool { () -> Unchecked<Engine<AgentBehavior>> in
+            let engine = try Engine(configuration: configuration, behaviors: behaviors)
+            engine.startAll() // 1. Everyone connects.
+            return Unchecked(engine)
+        }
+        let engine = held.value
         defer { engine.stopAll() }
         let m = engine.metrics
-
-        // 1. Everyone connects.
         let t0 = engine.now
-        engine.startAll()
-        let connected = engine.run(timeout: 45) { engine.connectedCount == n }
+        let connected = try await offPool { held.value.run(timeout: 45) { held.value.connectedCount == n } }
         try #require(connected, "only \(engine.connectedCount)/\(n) connected; errors \(m.errors) \(engine.lastErrorDetail)")
         let connectSeconds = engine.now - t0
         let attemptsBefore = m.connectAttempts, connacksBefore = m.connacks, disconnectsBefore = m.disconnects
@@ -123,14 +127,19 @@ import MQTTWire
         let backAt = engine.now
 
         // 3. Drive the engine until every device noticed the loss and is connected again.
-        var probe = StormProbe(lastAttempts: m.connectAttempts, lastConnacks: m.connacks)
-        var allBackAt: Double?
-        let deadline = backAt + Self.allBackBound + 15
-        while engine.now < deadline {
-            engine.poll(maxWait: 0.02)
-            probe.observe(engine, second: Int(engine.now - backAt))
-            if m.disconnects - disconnectsBefore >= n && engine.connectedCount == n { allBackAt = engine.now; break }
-        }
+        let bound = Self.allBackBound
+        let (probe, allBackAt) = try await offPool { () -> Unchecked<(StormProbe, Double?)> in
+            let engine = held.value, m = engine.metrics
+            var probe = StormProbe(lastAttempts: m.connectAttempts, lastConnacks: m.connacks)
+            var allBackAt: Double?
+            let deadline = backAt + bound + 15
+            while engine.now < deadline {
+                engine.poll(maxWait: 0.02)
+                probe.observe(engine, second: Int(engine.now - backAt))
+                if m.disconnects - disconnectsBefore >= n && engine.connectedCount == n { allBackAt = engine.now; break }
+            }
+            return Unchecked((probe, allBackAt))
+        }.value
 
         let recovery = m.recoveryTime
         let stormAttempts = m.connectAttempts - attemptsBefore
@@ -176,4 +185,11 @@ import MQTTWire
         // Each device reconnected about once (not a retry loop).
         #expect(stormAttempts < n + n / 10)
     }
+}
+
+/// Carries a value that is not `Sendable` (an engine) between the test's task and the threads
+/// that drive it, one at a time: the test awaits each `offPool` before touching it again.
+final class Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }
