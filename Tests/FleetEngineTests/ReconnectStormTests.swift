@@ -103,16 +103,16 @@ import MQTTWire
         }
         // The engine is driven on threads of its own (`offPool`), never a cooperative-pool thread:
         // it blocks in epoll for up to a minute. `Unchecked` carries it between the two phases.
-        let held = try await offPool { () -> Unchecked<Engine<AgentBehavior>> in
+        // 1. Everyone connects (started and driven in one go: no pause between connect() and the loop).
+        let (held, t0, connected) = try await offPool { () -> Unchecked<(Engine<AgentBehavior>, Double, Bool)> in
             let engine = try Engine(configuration: configuration, behaviors: behaviors)
-            engine.startAll() // 1. Everyone connects.
-            return Unchecked(engine)
-        }
-        let engine = held.value
+            let t0 = engine.now
+            engine.startAll()
+            return Unchecked((engine, t0, engine.run(timeout: 45) { engine.connectedCount == n }))
+        }.value
+        let engine = held
         defer { engine.stopAll() }
         let m = engine.metrics
-        let t0 = engine.now
-        let connected = try await offPool { held.value.run(timeout: 45) { held.value.connectedCount == n } }
         try #require(connected, "only \(engine.connectedCount)/\(n) connected; errors \(m.errors) \(engine.lastErrorDetail)")
         let connectSeconds = engine.now - t0
         let attemptsBefore = m.connectAttempts, connacksBefore = m.connacks, disconnectsBefore = m.disconnects
@@ -128,8 +128,9 @@ import MQTTWire
 
         // 3. Drive the engine until every device noticed the loss and is connected again.
         let bound = Self.allBackBound
+        let box = Unchecked(engine)
         let (probe, allBackAt) = try await offPool { () -> Unchecked<(StormProbe, Double?)> in
-            let engine = held.value, m = engine.metrics
+            let engine = box.value, m = engine.metrics
             var probe = StormProbe(lastAttempts: m.connectAttempts, lastConnacks: m.connacks)
             var allBackAt: Double?
             let deadline = backAt + bound + 15
