@@ -14,7 +14,8 @@ public enum BrokerEvent: Sendable, Equatable {
     /// The process ended; `expected` is true after `stop()`.
     /// `status` is the exit code, or 128 + the signal number when a signal ended it (as a shell reports it).
     case exited(status: Int32, expected: Bool)
-    /// An unexpected exit was followed by a relaunch (`attempt` counts from 1).
+    /// An unexpected exit was followed by a relaunch (`attempt` counts from 1) that listens:
+    /// sent after its READY=1, so a client may connect at once.
     case restarted(pid: Int32, attempt: Int)
     case reloaded
     /// Too many unexpected exits in a row: the supervisor stopped relaunching.
@@ -258,7 +259,15 @@ public final class ManagedBroker: Sendable {
             guard let self, !self.state.withLock({ $0.stopping }) else { return }
             BlockingWork.detach("broker-relaunch") {
                 // A binary that cannot even be started again will not start on a later attempt.
-                do { let p = try self.launch(); self.emit(.restarted(pid: p.pid, attempt: attempt)) } catch {
+                // Announced once it listens (READY=1), as at the first start: whoever reacts to
+                // `.restarted` may connect at once. An exit meanwhile is the next attempt's business.
+                do {
+                    let notice = try ReadinessNotice()
+                    let p = try self.launch(environment: notice.environment)
+                    if notice.wait(for: p, timeout: self.options.startTimeout) != .exited {
+                        self.emit(.restarted(pid: p.pid, attempt: attempt))
+                    }
+                } catch {
                     self.emit(.gaveUp(attempts: attempt))
                 }
             }

@@ -26,7 +26,8 @@ struct BrokerFaultTests {
             if let pid = platform.escrowd.brokerPID, pid != brokerPID, kill(pid, 0) == 0 { return true }
             return false
         }
-        // The new process accepts connections a moment after it exists: escrowd's own reconnect says when.
+        // escrowd's own reconnect says when the new broker serves (it also listens from the
+        // supervisor's `restarted` event on, but that is escrowd's event, not this test's).
         try await waitUntil(timeout: .seconds(30), "escrowd is back on the restarted broker") {
             platform.escrowd.logTail(200_000).contains("broker connection re-established")
         }
