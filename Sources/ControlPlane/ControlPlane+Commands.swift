@@ -132,9 +132,21 @@ extension ControlPlane {
         heldReplies.append(HeldReply(token: token, account: account, requestID: requestID, payload: payload, response: response))
         let timeout = options.reloadConfirmationTimeout
         Task { [weak self] in
-            try? await Task.sleep(for: timeout)
+            // Halfway, a reload still unconfirmed is signalled once more (mosquitto 2.0.11 loses a
+            // SIGHUP that arrives during a reload); at the end the reply goes out regardless.
+            try? await Task.sleep(for: timeout / 2)
+            await self?.signalAgainIfUnconfirmed(token)
+            try? await Task.sleep(for: timeout / 2)
             await self?.releaseHeldReplies(through: token, confirmed: false)
         }
+    }
+
+    /// Rewrites the access files under a new token and reloads the broker again, when `token` has
+    /// replies waiting and no confirmation yet.
+    func signalAgainIfUnconfirmed(_ token: UInt64) {
+        guard token > confirmedReload, heldReplies.contains(where: { $0.token == token }) else { return }
+        log(.info, "no confirmation of broker reload \(token) yet; reloading the broker once more")
+        if let snap = try? accessSnapshot() { _ = onAccessChanged(snap) }
     }
 
     /// A reload confirmation from the broker plugin: its payload is the token of the latest
