@@ -102,8 +102,7 @@ extension ControlPlane {
         ingest.addKnown(effects.configs)
         // Access first: a configuration may carry a certificate from an authority the broker must
         // trust, and a retired device's retained topics are cleared once its revocation is on file.
-        var token: UInt64?
-        if effects.accessChanged, let snap = try? accessSnapshot() { token = onAccessChanged(snap) }
+        let token = effects.accessChanged ? rewriteBrokerAccess() : nil
         do { try drainOutbox() } catch {
             // The rows stay: the next drain (another commit, a flush, a restart) publishes them.
             log(.warn, "could not publish the outbox: \(error)")
@@ -111,6 +110,14 @@ extension ControlPlane {
         publishConfigs(effects.configs)
         ingest.addKnown(effects.provisioned)
         return token
+    }
+
+    /// Writes the broker's access files from the ledger and reloads it (`onAccessChanged`);
+    /// returns the reload's token when the broker confirms reloads.
+    @discardableResult
+    func rewriteBrokerAccess() -> UInt64? {
+        guard let snap = try? accessSnapshot() else { return nil }
+        return onAccessChanged(snap)
     }
 
     // MARK: replies held until a reload is in force
@@ -146,7 +153,7 @@ extension ControlPlane {
     func signalAgainIfUnconfirmed(_ token: UInt64) {
         guard token > confirmedReload, heldReplies.contains(where: { $0.token == token }) else { return }
         log(.info, "no confirmation of broker reload \(token) yet; reloading the broker once more")
-        if let snap = try? accessSnapshot() { _ = onAccessChanged(snap) }
+        rewriteBrokerAccess()
     }
 
     /// A reload confirmation from the broker plugin: its payload is the token of the latest

@@ -98,7 +98,7 @@ extension ControlPlane {
             pendingPresenceEvents.removeFirst(presenceEvents.count)
             for d in statuses.keys where presence[d] == statuses[d] { presence[d] = nil }
             // Rewrites the CRLs and reloads the broker: from now on it refuses the escrow certificates.
-            if revoked, let snap = try? accessSnapshot() { _ = onAccessChanged(snap) }
+            if revoked { rewriteBrokerAccess() }
             try drainOutbox()
         } catch {
             // Keep the batch: it is retried at the next flush (and devices re-ack on reconciliation).

@@ -260,7 +260,7 @@ public actor ControlPlane {
 
     /// Daily: fresh CRLs for the broker, and replies older than 7 days forgotten.
     func refreshAccess() {
-        if let snap = try? accessSnapshot() { _ = onAccessChanged(snap) }
+        rewriteBrokerAccess()
         try? ledger.pruneReplies(olderThan: Date().addingTimeInterval(-7 * 24 * 3600))
     }
 

@@ -56,6 +56,8 @@ final class TransferBoard: Sendable {
         var appliedOnPlatform = 0
         /// Devices the customer's operator has received `config.applied` for.
         var appliedEvents = 0
+        /// Devices the customer's operator has received `device.retired` for.
+        var retiredEvents = 0
         var problems: [String] = []
         var accounts: [String: String] = [:]
         var runID = ""
@@ -68,7 +70,6 @@ final class TransferBoard: Sendable {
         var retiringArmed = 0
         // loop -> control
         var connected = 0
-        var appliedApproved = 0
         /// Per stage of `approvals`: devices whose agent applied the receiver's configuration.
         var appliedByStage: [String: Int] = [:]
         var stopRequested = false
@@ -263,13 +264,17 @@ struct TransferControl: Sendable {
     }
 
     /// Waits until `done` holds, woken by each change of the board; prints `progress` once a second.
-    private func wait(_ what: String, progress: (TransferBoard.State) -> String, done: (TransferBoard.State) -> Bool) async throws {
+    /// With `bound` (what the platform reports by events: an event the broker lost is not waited
+    /// for forever) it returns after that long whether or not `done` holds.
+    private func wait(_ what: String, within bound: Duration? = nil, progress: ((TransferBoard.State) -> String)? = nil,
+                      done: (TransferBoard.State) -> Bool) async throws {
+        let end = bound.map { ContinuousClock.now + $0 }
         var last = ContinuousClock.now
-        while true {
+        while end.map({ ContinuousClock.now < $0 }) ?? true {
             let (snapshot, generation) = board.snapshot()
-            if done(snapshot) { say(progress(snapshot)); return }
+            if done(snapshot) { progress.map { say($0(snapshot)) }; return }
             try checkpoint(what)
-            if ContinuousClock.now - last >= .seconds(1) { last = .now; say(progress(snapshot)) }
+            if let progress, ContinuousClock.now - last >= .seconds(1) { last = .now; say(progress(snapshot)) }
             await board.nextChange(after: generation, within: .seconds(1))
         }
     }
@@ -322,7 +327,10 @@ struct TransferControl: Sendable {
                             let n = digest.appliedDevices
                             board.with { $0.appliedEvents = n }
                         }
-                        if isCustomer, e.event?.type == .deviceRetired { board.with { _ in } } // a change: wakes the retire step's wait
+                        if isCustomer, e.event?.type == .deviceRetired {
+                            let n = digest.retiredDevices
+                            board.with { $0.retiredEvents = n }
+                        }
                     }
                 }
             }
@@ -406,18 +414,12 @@ struct TransferControl: Sendable {
 
         // f. Every approved device applies its configuration.
         try await timed("f", "wait for \(approveN) configurations applied") {
-            try await wait("waiting for configurations", progress: { "  applied \($0.appliedApproved)/\(approveN) (device side)" },
-                            done: { $0.appliedApproved >= approveN })
+            try await wait("waiting for configurations", progress: { "  applied \($0.appliedByStage["activate"] ?? 0)/\(approveN) (device side)" },
+                            done: { ($0.appliedByStage["activate"] ?? 0) >= approveN })
             // The platform's view: escrowd commits acks in batches and then emits config.applied,
             // so wait for those events (bounded: 20 s, an event the broker lost is not waited for
             // forever), then ask config.status once.
-            let settled = ContinuousClock.now + .seconds(20)
-            while board.read({ $0.appliedEvents }) < approveN, ContinuousClock.now < settled {
-                try checkpoint("waiting for config.applied events")
-                let (_, generation) = board.snapshot()
-                if board.read({ $0.appliedEvents }) >= approveN { break }
-                await board.nextChange(after: generation, within: .seconds(1))
-            }
+            try await wait("waiting for config.applied events", within: .seconds(20)) { $0.appliedEvents >= approveN }
             let st = try await customerS.call(.configStatus, Commands.ConfigStatus(), as: Commands.ConfigStatusResult.self)
             let applied = st.devices.filter { $0.state == .applied }.count
             say("  config.status in \(customer): \(applied)/\(approveN) applied")
@@ -507,23 +509,11 @@ struct TransferControl: Sendable {
                                Double(reply - sent) / 1e6, r.refused.isEmpty ? "" : ", \(r.refused.count) refused: \(r.refused[0].reason)"))
                     lo = hi
                 }
-                // The retired events (bounded like config.applied: a lost event is not waited for forever).
-                let settled = ContinuousClock.now + .seconds(20)
-                while digest.retiredDevices < retired, ContinuousClock.now < settled {
-                    try checkpoint("waiting for device.retired events")
-                    let (_, generation) = board.snapshot()
-                    if digest.retiredDevices >= retired { break }
-                    await board.nextChange(after: generation, within: .seconds(1))
-                }
-                say("  device.retired events: \(digest.retiredDevices)/\(retired)")
-                // The broker closes each retired device's connection at the revocation reload (bounded: 20 s).
-                let cut = ContinuousClock.now + .seconds(20)
-                while board.read({ $0.appliedByStage["retire"] ?? 0 }) < retired, ContinuousClock.now < cut {
-                    try checkpoint("waiting for the broker to cut off the retired devices")
-                    let (_, generation) = board.snapshot()
-                    if board.read({ $0.appliedByStage["retire"] ?? 0 }) >= retired { break }
-                    await board.nextChange(after: generation, within: .seconds(1))
-                }
+                // The retired events, then the broker closing each retired device's connection at
+                // the revocation reload (each bounded, like config.applied).
+                try await wait("waiting for device.retired events", within: .seconds(20)) { $0.retiredEvents >= retired }
+                say("  device.retired events: \(board.read { $0.retiredEvents })/\(retired)")
+                try await wait("waiting for the broker to cut off the retired devices", within: .seconds(20)) { ($0.appliedByStage["retire"] ?? 0) >= retired }
                 let cutOff = board.read { $0.appliedByStage["retire"] ?? 0 }
                 say("  cut off by the broker: \(cutOff)/\(retired) (they stay off: a retired device is refused from now on)")
                 if cutOff < retired { board.with { $0.problems.append("\(retired - cutOff) of \(retired) retired devices were not cut off by the broker within 20 s") } }

@@ -126,7 +126,7 @@ public final class TransferRunner {
                 let (finished, same) = board.read { ($0.finished, $0.connected == connected && $0.appliedByStage == byStage) }
                 if finished { break }
                 if !same {
-                    board.with { b in b.connected = connected; b.appliedApproved = byStage["activate"] ?? 0; b.appliedByStage = byStage }
+                    board.with { b in b.connected = connected; b.appliedByStage = byStage }
                 }
             }
             if stoppedBy == nil, let why = watchLimits() {
@@ -167,7 +167,7 @@ public final class TransferRunner {
         var appliedOnDevices = 0, appliedBeforeReply = 0
         let acks = digest.ackNanos, retiredAt = digest.retiredNanos
         var stageLatency: [String: Histogram] = [:], stageCommand: [String: Histogram] = [:], stageApplied: [String: Int] = [:]
-        var cutOffLatency = Histogram(), cutBeforeReply = 0, stageBeforeReply: [String: Int] = [:]
+        var cutOffLatency = Histogram(), stageBeforeReply: [String: Int] = [:]
         for (k, a) in approvals.enumerated() {
             let reply = engine.time(ofMonotonic: a.replyNanos), sent = engine.time(ofMonotonic: a.sentNanos)
             if a.stage != "activate" {
@@ -175,16 +175,12 @@ public final class TransferRunner {
                 for (j, i) in a.range.enumerated() {
                     if a.owner == nil {
                         if let at = retiredAt[engine.behaviors[i].id] { stageLatency[a.stage, default: Histogram()].record(UInt64(at &- a.sentNanos) / 1000) }
-                        if applied.times[k][j] >= 0 {
-                            stageApplied[a.stage, default: 0] += 1
-                            if applied.times[k][j] < reply { cutBeforeReply += 1 }
-                            cutOffLatency.record(Self.micros(applied.times[k][j] - sent))
-                        }
-                    } else if applied.times[k][j] >= 0 {
-                        stageApplied[a.stage, default: 0] += 1
-                        if applied.times[k][j] < reply { stageBeforeReply[a.stage, default: 0] += 1 }
-                        stageLatency[a.stage, default: Histogram()].record(Self.micros(applied.times[k][j] - sent))
                     }
+                    let at = applied.times[k][j]
+                    guard at >= 0 else { continue }
+                    stageApplied[a.stage, default: 0] += 1
+                    if at < reply { stageBeforeReply[a.stage, default: 0] += 1 }
+                    if a.owner == nil { cutOffLatency.record(Self.micros(at - sent)) } else { stageLatency[a.stage, default: Histogram()].record(Self.micros(at - sent)) }
                 }
                 continue
             }
@@ -210,7 +206,7 @@ public final class TransferRunner {
                     appliedOnDevices: retire ? 0 : stageApplied[name] ?? 0, commandMs: HistogramSummary(stageCommand[name] ?? Histogram()),
                     latencyMs: HistogramSummary(stageLatency[name] ?? Histogram()),
                     cutOff: retire ? stageApplied[name] ?? 0 : nil, cutOffMs: retire ? HistogramSummary(cutOffLatency) : nil,
-                    beforeReply: retire ? cutBeforeReply : stageBeforeReply[name] ?? 0)
+                    beforeReply: stageBeforeReply[name] ?? 0)
             }
         }
         var verification = shared.problems
@@ -283,25 +279,26 @@ public final class TransferRunner {
     /// lost after the command was sent).
     struct AppliedTimes {
         var times: [[Double]] = []
+        /// Per batch, how many devices have a time: a full batch is not looked at again.
+        var recorded: [Int] = []
         /// Records what is new; returns the applied (or cut-off) count per stage.
         mutating func update(_ approvals: [TransferBoard.Approval], _ behaviors: [AgentBehavior], time: (UInt64) -> Double) -> [String: Int] {
-            while times.count < approvals.count { times.append(Array(repeating: -1, count: approvals[times.count].range.count)) }
+            while times.count < approvals.count { times.append(Array(repeating: -1, count: approvals[times.count].range.count)); recorded.append(0) }
             var byStage: [String: Int] = [:]
             for (k, a) in approvals.enumerated() {
-                let sent = time(a.sentNanos)
-                var n = 0
-                for (j, i) in a.range.enumerated() {
-                    if times[k][j] < 0 {
-                        let b = behaviors[i]
+                if recorded[k] < a.range.count {
+                    let sent = time(a.sentNanos)
+                    for (j, i) in a.range.enumerated() where times[k][j] < 0 {
                         if let owner = a.owner {
+                            let b = behaviors[i]
                             if b.appliedAt >= 0, b.machine.state.owner == owner, b.machine.state.mode == a.mode { times[k][j] = b.appliedAt }
-                        } else if b.disconnectedAt >= sent {
-                            times[k][j] = b.disconnectedAt
+                        } else if behaviors[i].disconnectedAt >= sent {
+                            times[k][j] = behaviors[i].disconnectedAt
                         }
+                        if times[k][j] >= 0 { recorded[k] += 1 }
                     }
-                    if times[k][j] >= 0 { n += 1 }
                 }
-                byStage[a.stage, default: 0] += n
+                byStage[a.stage, default: 0] += recorded[k]
             }
             return byStage
         }
