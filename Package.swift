@@ -3,7 +3,7 @@
 // Modules are cut by what they may touch (see docs/ARCHITECTURE.md):
 //   EscrowCore    pure domain + wire contract (no I/O, no C)
 //   MQTT          the only importer of CMosquitto
-//   Storage       the only importer of CSQLite
+//   Storage       the only importer of CSQLite and CLibPQ (one ledger interface, two databases)
 //   Identity      the only importer of COpenSSL
 import PackageDescription
 
@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // The broker plugin, in C against mosquitto-dev's plugin API (its symbols resolve in the broker).
         .target(name: "EscrowBrokerPlugin", exclude: ["README.md"],
@@ -36,7 +37,7 @@ let package = Package(
         // Thin edges.
         .target(name: "MQTTWire"),
         .target(name: "MQTT", dependencies: ["CMosquitto", "MQTTWire", "POSIX"]),
-        .target(name: "Storage", dependencies: ["CSQLite", "POSIX"]),
+        .target(name: "Storage", dependencies: ["CSQLite", "CLibPQ", "POSIX"]),
         .target(name: "Identity", dependencies: ["COpenSSL", "POSIX"]),
         .target(name: "CSystem"),
         .target(name: "POSIX", dependencies: ["CSystem"]),
@@ -53,7 +54,7 @@ let package = Package(
         // Executables: parse arguments, wire parts, run.
         // Each is stamped with the git commit it was built from (`--version`), by a build-tool plugin
         // applied to these small targets only, so a new commit relinks four mains and recompiles nothing else.
-        .executableTarget(name: "escrowd", dependencies: ["ControlPlane"], plugins: ["BuildStampPlugin"]),
+        .executableTarget(name: "escrowd", dependencies: ["ControlPlane", "Storage"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "escrowctl", dependencies: ["OperatorCLI"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "escrow-agent", dependencies: ["EscrowAgent"], plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "EscrowCore"], path: "Simulator/fleetsim", plugins: ["BuildStampPlugin"]),
@@ -62,7 +63,7 @@ let package = Package(
         .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "Broker", "MQTT", "MQTTWire", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX", "Broker"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX", "Broker", "Storage"], path: "Tests/TestSupport"),
         .testTarget(name: "EscrowCoreTests", dependencies: ["EscrowCore", "EscrowAgent", "TestSupport"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "MQTTWire", "POSIX", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),

@@ -61,7 +61,7 @@ extension ControlPlane {
             var effects = Effects()
             let clock = ContinuousClock(), began = clock.now
             defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
-            let payload: [UInt8] = try ledger.db.transaction { _ in
+            let payload: [UInt8] = try ledger.db.transaction {
                 processor.actor = sender
                 defer { processor.actor = nil }
                 let outcome = try processor.execute(account: account, command: command, args: envelope.args)
@@ -227,9 +227,9 @@ extension ControlPlane {
         switch error {
         case let e as WireError: return e
         case let e as DomainError: return e.wire
-        case let e as SQLiteError where e.isFull || e.isReadOnly || e.isIOError || e.isBusy:
+        case let e as any StorageFailure where e.isUnavailable:
             return WireError(.storageUnavailable, "the control plane cannot write its database (\(e.message)); nothing was changed, retry later")
-        case let e as SQLiteError where e.isConstraint:
+        case let e as any StorageFailure where e.isConstraint:
             return WireError(.conflict, "the change conflicts with existing state; nothing was changed")
         default: return WireError(.internalError, "unexpected error: \(error)")
         }

@@ -53,7 +53,7 @@ extension ControlPlane {
             guard ingest.isKnown(d) else { return deviceError(d, topic: m.topic, WireError(.notFound, "device \(d) is not provisioned")) }
             try processor.validateCSR(r.csr, device: d)
             var effects = Effects()
-            let rotated = try ledger.db.transaction { _ in
+            let rotated = try ledger.db.transaction {
                 try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
                 let rotated = try processor.rotateActiveIdentity(d, &effects)
                 for e in effects.events { try ledger.appendEvent(e) }
@@ -75,7 +75,7 @@ extension ControlPlane {
         let clock = ContinuousClock(), began = clock.now
         defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
         do {
-            try ledger.db.transaction { _ in
+            try ledger.db.transaction {
                 let at = Date()
                 for (d, s) in statuses {
                     try ledger.recordPresence(d, online: s.state == .online, mode: s.mode, agentVersion: s.agentVersion, session: s.session, at: at)
@@ -161,7 +161,7 @@ extension ControlPlane {
         // must not hold commands behind one transaction of 20,000 events.
         let now = Array(changes.prefix(Self.presenceChunk)), later = Array(changes.dropFirst(Self.presenceChunk))
         do {
-            try ledger.db.transaction { _ in
+            try ledger.db.transaction {
                 for (d, at) in batch { try ledger.recordLastSeen(d, at: at) }
                 let at = Date()
                 for c in now {

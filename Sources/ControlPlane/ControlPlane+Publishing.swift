@@ -70,7 +70,7 @@ extension ControlPlane {
     func revokeLapsedEscrowIdentities() {
         let cutoff = Date().addingTimeInterval(-Double(options.escrowGrace.components.seconds))
         do {
-            let lapsed = try ledger.db.transaction { _ in try ledger.revokeLapsedEscrowIdentities(activatedBefore: cutoff, at: Date()) }
+            let lapsed = try ledger.db.transaction { try ledger.revokeLapsedEscrowIdentities(activatedBefore: cutoff, at: Date()) }
             guard !lapsed.isEmpty else { return }
             log(.warn, "revoked the escrow certificates of \(lapsed.count) devices active for over \(options.escrowGrace) without their owner-issued identity (\(lapsed.prefix(10).map(\.rawValue).joined(separator: ", "))\(lapsed.count > 10 ? ", ..." : "")); they need new bundles")
             _ = onAccessChanged(try accessSnapshot())
@@ -83,7 +83,7 @@ extension ControlPlane {
         do {
             for id in try ledger.expiredOpenTransfers(now: Date()) {
                 var effects = Effects()
-                try ledger.db.transaction { _ in
+                try ledger.db.transaction {
                     guard var t = try ledger.transfer(id) else { return }
                     let at = Date()
                     let transition = try t.apply(.expire(now: at), now: at)

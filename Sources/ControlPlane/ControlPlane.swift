@@ -8,8 +8,10 @@ import POSIX
 /// replies, events and configurations. One actor owns the ledger, so every change is serial.
 public actor ControlPlane {
     public struct Options: Sendable {
-        /// SQLite database file.
-        public var databasePath: String
+        /// Where the ledger lives: an SQLite file (the default) or a PostgreSQL database.
+        public var store: StoreLocation
+        /// The SQLite file, when the ledger is one.
+        public var databasePath: String? { if case .sqlite(let path) = store { path } else { nil } }
         /// The broker confirms each reload on `BrokerNames.reloadTopic` (a managed broker with the
         /// plugin): a command that changed access is answered once its reload is confirmed.
         public var confirmsReloads = false
@@ -38,7 +40,8 @@ public actor ControlPlane {
         /// (`HeartbeatConnection`). Ignored when the client uses TLS: then they are taken inline from
         /// the main client (`MQTTClient.consumeInline`).
         public var heartbeatConnection = true
-        public init(databasePath: String) { self.databasePath = databasePath }
+        public init(databasePath: String) { store = .sqlite(path: databasePath) }
+        public init(store: StoreLocation) { self.store = store }
     }
 
     /// What the broker must know about accounts and operators (for ACL and password files).
@@ -111,7 +114,7 @@ public actor ControlPlane {
         self.options = options
         self.client = client
         self.log = log
-        self.ledger = try Ledger(path: options.databasePath)
+        self.ledger = try Ledger(store: options.store)
         self.processor = CommandProcessor(ledger: ledger, credentials: credentials, now: { Date() }, newID: {
             String(UUID().uuidString.lowercased().prefix(13))
         })
@@ -126,7 +129,7 @@ public actor ControlPlane {
     public func runsOnBlockingThread() -> Bool { BlockingWork.mayBlockHere }
 
     public func injectReadOnlyStorage(_ on: Bool) throws {
-        try ledger.db.execute("PRAGMA query_only = \(on ? 1 : 0)")
+        try ledger.db.refuseWrites(on)
     }
 
     /// The current access snapshot (what the broker's ACL and password files must say).
@@ -272,7 +275,7 @@ public actor ControlPlane {
     /// Forgets stored events older than `cutoff` (their numbers are never handed out again).
     public func pruneEvents(olderThan cutoff: Date) {
         do {
-            let n = try ledger.db.transaction { _ in try ledger.pruneEvents(olderThan: cutoff) }
+            let n = try ledger.db.transaction { try ledger.pruneEvents(olderThan: cutoff) }
             if n > 0 { log(.info, "forgot \(n) stored events older than \(cutoff.formatted(.iso8601)) (event retention)") }
         } catch {
             log(.warn, "event retention: could not prune stored events: \(error)")

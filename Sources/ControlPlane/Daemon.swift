@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 import EscrowCore
 import MQTT
 import Broker
@@ -12,6 +13,8 @@ import POSIX
 public final class Daemon: Sendable {
     public struct Settings: Sendable {
         public var dataDirectory: String
+        /// Where the ledger lives (`--store`); nil: the SQLite file DATA/escrow.db.
+        public var store: StoreLocation?
         /// nil: start and manage a local mosquitto. Otherwise `mqtt://` or `mqtts://` URL.
         public var externalBroker: String?
         public var username = "svc-escrowd"
@@ -64,6 +67,8 @@ public final class Daemon: Sendable {
     let dataLock: DirectoryLock?
 
     public var databasePath: String { settings.dataDirectory + "/escrow.db" }
+    /// The ledger's database: `--store`, or the SQLite file in the data directory.
+    public var store: StoreLocation { settings.store ?? .sqlite(path: databasePath) }
     /// `key = value` file escrowctl reads for the platform administrator (mode 0600).
     public var adminCredentialsPath: String { settings.dataDirectory + "/admin.conf" }
     public var brokerPID: Int32? { broker?.pid }
@@ -133,7 +138,7 @@ public final class Daemon: Sendable {
         options.version = settings.mqttVersion
         options.cleanSession = true
         client = try MQTTClient(options)
-        var cpOptions = ControlPlane.Options(databasePath: dir + "/escrow.db")
+        var cpOptions = ControlPlane.Options(store: settings.store ?? .sqlite(path: dir + "/escrow.db"))
         cpOptions.reconcileInterval = settings.reconcileInterval
         cpOptions.presenceLeaseIntervals = settings.presenceLeaseIntervals
         cpOptions.lastSeenFlushInterval = settings.lastSeenFlushInterval
@@ -357,7 +362,7 @@ extension ControlPlane {
     /// Creates the platform administrator login if it does not exist.
     public func bootstrapAdmin(username: String, passwordHash: String) throws {
         guard try !ledger.operatorExists(username) else { return }
-        try ledger.db.transaction { _ in
+        try ledger.db.transaction {
             if try ledger.account(.platform) == nil {
                 try ledger.insert(Account(id: .platform, name: "Platform administrators", kind: .provisioner), at: Date())
             }

@@ -2,18 +2,19 @@ import Foundation
 import EscrowCore
 import Storage
 
-/// The control plane's durable state: every read and write of the SQLite database goes here.
+/// The control plane's durable state: every read and write of the database (SQLite or
+/// PostgreSQL, `SQLDatabase`) goes here, in SQL both accept.
 /// Not thread-safe by itself: the `ControlPlane` actor is its only user.
 final class Ledger {
-    let db: Database
+    let db: any SQLDatabase
 
-    init(path: String) throws {
-        db = try Database(path: path)
+    init(store: StoreLocation) throws {
+        db = try store.open()
         try db.migrate(Schema.migrations)
     }
 
     /// Reads through an already open database (a backup being checked), without migrating it.
-    init(database: Database) { db = database }
+    init(database: any SQLDatabase) { db = database }
 
     // MARK: accounts
     /// A live account; a deleted one (a tombstone) is not found.
@@ -187,7 +188,7 @@ final class Ledger {
     /// One certificate serial into the revocation set of its issuer; true when it was not there yet.
     @discardableResult
     func revoke(serial: String, issuer: String, device: String, at: Date) throws -> Bool {
-        try db.execute("INSERT OR IGNORE INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?)",
+        try db.execute("INSERT INTO revocations (account_id, serial, device_id, revoked_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        [.text(issuer), .text(serial), .text(device), .real(at.timeIntervalSince1970)]) > 0
     }
     /// A fresh identity bundle for a device (`device.rebundle`): after `revokeIdentities`, the
@@ -224,7 +225,7 @@ final class Ledger {
         let session: SQLValue = session.map { .integer(Int64($0)) } ?? .null
         try db.execute("""
             UPDATE devices SET online = ?, mode = coalesce(?, mode), agent_version = coalesce(?, agent_version),
-                last_seen = max(coalesce(last_seen, 0), ?), presence_session = coalesce(?, presence_session)
+                last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?), presence_session = coalesce(?, presence_session)
             WHERE id = ? AND (? IS NULL OR presence_session IS NULL OR presence_session <= ?)
             """, [.integer(online ? 1 : 0), mode.map { .text($0.rawValue) } ?? .null, agentVersion.map { .text($0) } ?? .null,
                   .real(at.timeIntervalSince1970), session, .text(id.rawValue), session, session])
@@ -233,7 +234,7 @@ final class Ledger {
     /// of its newest configuration (nil: the escrow default). `PresenceLease`'s start.
     func leaseState() throws -> [(DeviceID, online: Bool, interval: Int?)] {
         var out: [(DeviceID, online: Bool, interval: Int?)] = []
-        try db.forEachRow("SELECT id, online, heartbeat_interval FROM devices WHERE state != 'retired'") { r in
+        try db.forEachRow("SELECT id, online, heartbeat_interval FROM devices WHERE state != 'retired'", []) { r in
             guard let d = DeviceID(try r.string("id")) else { return }
             out.append((d, try r.int("online") != 0, try r.optionalInt("heartbeat_interval")))
         }
@@ -258,7 +259,7 @@ final class Ledger {
     /// Only the time: a heartbeat batched before a mode switch must not undo the mode that the
     /// device's ack and retained status (both ordered, QoS 1) already recorded.
     func recordLastSeen(_ id: DeviceID, at: Date) throws {
-        try db.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?",
+        try db.execute("UPDATE devices SET last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?) WHERE id = ?",
                        [.real(at.timeIntervalSince1970), .text(id.rawValue)])
     }
     /// Applies a device's ack; returns the state it moved to, or nil when the ack is stale or unknown.
@@ -514,7 +515,7 @@ final class Ledger {
         let account = event.account.rawValue
         guard let seq = try db.query("""
             INSERT INTO event_sequences (account_id, last_seq) VALUES (?, 1)
-            ON CONFLICT(account_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq
+            ON CONFLICT(account_id) DO UPDATE SET last_seq = event_sequences.last_seq + 1 RETURNING last_seq
             """, [.text(account)]).first.map({ try $0.int("last_seq") }) else {
             throw DomainError(.internalError, "event_sequences: no number returned for \(account)")
         }

@@ -94,8 +94,8 @@ extension ControlPlane {
         if !client.isConnected { problems.append("not connected to the broker") }
         struct Probe: Error {}
         do {
-            try ledger.db.transaction { db in
-                _ = try db.execute("UPDATE accounts SET name = name WHERE id = ?", [.text(AccountID.platform.rawValue)])
+            try ledger.db.transaction {
+                _ = try ledger.db.execute("UPDATE accounts SET name = name WHERE id = ?", [.text(AccountID.platform.rawValue)])
                 throw Probe()
             }
         } catch is Probe {

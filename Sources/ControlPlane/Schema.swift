@@ -184,6 +184,11 @@ enum Schema {
         UPDATE devices SET heartbeat_interval = (
             SELECT json_extract(CAST(c.payload AS TEXT), '$.heartbeatInterval') FROM configs c
             WHERE c.device_id = devices.id AND c.version = devices.desired_version);
+        """, postgres: """
+        ALTER TABLE devices ADD COLUMN heartbeat_interval BIGINT;
+        UPDATE devices SET heartbeat_interval = (
+            SELECT (convert_from(c.payload, 'UTF8')::json ->> 'heartbeatInterval')::bigint FROM configs c
+            WHERE c.device_id = devices.id AND c.version = devices.desired_version);
         """),
         Migration(version: 9, name: "operator roles", sql: """
         -- full: every command where the operator may act; support: the read-only ones only (the

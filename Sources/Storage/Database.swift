@@ -18,7 +18,7 @@ import Foundation
 /// transaction depth are only read or written while `lock` is held (the connection is opened
 /// with SQLITE_OPEN_NOMUTEX because this lock already serializes it; holding it also keeps
 /// `sqlite3_errmsg` about our own failing call). `deinit` runs when no other reference exists.
-public final class Database: @unchecked Sendable {
+public final class Database: SQLDatabase, @unchecked Sendable {
     /// The path given when opening.
     public let path: String
     private let connection: OpaquePointer
@@ -273,6 +273,22 @@ public final class Database: @unchecked Sendable {
     public func integrityProblems() throws -> [String] {
         let messages = try query("PRAGMA integrity_check").map { $0[0].stringValue ?? $0[0].description }
         return messages == ["ok"] ? [] : messages
+    }
+
+    // MARK: SQLDatabase
+
+    public var dialect: SQLDialect { .sqlite }
+    public var location: String { path }
+
+    /// `transaction(_:)` for callers that do not need the connection handed back.
+    @discardableResult
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try transaction { (_: Database) in try body() }
+    }
+
+    /// `PRAGMA query_only`: every write then fails as on a read-only file.
+    public func refuseWrites(_ on: Bool) throws {
+        try execute("PRAGMA query_only = \(on ? 1 : 0)")
     }
 
     /// Number of prepared statements currently cached (for tests and diagnostics).

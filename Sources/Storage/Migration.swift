@@ -5,12 +5,19 @@ public struct Migration: Sendable, Equatable {
     public let name: String
     /// One or more `;`-separated statements, run with `executeScript` inside the migration's transaction.
     public let sql: String
+    /// The same change for PostgreSQL, when `PostgresDDL.translate(sql)` cannot say it (a function
+    /// only SQLite has); nil: the translation.
+    public let postgres: String?
 
-    public init(version: Int, name: String, sql: String) {
+    public init(version: Int, name: String, sql: String, postgres: String? = nil) {
         self.version = version
         self.name = name
         self.sql = sql
+        self.postgres = postgres
     }
+
+    /// What runs on PostgreSQL.
+    public var postgresSQL: String { postgres ?? PostgresDDL.translate(sql) }
 }
 
 /// Migrating failed; the database stays at the last version that applied completely.
@@ -20,7 +27,9 @@ public enum MigrationError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The migration list itself is wrong (versions not positive and strictly increasing).
     case invalidMigrationList(String)
     /// A migration's SQL failed; its transaction was rolled back.
-    case migrationFailed(version: Int, name: String, error: SQLiteError)
+    case migrationFailed(version: Int, name: String, error: any StorageFailure)
+
+    public static func == (a: MigrationError, b: MigrationError) -> Bool { a.description == b.description }
 
     public var description: String {
         switch self {

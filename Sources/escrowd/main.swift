@@ -1,6 +1,7 @@
 import Foundation
 import EscrowCore
 import ControlPlane
+import Storage
 
 let help = """
 escrowd: the EscrowFleet control plane.
@@ -17,6 +18,9 @@ USAGE
 
 OPTIONS
   --data DIR               state directory: database, broker files, CAs (default ./escrow-data)
+  --store URL              where the ledger lives: sqlite:PATH (default sqlite:DATA/escrow.db) or
+                           postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=...] (any libpq URI;
+                           several escrowd may share one PostgreSQL database, see docs/SCALING.md)
   --broker URL             use an external broker (mqtt://host:port) instead of a managed one;
                            escrowd logs in as --user/--password
   --user NAME              escrowd's broker login (default svc-escrowd)
@@ -81,7 +85,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
 // Everything escrowd writes (database, CA keys, secrets, broker files) is private to its user.
 umask(0o077)
 
-let valued: Set<String> = ["data", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
+let valued: Set<String> = ["data", "store", "broker", "user", "password", "bind", "device-port", "operator-port", "public-host",
                            "reconcile-interval", "presence-lease", "escrow-grace", "event-retention", "mosquitto", "mqtt", "config", "log-level", "broker-pid-file", "broker-log", "http", "log-format"]
 var argv = Array(CommandLine.arguments.dropFirst())
 if EscrowFleetVersion.requested(argv) { print(EscrowFleetVersion.line("escrowd", commit: BuildStamp.commit)); exit(0) }
@@ -137,6 +141,12 @@ if args.flag("help") { print(help); exit(0) }
 var settings = Daemon.Settings(dataDirectory: args.value("data") ?? "./escrow-data")
 do {
     settings.externalBroker = args.value("broker")
+    if let s = args.value("store") {
+        switch StoreLocation.parse(s) {
+        case .success(let location): settings.store = location
+        case .failure(let reason): throw UsageError("--store: \(reason)")
+        }
+    }
     if let u = args.value("user") { settings.username = u }
     settings.password = args.value("password")
     if let b = args.value("bind") { settings.bindHost = b }
