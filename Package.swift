@@ -70,7 +70,7 @@ let package = Package(
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Broker", "TestSupport"]),
         .testTarget(name: "FleetEngineTests", dependencies: ["FleetEngine", "MQTTWire", "TestSupport"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "EscrowAgent", "MQTT", "Storage", "Identity", "OperatorCLI", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "HTTPServer", "Console", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["EscrowCore", "EscrowAgent", "MQTT", "Identity", "Broker", "OperatorCLI", "HTTPServer", "Console", "TestSupport", "Storage"]),
     ]
 )
 

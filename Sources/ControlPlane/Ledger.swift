@@ -224,11 +224,11 @@ final class Ledger {
     func recordPresence(_ id: DeviceID, online: Bool, mode: DeviceMode?, agentVersion: String?, session: Int?, at: Date) throws {
         let session: SQLValue = session.map { .integer(Int64($0)) } ?? .null
         try db.execute("""
-            UPDATE devices SET online = ?, mode = coalesce(?, mode), agent_version = coalesce(?, agent_version),
-                last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?), presence_session = coalesce(?, presence_session)
-            WHERE id = ? AND (? IS NULL OR presence_session IS NULL OR presence_session <= ?)
+            UPDATE devices SET online = ?1, mode = coalesce(?2, mode), agent_version = coalesce(?3, agent_version),
+                last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?4), presence_session = coalesce(?5, presence_session)
+            WHERE id = ?6 AND (?5 IS NULL OR presence_session IS NULL OR presence_session <= ?5)
             """, [.integer(online ? 1 : 0), mode.map { .text($0.rawValue) } ?? .null, agentVersion.map { .text($0) } ?? .null,
-                  .real(at.timeIntervalSince1970), session, .text(id.rawValue), session, session])
+                  .real(at.timeIntervalSince1970), session, .text(id.rawValue)])
     }
     /// Every device that can be online: whether it is recorded online, and the heartbeat interval
     /// of its newest configuration (nil: the escrow default). `PresenceLease`'s start.

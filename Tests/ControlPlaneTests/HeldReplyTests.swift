@@ -42,7 +42,7 @@ struct HeldReplyTests {
         let broker = try await MosquittoBroker(BrokerConfig())
         let dir = try TempDirectory(prefix: "held")
         let client = try MQTTClient(MQTTOptions(clientID: "escrowd-held", port: broker.port))
-        var options = ControlPlane.Options(databasePath: dir.path + "/escrow.db")
+        var options = ControlPlane.Options(store: try await TestStore.make(sqliteFile: dir.path + "/escrow.db"))
         options.confirmsReloads = true
         options.reloadConfirmationTimeout = timeout
         let reloads = Reloads()

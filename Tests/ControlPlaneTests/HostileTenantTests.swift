@@ -32,6 +32,7 @@ struct HostileTenantTests {
             var settings = Daemon.Settings(dataDirectory: dir.path + "/data")
             settings.devicePort = ports[0]
             settings.operatorPort = ports[1]
+            settings.store = try await TestStore.forDaemon()
             configure(&settings)
             daemon = try Daemon(settings: settings, log: .silent)
             let daemon = self.daemon

@@ -5,6 +5,7 @@ import EscrowAgent
 import ControlPlane
 import MQTT
 import TestSupport
+import Storage
 
 /// A real Mosquitto, a real SQLite file, and the control plane running in-process.
 final class PlatformFixture: @unchecked Sendable {
@@ -17,14 +18,16 @@ final class PlatformFixture: @unchecked Sendable {
     private var agents: [AgentRuntime] = []
     private var agentTasks: [Task<Void, Never>] = []
 
-    var databasePath: String
+    /// The ledger's database: an SQLite file here, or a schema on the harness's PostgreSQL.
+    let store: StoreLocation
 
     init(sweep: Duration = .milliseconds(100), databaseDirectory: String? = nil) async throws {
         broker = try await MosquittoBroker(BrokerConfig(maxQueuedMessages: 100_000))
         dir = try TempDirectory(prefix: "cp")
         escrowd = try MQTTClient(MQTTOptions(clientID: "escrowd-test", port: broker.port))
-        databasePath = (databaseDirectory ?? dir.path) + "/escrow.db"
-        var options = ControlPlane.Options(databasePath: databasePath)
+        // A test that puts the SQLite file somewhere on purpose (a small disk) keeps SQLite.
+        if let databaseDirectory { store = .sqlite(path: databaseDirectory + "/escrow.db") } else { store = try await TestStore.make(sqliteFile: dir.path + "/escrow.db") }
+        var options = ControlPlane.Options(store: store)
         options.expirySweepInterval = sweep
         options.reconcileInterval = .seconds(2)
         service = try ControlPlane(options: options, client: escrowd, log: .silent)

@@ -38,6 +38,8 @@ final class SmallDisk {
 
 @Suite("Storage faults: disk full and read-only", .serialized, .timeLimit(.minutes(2)))
 struct StorageFaultTests {
+    // The SQLite file on a full disk (on both runs of the suite: PostgreSQL's disk is the server's;
+    // its "disk full", SQLSTATE 53100, is classified as unavailable like the read-only case below).
     @Test("a full disk refuses commands with storage_unavailable, corrupts nothing, and service resumes when space returns")
     func diskFull() async throws {
         let disk = try SmallDisk(megabytes: 4)
@@ -45,7 +47,7 @@ struct StorageFaultTests {
         let op = p.operators
         _ = try await op.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
         _ = try await op.send("oem", "device.provision", ["prefix": "full-", "count": 50, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
-        let before = try HostileInputTests.snapshot(p.databasePath)
+        let before = try HostileInputTests.snapshot(p.store)
 
         disk.fill()
         let args: [String: JSONValue] = ["prefix": "more-", "count": 500, "issueIdentity": false]
@@ -55,8 +57,8 @@ struct StorageFaultTests {
         // Reads still work, nothing changed, and the file is intact.
         let list = try await op.send("oem", "device.list", ["limit": 1]).result(Commands.DeviceListResult.self)
         #expect(list.total == 50)
-        #expect(try HostileInputTests.snapshot(p.databasePath) == before)
-        #expect(try Database.openReadOnly(path: p.databasePath).integrityCheck())
+        #expect(try HostileInputTests.snapshot(p.store) == before)
+        #expect(try p.store.open().integrityProblems().isEmpty)
 
         disk.free()
         let retried = try await op.send("oem", "device.provision", args, requestID: "provision-more").result(Commands.DeviceProvisionResult.self)
@@ -70,12 +72,12 @@ struct StorageFaultTests {
         let p = try await PlatformFixture()
         let op = p.operators
         _ = try await op.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
-        let before = try HostileInputTests.snapshot(p.databasePath)
+        let before = try HostileInputTests.snapshot(p.store)
         try await p.service.injectReadOnlyStorage(true)
         let refused = try await op.send(.platform, "account.create", ["id": "acme", "name": "Acme", "kind": "customer"], requestID: "create-acme")
         #expect(refused.error?.code == .storageUnavailable, "\(String(describing: refused.error))")
         try await p.service.injectReadOnlyStorage(false)
-        #expect(try HostileInputTests.snapshot(p.databasePath) == before)
+        #expect(try HostileInputTests.snapshot(p.store) == before)
         let ok = try await op.send(.platform, "account.create", ["id": "acme", "name": "Acme", "kind": "customer"], requestID: "create-acme")
         #expect(ok.ok, "\(String(describing: ok.error))")
         await p.shutdown()

@@ -9,7 +9,7 @@ import TestSupport
 struct BackupTests {
     @Test("a backup taken while escrowd serves restores into a new data directory; custody verifies there and the operators' logins work")
     func roundTrip() async throws {
-        let platform = try await PlatformSession()
+        let platform = try await PlatformSession(sqlite: true)  // escrowd backup copies the SQLite file (PostgreSQL: pg_dump)
         let oem = try await platform.account("oem", kind: .provisioner)
         let acme = try await platform.account("acme", kind: .customer)
         _ = try await oem.send("oem", "device.provision", ["prefix": "bk-", "count": 20, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
@@ -29,7 +29,7 @@ struct BackupTests {
         _ = try await oem.send("oem", "device.provision", ["prefix": "late-", "count": 1, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
 
         var restoreOutput = ""
-        let restored = try await EscrowdProcess(prepare: { dir in
+        let restored = try await EscrowdProcess(sqlite: true, prepare: { dir in
             restoreOutput = try runCommand(escrowd, ["restore", "--from", backup, "--data", dir])
         })
         defer { restored.stop() }
@@ -51,7 +51,7 @@ struct BackupTests {
 
     @Test("restore refuses a tampered custody entry, a missing MANIFEST and a data directory that already has a database, and writes nothing")
     func refusals() async throws {
-        let platform = try await PlatformSession()
+        let platform = try await PlatformSession(sqlite: true)  // escrowd backup copies the SQLite file (PostgreSQL: pg_dump)
         let oem = try await platform.account("oem", kind: .provisioner)
         _ = try await oem.send("oem", "device.provision", ["prefix": "tp-", "count": 3, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
         let escrowd = try Products.path("escrowd")

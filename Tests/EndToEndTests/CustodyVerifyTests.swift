@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import EscrowCore
 import TestSupport
+import Storage
 
 /// `escrowctl custody verify` (issue 15): a chain built by every lifecycle step verifies on the
 /// operator's side, and altering any one stored entry breaks it at that entry.
@@ -53,21 +54,21 @@ struct CustodyVerifyTests {
         #expect(offline.status == 0 && offline.stdout.contains("verified") && offline.stdout.contains("retired shop"), "\(offline)")
 
         // Alter each stored entry in turn (a different field each time), in the live database.
-        let db = platform.escrowd.dataDirectory + "/escrow.db"
-        func sql(_ statement: String) async throws -> String {
-            try await offPool { try runCommand("/usr/bin/sqlite3", [db, statement], installHint: "apt-get install sqlite3") }
+        let ledger = platform.escrowd.ledger
+        func sql(_ statement: String, _ parameters: [SQLValue] = []) async throws -> SQLValue {
+            try await offPool { try ledger.open().scalar(statement, parameters) }
         }
         let alterations = ["holder = 'mallory'", "at = at + 1", "decision = 'held'", "previous_holder = 'oem'", "transfer_id = 'tr-forged'", "reason = 'nothing happened'"]
-        #expect(try await sql("SELECT count(*) FROM custody WHERE device_id = 'cv-1'").trimmingCharacters(in: .whitespacesAndNewlines) == "6")
+        #expect(try await sql("SELECT count(*) FROM custody WHERE device_id = 'cv-1'") == .integer(6))
         for seq in 1...6 {
             let change = alterations[seq - 1]
             let column = String(change.split(separator: " ")[0])
-            let original = try await sql("SELECT quote(\(column)) FROM custody WHERE device_id = 'cv-1' AND seq = \(seq)").trimmingCharacters(in: .whitespacesAndNewlines)
+            let original = try await sql("SELECT \(column) FROM custody WHERE device_id = 'cv-1' AND seq = \(seq)")
             _ = try await sql("UPDATE custody SET \(change) WHERE device_id = 'cv-1' AND seq = \(seq)")
             let (status, o) = try await verify("shop")
             #expect(status == 65 && o["valid"] == .bool(false) && o["brokenAt"] == .number(Double(seq)) && o["platformValid"] == .bool(false),
                     "entry \(seq) altered (\(change)): \(o)")
-            _ = try await sql("UPDATE custody SET \(column) = \(original) WHERE device_id = 'cv-1' AND seq = \(seq)")
+            _ = try await sql("UPDATE custody SET \(column) = ? WHERE device_id = 'cv-1' AND seq = \(seq)", [original])
             try await expectValid("shop", "restoring entry \(seq)")
         }
 

@@ -10,8 +10,8 @@ struct PlatformSession {
     let escrowd: EscrowdProcess
     let admin: OperatorProbe
 
-    init(arguments: [String] = []) async throws {
-        escrowd = try await EscrowdProcess(arguments: arguments)
+    init(arguments: [String] = [], sqlite: Bool = false) async throws {
+        escrowd = try await EscrowdProcess(arguments: arguments, sqlite: sqlite)
         let a = try escrowd.adminCredentials()
         admin = try await OperatorProbe(port: escrowd.operatorPort, username: a.user, password: a.password, accounts: [.platform])
     }

@@ -162,8 +162,7 @@ struct SecurityTests {
         let replay = try await oem.send("oem", "device.provision", ["deviceIds": ids(["dev-key"])], requestID: "provision-key")
         #expect(replay.result?["privateKeysOmitted"]?.boolValue == true)
         #expect(try replay.result(Commands.DeviceProvisionResult.self).bundles.first?.privateKey == "")
-        let files = ["/escrow.db", "/escrow.db-wal"].map { platform.escrowd.dataDirectory + $0 }
-        let db = files.compactMap { try? String(contentsOfFile: $0, encoding: .isoLatin1) }.joined()
+        let db = try TestStore.everything(platform.escrowd.ledger)
         #expect(!db.contains(bundle.privateKey.split(separator: "\n")[1]), "the key is not in the database")
         await platform.close()
     }

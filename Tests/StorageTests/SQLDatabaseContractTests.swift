@@ -80,6 +80,15 @@ import TestSupport
             // `? IS NULL` first seen with NULL (no type to infer) works on both.
             #expect(try db.scalar("SELECT count(*) FROM t WHERE (? IS NULL OR n = ?)", [.null, .integer(7)]) == .integer(2))
             #expect(try db.scalar("SELECT count(*) FROM t WHERE (? IS NULL OR n = ?)", [.integer(7), .integer(7)]) == .integer(1))
+            // Inside a transaction, with NULLs of which only some have a type the context gives:
+            // the statement is prepared without aborting the transaction.
+            try db.transaction {
+                #expect(try db.scalar("SELECT count(*) FROM t WHERE (? IS NULL OR n <= ?) AND coalesce(?, n) = n", [.null, .null, .null]) == .integer(2))
+                // One number used where the type is known and where it is not (the ledger's presence update).
+                #expect(try db.scalar("SELECT count(*) FROM t WHERE coalesce(?1, n) = n AND (?1 IS NULL OR n <= ?1)", [.null]) == .integer(2))
+                try db.execute("INSERT INTO t (id, n) VALUES ('in-tx', 0)")
+            }
+            #expect(try db.scalar("SELECT count(*) FROM t WHERE id = 'in-tx'") == .integer(1))
             // Changed-row counts.
             #expect(try db.execute("UPDATE t SET n = n + 1 WHERE id LIKE 'p%'") == 2)
             // Identity columns count up.

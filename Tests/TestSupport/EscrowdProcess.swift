@@ -1,6 +1,7 @@
 import Foundation
 import EscrowCore
 import POSIX
+import Storage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,10 @@ public final class EscrowdProcess: @unchecked Sendable {
     public let devicePort: Int
     public let operatorPort: Int
     public let extraArguments: [String]
+    /// `--store`: nil (DATA/escrow.db) or, with `ESCROW_TEST_STORE=postgres`, a schema of its own.
+    public let store: StoreLocation?
+    /// The ledger, whichever database it is in.
+    public var ledger: StoreLocation { store ?? .sqlite(path: dataDirectory + "/escrow.db") }
     public private(set) var process: ChildProcess?
     public var logPath: String { data.file("escrowd.log") }
     public var dataDirectory: String { data.path + "/data" }
@@ -18,9 +23,12 @@ public final class EscrowdProcess: @unchecked Sendable {
     public var deviceURL: String { "mqtts://127.0.0.1:\(devicePort)" }
 
     /// `prepare` fills the data directory (a path that does not exist yet) before the first start,
-    /// for example with `escrowd restore`.
-    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), prepare: ((String) throws -> Void)? = nil) async throws {
+    /// for example with `escrowd restore`. `sqlite`: the ledger is the data directory's SQLite file
+    /// even when the suite runs on PostgreSQL (what a test of that file, such as backup, needs).
+    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), sqlite: Bool = false,
+                prepare: ((String) throws -> Void)? = nil) async throws {
         data = try TempDirectory(prefix: "escrowd")
+        store = sqlite ? nil : try await TestStore.forDaemon()
         let ports = try freePorts(2)
         devicePort = ports[0]
         operatorPort = ports[1]
@@ -35,7 +43,7 @@ public final class EscrowdProcess: @unchecked Sendable {
         let before = (try? String(contentsOfFile: logPath, encoding: .utf8))?.components(separatedBy: "serving ").count ?? 1
         let started = try ChildProcess.spawn(try Products.path("escrowd"),
                                              ["--data", dataDirectory, "--device-port", String(devicePort), "--operator-port", String(operatorPort),
-                                              "--reconcile-interval", "2s"] + extraArguments,
+                                              "--reconcile-interval", "2s"] + storeArguments + extraArguments,
                                              stdout: logPath,
                                              // The executor rule, enforced: a blocking call on the cooperative
                                              // pool ends escrowd with a message naming it (docs/ARCHITECTURE.md).
@@ -54,6 +62,10 @@ public final class EscrowdProcess: @unchecked Sendable {
         } catch let e as TestSupportError where !e.description.contains("exited during start-up") {
             throw TestSupportError("escrowd did not start serving within \(timeout). Log tail:\n\(logTail(2000))")
         }
+    }
+
+    private var storeArguments: [String] {
+        if case .postgres(let url)? = store { ["--store", url] } else { [] }
     }
 
     /// The platform administrator's login, from the admin.conf escrowd writes.

@@ -170,8 +170,49 @@ public enum TestStore {
 
     /// A store for one ledger: `sqliteFile` itself, or a fresh schema on the shared PostgreSQL.
     public static func make(sqliteFile: String) async throws -> StoreLocation {
-        guard usesPostgres else { return .sqlite(path: sqliteFile) }
+        try await forDaemon() ?? .sqlite(path: sqliteFile)
+    }
+
+    /// What an escrowd's `--store` (`Daemon.Settings.store`) is: nil (its data directory's SQLite
+    /// file) or a fresh schema on the shared PostgreSQL.
+    public static func forDaemon() async throws -> StoreLocation? {
+        guard usesPostgres else { return nil }
         let server = try await PostgresServer.shared()
         return try await offPool { try server.freshStore() }
+    }
+
+    /// Every row of the ledger's tables that commands change, as text: what "changes nothing" compares.
+    public static func snapshot(_ store: StoreLocation) throws -> [String] {
+        let db = try store.open()
+        var out: [String] = []
+        for (table, columns) in [("accounts", "*"), ("operators", "*"), ("transfers", "*"), ("transfer_items", "*"), ("custody", "*"),
+                                 ("profiles", "*"), ("configs", "device_id, version, payload"),
+                                 ("devices", "id, owner, provisioner, state, desired_version, applied_version, config_state, config_reason, csr")] {
+            for row in try db.query("SELECT \(columns) FROM \(table) ORDER BY 1, 2") { out.append("\(table): \(row)") }
+        }
+        return out
+    }
+
+    /// Everything the database holds, as text: the SQLite files' bytes (WAL included), or every
+    /// row of every table of the PostgreSQL schema.
+    public static func everything(_ store: StoreLocation) throws -> String {
+        switch store {
+        case .sqlite(let path):
+            return [path, path + "-wal"].compactMap { try? String(contentsOfFile: $0, encoding: .isoLatin1) }.joined()
+        case .postgres:
+            let db = try store.open()
+            let tables = try db.query("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()").compactMap { $0[0].stringValue }
+            return try tables.map { t in try db.query("SELECT x::text FROM \(t) x").compactMap { $0[0].stringValue }.joined(separator: "\n") }.joined(separator: "\n")
+        }
+    }
+
+    /// One column of one device's row, as text ("NULL" when null).
+    public static func deviceColumn(_ store: StoreLocation, _ column: String, of device: String) throws -> String {
+        let value = try store.open().scalar("SELECT \(column) FROM devices WHERE id = ?", [.text(device)])
+        switch value {
+        case .null: return "NULL"
+        case .text(let s): return s
+        default: return value.description
+        }
     }
 }

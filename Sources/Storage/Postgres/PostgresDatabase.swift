@@ -220,24 +220,44 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         let (translated, count) = PostgresSQL.numberParameters(sql)
         statementCounter += 1
         let name = "escrow_\(statementCounter)"
-        func prepare(nullAs nullType: Oid) throws {
-            var types: [Oid] = (0..<count).map { i in
-                guard i < parameters.count else { return 0 }
-                switch parameters[i] {
-                case .null: return nullType
-                case .integer: return Self.int8
-                case .real: return Self.float8
-                case .text: return Self.text
-                case .blob: return Self.bytea
-                }
+        // Types from this call's values; a NULL is left to the server to infer from its context.
+        var types: [Oid] = (0..<count).map { i in
+            guard i < parameters.count else { return 0 }
+            switch parameters[i] {
+            case .null: return 0
+            case .integer: return Self.int8
+            case .real: return Self.float8
+            case .text: return Self.text
+            case .blob: return Self.bytea
             }
-            PQclear(try check(PQprepare(connection, name, translated, Int32(count), &types), sql: sql))
         }
-        do {
-            try prepare(nullAs: 0)
-        } catch let e as PostgresError where e.sqlState == "42P18" && transactionDepth == 0 {
-            // `? IS NULL` first seen with a NULL: nothing says its type; text is as good as any.
-            try prepare(nullAs: Self.text)
+        // A failed PREPARE would abort the caller's transaction: inside one, it gets a savepoint.
+        let guarded = transactionDepth > 0
+        if guarded { try run(simple: "SAVEPOINT escrowfleet_prepare") }
+        // A NULL whose type nothing in the statement says (`? IS NULL`), or says twice differently
+        // (`? IS NULL OR x <= ?` with the same number): PostgreSQL names it; it is tried as text,
+        // then as a 64-bit integer, a double and bytes, and the first the statement accepts stays.
+        let candidates: [Oid] = [Self.text, Self.int8, Self.float8, Self.bytea]
+        var tried = [Int](repeating: 0, count: count)
+        var lastNamed: Int?
+        while true {
+            do {
+                PQclear(try check(PQprepare(connection, name, translated, Int32(count), &types), sql: sql))
+                if guarded { try run(simple: "RELEASE SAVEPOINT escrowfleet_prepare") }
+                break
+            } catch let e as PostgresError {
+                if guarded { try run(simple: "ROLLBACK TO SAVEPOINT escrowfleet_prepare") }
+                let named = e.message.components(separatedBy: "parameter $").dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }
+                let retry = named.flatMap { n in n >= 1 && n <= count && n <= parameters.count && parameters[n - 1] == .null ? n : nil }
+                    ?? (["42883", "42804", "42P08", "42P18"].contains(e.sqlState) ? lastNamed : nil)
+                guard let n = retry, tried[n - 1] < candidates.count else {
+                    if guarded { _ = try? run(simple: "RELEASE SAVEPOINT escrowfleet_prepare") }
+                    throw e
+                }
+                types[n - 1] = candidates[tried[n - 1]]
+                tried[n - 1] += 1
+                lastNamed = n
+            }
         }
         if statements.count >= Self.statementCacheLimit, let victim = statements.first {
             statements.removeValue(forKey: victim.key)
