@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(name: "fleetsim", dependencies: ["FleetEngine", "EscrowCore"], path: "Simulator/fleetsim", plugins: ["BuildStampPlugin"]),
         .executableTarget(name: "escrow-console", dependencies: ["Console", "HTTPServer", "Identity", "EscrowCore"], plugins: ["BuildStampPlugin"]),
         .plugin(name: "BuildStampPlugin", capability: .buildTool(), path: "Sources/BuildStampPlugin"),
-        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "Broker", "MQTT", "MQTTWire", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
+        .executableTarget(name: "escrowbench", dependencies: ["ControlPlane", "Storage", "Broker", "MQTT", "MQTTWire", "EscrowCore", "POSIX"], path: "bench/escrowbench"),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["EscrowCore", "MQTT", "POSIX", "Broker", "Storage"], path: "Tests/TestSupport"),

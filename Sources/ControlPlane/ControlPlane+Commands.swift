@@ -73,7 +73,7 @@ extension ControlPlane {
                         ? WireCodec.encode(CommandReply(requestId: envelope.requestId, result: Self.withoutPrivateKeys(outcome.result))) : bytes
                     try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
                     try ledger.appendAudit(account: account, at: Date(), operator: sender, command: command, requestID: envelope.requestId, code: nil)
-                    for e in outcome.effects.events { try ledger.appendEvent(e) }
+                    try ledger.appendEvents(outcome.effects.events)
                     for topic in outcome.effects.clearRetained { try ledger.enqueue(Outbound(topic: topic, payload: [], retain: true)) }
                 }
                 effects = outcome.effects

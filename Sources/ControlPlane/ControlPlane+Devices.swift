@@ -56,7 +56,7 @@ extension ControlPlane {
             let rotated = try ledger.db.transaction {
                 try ledger.db.execute("UPDATE devices SET csr = ? WHERE id = ?", [.text(r.csr), .text(d.rawValue)])
                 let rotated = try processor.rotateActiveIdentity(d, &effects)
-                for e in effects.events { try ledger.appendEvent(e) }
+                try ledger.appendEvents(effects.events)
                 return rotated
             }
             if rotated { log(.info, "device \(d) is active on an identity its owner did not issue: sent it the owner's certificate") }
@@ -92,7 +92,7 @@ extension ControlPlane {
                     default: break
                     }
                 }
-                for e in presenceEvents + events { try ledger.appendEvent(e) }
+                try ledger.appendEvents(presenceEvents + events)
             }
             pendingAcks.removeFirst(acks.count)
             pendingPresenceEvents.removeFirst(presenceEvents.count)
@@ -164,10 +164,12 @@ extension ControlPlane {
             try ledger.db.transaction {
                 for (d, at) in batch { try ledger.recordLastSeen(d, at: at) }
                 let at = Date()
+                var events: [Event] = []
                 for c in now {
                     guard let owner = try ledger.setOnline(c.device, c.online) else { continue }
-                    try ledger.appendEvent(Self.presenceEvent(c, owner: owner, at: at))
+                    events.append(Self.presenceEvent(c, owner: owner, at: at))
                 }
+                try ledger.appendEvents(events)
             }
             unsavedPresence = later
             if !later.isEmpty || more {

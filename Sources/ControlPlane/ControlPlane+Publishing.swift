@@ -45,8 +45,13 @@ extension ControlPlane {
     }
 
     func publishConfigs(_ devices: [DeviceID]) {
+        let configs: [DeviceID: (payload: [UInt8], heartbeatInterval: Int?)]
+        do { configs = try ledger.desiredConfigs(devices) } catch {
+            log(.warn, "could not read \(devices.count) configurations to publish (reconciliation publishes them): \(error)")
+            return
+        }
         for d in devices {
-            guard let (payload, interval) = try? ledger.desiredConfig(d) else { continue }
+            guard let (payload, interval) = configs[d] else { continue }
             lease.setInterval(d, interval) // the lease follows the configuration's heartbeat interval
             publish(Topic.deviceConfig(d).path, payload, retain: true)
             tally.configsPublished += 1
@@ -88,7 +93,7 @@ extension ControlPlane {
                     let at = Date()
                     let transition = try t.apply(.expire(now: at), now: at)
                     try processor.apply(transition, of: t, action: nil, profile: nil, at: at, &effects)
-                    for e in effects.events { try ledger.appendEvent(e) }
+                    try ledger.appendEvents(effects.events)
                 }
                 log(.info, "transfer \(id) expired")
                 afterCommit(effects)

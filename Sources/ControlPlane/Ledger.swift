@@ -69,13 +69,13 @@ final class Ledger {
     /// Removes the account's operators, profiles and certificate authority, and leaves its row as a
     /// tombstone (`deleted_at`). Runs inside the command's transaction.
     func deleteAccount(_ id: AccountID, at: Date) throws {
-        try db.execute("DELETE FROM operators WHERE account_id = ?", [.text(id.rawValue)])
-        try db.execute("DELETE FROM profiles WHERE account_id = ?", [.text(id.rawValue)])
-        try db.execute("DELETE FROM authorities WHERE account_id = ?", [.text(id.rawValue)])
-        try db.execute("UPDATE accounts SET deleted_at = ? WHERE id = ?", [.real(at.timeIntervalSince1970), .text(id.rawValue)])
+        try db.write("DELETE FROM operators WHERE account_id = ?", [.text(id.rawValue)])
+        try db.write("DELETE FROM profiles WHERE account_id = ?", [.text(id.rawValue)])
+        try db.write("DELETE FROM authorities WHERE account_id = ?", [.text(id.rawValue)])
+        try db.write("UPDATE accounts SET deleted_at = ? WHERE id = ?", [.real(at.timeIntervalSince1970), .text(id.rawValue)])
     }
     func insert(_ a: Account, at: Date) throws {
-        try db.execute("INSERT INTO accounts (id, name, kind, managed_by, created_at) VALUES (?, ?, ?, ?, ?)",
+        try db.write("INSERT INTO accounts (id, name, kind, managed_by, created_at) VALUES (?, ?, ?, ?, ?)",
                        [.text(a.id.rawValue), .text(a.name), .text(a.kind.rawValue), a.managedBy.map { .text($0.rawValue) } ?? .null, .real(at.timeIntervalSince1970)])
     }
     private static func account(_ r: Row) throws -> Account {
@@ -98,7 +98,7 @@ final class Ledger {
         try !db.query("SELECT 1 FROM operators WHERE username = ?", [.text(username)]).isEmpty
     }
     func insertOperator(_ username: String, account: AccountID, passwordHash: String, role: Commands.OperatorRole = .full, at: Date) throws {
-        try db.execute("INSERT INTO operators (username, account_id, password_hash, created_at, role) VALUES (?, ?, ?, ?, ?)",
+        try db.write("INSERT INTO operators (username, account_id, password_hash, created_at, role) VALUES (?, ?, ?, ?, ?)",
                        [.text(username), .text(account.rawValue), .text(passwordHash), .real(at.timeIntervalSince1970), .text(role.rawValue)])
     }
 
@@ -147,17 +147,17 @@ final class Ledger {
         return out
     }
     func insertDevice(_ id: DeviceID, provisioner: AccountID, fingerprint: String?, serial: String?, at: Date) throws {
-        try db.execute("""
+        try db.write("""
             INSERT INTO devices (id, owner, provisioner, created_at, fingerprint, cert_serial) VALUES (?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .text(provisioner.rawValue), .text(provisioner.rawValue), .real(at.timeIntervalSince1970),
                   fingerprint.map { .text($0) } ?? .null, serial.map { .text($0) } ?? .null])
     }
     func setOwner(_ id: DeviceID, owner: AccountID, activatedAt: Date?) throws {
         if let at = activatedAt {
-            try db.execute("UPDATE devices SET owner = ?, state = 'active', activated_at = ? WHERE id = ?",
+            try db.write("UPDATE devices SET owner = ?, state = 'active', activated_at = ? WHERE id = ?",
                            [.text(owner.rawValue), .real(at.timeIntervalSince1970), .text(id.rawValue)])
         } else {
-            try db.execute("UPDATE devices SET owner = ? WHERE id = ?", [.text(owner.rawValue), .text(id.rawValue)])
+            try db.write("UPDATE devices SET owner = ? WHERE id = ?", [.text(owner.rawValue), .text(id.rawValue)])
         }
     }
     /// Retires a device inside the command's transaction: state `retired`, every certificate serial
@@ -165,7 +165,7 @@ final class Ledger {
     /// left to deliver. Returns how many serials were newly revoked.
     func retire(_ id: DeviceID, at: Date) throws -> Int {
         let revoked = try revokeIdentities(id, at: at)
-        try db.execute("""
+        try db.write("""
             UPDATE devices SET state = 'retired', retired_at = ?, online = 0, config_state = CASE config_state WHEN 'pending' THEN 'none' ELSE config_state END,
                 csr = NULL, rotation_version = NULL WHERE id = ?
             """, [.real(at.timeIntervalSince1970), .text(id.rawValue)])
@@ -195,12 +195,12 @@ final class Ledger {
     /// new certificate is the one in force (`issuer` signed it; nil: the provisioner), nothing is pending.
     func setIdentity(_ id: DeviceID, fingerprint: String, serial: String, issuer: AccountID?) throws {
         try clearPendingIdentity(id)
-        try db.execute("UPDATE devices SET fingerprint = ?, cert_serial = ?, cert_issuer = ? WHERE id = ?",
+        try db.write("UPDATE devices SET fingerprint = ?, cert_serial = ?, cert_issuer = ? WHERE id = ?",
                        [.text(fingerprint), .text(serial), issuer.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
     }
     /// No identity pending, no CSR on file: what the next owner's rotation starts from.
     private func clearPendingIdentity(_ id: DeviceID) throws {
-        try db.execute("""
+        try db.write("""
             UPDATE devices SET next_certificate = NULL, next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL,
                 rotation_version = NULL, csr = NULL WHERE id = ?
             """, [.text(id.rawValue)])
@@ -223,7 +223,7 @@ final class Ledger {
     /// Records a status; one from an older connection session than the newest recorded changes nothing.
     func recordPresence(_ id: DeviceID, online: Bool, mode: DeviceMode?, agentVersion: String?, session: Int?, at: Date) throws {
         let session: SQLValue = session.map { .integer(Int64($0)) } ?? .null
-        try db.execute("""
+        try db.write("""
             UPDATE devices SET online = ?1, mode = coalesce(?2, mode), agent_version = coalesce(?3, agent_version),
                 last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?4), presence_session = coalesce(?5, presence_session)
             WHERE id = ?6 AND (?5 IS NULL OR presence_session IS NULL OR presence_session <= ?5)
@@ -259,7 +259,7 @@ final class Ledger {
     /// Only the time: a heartbeat batched before a mode switch must not undo the mode that the
     /// device's ack and retained status (both ordered, QoS 1) already recorded.
     func recordLastSeen(_ id: DeviceID, at: Date) throws {
-        try db.execute("UPDATE devices SET last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?) WHERE id = ?",
+        try db.write("UPDATE devices SET last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?) WHERE id = ?",
                        [.real(at.timeIntervalSince1970), .text(id.rawValue)])
     }
     /// Applies a device's ack; returns the state it moved to, or nil when the ack is stale or unknown.
@@ -275,12 +275,12 @@ final class Ledger {
             guard ack.version <= desired else { return nil }
             let mode = try configMode(id, version: ack.version)
             let state = ack.version == desired ? "applied" : "pending"
-            try db.execute("UPDATE devices SET applied_version = ?, config_state = ?, config_reason = NULL, mode = coalesce(?, mode) WHERE id = ?",
+            try db.write("UPDATE devices SET applied_version = ?, config_state = ?, config_reason = NULL, mode = coalesce(?, mode) WHERE id = ?",
                            [.integer(Int64(ack.version)), .text(state), mode.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
             return (owner, .init(rawValue: state)!, mode)
         case .rejected:
             guard ack.version == desired, try r.string("config_state") == "pending" else { return nil }
-            try db.execute("UPDATE devices SET config_state = 'rejected', config_reason = ? WHERE id = ?",
+            try db.write("UPDATE devices SET config_state = 'rejected', config_reason = ? WHERE id = ?",
                            [.text(ack.reason ?? "rejected by the device"), .text(id.rawValue)])
             return (owner, .rejected, nil)
         }
@@ -303,7 +303,7 @@ final class Ledger {
         let version = (try r?.int("desired_version") ?? 0) + 1
         let certificate = try certificate ?? r?.optionalString("next_certificate")
         if certificate != nil, try r?.optionalInt("rotation_version") == nil {
-            try db.execute("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
+            try db.write("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
         }
         var config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
                                   settings: profile.settings, certificate: certificate)
@@ -311,19 +311,42 @@ final class Ledger {
         // device for a new key and CSR until one carries the new owner's certificate, so a device
         // that only ever sees a later version is still asked.
         if certificate == nil, let issuer = try r?.optionalString("cert_issuer"), issuer != owner.rawValue { config.renewIdentity = true }
-        try db.execute("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
+        try db.write("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
                        [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
         if keepsProfile {
-            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ? WHERE id = ?",
+            try db.write("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ? WHERE id = ?",
                            [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval)), .text(id.rawValue)])
         } else {
             // Stored profiles have versions from 1; the built-in default and explicit settings have 0.
             let stored = profile.version > 0
-            try db.execute("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ?, profile = ?, profile_version = ? WHERE id = ?",
+            try db.write("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ?, profile = ?, profile_version = ? WHERE id = ?",
                            [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval)), stored ? .text(profile.name) : .null, stored ? .integer(Int64(profile.version)) : .null, .text(id.rawValue)])
         }
         return config
     }
+    /// `desiredConfig` of many devices, a few hundred per query (the statement always takes
+    /// `configChunk` ids, the last repeated, so one prepared statement serves every chunk).
+    func desiredConfigs(_ ids: [DeviceID]) throws -> [DeviceID: (payload: [UInt8], heartbeatInterval: Int?)] {
+        var out: [DeviceID: (payload: [UInt8], heartbeatInterval: Int?)] = [:]
+        let marks = Array(repeating: "?", count: Self.configChunk).joined(separator: ", ")
+        let sql = """
+            SELECT d.id, c.payload, d.heartbeat_interval FROM devices d JOIN configs c ON c.device_id = d.id AND c.version = d.desired_version
+            WHERE d.id IN (\(marks))
+            """
+        var start = 0
+        while start < ids.count {
+            let chunk = ids[start..<min(ids.count, start + Self.configChunk)]
+            let params = (chunk.map { SQLValue.text($0.rawValue) } + Array(repeating: SQLValue.text(chunk.last!.rawValue), count: Self.configChunk - chunk.count))
+            for r in try db.query(sql, params) {
+                guard let d = DeviceID(try r.string("id")) else { continue }
+                out[d] = (try r.blob("payload"), try r.optionalInt("heartbeat_interval"))
+            }
+            start += Self.configChunk
+        }
+        return out
+    }
+    static let configChunk = 256
+
     /// The desired configuration's payload and heartbeat interval.
     func desiredConfig(_ id: DeviceID) throws -> (payload: [UInt8], heartbeatInterval: Int?)? {
         guard let r = try db.query("""
@@ -361,12 +384,12 @@ final class Ledger {
         let existing = try profile(account, name: p.name)
         let hasDefault = try profile(account, name: nil) != nil
         let makeDefault = p.makeDefault ?? (existing?.isDefault ?? !hasDefault)
-        if makeDefault { try db.execute("UPDATE profiles SET is_default = 0 WHERE account_id = ?", [.text(account.rawValue)]) }
+        if makeDefault { try db.write("UPDATE profiles SET is_default = 0 WHERE account_id = ?", [.text(account.rawValue)]) }
         let profile = Commands.Profile(name: p.name, version: (existing?.version ?? 0) + 1, settings: p.settings,
                                        heartbeatInterval: p.heartbeatInterval ?? existing?.heartbeatInterval ?? Commands.Profile.builtinDefault.heartbeatInterval,
                                        isDefault: makeDefault)
         let settings = String(decoding: WireCodec.encode(JSONValue.object(p.settings)), as: UTF8.self)
-        try db.execute("""
+        try db.write("""
             INSERT INTO profiles (account_id, name, version, settings, heartbeat_interval, is_default) VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, settings = excluded.settings,
                 heartbeat_interval = excluded.heartbeat_interval, is_default = excluded.is_default
@@ -381,7 +404,7 @@ final class Ledger {
             """, [.text(account.rawValue), .text(name)]).map { .init(version: Int(try $0.int("v")), devices: Int(try $0.int("n"))) }
     }
     func deleteProfile(_ account: AccountID, name: String) throws {
-        try db.execute("DELETE FROM profiles WHERE account_id = ? AND name = ?", [.text(account.rawValue), .text(name)])
+        try db.write("DELETE FROM profiles WHERE account_id = ? AND name = ?", [.text(account.rawValue), .text(name)])
     }
     private static func profile(_ r: Row) throws -> Commands.Profile {
         let settings = (try? WireCodec.decoder.decode([String: JSONValue].self, from: Data(try r.string("settings").utf8))) ?? [:]
@@ -391,11 +414,11 @@ final class Ledger {
 
     // MARK: transfers
     func insert(_ t: Transfer) throws {
-        try db.execute("INSERT INTO transfers (id, from_account, to_account, note, created_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        try db.write("INSERT INTO transfers (id, from_account, to_account, note, created_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        [.text(t.id), .text(t.from.rawValue), .text(t.to.rawValue), t.note.map { .text($0) } ?? .null,
                         .real(t.createdAt.timeIntervalSince1970), .real(t.expiresAt.timeIntervalSince1970), .text(t.status.rawValue)])
         for (i, d) in t.order.enumerated() {
-            try db.execute("INSERT INTO transfer_items (transfer_id, position, device_id, outcome) VALUES (?, ?, ?, 'pending')",
+            try db.write("INSERT INTO transfer_items (transfer_id, position, device_id, outcome) VALUES (?, ?, ?, 'pending')",
                            [.text(t.id), .integer(Int64(i)), .text(d.rawValue)])
         }
     }
@@ -434,10 +457,10 @@ final class Ledger {
             var action: SQLValue = .null, reason: SQLValue = .null
             if case .approved(let a) = o { action = .text(a.rawValue) }
             if case .rejected(let r) = o { reason = .text(r) }
-            try db.execute("UPDATE transfer_items SET outcome = ?, action = ?, reason = ?, decided_at = ? WHERE transfer_id = ? AND device_id = ?",
+            try db.write("UPDATE transfer_items SET outcome = ?, action = ?, reason = ?, decided_at = ? WHERE transfer_id = ? AND device_id = ?",
                            [.text(o.name), action, reason, .real(at.timeIntervalSince1970), .text(t.id), .text(d.rawValue)])
         }
-        try db.execute("UPDATE transfers SET status = ? WHERE id = ?", [.text(t.status.rawValue), .text(t.id)])
+        try db.write("UPDATE transfers SET status = ? WHERE id = ?", [.text(t.status.rawValue), .text(t.id)])
     }
     func expiredOpenTransfers(now: Date) throws -> [String] {
         try db.query("SELECT id FROM transfers WHERE status IN ('pending', 'partially_approved') AND expires_at <= ?", [.real(now.timeIntervalSince1970)]).map { try $0.string("id") }
@@ -467,7 +490,7 @@ final class Ledger {
         let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map(Self.custodyEntry)
         // `next` rounds the time to the second, as the wire carries it: stored and hashed times agree.
         let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision, reason: reason, operator: op)
-        try db.execute("""
+        try db.write("""
             INSERT INTO custody (device_id, seq, holder, previous_holder, at, transfer_id, decision, reason, operator, previous_hash, hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
@@ -480,12 +503,12 @@ final class Ledger {
         try db.query("SELECT reply FROM requests WHERE account_id = ? AND request_id = ?", [.text(account.rawValue), .text(requestID)]).first?.blob("reply")
     }
     func storeReply(account: AccountID, requestID: String, command: String, reply: [UInt8], at: Date) throws {
-        try db.execute("INSERT INTO requests (account_id, request_id, command, reply, created_at) VALUES (?, ?, ?, ?, ?)",
+        try db.write("INSERT INTO requests (account_id, request_id, command, reply, created_at) VALUES (?, ?, ?, ?, ?)",
                        [.text(account.rawValue), .text(requestID), .text(command), .blob(reply), .real(at.timeIntervalSince1970)])
     }
     // MARK: audit
     func appendAudit(account: AccountID, at: Date, operator op: String?, command: String, requestID: String?, code: ErrorCode?) throws {
-        try db.execute("INSERT INTO audit (account_id, at, operator, command, request_id, ok, code) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        try db.write("INSERT INTO audit (account_id, at, operator, command, request_id, ok, code) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        [.text(account.rawValue), .real(at.timeIntervalSince1970), op.map { .text($0) } ?? .null, .text(String(command.prefix(64))),
                         requestID.map { .text($0) } ?? .null, .integer(code == nil ? 1 : 0), code.map { .text($0.rawValue) } ?? .null])
     }
@@ -502,31 +525,52 @@ final class Ledger {
         return .init(entries: entries, more: rows.count > limit)
     }
     func pruneReplies(olderThan: Date) throws {
-        try db.execute("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
+        try db.write("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
     }
     func enqueue(_ o: Outbound) throws {
-        try db.execute("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
+        try db.write("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
                        [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970), .integer(o.retain ? 1 : 0)])
     }
     /// Numbers the event in its account's log, stores it there and queues it for publishing, in the
     /// caller's transaction. Returns the event as published (with `seq` and `id`).
     @discardableResult
     func appendEvent(_ event: Event) throws -> Event {
-        let account = event.account.rawValue
-        guard let seq = try db.query("""
-            INSERT INTO event_sequences (account_id, last_seq) VALUES (?, 1)
-            ON CONFLICT(account_id) DO UPDATE SET last_seq = event_sequences.last_seq + 1 RETURNING last_seq
-            """, [.text(account)]).first.map({ try $0.int("last_seq") }) else {
-            throw DomainError(.internalError, "event_sequences: no number returned for \(account)")
+        try appendEvents([event])[0]
+    }
+
+    /// `appendEvent` for several events, in their order: one number reservation per account (the
+    /// upsert locks the account's row until the transaction ends, so concurrent writers, replicas
+    /// included, take turns and numbers never repeat or skip), then the rows.
+    @discardableResult
+    func appendEvents(_ events: [Event]) throws -> [Event] {
+        guard !events.isEmpty else { return [] }
+        var counts: [AccountID: Int] = [:]
+        for e in events { counts[e.account, default: 0] += 1 }
+        var next: [AccountID: Int] = [:]
+        for (account, n) in counts.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {  // one lock order
+            guard let last = try db.query("""
+                INSERT INTO event_sequences (account_id, last_seq) VALUES (?1, ?2)
+                ON CONFLICT(account_id) DO UPDATE SET last_seq = event_sequences.last_seq + ?2 RETURNING last_seq
+                """, [.text(account.rawValue), .integer(Int64(n))]).first.map({ try $0.int("last_seq") }) else {
+                throw DomainError(.internalError, "event_sequences: no number returned for \(account)")
+            }
+            next[account] = last - n + 1
         }
-        var e = event
-        e.seq = seq
-        e.id = "\(account)-\(seq)"
-        let payload = WireCodec.encode(e)
-        try db.execute("INSERT INTO events (account_id, seq, type, at, payload) VALUES (?, ?, ?, ?, ?)",
-                       [.text(account), .integer(Int64(seq)), .text(e.type.rawValue), .real(e.at.timeIntervalSince1970), .blob(payload)])
-        try enqueue(Outbound(topic: Topic.accountEvent(e.account, type: e.type).path, payload: payload))
-        return e
+        var out: [Event] = []
+        out.reserveCapacity(events.count)
+        for event in events {
+            var e = event
+            let seq = next[e.account]!
+            next[e.account] = seq + 1
+            e.seq = seq
+            e.id = "\(e.account.rawValue)-\(seq)"
+            let payload = WireCodec.encode(e)
+            try db.write("INSERT INTO events (account_id, seq, type, at, payload) VALUES (?, ?, ?, ?, ?)",
+                         [.text(e.account.rawValue), .integer(Int64(seq)), .text(e.type.rawValue), .real(e.at.timeIntervalSince1970), .blob(payload)])
+            try enqueue(Outbound(topic: Topic.accountEvent(e.account, type: e.type).path, payload: payload))
+            out.append(e)
+        }
+        return out
     }
     /// The account's stored events after `after` (by number) or from `since` (by time), oldest first:
     /// at most `limit`, and no more than `maxBytes` of payload (one reply must fit a message); `more`
@@ -568,7 +612,7 @@ final class Ledger {
         }
     }
     func deleteOutbox(through id: Int64) throws {
-        try db.execute("DELETE FROM outbox WHERE id <= ?", [.integer(id)])
+        try db.write("DELETE FROM outbox WHERE id <= ?", [.integer(id)])
     }
 
     // MARK: owner identities and revocation
@@ -578,7 +622,7 @@ final class Ledger {
     }
     /// Records the identity `issuer` issued for a device's new owner; the next configuration carries it.
     func setPendingIdentity(_ id: DeviceID, certificate: String, fingerprint: String, serial: String, issuer: AccountID) throws {
-        try db.execute("""
+        try db.write("""
             UPDATE devices SET next_certificate = ?, next_fingerprint = ?, next_serial = ?, next_issuer = ?, rotation_version = NULL WHERE id = ?
             """, [.text(certificate), .text(fingerprint), .text(serial), .text(issuer.rawValue), .text(id.rawValue)])
     }
@@ -604,7 +648,7 @@ final class Ledger {
     }
     /// An active device taken back into escrow (approved with `hold`): owner, state escrow.
     func returnToEscrow(_ id: DeviceID, holder: AccountID) throws {
-        try db.execute("UPDATE devices SET owner = ?, state = 'escrow', activated_at = NULL WHERE id = ?", [.text(holder.rawValue), .text(id.rawValue)])
+        try db.write("UPDATE devices SET owner = ?, state = 'escrow', activated_at = NULL WHERE id = ?", [.text(holder.rawValue), .text(id.rawValue)])
     }
     /// The newest configuration recorded for a device, if any.
     func latestConfig(_ id: DeviceID) throws -> DeviceConfig? {
@@ -622,7 +666,7 @@ final class Ledger {
         if let old = try r.optionalString("cert_serial") {
             revoked = try revoke(serial: old, issuer: try r.string("issuer"), device: id.rawValue, at: at)
         }
-        try db.execute("""
+        try db.write("""
             UPDATE devices SET fingerprint = next_fingerprint, cert_serial = next_serial, cert_issuer = next_issuer, next_certificate = NULL,
                 next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL, rotation_version = NULL, csr = NULL WHERE id = ?
             """, [.text(id.rawValue)])
@@ -661,7 +705,7 @@ final class Ledger {
         }
     }
     func insertAuthority(_ account: AccountID, certificate: String, privateKey: String) throws {
-        try db.execute("INSERT INTO authorities (account_id, certificate, private_key) VALUES (?, ?, ?)",
+        try db.write("INSERT INTO authorities (account_id, certificate, private_key) VALUES (?, ?, ?)",
                        [.text(account.rawValue), .text(certificate), .text(privateKey)])
     }
 }

@@ -280,6 +280,9 @@ public final class Database: SQLDatabase, @unchecked Sendable {
     public var dialect: SQLDialect { .sqlite }
     public var location: String { path }
 
+    /// `execute`: SQLite answers in-process, there is no round trip to save.
+    public func write(_ sql: String, _ parameters: [SQLValue]) throws { try execute(sql, parameters) }
+
     /// `transaction(_:)` for callers that do not need the connection handed back.
     @discardableResult
     public func transaction<T>(_ body: () throws -> T) throws -> T {

@@ -14,6 +14,11 @@ public protocol SQLDatabase: AnyObject, Sendable {
     /// Runs one statement and returns how many rows it changed.
     @discardableResult
     func execute(_ sql: String, _ parameters: [SQLValue]) throws -> Int
+    /// A change whose row count the caller does not need. Inside a transaction PostgreSQL sends it
+    /// without waiting for its answer (libpq's pipeline mode): it is answered, and a failure thrown,
+    /// at the next call that needs an answer (a read, or the commit, which then does not commit).
+    /// Outside a transaction, and on SQLite, it is `execute`.
+    func write(_ sql: String, _ parameters: [SQLValue]) throws
     /// Runs one query and returns all its rows.
     func query(_ sql: String, _ parameters: [SQLValue]) throws -> [Row]
     /// Calls `body` for each row; `body` may use the database.

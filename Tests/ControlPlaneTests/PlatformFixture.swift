@@ -21,12 +21,12 @@ final class PlatformFixture: @unchecked Sendable {
     /// The ledger's database: an SQLite file here, or a schema on the harness's PostgreSQL.
     let store: StoreLocation
 
-    init(sweep: Duration = .milliseconds(100), databaseDirectory: String? = nil) async throws {
+    init(sweep: Duration = .milliseconds(100), databaseDirectory: String? = nil, store given: StoreLocation? = nil) async throws {
         broker = try await MosquittoBroker(BrokerConfig(maxQueuedMessages: 100_000))
         dir = try TempDirectory(prefix: "cp")
         escrowd = try MQTTClient(MQTTOptions(clientID: "escrowd-test", port: broker.port))
         // A test that puts the SQLite file somewhere on purpose (a small disk) keeps SQLite.
-        if let databaseDirectory { store = .sqlite(path: databaseDirectory + "/escrow.db") } else { store = try await TestStore.make(sqliteFile: dir.path + "/escrow.db") }
+        if let given { store = given } else if let databaseDirectory { store = .sqlite(path: databaseDirectory + "/escrow.db") } else { store = try await TestStore.make(sqliteFile: dir.path + "/escrow.db") }
         var options = ControlPlane.Options(store: store)
         options.expirySweepInterval = sweep
         options.reconcileInterval = .seconds(2)

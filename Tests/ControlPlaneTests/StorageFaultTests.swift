@@ -82,4 +82,26 @@ struct StorageFaultTests {
         #expect(ok.ok, "\(String(describing: ok.error))")
         await p.shutdown()
     }
+
+    @Test("PostgreSQL: after the server drops escrowd's connection (a restart, a failover), the next commands reconnect and nothing is lost")
+    func postgresConnectionDropped() async throws {
+        let server = try await PostgresServer.shared()
+        let store = try await offPool { try server.freshStore() }
+        let p = try await PlatformFixture(store: store)
+        let op = p.operators
+        _ = try await op.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
+        _ = try await op.send("oem", "device.provision", ["prefix": "pg-", "count": 20, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
+        for round in 1...3 {
+            let dropped = try await offPool { try server.dropConnections(of: store) }
+            #expect(dropped >= 1, "round \(round): escrowd's connection was not found")
+            // A write (a transaction) and a read right after: both answered on a new connection.
+            let r = try await op.send("oem", "device.provision", ["prefix": .string("pg\(round)-"), "count": 10, "issueIdentity": false], requestID: "after-drop-\(round)")
+            #expect(r.ok, "round \(round): \(String(describing: r.error))")
+            _ = try await offPool { try server.dropConnections(of: store) }
+            let list = try await op.send("oem", "device.list", ["limit": 1]).result(Commands.DeviceListResult.self)
+            #expect(list.total == 20 + 10 * round)
+        }
+        #expect(try TestStore.snapshot(store).filter { $0.hasPrefix("devices:") }.count == 50)
+        await p.shutdown()
+    }
 }

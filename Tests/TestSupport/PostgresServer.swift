@@ -137,8 +137,17 @@ public final class PostgresServer: Sendable {
     /// A libpq URL for `database` over the server's Unix socket.
     public func url(database: String = PostgresServer.database, schema: String? = nil) -> String {
         var u = "postgresql://escrow@/\(database)?host=\(directory)&port=\(port)"
-        if let schema { u += "&options=-csearch_path%3D\(schema)" }
+        if let schema { u += "&options=-csearch_path%3D\(schema)&application_name=\(schema)" }
         return u
+    }
+
+    /// Ends every server connection of the store's schema (`pg_terminate_backend`), as a server
+    /// restart or a failover does; returns how many.
+    @discardableResult
+    public func dropConnections(of store: StoreLocation) throws -> Int {
+        guard case .postgres(let u) = store, let schema = u.components(separatedBy: "application_name=").last else { return 0 }
+        let admin = try PostgresDatabase(url: url())
+        return try admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", [.text(schema)]).count
     }
 
     /// A new, empty schema for one test (or one escrowd) and the store that uses it.

@@ -97,9 +97,10 @@ struct HeartbeatBench {
             // Persistence of last-seen. now - max(last_seen) is the time since the last flush that
             // carried a heartbeat (goal: <= 5 s); now - min(last_seen) adds the round-robin period.
             if t >= 2, Int(t) % 2 == 0,
-               let out = sqlite(platform.databasePath, "SELECT (julianday('now')-2440587.5)*86400.0 - max(last_seen), (julianday('now')-2440587.5)*86400.0 - min(last_seen) FROM devices") {
-                let v = out.split(separator: "|").compactMap { Double($0) }
-                if v.count == 2 { maxSinceFlush = max(maxSinceFlush, v[0]); maxStaleness = max(maxStaleness, v[1]); stalenessChecks += 1 }
+               let r = try? await platform.ledgerQuery("SELECT max(last_seen) AS newest, min(last_seen) AS oldest FROM devices").first,
+               let newest = r["newest"]?.doubleValue, let oldest = r["oldest"]?.doubleValue {
+                let now = Date().timeIntervalSince1970
+                maxSinceFlush = max(maxSinceFlush, now - newest); maxStaleness = max(maxStaleness, now - oldest); stalenessChecks += 1
             }
         }
         let cpu1 = ProcStats.cpuByThread(), brokerCPU1 = ProcStats.cpuSeconds(pid: String(platform.broker.pid))
@@ -115,7 +116,7 @@ struct HeartbeatBench {
         for p in publishers { if let e = p.error.withLock({ $0 }) { print("publisher error: \(e)") } }
 
         // Persisted last_seen right after the flood (the flush runs every 5 s).
-        let persistedRecent = sqlite(platform.databasePath, "SELECT count(*) FROM devices WHERE last_seen >= (julianday('now')-2440587.5)*86400.0 - 6") ?? "?"
+        let persistedRecent = (try? await platform.ledgerQuery("SELECT count(*) AS n FROM devices WHERE last_seen >= \(Date().timeIntervalSince1970 - 6)").first?["n"]?.intValue).map(String.init) ?? "?"
 
         // Drain: how long until everything the broker delivered is processed.
         var drained = processedAtEnd, lastChange = clock.now

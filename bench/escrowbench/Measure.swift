@@ -75,18 +75,6 @@ final class SysMonitor: Sendable {
     func close() async { await client.disconnect() }
 }
 
-/// Runs the sqlite3 CLI on the control plane's database (a separate connection; WAL lets it read
-/// while escrowd writes) and returns its output.
-func sqlite(_ path: String, _ sql: String) -> String? {
-    let candidates: [String] = ["/usr/bin/sqlite3", "/usr/local/bin/sqlite3"]
-    guard let exe = candidates.first(where: { (p: String) in access(p, X_OK) == 0 }) else { return nil }
-    let out = NSTemporaryDirectory() + "/escrowbench-sql-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).out"
-    defer { unlink(out) }
-    guard let p = try? ChildProcess.spawn(exe, ["-cmd", ".timeout 5000", path, sql], stdout: out) else { return nil }
-    guard p.waitForExit(timeout: .seconds(20)) else { p.terminate(); return nil }
-    return (try? String(contentsOfFile: out, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-}
-
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
 func fmt(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }

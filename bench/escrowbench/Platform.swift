@@ -2,27 +2,39 @@ import Foundation
 import ControlPlane
 import EscrowCore
 import MQTT
+import Storage
+import POSIX
 
 /// The system under test: a local mosquitto and `ControlPlane` in this process, as `escrowd`
-/// runs it (same Options defaults, shared subscriptions), with a temp SQLite database.
+/// runs it (same Options defaults, shared subscriptions), with a temp SQLite database or the
+/// PostgreSQL database `--store` names (which must be empty: the bench provisions its own fleet).
 final class Platform: Sendable {
     let broker: LocalBroker
     let client: MQTTClient
     let service: ControlPlane
-    let databasePath: String
+    let store: StoreLocation
     let serviceTask: Task<Void, any Error>
+
+    /// `--store` for every bench that runs a control plane; nil: a fresh SQLite file.
+    nonisolated(unsafe) static var storeOption: StoreLocation?
 
     init(maxQueuedMessages: Int, verbose: Bool) async throws {
         broker = try await LocalBroker(maxQueuedMessages: maxQueuedMessages)
-        let dir = try makeTempDirectory("escrowbench-db")
-        databasePath = dir + "/escrow.db"
+        store = try Self.storeOption ?? .sqlite(path: makeTempDirectory("escrowbench-db") + "/escrow.db")
+        print("# ledger: \(store)")
         client = try MQTTClient(MQTTOptions(clientID: "escrowd-bench", port: broker.port))
-        let options = ControlPlane.Options(databasePath: databasePath)
+        let options = ControlPlane.Options(store: store)
         let log = verbose ? Log(component: "escrowd", minimum: .info) : .silent
         service = try ControlPlane(options: options, client: client, log: log)
         try await client.connect()
         let service = self.service
         serviceTask = Task { try await service.run() }
+    }
+
+    /// One query on the ledger through a connection of its own, on a thread that may block.
+    func ledgerQuery(_ sql: String) async throws -> [Row] {
+        let store = self.store
+        return try await BlockingWork.run("bench-ledger-query") { try store.open().query(sql, []) }
     }
 
     /// Waits until the control plane answers commands.

@@ -1,9 +1,11 @@
 import Foundation
 import EscrowCore
+import Storage
 
 // escrowbench: performance benchmarks for the control plane (see bench/README.md).
 
 let usage = """
+Every bench that runs a control plane takes --store sqlite:PATH|postgres://... (default: a fresh SQLite file).
 usage: escrowbench heartbeats [--devices 20000] [--duration 20s] [--rate N] [--connections 1] [--max-queued 1000000] [--verbose]
        escrowbench bulk-transfer [--devices 10000] [--max-queued 1000000] [--verbose]
        escrowbench codec [--iterations 200000]
@@ -37,6 +39,12 @@ enum Main {
         return n
     }
 
+    if let s = options.removeValue(forKey: "--store") {
+        switch StoreLocation.parse(s) {
+        case .success(let location): Platform.storeOption = location
+        case .failure(let reason): fail("--store: \(reason)")
+        }
+    }
     do {
         switch command {
         case "heartbeats":

@@ -15,8 +15,11 @@ import Foundation
 /// Durability: with the server's defaults (`synchronous_commit = on`) a commit returns once the
 /// server flushed its write-ahead log, so an acknowledged change survives kill -9 of either side.
 ///
-/// After the connection is lost, the next call outside a transaction reconnects (once); inside a
-/// transaction the failure is an error and the transaction is gone with the connection.
+/// After the connection is lost (the server restarted, a failover, an administrator's
+/// `pg_terminate_backend`), the next call outside a transaction reconnects (once). Where nothing
+/// can have happened yet, that call is simply made again on the new connection: a transaction whose
+/// BEGIN found the connection dead, a read outside a transaction. Inside a transaction the loss is
+/// an error (`isUnavailable`) and nothing of it was committed.
 ///
 /// `@unchecked Sendable`: the `PGconn*`, the statement cache and the depth are only touched with
 /// `lock` held; `deinit` runs when no other reference exists.
@@ -30,6 +33,10 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     private var statements: [String: Prepared] = [:]
     private var statementCounter = 0
     private var transactionDepth = 0
+    /// Writes sent in pipeline mode whose results are not read yet (`write`).
+    private var pipelined = 0
+    /// Pipelined writes at most before their results are read (so neither side's socket buffer fills).
+    static let pipelineDepth = 512
 
     private struct Prepared {
         let name: String
@@ -79,15 +86,27 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         BlockingWork.check("postgres")
         lock.lock()
         defer { lock.unlock() }
-        if transactionDepth == 0, PQstatus(connection) != CONNECTION_OK {
-            PQreset(connection)
-            statements.removeAll()
-            guard PQstatus(connection) == CONNECTION_OK else {
-                throw PostgresError(sqlState: "08006", message: "the connection to \(location) is lost and reconnecting failed: \(Self.text(PQerrorMessage(connection)))")
-            }
-            try run(simple: "SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'; SET extra_float_digits = 1")
-        }
+        if transactionDepth == 0, PQstatus(connection) != CONNECTION_OK { try reconnect() }
         return try body()
+    }
+
+    private func reconnect() throws {
+        pipelined = 0
+        PQreset(connection)
+        statements.removeAll()
+        guard PQstatus(connection) == CONNECTION_OK else {
+            throw PostgresError(sqlState: "08006", message: "the connection to \(location) is lost and reconnecting failed: \(Self.text(PQerrorMessage(connection)))")
+        }
+        try run(simple: "SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'; SET extra_float_digits = 1")
+    }
+
+    /// `body` once more on a new connection when it failed because the connection was found dead
+    /// (only for calls that cannot have changed anything: outside a transaction, before BEGIN).
+    private func againIfConnectionLost<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as PostgresError where transactionDepth == 0 && PQstatus(connection) != CONNECTION_OK {
+            do { try reconnect() } catch { throw e }
+            return try body()
+        }
     }
 
     // MARK: Results
@@ -115,7 +134,29 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     }
 
     private func run(simple sql: String) throws {
+        try flushPipeline()
         PQclear(try check(PQexec(connection, sql), sql: sql))
+    }
+
+    /// Reads the results of the pipelined writes (the first failure is thrown) and leaves pipeline mode.
+    private func flushPipeline() throws {
+        guard pipelined > 0 else { return }
+        let expected = pipelined
+        pipelined = 0
+        var failure: PostgresError?
+        if PQpipelineSync(connection) != 1 {
+            failure = PostgresError(sqlState: "08006", message: "cannot send to \(location): \(Self.text(PQerrorMessage(connection)))")
+        }
+        // Each write: its result, then NULL; a write after a failure is PGRES_PIPELINE_ABORTED.
+        for _ in 0..<expected where failure == nil || PQstatus(connection) == CONNECTION_OK {
+            while let r = PQgetResult(connection) {
+                if PQresultStatus(r) == PGRES_PIPELINE_ABORTED { PQclear(r); continue }
+                do { PQclear(try check(r, sql: nil)) } catch let e as PostgresError { if failure == nil { failure = e } }
+            }
+        }
+        if PQstatus(connection) == CONNECTION_OK, let sync = PQgetResult(connection) { PQclear(sync) } // PGRES_PIPELINE_SYNC
+        PQexitPipelineMode(connection)
+        if let failure { throw failure }
     }
 
     private static let int8 = Oid(20), float8 = Oid(701), text = Oid(25), bytea = Oid(17)
@@ -181,7 +222,8 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     // MARK: Statements
 
     /// Prepares (once) and runs `sql` with `parameters`; returns the result, which the caller clears.
-    private func execPrepared(_ sql: String, _ parameters: [SQLValue]) throws -> (OpaquePointer, Prepared) {
+    private func execPrepared(_ sql: String, _ parameters: [SQLValue], send: Bool = false) throws -> (OpaquePointer, Prepared)? {
+        if !send { try flushPipeline() }
         let prepared = try statement(sql, parameters)
         guard parameters.count == prepared.count else {
             throw PostgresError(sqlState: "08P01", message: "\(parameters.count) parameters given for a statement that takes \(prepared.count)", sql: sql)
@@ -204,7 +246,16 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             var values: [UnsafePointer<CChar>?] = pointers.enumerated().map { i, p in
                 isNull[i] ? nil : p.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }
             }
+            if send {
+                return PQsendQueryPrepared(connection, prepared.name, Int32(parameters.count), &values, &lengths, &formats, 0) == 1 ? nil : OpaquePointer(bitPattern: 1)
+            }
             return PQexecPrepared(connection, prepared.name, Int32(parameters.count), &values, &lengths, &formats, 0)
+        }
+        if send {
+            guard result == nil else {
+                throw PostgresError(sqlState: "08006", message: "cannot send to \(location): \(Self.text(PQerrorMessage(connection)))", sql: sql)
+            }
+            return nil
         }
         return (try check(result, sql: sql), prepared)
     }
@@ -217,6 +268,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
 
     private func statement(_ sql: String, _ parameters: [SQLValue]) throws -> Prepared {
         if let p = statements[sql] { return p }
+        try flushPipeline()  // PQprepare waits for its answer: not in pipeline mode
         let (translated, count) = PostgresSQL.numberParameters(sql)
         statementCounter += 1
         let name = "escrow_\(statementCounter)"
@@ -268,25 +320,38 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         return p
     }
 
+    public func write(_ sql: String, _ parameters: [SQLValue]) throws {
+        try withLock {
+            guard transactionDepth > 0 else { _ = try execute(sql, parameters); return }
+            if pipelined >= Self.pipelineDepth { try flushPipeline() }
+            _ = try statement(sql, parameters)  // prepared (waiting for it) before the pipeline starts
+            if PQpipelineStatus(connection) == PQ_PIPELINE_OFF, PQenterPipelineMode(connection) != 1 {
+                throw PostgresError(sqlState: "08006", message: "cannot enter pipeline mode: \(Self.text(PQerrorMessage(connection)))", sql: sql)
+            }
+            _ = try execPrepared(sql, parameters, send: true)
+            pipelined += 1
+        }
+    }
+
     @discardableResult
     public func execute(_ sql: String, _ parameters: [SQLValue] = []) throws -> Int {
         try withLock {
-            let (result, _) = try execPrepared(sql, parameters)
+            let (result, _) = try execPrepared(sql, parameters)!
             defer { PQclear(result) }
             return Int(String(cString: PQcmdTuples(result))) ?? 0
         }
     }
 
     public func query(_ sql: String, _ parameters: [SQLValue] = []) throws -> [Row] {
-        try withLock {
-            let (result, prepared) = try execPrepared(sql, parameters)
+        try withLock { try againIfConnectionLost {
+            let (result, prepared) = try execPrepared(sql, parameters)!
             defer { PQclear(result) }
             let (rows, columns) = rows(result, columns: prepared.columns)
             if prepared.columns == nil, let columns, statements[sql] != nil {
                 statements[sql] = Prepared(name: prepared.name, count: prepared.count, columns: columns)
             }
             return rows
-        }
+        } }
     }
 
     public func forEachRow(_ sql: String, _ parameters: [SQLValue] = [], _ body: (Row) throws -> Void) throws {
@@ -313,18 +378,20 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         try withLock {
             let depth = transactionDepth
             let savepoint = "escrowfleet_savepoint_\(depth)"
-            try run(simple: depth == 0 ? "BEGIN" : "SAVEPOINT \(savepoint)")
+            if depth == 0 { try againIfConnectionLost { try run(simple: "BEGIN") } } else { try run(simple: "SAVEPOINT \(savepoint)") }
             transactionDepth += 1
             defer { transactionDepth -= 1 }
             let result: T
             do {
                 result = try body()
+                try flushPipeline()
                 // An error the body caught leaves the transaction aborted: COMMIT would roll it back silently.
                 if PQtransactionStatus(connection) == PQTRANS_INERROR {
                     throw PostgresError(sqlState: "25P02", message: "the transaction was aborted by an earlier error; nothing was committed")
                 }
                 try run(simple: depth == 0 ? "COMMIT" : "RELEASE SAVEPOINT \(savepoint)")
             } catch {
+                _ = try? flushPipeline()
                 if PQstatus(connection) == CONNECTION_OK {
                     if depth == 0 { _ = try? run(simple: "ROLLBACK") } else { _ = try? run(simple: "ROLLBACK TO SAVEPOINT \(savepoint); RELEASE SAVEPOINT \(savepoint)") }
                 }
