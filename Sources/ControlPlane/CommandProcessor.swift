@@ -445,6 +445,13 @@ struct CommandProcessor {
     /// Executes a transfer transition's effects inside the current transaction.
     func apply(_ transition: Transfer.Transition, of t: Transfer, action: ApprovalAction?, profile: Commands.Profile?, at: Date, _ fx: inout Effects) throws {
         try ledger.save(t, decided: transition.decided, at: at)
+        let moving = transition.effects.compactMap { e -> DeviceID? in
+            switch e { case .activate(let d, _), .hold(let d, _): d; default: nil }
+        }
+        try ledger.readingAhead(moving) { try applyEffects(transition, of: t, action: action, profile: profile, at: at, &fx) }
+    }
+
+    private func applyEffects(_ transition: Transfer.Transition, of t: Transfer, action: ApprovalAction?, profile: Commands.Profile?, at: Date, _ fx: inout Effects) throws {
         for effect in transition.effects {
             switch effect {
             case .activate(let d, let owner):

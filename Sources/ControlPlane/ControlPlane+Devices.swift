@@ -80,18 +80,7 @@ extension ControlPlane {
                 for (d, s) in statuses {
                     try ledger.recordPresence(d, online: s.state == .online, mode: s.mode, agentVersion: s.agentVersion, session: s.session, at: at)
                 }
-                for (d, a) in acks {
-                    guard let r = try ledger.recordAck(d, a) else { continue }
-                    if a.result == .applied, try ledger.confirmIdentity(d, appliedVersion: a.version, at: at) {
-                        revoked = true
-                        log(.info, "device \(d) applied its owner-issued identity; its escrow certificate is revoked")
-                    }
-                    switch r.state {
-                    case .applied: events.append(Event(type: .configApplied, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "mode": r.mode.map { .string($0.rawValue) } ?? .null]))
-                    case .rejected: events.append(Event(type: .configRejected, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "reason": .string(a.reason ?? "")]))
-                    default: break
-                    }
-                }
+                try ledger.readingAhead(acks.map(\.0), configurations: true) { try recordAcks(acks, at: at, &events, &revoked) }
                 try ledger.appendEvents(presenceEvents + events)
             }
             pendingAcks.removeFirst(acks.count)
@@ -103,6 +92,22 @@ extension ControlPlane {
         } catch {
             // Keep the batch: it is retried at the next flush (and devices re-ack on reconciliation).
             log(.warn, "could not commit \(acks.count) acks: \(error)")
+        }
+    }
+
+    /// The batch's acks into the ledger (rows read ahead), in order; the events they make.
+    private func recordAcks(_ acks: [(DeviceID, ConfigAck)], at: Date, _ events: inout [Event], _ revoked: inout Bool) throws {
+        for (d, a) in acks {
+            guard let r = try ledger.recordAck(d, a) else { continue }
+            if a.result == .applied, try ledger.confirmIdentity(d, appliedVersion: a.version, at: at) {
+                revoked = true
+                log(.info, "device \(d) applied its owner-issued identity; its escrow certificate is revoked")
+            }
+            switch r.state {
+            case .applied: events.append(Event(type: .configApplied, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "mode": r.mode.map { .string($0.rawValue) } ?? .null]))
+            case .rejected: events.append(Event(type: .configRejected, at: at, account: r.owner, deviceId: d, details: ["version": .number(Double(a.version)), "reason": .string(a.reason ?? "")]))
+            default: break
+            }
         }
     }
 

@@ -7,6 +7,8 @@ import Storage
 /// Not thread-safe by itself: the `ControlPlane` actor is its only user.
 final class Ledger {
     let db: any SQLDatabase
+    /// Rows read ahead for a bulk decision (`readingAhead`); nil otherwise.
+    var readAhead: DeviceReadAhead?
 
     init(store: StoreLocation) throws {
         db = try store.open()
@@ -147,12 +149,14 @@ final class Ledger {
         return out
     }
     func insertDevice(_ id: DeviceID, provisioner: AccountID, fingerprint: String?, serial: String?, at: Date) throws {
+        forgetAhead(id)
         try db.write("""
             INSERT INTO devices (id, owner, provisioner, created_at, fingerprint, cert_serial) VALUES (?, ?, ?, ?, ?, ?)
             """, [.text(id.rawValue), .text(provisioner.rawValue), .text(provisioner.rawValue), .real(at.timeIntervalSince1970),
                   fingerprint.map { .text($0) } ?? .null, serial.map { .text($0) } ?? .null])
     }
     func setOwner(_ id: DeviceID, owner: AccountID, activatedAt: Date?) throws {
+        updateAhead(id) { r in r.owner = owner.rawValue; if activatedAt != nil { r.state = DeviceView.State.active.rawValue } }
         if let at = activatedAt {
             try db.write("UPDATE devices SET owner = ?, state = 'active', activated_at = ? WHERE id = ?",
                            [.text(owner.rawValue), .real(at.timeIntervalSince1970), .text(id.rawValue)])
@@ -164,6 +168,7 @@ final class Ledger {
     /// it has or was issued (current and pending identity) into `revocations`, and no configuration
     /// left to deliver. Returns how many serials were newly revoked.
     func retire(_ id: DeviceID, at: Date) throws -> Int {
+        forgetAhead(id)
         let revoked = try revokeIdentities(id, at: at)
         try db.write("""
             UPDATE devices SET state = 'retired', retired_at = ?, online = 0, config_state = CASE config_state WHEN 'pending' THEN 'none' ELSE config_state END,
@@ -194,12 +199,14 @@ final class Ledger {
     /// A fresh identity bundle for a device (`device.rebundle`): after `revokeIdentities`, the
     /// new certificate is the one in force (`issuer` signed it; nil: the provisioner), nothing is pending.
     func setIdentity(_ id: DeviceID, fingerprint: String, serial: String, issuer: AccountID?) throws {
+        forgetAhead(id)
         try clearPendingIdentity(id)
         try db.write("UPDATE devices SET fingerprint = ?, cert_serial = ?, cert_issuer = ? WHERE id = ?",
                        [.text(fingerprint), .text(serial), issuer.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
     }
     /// No identity pending, no CSR on file: what the next owner's rotation starts from.
     private func clearPendingIdentity(_ id: DeviceID) throws {
+        updateAhead(id) { r in r.nextCertificate = nil; r.nextSerial = nil; r.nextIssuer = nil; r.rotationVersion = nil; r.csr = nil }
         try db.write("""
             UPDATE devices SET next_certificate = NULL, next_fingerprint = NULL, next_serial = NULL, next_issuer = NULL,
                 rotation_version = NULL, csr = NULL WHERE id = ?
@@ -264,24 +271,29 @@ final class Ledger {
     }
     /// Applies a device's ack; returns the state it moved to, or nil when the ack is stale or unknown.
     func recordAck(_ id: DeviceID, _ ack: ConfigAck) throws -> (owner: AccountID, state: Commands.ConfigStatusEntry.State, mode: DeviceMode?)? {
-        guard let r = try db.query("SELECT owner, desired_version, applied_version, config_state FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
-        let desired = Int(try r.int("desired_version")), applied = Int(try r.int("applied_version"))
-        let owner = AccountID(try r.string("owner"))!
+        let row: (owner: String, desired: Int, applied: Int, configState: String)
+        if let a = aheadRow(id) { row = (a.owner, a.desiredVersion, a.appliedVersion, a.configState) } else {
+            guard let r = try db.query("SELECT owner, desired_version, applied_version, config_state FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
+            row = (try r.string("owner"), Int(try r.int("desired_version")), Int(try r.int("applied_version")), try r.string("config_state"))
+        }
+        let desired = row.desired, applied = row.applied
+        guard let owner = AccountID(row.owner) else { throw DomainError(.internalError, "devices row \(id): owner is not an account id") }
         switch ack.result {
         case .applied:
             // An ack of an older version (re-ack after a stale delivery) moves nothing backwards.
-            let configState = try r.string("config_state")
-            guard ack.version > applied || (ack.version == desired && configState != "applied") else { return nil }
+            guard ack.version > applied || (ack.version == desired && row.configState != "applied") else { return nil }
             guard ack.version <= desired else { return nil }
-            let mode = try configMode(id, version: ack.version)
+            let mode = try aheadRow(id)?.modes[ack.version] ?? configMode(id, version: ack.version)
             let state = ack.version == desired ? "applied" : "pending"
             try db.write("UPDATE devices SET applied_version = ?, config_state = ?, config_reason = NULL, mode = coalesce(?, mode) WHERE id = ?",
                            [.integer(Int64(ack.version)), .text(state), mode.map { .text($0.rawValue) } ?? .null, .text(id.rawValue)])
+            updateAhead(id) { $0.appliedVersion = ack.version; $0.configState = state }
             return (owner, .init(rawValue: state)!, mode)
         case .rejected:
-            guard ack.version == desired, try r.string("config_state") == "pending" else { return nil }
+            guard ack.version == desired, row.configState == "pending" else { return nil }
             try db.write("UPDATE devices SET config_state = 'rejected', config_reason = ? WHERE id = ?",
                            [.text(ack.reason ?? "rejected by the device"), .text(id.rawValue)])
+            updateAhead(id) { $0.configState = "rejected" }
             return (owner, .rejected, nil)
         }
     }
@@ -299,18 +311,27 @@ final class Ledger {
     /// `keepsProfile` (the configuration in force re-pushed to deliver an identity).
     func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date,
                     keepsProfile: Bool = false) throws -> DeviceConfig {
-        let r = try db.query("SELECT desired_version, next_certificate, rotation_version, cert_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first
-        let version = (try r?.int("desired_version") ?? 0) + 1
-        let certificate = try certificate ?? r?.optionalString("next_certificate")
-        if certificate != nil, try r?.optionalInt("rotation_version") == nil {
-            try db.write("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
+        let current: (desired: Int, next: String?, rotation: Int?, issuer: String?)?
+        if let a = aheadRow(id) {
+            current = (a.desiredVersion, a.nextCertificate, a.rotationVersion, a.certIssuer)
+        } else {
+            current = try db.query("SELECT desired_version, next_certificate, rotation_version, cert_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first.map {
+                (Int(try $0.int("desired_version")), try $0.optionalString("next_certificate"), try $0.optionalInt("rotation_version"), try $0.optionalString("cert_issuer"))
+            }
         }
+        let version = (current?.desired ?? 0) + 1
+        let certificate = certificate ?? current?.next
+        if certificate != nil, current?.rotation == nil {
+            try db.write("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
+            updateAhead(id) { $0.rotationVersion = version }
+        }
+        updateAhead(id) { $0.desiredVersion = version }
         var config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
                                   settings: profile.settings, certificate: certificate)
         // On an identity a previous owner issued (a resale, a return): every configuration asks the
         // device for a new key and CSR until one carries the new owner's certificate, so a device
         // that only ever sees a later version is still asked.
-        if certificate == nil, let issuer = try r?.optionalString("cert_issuer"), issuer != owner.rawValue { config.renewIdentity = true }
+        if certificate == nil, let issuer = current?.issuer, issuer != owner.rawValue { config.renewIdentity = true }
         try db.write("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
                        [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
         if keepsProfile {
@@ -470,7 +491,7 @@ final class Ledger {
     func custody(_ id: DeviceID) throws -> [CustodyEntry] {
         try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq", [.text(id.rawValue)]).map(Self.custodyEntry)
     }
-    private static func custodyEntry(_ r: Row) throws -> CustodyEntry {
+    static func custodyEntry(_ r: Row) throws -> CustodyEntry {
         guard let device = DeviceID(try r.string("device_id")), let holder = AccountID(try r.string("holder")) else {
             throw DomainError(.internalError, "custody row: device or holder is not an identifier")
         }
@@ -487,7 +508,8 @@ final class Ledger {
     }
     func appendCustody(_ id: DeviceID, holder: AccountID, at: Date, transfer: String?, decision: CustodyEntry.Decision, reason: String? = nil,
                        operator op: String? = nil) throws {
-        let last = try db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map(Self.custodyEntry)
+        let last = try aheadRow(id).map(\.lastCustody)
+            ?? db.query("SELECT * FROM custody WHERE device_id = ? ORDER BY seq DESC LIMIT 1", [.text(id.rawValue)]).first.map(Self.custodyEntry)
         // `next` rounds the time to the second, as the wire carries it: stored and hashed times agree.
         let e = CustodyEntry.next(after: last, device: id, holder: holder, at: at, transferId: transfer, decision: decision, reason: reason, operator: op)
         try db.write("""
@@ -496,6 +518,7 @@ final class Ledger {
             """, [.text(id.rawValue), .integer(Int64(e.seq)), .text(holder.rawValue), e.previousHolder.map { .text($0.rawValue) } ?? .null,
                   .real(e.at.timeIntervalSince1970), transfer.map { .text($0) } ?? .null, .text(decision.rawValue),
                   reason.map { .text($0) } ?? .null, op.map { .text($0) } ?? .null, .text(e.previousHash), .text(e.hash)])
+        updateAhead(id) { $0.lastCustody = e }
     }
 
     // MARK: idempotency and outbox
@@ -618,10 +641,12 @@ final class Ledger {
     // MARK: owner identities and revocation
     /// The latest validated CSR a device sent, if any.
     func csr(_ id: DeviceID) throws -> String? {
-        try db.query("SELECT csr FROM devices WHERE id = ?", [.text(id.rawValue)]).first?.optionalString("csr")
+        if let a = aheadRow(id) { return a.csr }
+        return try db.query("SELECT csr FROM devices WHERE id = ?", [.text(id.rawValue)]).first?.optionalString("csr")
     }
     /// Records the identity `issuer` issued for a device's new owner; the next configuration carries it.
     func setPendingIdentity(_ id: DeviceID, certificate: String, fingerprint: String, serial: String, issuer: AccountID) throws {
+        updateAhead(id) { r in r.nextCertificate = certificate; r.nextSerial = serial; r.nextIssuer = issuer.rawValue; r.rotationVersion = nil }
         try db.write("""
             UPDATE devices SET next_certificate = ?, next_fingerprint = ?, next_serial = ?, next_issuer = ?, rotation_version = NULL WHERE id = ?
             """, [.text(certificate), .text(fingerprint), .text(serial), .text(issuer.rawValue), .text(id.rawValue)])
@@ -630,6 +655,12 @@ final class Ledger {
     /// `issuer` signed the certificate in force (the provisioner for the escrow identity).
     struct IdentityStatus { var state: String; var owner: AccountID; var issuer: AccountID; var provisioner: AccountID }
     func identityStatus(_ id: DeviceID) throws -> IdentityStatus? {
+        if let a = aheadRow(id) {
+            guard let owner = AccountID(a.owner), let issuer = AccountID(a.certIssuer ?? a.provisioner), let provisioner = AccountID(a.provisioner) else {
+                throw DomainError(.internalError, "devices row \(id): owner, provisioner or issuer is not an account id")
+            }
+            return IdentityStatus(state: a.state, owner: owner, issuer: issuer, provisioner: provisioner)
+        }
         guard let r = try db.query("SELECT state, owner, provisioner, coalesce(cert_issuer, provisioner) AS issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return nil }
         guard let owner = AccountID(try r.string("owner")), let issuer = AccountID(try r.string("issuer")),
               let provisioner = AccountID(try r.string("provisioner")) else {
@@ -640,14 +671,19 @@ final class Ledger {
     /// A change of owner: an identity issued for the previous owner and not yet taken up is revoked
     /// (its issuer's CRL) and forgotten, so no later configuration carries it to the new owner's device.
     func dropPendingIdentity(_ id: DeviceID, at: Date) throws {
-        guard let r = try db.query("SELECT next_serial, next_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return }
-        if let serial = try r.optionalString("next_serial"), let issuer = try r.optionalString("next_issuer") {
+        let pending: (serial: String?, issuer: String?)
+        if let a = aheadRow(id) { pending = (a.nextSerial, a.nextIssuer) } else {
+            guard let r = try db.query("SELECT next_serial, next_issuer FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return }
+            pending = (try r.optionalString("next_serial"), try r.optionalString("next_issuer"))
+        }
+        if let serial = pending.serial, let issuer = pending.issuer {
             try revoke(serial: serial, issuer: issuer, device: id.rawValue, at: at)
         }
         try clearPendingIdentity(id)
     }
     /// An active device taken back into escrow (approved with `hold`): owner, state escrow.
     func returnToEscrow(_ id: DeviceID, holder: AccountID) throws {
+        updateAhead(id) { r in r.owner = holder.rawValue; r.state = DeviceView.State.escrow.rawValue }
         try db.write("UPDATE devices SET owner = ?, state = 'escrow', activated_at = NULL WHERE id = ?", [.text(holder.rawValue), .text(id.rawValue)])
     }
     /// The newest configuration recorded for a device, if any.
@@ -660,11 +696,16 @@ final class Ledger {
     /// The device applied `version`: if that configuration carried its issued identity, the identity
     /// becomes the device's and the escrow certificate is revoked. Returns true when something was revoked.
     func confirmIdentity(_ id: DeviceID, appliedVersion version: Int, at: Date) throws -> Bool {
-        guard let r = try db.query("SELECT coalesce(cert_issuer, provisioner) AS issuer, cert_serial, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first,
-              let rotation = try r.optionalInt("rotation_version"), version >= Int(rotation) else { return false }
+        let row: (issuer: String, serial: String?, rotation: Int?)
+        if let a = aheadRow(id) { row = (a.certIssuer ?? a.provisioner, a.certSerial, a.rotationVersion) } else {
+            guard let r = try db.query("SELECT coalesce(cert_issuer, provisioner) AS issuer, cert_serial, rotation_version FROM devices WHERE id = ?", [.text(id.rawValue)]).first else { return false }
+            row = (try r.string("issuer"), try r.optionalString("cert_serial"), try r.optionalInt("rotation_version"))
+        }
+        guard let rotation = row.rotation, version >= rotation else { return false }
+        forgetAhead(id)  // the identity moves below; the next read goes to the database
         var revoked = false
-        if let old = try r.optionalString("cert_serial") {
-            revoked = try revoke(serial: old, issuer: try r.string("issuer"), device: id.rawValue, at: at)
+        if let old = row.serial {
+            revoked = try revoke(serial: old, issuer: row.issuer, device: id.rawValue, at: at)
         }
         try db.write("""
             UPDATE devices SET fingerprint = next_fingerprint, cert_serial = next_serial, cert_issuer = next_issuer, next_certificate = NULL,
