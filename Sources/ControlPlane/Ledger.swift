@@ -9,6 +9,8 @@ final class Ledger {
     let db: any SQLDatabase
     /// Rows read ahead for a bulk decision (`readingAhead`); nil otherwise.
     var readAhead: DeviceReadAhead?
+    /// False: every read goes to the database (what the read-ahead must be indistinguishable from).
+    var readsAhead = true
 
     init(store: StoreLocation) throws {
         db = try store.open()

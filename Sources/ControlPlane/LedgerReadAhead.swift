@@ -42,7 +42,7 @@ extension Ledger {
 
     /// Runs `body` with the rows of `ids` read ahead (see `DeviceReadAhead`); nested calls share the outer one.
     func readingAhead<T>(_ ids: [DeviceID], configurations: Bool = false, _ body: () throws -> T) throws -> T {
-        guard readAhead == nil, ids.count > 1 else { return try body() }
+        guard readsAhead, readAhead == nil, ids.count > 1 else { return try body() }
         var ahead = DeviceReadAhead()
         let marks = Array(repeating: "?", count: Self.readAheadChunk).joined(separator: ", ")
         let devicesSQL = """
