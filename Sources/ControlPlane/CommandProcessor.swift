@@ -456,10 +456,10 @@ struct CommandProcessor {
             switch effect {
             case .activate(let d, let owner):
                 _ = try leavePreviousOwner(d, at: at, &fx) // a resale or a move between accounts
-                try ledger.setOwner(d, owner: owner, activatedAt: at)
                 try ledger.appendCustody(d, holder: owner, at: at, transfer: t.id, decision: .activated, operator: actor)
                 try issueOwnerIdentity(d, owner: owner, &fx)
-                let config = try ledger.pushConfig(d, owner: owner, mode: .normal, profile: profile ?? .builtinDefault, certificate: nil, at: at)
+                // The new owner, active from now, with its first configuration: one row update.
+                let config = try ledger.pushConfig(d, owner: owner, mode: .normal, profile: profile ?? .builtinDefault, certificate: nil, at: at, activating: at)
                 fx.configs.append(d)
                 let profileName: JSONValue = .string((profile ?? .builtinDefault).name)
                 fx.notify(.deviceActivated, [owner], at: at, device: d, transfer: t.id,

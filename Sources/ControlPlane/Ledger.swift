@@ -311,8 +311,11 @@ final class Ledger {
     /// device that only ever sees a later version still receives it.
     /// The device records which stored profile (and version) the configuration came from, unless
     /// `keepsProfile` (the configuration in force re-pushed to deliver an identity).
+    /// `activating`: the device becomes `owner`'s, active since `activating`, in the same row update
+    /// (one new row version instead of two: on PostgreSQL an update that changes an indexed column
+    /// writes an entry into every index of the table).
     func pushConfig(_ id: DeviceID, owner: AccountID, mode: DeviceMode, profile: Commands.Profile, certificate: String?, at: Date,
-                    keepsProfile: Bool = false) throws -> DeviceConfig {
+                    keepsProfile: Bool = false, activating: Date? = nil) throws -> DeviceConfig {
         let current: (desired: Int, next: String?, rotation: Int?, issuer: String?)?
         if let a = aheadRow(id) {
             current = (a.desiredVersion, a.nextCertificate, a.rotationVersion, a.certIssuer)
@@ -323,10 +326,9 @@ final class Ledger {
         }
         let version = (current?.desired ?? 0) + 1
         let certificate = certificate ?? current?.next
-        if certificate != nil, current?.rotation == nil {
-            try db.write("UPDATE devices SET rotation_version = ? WHERE id = ?", [.integer(Int64(version)), .text(id.rawValue)])
-            updateAhead(id) { $0.rotationVersion = version }
-        }
+        // The first version that carries the issued certificate, written with the row update below.
+        let startsRotation = certificate != nil && current?.rotation == nil
+        if startsRotation { updateAhead(id) { $0.rotationVersion = version } }
         updateAhead(id) { $0.desiredVersion = version }
         var config = DeviceConfig(version: version, mode: mode, heartbeatInterval: profile.heartbeatInterval, owner: owner,
                                   settings: profile.settings, certificate: certificate)
@@ -336,15 +338,21 @@ final class Ledger {
         if certificate == nil, let issuer = current?.issuer, issuer != owner.rawValue { config.renewIdentity = true }
         try db.write("INSERT INTO configs (device_id, version, payload, created_at) VALUES (?, ?, ?, ?)",
                        [.text(id.rawValue), .integer(Int64(version)), .blob(WireCodec.encode(config)), .real(at.timeIntervalSince1970)])
-        if keepsProfile {
-            try db.write("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ? WHERE id = ?",
-                           [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval)), .text(id.rawValue)])
-        } else {
+        var sets = "desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ?"
+        var params: [SQLValue] = [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval))]
+        if !keepsProfile {
             // Stored profiles have versions from 1; the built-in default and explicit settings have 0.
             let stored = profile.version > 0
-            try db.write("UPDATE devices SET desired_version = ?, config_state = 'pending', config_reason = NULL, heartbeat_interval = ?, profile = ?, profile_version = ? WHERE id = ?",
-                           [.integer(Int64(version)), .integer(Int64(config.heartbeatInterval)), stored ? .text(profile.name) : .null, stored ? .integer(Int64(profile.version)) : .null, .text(id.rawValue)])
+            sets += ", profile = ?, profile_version = ?"
+            params += [stored ? .text(profile.name) : .null, stored ? .integer(Int64(profile.version)) : .null]
         }
+        if startsRotation { sets += ", rotation_version = ?"; params.append(.integer(Int64(version))) }
+        if let activating {
+            sets += ", owner = ?, state = 'active', activated_at = ?"
+            params += [.text(owner.rawValue), .real(activating.timeIntervalSince1970)]
+            updateAhead(id) { r in r.owner = owner.rawValue; r.state = DeviceView.State.active.rawValue }
+        }
+        try db.write("UPDATE devices SET \(sets) WHERE id = ?", params + [.text(id.rawValue)])
         return config
     }
     /// `desiredConfig` of many devices, a few hundred per query (the statement always takes
