@@ -6,8 +6,8 @@ import Storage
 let help = """
 escrowd: the EscrowFleet control plane.
 
-It keeps escrow devices, transfer requests, custody chains and configurations in SQLite,
-and serves devices and operators over the MQTT topics of topics.md. Without --broker it
+It keeps escrow devices, transfer requests, custody chains and configurations in SQLite
+(or PostgreSQL, --store), and serves devices and operators over the MQTT topics of topics.md. Without --broker it
 starts and manages its own mosquitto (TLS for devices, passwords for operators, ACLs).
 
 USAGE
@@ -64,6 +64,8 @@ FILES (in DATA)
 BACKUP AND RESTORE
   backup writes NEWDIR/escrow.db through SQLite's online backup API (escrowd may keep running),
   the platform CA, escrowd.secret, admin.conf and a MANIFEST; broker/ is rebuilt on start.
+  With --store postgres://... back the database up with pg_dump (the files in DATA still matter:
+  copy platform-ca.*, escrowd.secret and admin.conf with it).
   restore checks the database's integrity and every device's custody chain, then fills a data
   directory that holds no database yet. Exit 0 ok, 64 usage, 65 not a valid backup, 73 exists.
 
@@ -72,6 +74,7 @@ EXAMPLES
   escrowd backup --data /var/lib/escrowfleet --to /backup/escrow-$(date +%F)
   escrowd restore --from /backup/escrow-2026-12-01 --data /var/lib/escrowfleet-new
   escrowd --data /var/lib/escrowfleet --bind 0.0.0.0 --public-host mqtt.example.com --operator-tls
+  escrowd --store 'postgres://escrowd:SECRET@db.internal/escrowfleet?sslmode=verify-full'   # ledger on PostgreSQL
   escrowctl --config escrow-data/admin.conf account list
 
 Stops cleanly on SIGINT and SIGTERM (and stops the managed broker).
@@ -97,9 +100,12 @@ if let verb = argv.first, verb == "backup" || verb == "restore" {
 func backupOrRestore(_ verb: String, _ rest: [String]) -> Never {
     let args: Arguments
     do {
-        args = try Arguments(rest, valued: ["data", "to", "from"], booleans: ["help"])
+        args = try Arguments(rest, valued: ["data", "to", "from", "store"], booleans: ["help"])
         if args.flag("help") { print(help); exit(0) }
         if !args.positionals.isEmpty { throw UsageError("unexpected argument '\(args.positionals[0])'") }
+        if let s = args.value("store"), case .success(.postgres) = StoreLocation.parse(s) {
+            throw UsageError("\(verb) copies the SQLite ledger of a data directory; a PostgreSQL ledger is backed up and restored with PostgreSQL's tools (pg_dump, or base backups with WAL archiving; docs/SCALING.md)")
+        }
     } catch {
         fail("\(error) (see escrowd --help)", UsageError.exitCode)
     }
