@@ -114,7 +114,9 @@ extension ControlPlane {
     /// Presence changes committed per turn (see `flushLastSeen`).
     static let presenceChunk = 1_000
     /// Last-seen rows written per transaction (see `flushLastSeen`).
-    static let lastSeenChunk = 4_000
+    /// Smaller on PostgreSQL: each chunk's commit waits for the server's WAL flush, and a command
+    /// waits behind at most one chunk (BENCHMARKS section 11).
+    var lastSeenChunk: Int { ledger.db.dialect == .postgres ? 1_000 : 4_000 }
 
     /// The `device.online` / `device.offline` event of a presence change.
     static func presenceEvent(_ change: PresenceLease.Change, owner: AccountID, status: DeviceStatus? = nil, at: Date = Date()) -> Event {
@@ -149,8 +151,8 @@ extension ControlPlane {
             for (d, at) in ingest.take() { lastSeenBacklog[d] = at }
         }
         var batch: [DeviceID: Date] = [:]
-        batch.reserveCapacity(min(lastSeenBacklog.count, Self.lastSeenChunk))
-        for (d, at) in lastSeenBacklog.prefix(Self.lastSeenChunk) { batch[d] = at }
+        batch.reserveCapacity(min(lastSeenBacklog.count, lastSeenChunk))
+        for (d, at) in lastSeenBacklog.prefix(lastSeenChunk) { batch[d] = at }
         for d in batch.keys { lastSeenBacklog[d] = nil }
         let more = !lastSeenBacklog.isEmpty
         var changes = unsavedPresence
