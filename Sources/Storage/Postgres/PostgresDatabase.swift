@@ -378,7 +378,16 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         try withLock {
             let depth = transactionDepth
             let savepoint = "escrowfleet_savepoint_\(depth)"
-            if depth == 0 { try againIfConnectionLost { try run(simple: "BEGIN") } } else { try run(simple: "SAVEPOINT \(savepoint)") }
+            if depth == 0 {
+                // One writer at a time per database, as SQLite's BEGIN IMMEDIATE: every escrowd
+                // sharing it (replicas) takes the same transaction-scoped lock first, so a
+                // transaction sees every commit before it, decides on current state (a transfer
+                // approved twice is refused as already decided, not half applied), and rows get
+                // their identity values in commit order (the outbox is published in that order).
+                try againIfConnectionLost { try run(simple: "BEGIN; SELECT \(Self.lock("writer"))") }
+            } else {
+                try run(simple: "SAVEPOINT \(savepoint)")
+            }
             transactionDepth += 1
             defer { transactionDepth -= 1 }
             let result: T
@@ -427,7 +436,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         let latest = previous
         try withLock {
             try transaction {
-                try execute("SELECT pg_advisory_xact_lock(?)", [.integer(Self.migrationLock)])
+                try execute("SELECT \(Self.lock("migrate"))")
                 try execute("CREATE TABLE IF NOT EXISTS \(Self.versionTable) (version BIGINT NOT NULL)")
                 if try scalar("SELECT count(*) FROM \(Self.versionTable)").intValue == 0 {
                     try execute("INSERT INTO \(Self.versionTable) (version) VALUES (0)")
@@ -435,7 +444,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             }
             for m in migrations {
                 try transaction {
-                    try execute("SELECT pg_advisory_xact_lock(?)", [.integer(Self.migrationLock)])
+                    try execute("SELECT \(Self.lock("migrate"))")
                     let version = try userVersion()
                     guard version <= latest else {
                         throw MigrationError.databaseNewerThanCode(databaseVersion: version, latestKnownVersion: latest)
@@ -450,8 +459,12 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         }
     }
 
-    /// The advisory lock key migrations take ("escrow" in ASCII).
-    static let migrationLock: Int64 = 0x657363726f77
+    /// A transaction-scoped advisory lock named `purpose` for the ledger in the connection's schema:
+    /// escrowd instances sharing a schema (replicas) share it; other schemas in the same database
+    /// (other deployments, or the tests' schema each) do not contend.
+    static func lock(_ purpose: String) -> String {
+        "pg_advisory_xact_lock(hashtext('escrowfleet-\(purpose)'), hashtext(current_schema()))"
+    }
 
     public func refuseWrites(_ on: Bool) throws {
         try executeScript("SET default_transaction_read_only = \(on ? "on" : "off")")
