@@ -143,6 +143,47 @@ import TestSupport
     }
 
     @Test(arguments: Backend.allCases)
+    func writesWhoseAnswerIsNotAwaitedStillFailTheTransaction(_ backend: Backend) async throws {
+        let (db, _dir) = try await Self.open(backend)
+        _ = _dir
+        try await offPool {
+            try Self.schema(db)
+            try db.execute("INSERT INTO t (id, n) VALUES ('x', 1)")
+            // A failing write among many (PostgreSQL answers them only at the next read or the
+            // commit): the transaction fails with the constraint error and leaves nothing behind.
+            do {
+                try db.transaction {
+                    for i in 0..<1_200 { try db.write("INSERT INTO t (id, n) VALUES (?, ?)", [.text("w\(i)"), .integer(Int64(i))]) }
+                    try db.write("INSERT INTO t (id, n) VALUES ('x', 2)", [])
+                    for i in 0..<10 { try db.write("INSERT INTO t (id, n) VALUES (?, 0)", [.text("after\(i)")]) }
+                }
+                Issue.record("the duplicate key was committed")
+            } catch let e as any StorageFailure {
+                #expect(e.isConstraint, "\(e)")
+            }
+            #expect(try db.scalar("SELECT count(*) FROM t") == .integer(1))
+            // A read after pipelined writes sees them, in order, inside the transaction.
+            try db.transaction {
+                for i in 0..<700 { try db.write("INSERT INTO t (id, n) VALUES (?, ?)", [.text("r\(i)"), .integer(Int64(i))]) }
+                try db.write("UPDATE t SET n = n + 1000 WHERE id = ?", [.text("r699")])
+                #expect(try db.scalar("SELECT n FROM t WHERE id = 'r699'") == .integer(1699))
+            }
+            #expect(try db.scalar("SELECT count(*) FROM t") == .integer(701))
+            // A failing write inside a savepoint: only the savepoint is undone, once it is answered.
+            try db.transaction {
+                _ = try? db.transaction {
+                    try db.write("INSERT INTO t (id, n) VALUES ('inner', 1)", [])
+                    try db.write("INSERT INTO t (id, n) VALUES ('x', 3)", [])
+                }
+                try db.write("INSERT INTO t (id, n) VALUES ('outer', 1)", [])
+            }
+            #expect(try db.scalar("SELECT count(*) FROM t WHERE id IN ('inner', 'outer')") == .integer(1))
+            // Outside a transaction a write is answered at once.
+            #expect(throws: (any Error).self) { try db.write("INSERT INTO t (id, n) VALUES ('x', 4)", []) }
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
     func constraintAndReadOnlyFailuresAreClassified(_ backend: Backend) async throws {
         let (db, _dir) = try await Self.open(backend)
         _ = _dir
