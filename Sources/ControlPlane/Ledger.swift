@@ -355,28 +355,21 @@ final class Ledger {
         try db.write("UPDATE devices SET \(sets) WHERE id = ?", params + [.text(id.rawValue)])
         return config
     }
-    /// `desiredConfig` of many devices, a few hundred per query (the statement always takes
-    /// `configChunk` ids, the last repeated, so one prepared statement serves every chunk).
+    /// `desiredConfig` of many devices, `readAheadChunk` per query.
     func desiredConfigs(_ ids: [DeviceID]) throws -> [DeviceID: (payload: [UInt8], heartbeatInterval: Int?)] {
         var out: [DeviceID: (payload: [UInt8], heartbeatInterval: Int?)] = [:]
-        let marks = Array(repeating: "?", count: Self.configChunk).joined(separator: ", ")
         let sql = """
             SELECT d.id, c.payload, d.heartbeat_interval FROM devices d JOIN configs c ON c.device_id = d.id AND c.version = d.desired_version
-            WHERE d.id IN (\(marks))
+            WHERE d.id IN \(Self.chunkPlaces)
             """
-        var start = 0
-        while start < ids.count {
-            let chunk = ids[start..<min(ids.count, start + Self.configChunk)]
-            let params = (chunk.map { SQLValue.text($0.rawValue) } + Array(repeating: SQLValue.text(chunk.last!.rawValue), count: Self.configChunk - chunk.count))
+        try forEachChunk(of: ids) { params in
             for r in try db.query(sql, params) {
                 guard let d = DeviceID(try r.string("id")) else { continue }
                 out[d] = (try r.blob("payload"), try r.optionalInt("heartbeat_interval"))
             }
-            start += Self.configChunk
         }
         return out
     }
-    static let configChunk = 256
 
     /// The desired configuration's payload and heartbeat interval.
     func desiredConfig(_ id: DeviceID) throws -> (payload: [UInt8], heartbeatInterval: Int?)? {

@@ -36,32 +36,41 @@ struct DeviceReadAhead {
 }
 
 extension Ledger {
-    /// Devices read per query by `readingAhead` (the statement always takes this many ids, the
-    /// last repeated, so one prepared statement serves every chunk).
+    /// Devices per query when many are read at once (`readingAhead`, `desiredConfigs`).
     static let readAheadChunk = 256
+
+    /// `IN (?, ?, ...)` with `readAheadChunk` places: the statement always takes that many ids (a
+    /// short last chunk repeats its last id), so one prepared statement serves every chunk.
+    static let chunkPlaces = "(" + Array(repeating: "?", count: readAheadChunk).joined(separator: ", ") + ")"
+
+    /// Calls `body` with the parameters of each chunk of `ids` for a statement using `chunkPlaces`.
+    func forEachChunk(of ids: [DeviceID], _ body: ([SQLValue]) throws -> Void) throws {
+        var start = 0
+        while start < ids.count {
+            let chunk = ids[start..<min(ids.count, start + Self.readAheadChunk)]
+            try body(chunk.map { SQLValue.text($0.rawValue) } + Array(repeating: SQLValue.text(chunk.last!.rawValue), count: Self.readAheadChunk - chunk.count))
+            start += Self.readAheadChunk
+        }
+    }
 
     /// Runs `body` with the rows of `ids` read ahead (see `DeviceReadAhead`); nested calls share the outer one.
     func readingAhead<T>(_ ids: [DeviceID], configurations: Bool = false, _ body: () throws -> T) throws -> T {
         guard readsAhead, readAhead == nil, ids.count > 1 else { return try body() }
         var ahead = DeviceReadAhead()
-        let marks = Array(repeating: "?", count: Self.readAheadChunk).joined(separator: ", ")
         let devicesSQL = """
             SELECT id, state, owner, provisioner, cert_issuer, cert_serial, desired_version, applied_version, config_state,
                 next_certificate, next_serial, next_issuer, rotation_version, csr
-            FROM devices WHERE id IN (\(marks))
+            FROM devices WHERE id IN \(Self.chunkPlaces)
             """
         let configsSQL = """
             SELECT c.device_id, c.version, c.payload FROM configs c JOIN devices d ON d.id = c.device_id
-            WHERE c.device_id IN (\(marks)) AND c.version > d.applied_version
+            WHERE c.device_id IN \(Self.chunkPlaces) AND c.version > d.applied_version
             """
         let custodySQL = """
-            SELECT c.* FROM custody c WHERE c.device_id IN (\(marks))
+            SELECT c.* FROM custody c WHERE c.device_id IN \(Self.chunkPlaces)
             AND c.seq = (SELECT max(seq) FROM custody m WHERE m.device_id = c.device_id)
             """
-        var start = 0
-        while start < ids.count {
-            let chunk = ids[start..<min(ids.count, start + Self.readAheadChunk)]
-            let params = chunk.map { SQLValue.text($0.rawValue) } + Array(repeating: SQLValue.text(chunk.last!.rawValue), count: Self.readAheadChunk - chunk.count)
+        try forEachChunk(of: ids) { params in
             for r in try db.query(devicesSQL, params) {
                 guard let d = DeviceID(try r.string("id")) else { continue }
                 ahead.rows[d] = .init(state: try r.string("state"), owner: try r.string("owner"), provisioner: try r.string("provisioner"),
@@ -83,7 +92,6 @@ extension Ledger {
                     ahead.rows[d]?.modes[Int(try r.int("version"))] = .some(mode)
                 }
             }
-            start += Self.readAheadChunk
         }
         readAhead = ahead
         defer { readAhead = nil }

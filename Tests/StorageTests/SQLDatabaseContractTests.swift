@@ -23,6 +23,16 @@ import TestSupport
         }
     }
 
+    /// Runs `body` off the cooperative pool on a fresh database of `backend`, with the test table when `schema`.
+    static func with(_ backend: Backend, schema: Bool = true, _ body: @escaping @Sendable (any SQLDatabase) throws -> Void) async throws {
+        let (db, dir) = try await open(backend)
+        try await offPool {
+            if schema { try Self.schema(db) }
+            try body(db)
+        }
+        _ = dir  // kept until the body is done
+    }
+
     static let table = """
         CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL, x REAL, b BLOB, note TEXT);
         CREATE TABLE seqs (k TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
@@ -35,10 +45,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func valuesRoundTripWithTheirKinds(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
-            try Self.schema(db)
+        try await Self.with(backend) { db in
             let bytes: [UInt8] = [0, 1, 0x7f, 0x80, 0xff, 0x0a]
             try db.execute("INSERT INTO t (id, n, x, b, note) VALUES (?, ?, ?, ?, ?)",
                            [.text("a-é"), .integer(Int64.max), .real(1_733_616_000.123456), .blob(bytes), .null])
@@ -62,10 +69,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func numberedParametersUpsertAndReturning(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
-            try Self.schema(db)
+        try await Self.with(backend) { db in
             try db.execute("INSERT INTO t (id, n) VALUES (?1, 1), (?1 || '-2', ?2)", [.text("p"), .integer(7)])
             #expect(try db.query("SELECT n FROM t WHERE id = ?1 OR id = ?1 || '-2' ORDER BY n", [.text("p")]).map { $0["n"] } == [.integer(1), .integer(7)])
             for expected in 1...3 {
@@ -100,10 +104,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func textSortsByteWiseAsSQLiteDoes(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
-            try Self.schema(db)
+        try await Self.with(backend) { db in
             for id in ["b", "B", "a-1", "a.1", "a_1", "a1", "~"] { try db.execute("INSERT INTO t (id, n) VALUES (?, 0)", [.text(id)]) }
             let ids = try db.query("SELECT id FROM t ORDER BY id").compactMap { $0["id"]?.stringValue }
             #expect(ids == ["B", "a-1", "a.1", "a1", "a_1", "b", "~"])
@@ -114,10 +115,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func transactionsCommitRollBackAndNest(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
-            try Self.schema(db)
+        try await Self.with(backend) { db in
             struct Boom: Error {}
             do {
                 try db.transaction {
@@ -144,10 +142,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func writesWhoseAnswerIsNotAwaitedStillFailTheTransaction(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
-            try Self.schema(db)
+        try await Self.with(backend) { db in
             try db.execute("INSERT INTO t (id, n) VALUES ('x', 1)")
             // A failing write among many (PostgreSQL answers them only at the next read or the
             // commit): the transaction fails with the constraint error and leaves nothing behind.
@@ -185,10 +180,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func constraintAndReadOnlyFailuresAreClassified(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
-            try Self.schema(db)
+        try await Self.with(backend) { db in
             try db.execute("INSERT INTO t (id, n) VALUES ('x', 1)")
             do {
                 try db.execute("INSERT INTO t (id, n) VALUES ('x', 2)")
@@ -211,9 +203,7 @@ import TestSupport
 
     @Test(arguments: Backend.allCases)
     func migrationsApplyOnceAndRefuseANewerDatabase(_ backend: Backend) async throws {
-        let (db, _dir) = try await Self.open(backend)
-        _ = _dir
-        try await offPool {
+        try await Self.with(backend, schema: false) { db in
             let v1 = Migration(version: 1, name: "t", sql: Self.table)
             let v2 = Migration(version: 2, name: "more", sql: "ALTER TABLE t ADD COLUMN extra INTEGER NOT NULL DEFAULT 4;")
             #expect(try db.userVersion() == 0)
