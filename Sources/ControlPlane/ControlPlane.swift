@@ -108,6 +108,15 @@ public actor ControlPlane {
     let outbox = OutboxPublisher()
     var heartbeats: HeartbeatConnection?
     var tasks: [Task<Void, Never>] = []
+    /// Who runs the background jobs among escrowd sharing a PostgreSQL ledger; nil (SQLite: one
+    /// escrowd per data directory): this one.
+    nonisolated let leadership: PostgresLeaderLease?
+
+    /// True when this escrowd runs the background jobs that must run once.
+    public var leads: Bool { leadership?.isLeader ?? true }
+
+    /// Gives the background jobs up (a drill, or before stopping): another escrowd takes them.
+    public nonisolated func resignLeadership() { leadership?.stop() }
 
     public init(options: Options, client: MQTTClient, credentials: (any Credentials)? = nil, log: Log,
                 onAccessChanged: @escaping @Sendable (AccessSnapshot) -> UInt64? = { _ in nil }) throws {
@@ -120,6 +129,12 @@ public actor ControlPlane {
         })
         self.onAccessChanged = onAccessChanged
         self.lease = PresenceLease(intervals: options.presenceLeaseIntervals, grace: options.lastSeenFlushInterval.seconds + 1)
+        // On PostgreSQL several escrowd may share the ledger: one of them leads the background jobs.
+        if case .postgres(let url) = options.store { leadership = try PostgresLeaderLease(url: url) } else { leadership = nil }
+        leadership?.onChange { [log] leads in
+            log(.info, leads ? "leading: the background jobs (expiry sweep, reconciliation, event retention, access refresh) run in this escrowd"
+                             : "no longer leading (the ledger connection of the lease was lost); another escrowd takes the background jobs")
+        }
     }
 
     /// Fault injection for tests and drills: makes the database refuse writes as a read-only
@@ -224,7 +239,10 @@ public actor ControlPlane {
         tasks.removeAll()
         flushAcks()
         flushAllLastSeen()
+        leadership?.stop()
     }
+
+    deinit { leadership?.stop() }
 
     func startTimers() {
         func every(_ d: Duration, _ body: @escaping @Sendable (ControlPlane) async -> Void) -> Task<Void, Never> {
@@ -243,12 +261,13 @@ public actor ControlPlane {
         }
         tasks.append(every(options.ackFlushInterval) { await $0.flushAcks() })
         tasks.append(every(options.lastSeenFlushInterval) { await $0.flushLastSeen() })
-        tasks.append(every(options.reconcileInterval) { await $0.reconcile() })
-        tasks.append(every(options.expirySweepInterval) { await $0.sweepExpired() })
+        // The jobs that must run once among escrowd sharing a ledger run on the leader only.
+        tasks.append(every(options.reconcileInterval) { if await $0.leads { await $0.reconcile() } })
+        tasks.append(every(options.expirySweepInterval) { if await $0.leads { await $0.sweepExpired() } })
         tasks.append(every(.seconds(60)) { await $0.logStats() })
-        tasks.append(every(.seconds(3600)) { await $0.pruneEvents() })
+        tasks.append(every(.seconds(3600)) { if await $0.leads { await $0.pruneEvents() } })
         // CRLs carry a validity period: rewrite the broker's access files daily so they never lapse.
-        tasks.append(every(.seconds(24 * 3600)) { await $0.refreshAccess() })
+        tasks.append(every(.seconds(24 * 3600)) { if await $0.leads { await $0.refreshAccess() } })
     }
 
     var lastStats = Counters()

@@ -96,4 +96,50 @@ struct SharedLedgerTests {
         }
         #expect(published == seqs)
     }
+
+    /// Leadership changes as they happen (`PostgresLeaderLease.onChange`), for bounded waits.
+    final class Changes: Sendable {
+        let stream: AsyncStream<(String, Bool)>
+        private let continuation: AsyncStream<(String, Bool)>.Continuation
+        init() { (stream, continuation) = AsyncStream.makeStream() }
+        func watch(_ lease: PostgresLeaderLease, as name: String) { lease.onChange { [continuation] leads in continuation.yield((name, leads)) } }
+    }
+
+    @Test("one leader for the background jobs: when its connection dies (a killed escrowd) or it resigns, the other takes over within 5 s")
+    func leadership() async throws {
+        let server = try await PostgresServer.shared()
+        let store = try await offPool { try server.freshStore() }
+        guard case .postgres(let url) = store else { return }
+        let changes = Changes()
+        let first = try PostgresLeaderLease(url: url)
+        changes.watch(first, as: "first")
+        _ = try await firstElement(of: changes.stream, timeout: .seconds(5), "the first lease leads") { $0 == ("first", true) }
+        let second = try PostgresLeaderLease(url: url)
+        changes.watch(second, as: "second")
+        #expect(first.isLeader && !second.isLeader)
+        // The second is queued on the lock on the server (nothing announces that but the server's
+        // lock table: a bounded poll of pg_locks).
+        let admin = try await offPool { try PostgresDatabase(url: server.url()) }
+        func queued(_ lease: PostgresLeaderLease, _ what: String) async throws {
+            try await waitUntil(what) {
+                let pid = lease.backendPID
+                guard pid > 0 else { return false }
+                return try await offPool { try admin.scalar("SELECT count(*) FROM pg_locks WHERE pid = CAST(? AS INTEGER) AND locktype = 'advisory' AND NOT granted", [.integer(Int64(pid))]) } == .integer(1)
+            }
+        }
+        try await queued(second, "the second lease waits for the lock on the server")
+        // The leader's server session ends, as when its escrowd is killed: the other leads at once.
+        let pid = first.backendPID
+        #expect(pid > 0)
+        _ = try await offPool { try admin.query("SELECT pg_terminate_backend(CAST(? AS INTEGER))", [.integer(Int64(pid))]) }
+        let order = try await collect(2, from: changes.stream, timeout: .seconds(5), "the first lease lost and the second gained")
+        #expect(Set(order.map { "\($0.0) \($0.1)" }) == ["first false", "second true"], "\(order)")
+        #expect(second.isLeader && !first.isLeader)
+        // The first one queued again; when the leader resigns, it leads again.
+        try await queued(first, "the first lease waits for the lock again")
+        second.stop()
+        let back = try await collect(2, from: changes.stream, timeout: .seconds(5), "leadership back to the first lease")
+        #expect(Set(back.map { "\($0.0) \($0.1)" }) == ["second false", "first true"], "\(back)")
+        first.stop()
+    }
 }

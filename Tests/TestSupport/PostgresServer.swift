@@ -83,7 +83,7 @@ public final class PostgresServer: Sendable {
         if let (uid, gid) = runAs.ids { chown(log, uid, gid) }
         let watch = try FileWatch(log)
         let serverArgs = ["-D", data, "-k", directory, "-p", String(port), "-c", "listen_addresses=127.0.0.1",
-                          "-c", "fsync=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB"]
+                          "-c", "fsync=off", "-c", "max_connections=1000", "-c", "shared_buffers=64MB"]
         process = try Self.spawnFromKeeperThread(runAs.wrapper.first ?? bin + "/postgres",
                                                  Array(runAs.wrapper.dropFirst()) + (runAs.wrapper.isEmpty ? [] : [bin + "/postgres"]) + serverArgs,
                                                  log: log)
