@@ -20,6 +20,8 @@ extension ControlPlane {
     /// for it and every row before it. What a crash leaves is published at the next start; what a
     /// lost connection leaves is sent again after the reconnect (at-least-once; an event keeps its id).
     func drainOutbox() throws {
+        // Among escrowd sharing a ledger only the leader publishes: each row goes out once.
+        guard leads else { return }
         while outbox.inFlightCount < OutboxPublisher.maxInFlight {
             let batch = try ledger.outbox(after: outbox.sentThrough, limit: min(5_000, OutboxPublisher.maxInFlight - outbox.inFlightCount))
             guard !batch.isEmpty else { return }
@@ -30,6 +32,19 @@ extension ControlPlane {
                 }
             }
         }
+    }
+
+    /// Leadership gained: everything still in the outbox goes out (rows the previous leader sent
+    /// but had not seen acknowledged go again: at least once, same event ids), then reconciliation.
+    func tookTheLead() {
+        outbox.restart()
+        do { try drainOutbox() } catch { log(.warn, "could not publish the outbox: \(error)") }
+        reconcile()
+    }
+
+    /// Another escrowd committed outbox rows (a notification to the leader).
+    func publishOthersRows() {
+        do { try drainOutbox() } catch { log(.warn, "could not publish the outbox: \(error)") }
     }
 
     /// Deletes the rows acknowledged so far (the contiguous prefix) and sends more.

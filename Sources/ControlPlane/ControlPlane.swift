@@ -131,10 +131,12 @@ public actor ControlPlane {
         self.lease = PresenceLease(intervals: options.presenceLeaseIntervals, grace: options.lastSeenFlushInterval.seconds + 1)
         // On PostgreSQL several escrowd may share the ledger: one of them leads the background jobs.
         if case .postgres(let url) = options.store { leadership = try PostgresLeaderLease(url: url) } else { leadership = nil }
-        leadership?.onChange { [log] leads in
-            log(.info, leads ? "leading: the background jobs (expiry sweep, reconciliation, event retention, access refresh) run in this escrowd"
-                             : "no longer leading (the ledger connection of the lease was lost); another escrowd takes the background jobs")
+        leadership?.onChange { [log, weak self] leads in
+            log(.info, leads ? "leading: the outbox and the background jobs (expiry sweep, reconciliation, event retention, access refresh) run in this escrowd"
+                             : "no longer leading (the ledger connection of the lease was lost); another escrowd takes the outbox and the background jobs")
+            if leads { Task { await self?.tookTheLead() } }
         }
+        leadership?.onOutboxRows { [weak self] in Task { await self?.publishOthersRows() } }
     }
 
     /// Fault injection for tests and drills: makes the database refuse writes as a read-only

@@ -556,6 +556,11 @@ final class Ledger {
     func enqueue(_ o: Outbound) throws {
         try db.write("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
                        [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970), .integer(o.retain ? 1 : 0)])
+        // The leader among escrowd sharing the database publishes it once this commits (PostgreSQL
+        // delivers a notification at commit, once per transaction for the same payload).
+        if db.dialect == .postgres {
+            try db.write("SELECT pg_notify('\(PostgresLeaderLease.outboxChannel)', current_schema())", [])
+        }
     }
     /// Numbers the event in its account's log, stores it there and queues it for publishing, in the
     /// caller's transaction. Returns the event as published (with `seq` and `id`).

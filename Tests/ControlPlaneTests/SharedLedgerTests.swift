@@ -3,6 +3,7 @@ import Testing
 import EscrowCore
 @testable import ControlPlane
 import Storage
+import MQTT
 import TestSupport
 
 /// Several escrowd on one PostgreSQL database (replicas) write one at a time, as SQLite's single
@@ -141,5 +142,33 @@ struct SharedLedgerTests {
         let back = try await collect(2, from: changes.stream, timeout: .seconds(5), "leadership back to the first lease")
         #expect(Set(back.map { "\($0.0) \($0.1)" }) == ["second false", "first true"], "\(back)")
         first.stop()
+    }
+
+    @Test("two control planes on one ledger and one broker split the commands; every event is published once, by the leader, also for commands the other executed")
+    func twoControlPlanesPublishEachEventOnce() async throws {
+        let server = try await PostgresServer.shared()
+        let store = try await offPool { try server.freshStore() }
+        let p = try await PlatformFixture(store: store)
+        // The second escrowd: same ledger, same broker, its own connection and client id.
+        let client = try MQTTClient(MQTTOptions(clientID: "escrowd-replica", port: p.broker.port))
+        let replica = try ControlPlane(options: ControlPlane.Options(store: store), client: client, log: .silent)
+        try await client.connect()
+        let task = Task { try await replica.run() }
+        defer { task.cancel() }
+        try await waitUntil("one of the two leads") { await p.service.leads != replica.leads }
+        let op = p.operators
+        _ = try await op.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
+        // Commands reach either control plane ($share): both execute some (counted below).
+        let before = (await p.service.counters.commands, await replica.counters.commands)
+        for i in 0..<30 {
+            _ = try await op.send("oem", "device.provision", ["prefix": .string("r\(i)-"), "count": 1, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
+        }
+        let executed = (await p.service.counters.commands - before.0, await replica.counters.commands - before.1)
+        #expect(executed.0 > 0 && executed.1 > 0 && executed.0 + executed.1 == 30, "split \(executed)")
+        try await waitUntil("all 31 events of oem arrive") { await op.events.filter { $0.account == "oem" }.count >= 31 }
+        let seen = await op.events.filter { $0.account == "oem" }
+        #expect(seen.count == 31 && Set(seen.compactMap(\.seq)) == Set(1...31), "\(seen.count) events, seqs \(seen.compactMap(\.seq).sorted())")
+        await client.disconnect()
+        await p.shutdown()
     }
 }

@@ -28,7 +28,12 @@ public final class PostgresLeaderLease: Sendable {
         /// Cancels the lock wait in progress.
         var cancel: Canceller?
         var changes: [@Sendable (Bool) -> Void] = []
+        var notifications: [@Sendable () -> Void] = []
     }
+
+    /// The channel a transaction that queued outbox rows notifies (payload: its schema), so the
+    /// leader publishes what another escrowd committed at once (`Ledger.enqueue`).
+    public static let outboxChannel = "escrowfleet_outbox"
 
     /// `url` as for the ledger (the same schema on `search_path`).
     public init(url: String) throws {
@@ -48,6 +53,12 @@ public final class PostgresLeaderLease: Sendable {
     /// Called (on the lease's thread) each time leadership is gained (true) or lost (false).
     public func onChange(_ handler: @escaping @Sendable (Bool) -> Void) {
         state.withLock { $0.changes.append(handler) }
+    }
+
+    /// Called (on the lease's thread) while leading, when another escrowd's transaction queued
+    /// outbox rows in this ledger (several commits may come as one call).
+    public func onOutboxRows(_ handler: @escaping @Sendable () -> Void) {
+        state.withLock { $0.notifications.append(handler) }
     }
 
     /// Gives leadership up (closing the connection ends the lock) and stops the thread.
@@ -90,9 +101,9 @@ public final class PostgresLeaderLease: Sendable {
             let ok = got.map { PQresultStatus($0) == PGRES_TUPLES_OK } ?? false
             PQclear(got)
             state.withLock { $0.cancel = nil }
-            if ok && !stopped {
+            if ok && !stopped, let schema = Self.listen(conn) {
                 set(leader: true)
-                watch(conn)
+                watch(conn, schema: schema)
                 set(leader: false)
             }
             PQfinish(conn)
@@ -100,8 +111,16 @@ public final class PostgresLeaderLease: Sendable {
         }
     }
 
-    /// Returns when the connection is lost or `stop()` is called.
-    private func watch(_ conn: OpaquePointer) {
+    /// LISTENs on the outbox channel; returns the connection's schema (nil when the connection failed).
+    private static func listen(_ conn: OpaquePointer) -> String? {
+        guard let r = PQexec(conn, "LISTEN \(outboxChannel); SELECT current_schema()") else { return nil }
+        defer { PQclear(r) }
+        guard PQresultStatus(r) == PGRES_TUPLES_OK, PQntuples(r) == 1, let v = PQgetvalue(r, 0, 0) else { return nil }
+        return String(cString: v)
+    }
+
+    /// Returns when the connection is lost or `stop()` is called; hands on outbox notifications.
+    private func watch(_ conn: OpaquePointer, schema: String) {
         let fd = PQsocket(conn)
         while !stopped {
             var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.fd, events: Int16(POLLIN), revents: 0)]
@@ -111,7 +130,12 @@ public final class PostgresLeaderLease: Sendable {
             if fds[0].revents != 0 {
                 // Something from the server (a notice, or the end): consume it; a lost connection ends the lease.
                 if PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK { return }
-                while let n = PQnotifies(conn) { PQfreemem(n) }
+                var rows = false
+                while let n = PQnotifies(conn) {
+                    if let extra = n.pointee.extra, String(cString: extra) == schema { rows = true }
+                    PQfreemem(n)
+                }
+                if rows { for h in state.withLock({ $0.notifications }) { h() } }
             }
         }
     }
