@@ -61,7 +61,14 @@ extension ControlPlane {
             var effects = Effects()
             let clock = ContinuousClock(), began = clock.now
             defer { latencies.commit(seconds: began.duration(to: clock.now).seconds) }
+            var replayed = false
             let payload: [UInt8] = try ledger.db.transaction {
+                // Again under the writer lock: another escrowd sharing the ledger may have answered
+                // this request id between the lookup above and now.
+                if let stored = try ledger.storedReply(account: account, requestID: envelope.requestId) {
+                    replayed = true
+                    return stored
+                }
                 processor.actor = sender
                 defer { processor.actor = nil }
                 let outcome = try processor.execute(account: account, command: command, args: envelope.args)
@@ -78,6 +85,11 @@ extension ControlPlane {
                 }
                 effects = outcome.effects
                 return bytes
+            }
+            if replayed {
+                log(.debug, "replay of \(account)/\(envelope.requestId) answered by another escrowd: returning its reply")
+                reply(account: account, requestID: envelope.requestId, payload: payload, response: m.properties)
+                return "ok"
             }
             // Committed: now the world may hear of it. A change of the broker's access files is
             // answered once the broker confirms the reload that puts it in force (a new login

@@ -144,7 +144,7 @@ struct SharedLedgerTests {
         first.stop()
     }
 
-    @Test("two control planes on one ledger and one broker split the commands; every event is published once, by the leader, also for commands the other executed")
+    @Test("two control planes on one ledger and one broker split the commands; every event is published once, by the leader, also for commands the other executed; a request sent to both at once is executed once and both answers are its reply")
     func twoControlPlanesPublishEachEventOnce() async throws {
         let server = try await PostgresServer.shared()
         let store = try await offPool { try server.freshStore() }
@@ -168,6 +168,30 @@ struct SharedLedgerTests {
         try await waitUntil("all 31 events of oem arrive") { await op.events.filter { $0.account == "oem" }.count >= 31 }
         let seen = await op.events.filter { $0.account == "oem" }
         #expect(seen.count == 31 && Set(seen.compactMap(\.seq)) == Set(1...31), "\(seen.count) events, seqs \(seen.compactMap(\.seq).sorted())")
+
+        // The same request sent twice at once ($share hands the copies to the two control planes):
+        // one executes it, the other returns the first one's reply; the effect happens once.
+        let listener = try MQTTClient(MQTTOptions(clientID: "reply-listener", port: p.broker.port))
+        try await listener.connect()
+        _ = try await listener.subscribe([("accounts/oem/reply/+", .atLeastOnce)])
+        let replies = listener.messages
+        for i in 0..<10 {
+            let envelope = WireCodec.encode(CommandEnvelope(requestId: "dup-\(i)", args: ["prefix": .string("dup\(i)-"), "count": 1, "issueIdentity": false]))
+            try await op.sendRaw("oem", "device.provision", payload: envelope)
+            try await op.sendRaw("oem", "device.provision", payload: envelope)
+        }
+        let answers = try await collect(20, from: replies, timeout: .seconds(20), "replies to 10 requests sent twice")
+        var byID: [String: [[UInt8]]] = [:]
+        for m in answers { byID[String(m.topic.split(separator: "/").last!), default: []].append(m.payload) }
+        for i in 0..<10 {
+            let two = byID["dup-\(i)"] ?? []
+            #expect(two.count == 2, "dup-\(i): \(two.count) replies")
+            let decoded = two.compactMap { try? WireCodec.decode(CommandReply.self, from: $0) }
+            #expect(decoded.count == 2 && decoded.allSatisfy { $0.error == nil }, "dup-\(i): \(decoded.map { String(describing: $0.error) })")
+        }
+        let list = try await op.send("oem", "device.list", ["prefix": "dup"]).result(Commands.DeviceListResult.self)
+        #expect(list.total == 10, "each duplicated request provisioned once")
+        await listener.disconnect()
         await client.disconnect()
         await p.shutdown()
     }
