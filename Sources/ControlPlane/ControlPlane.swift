@@ -133,10 +133,11 @@ public actor ControlPlane {
         if case .postgres(let url) = options.store { leadership = try PostgresLeaderLease(url: url) } else { leadership = nil }
         leadership?.onChange { [log, weak self] leads in
             log(.info, leads ? "leading: the outbox and the background jobs (expiry sweep, reconciliation, event retention, access refresh) run in this escrowd"
-                             : "no longer leading (the ledger connection of the lease was lost); another escrowd takes the outbox and the background jobs")
+                             : "no longer leading (stopped, or the lease's ledger connection was lost); another escrowd sharing the ledger takes the outbox and the background jobs")
             if leads { Task { await self?.tookTheLead() } }
         }
         leadership?.onOutboxRows { [weak self] in Task { await self?.publishOthersRows() } }
+        leadership?.start()
     }
 
     /// Fault injection for tests and drills: makes the database refuse writes as a read-only

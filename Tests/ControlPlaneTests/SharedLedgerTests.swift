@@ -114,9 +114,11 @@ struct SharedLedgerTests {
         let changes = Changes()
         let first = try PostgresLeaderLease(url: url)
         changes.watch(first, as: "first")
+        first.start()
         _ = try await firstElement(of: changes.stream, timeout: .seconds(5), "the first lease leads") { $0 == ("first", true) }
         let second = try PostgresLeaderLease(url: url)
         changes.watch(second, as: "second")
+        second.start()
         #expect(first.isLeader && !second.isLeader)
         // The second is queued on the lock on the server (nothing announces that but the server's
         // lock table: a bounded poll of pg_locks).

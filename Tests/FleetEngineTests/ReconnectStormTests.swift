@@ -175,7 +175,10 @@ import MQTTWire
         // dropped and retried after 1 s, and nothing times out.
         #expect(probe.peakBound <= window)
         #expect(probe.peakObserved <= window)
-        #expect(m.connectLatency.max < 1_000_000, "a connect took \(Self.ms(m.connectLatency.max)) ms: SYN retransmitted?")
+        // A herd shows as whole windows of connects waiting for the 1 s SYN retransmission; one
+        // connect that slow is a busy machine (the parallel suite), not a herd: at most 0.1 % may be.
+        #expect(m.connectLatency.percentile(99.9) < 1_000_000,
+                "p99.9 connect \(Self.ms(m.connectLatency.percentile(99.9))) ms (max \(Self.ms(m.connectLatency.max)) ms): SYNs retransmitted?")
         #expect(m.errors[.timeout, default: 0] == errorsBefore[.timeout, default: 0])
         // Full jitter spreads the reconnects over [0, ceiling] (the window then queues the
         // excess): the median is well above 0, p10..p90 spans a good part of the ceiling, and

@@ -35,10 +35,14 @@ public final class PostgresLeaderLease: Sendable {
     /// leader publishes what another escrowd committed at once (`Ledger.enqueue`).
     public static let outboxChannel = "escrowfleet_outbox"
 
-    /// `url` as for the ledger (the same schema on `search_path`).
+    /// `url` as for the ledger (the same schema on `search_path`). Register the handlers, then `start()`.
     public init(url: String) throws {
         self.url = url
         wake = try WakeSignal()
+    }
+
+    /// Starts competing for leadership (once; the handlers registered before see every change).
+    public func start() {
         let thread = Thread { [self] in self.run() }
         thread.name = "escrowd-leader"
         thread.start()
