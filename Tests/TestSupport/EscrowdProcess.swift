@@ -17,6 +17,13 @@ public final class EscrowdProcess: @unchecked Sendable {
     /// The ledger, whichever database it is in.
     public var ledger: StoreLocation { store ?? .sqlite(path: dataDirectory + "/escrow.db") }
     public private(set) var process: ChildProcess?
+    /// Where the current process's lines begin in the log (the log keeps every start's lines).
+    public private(set) var logOffsetOfThisRun = 0
+    /// The log lines of the current process only.
+    public var logOfThisRun: String {
+        let all = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        return String(all.utf8.dropFirst(min(logOffsetOfThisRun, all.utf8.count))) ?? ""
+    }
     public var logPath: String { data.file("escrowd.log") }
     public var dataDirectory: String { data.path + "/data" }
     public var operatorURL: String { "mqtt://127.0.0.1:\(operatorPort)" }
@@ -25,10 +32,15 @@ public final class EscrowdProcess: @unchecked Sendable {
     /// `prepare` fills the data directory (a path that does not exist yet) before the first start,
     /// for example with `escrowd restore`. `sqlite`: the ledger is the data directory's SQLite file
     /// even when the suite runs on PostgreSQL (what a test of that file, such as backup, needs).
-    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), sqlite: Bool = false,
+    public init(arguments: [String] = [], startTimeout: Duration = .seconds(20), sqlite: Bool = false, postgres: Bool = false,
                 prepare: ((String) throws -> Void)? = nil) async throws {
         data = try TempDirectory(prefix: "escrowd")
-        store = sqlite ? nil : try await TestStore.forDaemon()
+        if postgres {
+            let server = try await PostgresServer.shared()
+            store = try await offPool { try server.freshStore() }
+        } else {
+            store = sqlite ? nil : try await TestStore.forDaemon()
+        }
         let ports = try freePorts(2)
         devicePort = ports[0]
         operatorPort = ports[1]
@@ -37,10 +49,33 @@ public final class EscrowdProcess: @unchecked Sendable {
         try await start(timeout: startTimeout)
     }
 
+    /// A second escrowd sharing `primary`'s PostgreSQL ledger and broker (a replica): a data
+    /// directory of its own holding the primary's platform CA and secrets (bundles carry that CA;
+    /// the administrator's login is the same), the primary's managed broker as `--broker`, logged
+    /// in as the same service (its client id is its own).
+    public init(replicaOf primary: EscrowdProcess, startTimeout: Duration = .seconds(20)) async throws {
+        guard case .postgres? = primary.store else {
+            throw TestSupportError("a replica shares a PostgreSQL ledger: start the primary with postgres: true")
+        }
+        data = try TempDirectory(prefix: "escrowd-replica")
+        store = primary.store
+        devicePort = primary.devicePort
+        operatorPort = primary.operatorPort
+        let dir = data.path + "/data"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        for f in ["platform-ca.pem", "platform-ca.key", "admin.secret", "escrowd.secret"] {
+            try FileManager.default.copyItem(atPath: primary.dataDirectory + "/" + f, toPath: dir + "/" + f)
+        }
+        let secret = try String(contentsOfFile: dir + "/escrowd.secret", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        extraArguments = ["--broker", primary.operatorURL, "--password", secret]
+        try await start(timeout: startTimeout)
+    }
+
     /// Starts (or restarts) escrowd on the same data directory and ports; returns when it logs
     /// that it serves (a bounded wait that never blocks a thread of the cooperative pool).
     public func start(timeout: Duration = .seconds(20)) async throws {
         let before = (try? String(contentsOfFile: logPath, encoding: .utf8))?.components(separatedBy: "serving ").count ?? 1
+        logOffsetOfThisRun = ((try? FileManager.default.attributesOfItem(atPath: logPath)[.size] as? Int) ?? nil) ?? 0
         let started = try ChildProcess.spawn(try Products.path("escrowd"),
                                              ["--data", dataDirectory, "--device-port", String(devicePort), "--operator-port", String(operatorPort),
                                               "--reconcile-interval", "2s"] + storeArguments + extraArguments,
