@@ -81,7 +81,7 @@ extension ControlPlane {
                     try ledger.storeReply(account: account, requestID: envelope.requestId, command: command, reply: stored, at: Date())
                     try ledger.appendAudit(account: account, at: Date(), operator: sender, command: command, requestID: envelope.requestId, code: nil)
                     try ledger.appendEvents(outcome.effects.events)
-                    for topic in outcome.effects.clearRetained { try ledger.enqueue(Outbound(topic: topic, payload: [], retain: true)) }
+                    try ledger.enqueue(outcome.effects.clearRetained.map { Outbound(topic: $0, payload: [], retain: true) })
                 }
                 effects = outcome.effects
                 return bytes

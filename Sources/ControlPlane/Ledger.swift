@@ -553,11 +553,16 @@ final class Ledger {
     func pruneReplies(olderThan: Date) throws {
         try db.write("DELETE FROM requests WHERE created_at < ?", [.real(olderThan.timeIntervalSince1970)])
     }
-    func enqueue(_ o: Outbound) throws {
-        try db.write("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
-                       [.text(o.topic), .blob(o.payload), .real(Date().timeIntervalSince1970), .integer(o.retain ? 1 : 0)])
-        // The leader among escrowd sharing the database publishes it once this commits (PostgreSQL
-        // delivers a notification at commit, once per transaction for the same payload).
+    /// Queues rows for publishing, in order, in the caller's transaction.
+    func enqueue(_ rows: [Outbound]) throws {
+        guard !rows.isEmpty else { return }
+        let at = Date().timeIntervalSince1970
+        for o in rows {
+            try db.write("INSERT INTO outbox (topic, payload, created_at, retain) VALUES (?, ?, ?, ?)",
+                         [.text(o.topic), .blob(o.payload), .real(at), .integer(o.retain ? 1 : 0)])
+        }
+        // The leader among escrowd sharing the database publishes them once this commits
+        // (PostgreSQL delivers a notification at commit).
         if db.dialect == .postgres {
             try db.write("SELECT pg_notify('\(PostgresLeaderLease.outboxChannel)', current_schema())", [])
         }
@@ -587,8 +592,9 @@ final class Ledger {
             }
             next[account] = last - n + 1
         }
-        var out: [Event] = []
+        var out: [Event] = [], rows: [Outbound] = []
         out.reserveCapacity(events.count)
+        rows.reserveCapacity(events.count)
         for event in events {
             var e = event
             let seq = next[e.account]!
@@ -598,9 +604,10 @@ final class Ledger {
             let payload = WireCodec.encode(e)
             try db.write("INSERT INTO events (account_id, seq, type, at, payload) VALUES (?, ?, ?, ?, ?)",
                          [.text(e.account.rawValue), .integer(Int64(seq)), .text(e.type.rawValue), .real(e.at.timeIntervalSince1970), .blob(payload)])
-            try enqueue(Outbound(topic: Topic.accountEvent(e.account, type: e.type).path, payload: payload))
+            rows.append(Outbound(topic: Topic.accountEvent(e.account, type: e.type).path, payload: payload))
             out.append(e)
         }
+        try enqueue(rows)
         return out
     }
     /// The account's stored events after `after` (by number) or from `since` (by time), oldest first:

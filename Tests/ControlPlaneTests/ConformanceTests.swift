@@ -156,7 +156,7 @@ struct ConformanceTests {
         let t = try await op.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(["dev-000002"])]).result(Commands.TransferResult.self)
         try await waitUntil("the set-up's events have arrived") { await op.events(of: .transferRequested).count == 2 }
         await p.service.flushAcks()
-        let before = try HostileInputTests.snapshot(p.store)
+        let before = try TestStore.snapshot(p.store)
         let published = await p.service.counters.configsPublished
         await op.clearEvents()
 
@@ -206,7 +206,7 @@ struct ConformanceTests {
         }
 
         await p.service.flushAcks()
-        #expect(try HostileInputTests.snapshot(p.store) == before, "a refused case changed the ledger")
+        #expect(try TestStore.snapshot(p.store) == before, "a refused case changed the ledger")
         #expect(await p.service.counters.configsPublished == published, "a refused case published a configuration")
         let others = await op.events.filter { $0.type != .commandFailed }
         #expect(others.isEmpty, "events other than command.failed: \(others.map(\.type).prefix(5))")
@@ -232,7 +232,7 @@ struct ConformanceTests {
         _ = try await device.subscribe([("devices/dev-1/error", .atLeastOnce)])
         let errors = device.messages
         await p.service.flushAcks()
-        let before = try HostileInputTests.snapshot(p.store)
+        let before = try TestStore.snapshot(p.store)
 
         // Each payload type with its required fields and their JSON types.
         let topics: [(topic: String, valid: [String: JSONValue], required: [String])] = [
@@ -274,7 +274,7 @@ struct ConformanceTests {
         }
         #expect(mismatches.isEmpty, Comment(rawValue: "\(mismatches.count) of \(cases.count):\n" + mismatches.prefix(20).joined(separator: "\n")))
         await p.service.flushAcks()
-        #expect(try HostileInputTests.snapshot(p.store) == before, "a refused device message changed the ledger")
+        #expect(try TestStore.snapshot(p.store) == before, "a refused device message changed the ledger")
         print("conformance: \(cases.count) device topic cases, seed \(seed)")
         await device.disconnect()
         await p.shutdown()

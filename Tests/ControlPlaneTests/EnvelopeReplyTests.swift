@@ -24,7 +24,7 @@ struct EnvelopeReplyTests {
     func answered() async throws {
         let p = try await PlatformFixture()
         _ = try await p.operators.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
-        let before = try HostileInputTests.snapshot(p.store)
+        let before = try TestStore.snapshot(p.store)
         for c in Self.cases {
             try await p.operators.sendRaw("oem", c.command, payload: Array(c.payload.utf8))
             let id = try #require(CommandEnvelope.readableRequestID(from: Array(c.payload.utf8)), "\(c.name): request id readable")
@@ -43,7 +43,7 @@ struct EnvelopeReplyTests {
         try await waitUntil("the deep payload is reported") {
             await p.operators.events(of: .commandFailed).contains { $0.details["message"]?.stringValue?.contains("deeper than 32") == true }
         }
-        #expect(try HostileInputTests.snapshot(p.store) == before, "an unexecutable command changed state")
+        #expect(try TestStore.snapshot(p.store) == before, "an unexecutable command changed state")
         await p.shutdown()
     }
 }

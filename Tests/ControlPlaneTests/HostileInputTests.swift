@@ -12,7 +12,6 @@ import TestSupport
 struct HostileInputTests {
 
     /// Everything durable that a refused input must not touch.
-    static func snapshot(_ store: StoreLocation) throws -> [String] { try TestStore.snapshot(store) }
 
     /// Valid commands whose mutations make them invalid.
     static func validCommands(transfer: String) -> [(account: AccountID, command: String, args: JSONValue)] {
@@ -108,7 +107,7 @@ struct HostileInputTests {
         let devices = (1...4).map { "dev-00000\($0)" }
         _ = try await op.send("oem", "device.provision", ["deviceIds": ids(devices), "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
         let t = try await op.send("oem", "transfer.request", ["to": "acme", "deviceIds": ids(["dev-000002"])]).result(Commands.TransferResult.self)
-        let before = try Self.snapshot(p.store)
+        let before = try TestStore.snapshot(p.store)
         let countersBefore = await p.service.counters
 
         var rng = SplitMix64(state: seed)
@@ -172,7 +171,7 @@ struct HostileInputTests {
         let refused = await p.service.counters.commandErrors - countersBefore.commandErrors
         #expect(refused >= commandCases * 9 / 10, "\(refused) of \(commandCases) refused")
         await p.service.flushAcks()
-        let after = try Self.snapshot(p.store)
+        let after = try TestStore.snapshot(p.store)
         #expect(before == after, "state changed: \(Array(Set(after).symmetricDifference(Set(before))).prefix(5))")
         // Replies carry stable codes.
         let failures = await op.events(of: .commandFailed)

@@ -14,23 +14,17 @@ struct ReadAheadTests {
     /// Runs one story (provision, activate 12 devices, resell 8, return 4 into escrow, acks in
     /// batches, a reject, a re-push) and returns every row of every table.
     static func story(readsAhead: Bool, store: StoreLocation) throws -> [String] {
-        let ledger = try Ledger(store: store)
+        var tick = 1_800_000_000.0
+        let writer = try LedgerWriter(store, name: "id", actor: "op-test", now: { Date(timeIntervalSince1970: tick) })
+        let ledger = writer.ledger
         ledger.readsAhead = readsAhead
-        var tick = 1_800_000_000.0, ids = 0
-        var processor = CommandProcessor(ledger: ledger, credentials: nil, now: { Date(timeIntervalSince1970: tick) }, newID: { ids += 1; return "id-\(ids)" })
-        processor.actor = "op-test"
         func run(_ account: AccountID, _ command: String, _ args: JSONValue) throws -> JSONValue {
             tick += 1
-            return try ledger.db.transaction {
-                let outcome = try processor.execute(account: account, command: command, args: args)
-                try ledger.appendEvents(outcome.effects.events)
-                return outcome.result
-            }
+            return try writer.run(account, command, args)
         }
         func transfer(_ devices: [String], from: AccountID, to: AccountID, action: String) throws {
             let t = try run(from, "transfer.request", ["to": .string(to.rawValue), "deviceIds": .array(devices.map { .string($0) })])
-            guard case .object(let o) = t, case .object(let tr)? = o["transfer"], case .string(let id)? = tr["id"] else { throw TestSupportError("no transfer id in \(t)") }
-            _ = try run(to, "transfer.approve", ["transferId": .string(id), "action": .string(action)])
+            _ = try run(to, "transfer.approve", ["transferId": .string(try LedgerWriter.transferID(t)), "action": .string(action)])
         }
         func acks(_ devices: [String], version: Int, result: ConfigAck.Result = .applied) throws {
             tick += 1

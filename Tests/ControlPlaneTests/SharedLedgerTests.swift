@@ -11,25 +11,6 @@ import TestSupport
 /// before it. Two connections race the same decisions here, on real threads.
 @Suite("One PostgreSQL ledger, two writers", .timeLimit(.minutes(2)))
 struct SharedLedgerTests {
-    /// A ledger (its own connection) and a processor over it.
-    final class Writer: @unchecked Sendable {
-        let ledger: Ledger
-        var processor: CommandProcessor
-        init(_ store: StoreLocation, name: String) throws {
-            ledger = try Ledger(store: store)
-            var ids = 0
-            processor = CommandProcessor(ledger: ledger, credentials: nil, now: { Date() }, newID: { ids += 1; return "\(name)-\(ids)" })
-            processor.actor = "op-\(name)"
-        }
-        func run(_ account: AccountID, _ command: String, _ args: JSONValue) throws -> JSONValue {
-            try ledger.db.transaction {
-                let outcome = try processor.execute(account: account, command: command, args: args)
-                try ledger.appendEvents(outcome.effects.events)
-                return outcome.result
-            }
-        }
-    }
-
     /// Runs `a` and `b` on two threads released together; returns their results.
     static func race<A: Sendable, B: Sendable>(_ a: @escaping @Sendable () -> A, _ b: @escaping @Sendable () -> B) async throws -> (A, B) {
         let gate = DispatchSemaphore(value: 0)
@@ -43,15 +24,13 @@ struct SharedLedgerTests {
     func approveTwice() async throws {
         let server = try await PostgresServer.shared()
         let store = try await offPool { try server.freshStore() }
-        let (one, two) = try await offPool { (try Writer(store, name: "one"), try Writer(store, name: "two")) }
+        let (one, two) = try await offPool { (try LedgerWriter(store, name: "one"), try LedgerWriter(store, name: "two")) }
         let devices = (1...60).map { String(format: "sl-%06d", $0) }
         let transfer: String = try await offPool {
             _ = try one.run(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"])
             _ = try one.run(.platform, "account.create", ["id": "acme", "name": "Acme", "kind": "customer"])
             _ = try one.run("oem", "device.provision", ["prefix": "sl-", "count": 60, "issueIdentity": false])
-            let t = try one.run("oem", "transfer.request", ["to": "acme", "deviceIds": .array(devices.map { .string($0) })])
-            guard case .object(let o) = t, case .object(let tr)? = o["transfer"], case .string(let id)? = tr["id"] else { throw TestSupportError("no transfer id") }
-            return id
+            return try LedgerWriter.transferID(try one.run("oem", "transfer.request", ["to": "acme", "deviceIds": .array(devices.map { .string($0) })]))
         }
         for round in 1...3 {
             let args: JSONValue = ["transferId": .string(transfer), "action": "activate", "deviceIds": .array(devices[((round - 1) * 20)..<(round * 20)].map { .string($0) })]
@@ -78,7 +57,7 @@ struct SharedLedgerTests {
     func eventsInOrder() async throws {
         let server = try await PostgresServer.shared()
         let store = try await offPool { try server.freshStore() }
-        let (one, two) = try await offPool { (try Writer(store, name: "one"), try Writer(store, name: "two")) }
+        let (one, two) = try await offPool { (try LedgerWriter(store, name: "one"), try LedgerWriter(store, name: "two")) }
         try await offPool { _ = try one.run(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]) }
         let (a, b) = try await Self.race({ Result { for i in 0..<40 { _ = try one.run("oem", "device.provision", ["prefix": .string("a\(i)-"), "count": 3, "issueIdentity": false]) } } },
                                          { Result { for i in 0..<40 { _ = try two.run("oem", "device.provision", ["prefix": .string("b\(i)-"), "count": 3, "issueIdentity": false]) } } })

@@ -16,10 +16,6 @@ struct StalePresenceTests {
     }
 
     /// The `devices` row's column, read from the real SQLite file with the sqlite3 CLI.
-    static func column(_ store: StoreLocation, _ column: String, of device: String) throws -> String {
-        try TestStore.deviceColumn(store, column, of: device)
-    }
-
     @Test("a will from an older connection changes nothing")
     func staleWill() async throws {
         let p = try await HostileTenantTests.Platform()
@@ -36,7 +32,7 @@ struct StalePresenceTests {
         await p.daemon.service.flushAcks()
         let show = try await oem.send("oem", "device.show", ["deviceId": "dev-s"]).result(Commands.DeviceShowResult.self)
         #expect(show.device.online && show.device.mode == .normal, "presence regressed: \(show.device)")
-        #expect(try Self.column(p.daemon.store, "presence_session", of: "dev-s") == "200")
+        #expect(try TestStore.deviceColumn(p.daemon.store, "presence_session", of: "dev-s") == "200")
         // The same session's own will applies (a real disconnect); a newer connection's status too.
         try await device.publish(topic, Self.status(.offline, .normal, session: 200), qos: .atLeastOnce, retain: true)
         try await waitUntil(timeout: .seconds(30), "the current connection's will is applied") {
@@ -78,11 +74,11 @@ struct StalePresenceTests {
             #expect(report.code == .invalidArgument, "\(what): \(report.code) \(report.message)")
             #expect(report.topic == "devices/dev-c/csr")
         }
-        #expect(try Self.column(p.daemon.store, "csr", of: "dev-c") == "NULL", "a refused CSR was stored")
+        #expect(try TestStore.deviceColumn(p.daemon.store, "csr", of: "dev-c") == "NULL", "a refused CSR was stored")
         // Control: a valid CSR is stored and answered with no error.
         let good = try CertificateSigningRequest(key: key, commonName: "dev-c").pem()
         try await device.publish("devices/dev-c/csr", WireCodec.encode(CertificateRequest(csr: good)), qos: .atLeastOnce)
-        try await waitUntil("the valid CSR is stored") { try Self.column(p.daemon.store, "csr", of: "dev-c") != "NULL" }
+        try await waitUntil("the valid CSR is stored") { try TestStore.deviceColumn(p.daemon.store, "csr", of: "dev-c") != "NULL" }
         await device.disconnect()
         await oem.close()
         await p.close()

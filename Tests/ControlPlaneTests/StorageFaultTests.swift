@@ -47,7 +47,7 @@ struct StorageFaultTests {
         let op = p.operators
         _ = try await op.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
         _ = try await op.send("oem", "device.provision", ["prefix": "full-", "count": 50, "issueIdentity": false]).result(Commands.DeviceProvisionResult.self)
-        let before = try HostileInputTests.snapshot(p.store)
+        let before = try TestStore.snapshot(p.store)
 
         disk.fill()
         let args: [String: JSONValue] = ["prefix": "more-", "count": 500, "issueIdentity": false]
@@ -57,7 +57,7 @@ struct StorageFaultTests {
         // Reads still work, nothing changed, and the file is intact.
         let list = try await op.send("oem", "device.list", ["limit": 1]).result(Commands.DeviceListResult.self)
         #expect(list.total == 50)
-        #expect(try HostileInputTests.snapshot(p.store) == before)
+        #expect(try TestStore.snapshot(p.store) == before)
         #expect(try p.store.open().integrityProblems().isEmpty)
 
         disk.free()
@@ -72,12 +72,12 @@ struct StorageFaultTests {
         let p = try await PlatformFixture()
         let op = p.operators
         _ = try await op.send(.platform, "account.create", ["id": "oem", "name": "OEM", "kind": "provisioner"]).result(Account.self)
-        let before = try HostileInputTests.snapshot(p.store)
+        let before = try TestStore.snapshot(p.store)
         try await p.service.injectReadOnlyStorage(true)
         let refused = try await op.send(.platform, "account.create", ["id": "acme", "name": "Acme", "kind": "customer"], requestID: "create-acme")
         #expect(refused.error?.code == .storageUnavailable, "\(String(describing: refused.error))")
         try await p.service.injectReadOnlyStorage(false)
-        #expect(try HostileInputTests.snapshot(p.store) == before)
+        #expect(try TestStore.snapshot(p.store) == before)
         let ok = try await op.send(.platform, "account.create", ["id": "acme", "name": "Acme", "kind": "customer"], requestID: "create-acme")
         #expect(ok.ok, "\(String(describing: ok.error))")
         await p.shutdown()

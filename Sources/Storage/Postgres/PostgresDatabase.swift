@@ -60,11 +60,13 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         }
         connection = conn
         PQsetNoticeProcessor(conn, { _, _ in }, nil)  // NOTICEs (a savepoint released...) are not errors
-        // Text compared byte by byte and UTC: the same answers as SQLite, whatever the server's defaults.
-        try executeScript("SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'; SET extra_float_digits = 1")
+        try executeScript(Self.sessionSettings)
     }
 
     deinit { PQfinish(connection) }
+
+    /// Set on every (re)connection: UTF-8, UTC, and doubles printed so they read back exactly.
+    static let sessionSettings = "SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'; SET extra_float_digits = 1"
 
     /// `url` without its password (`postgres://user:***@host/db`, `password=***`).
     public static func redacted(_ url: String) -> String {
@@ -97,7 +99,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         guard PQstatus(connection) == CONNECTION_OK else {
             throw PostgresError(sqlState: "08006", message: "the connection to \(location) is lost and reconnecting failed: \(Self.text(PQerrorMessage(connection)))")
         }
-        try run(simple: "SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'; SET extra_float_digits = 1")
+        try run(simple: Self.sessionSettings)
     }
 
     /// `body` once more on a new connection when it failed because the connection was found dead
@@ -222,42 +224,61 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     // MARK: Statements
 
     /// Prepares (once) and runs `sql` with `parameters`; returns the result, which the caller clears.
-    private func execPrepared(_ sql: String, _ parameters: [SQLValue], send: Bool = false) throws -> (OpaquePointer, Prepared)? {
-        if !send { try flushPipeline() }
+    private func execPrepared(_ sql: String, _ parameters: [SQLValue]) throws -> (OpaquePointer, Prepared) {
+        try flushPipeline()
+        let prepared = try preparedStatement(sql, parameters)
+        let result = Self.withParameters(parameters) { values, lengths, formats in
+            PQexecPrepared(connection, prepared.name, Int32(parameters.count), values, lengths, formats, 0)
+        }
+        return (try check(result, sql: sql), prepared)
+    }
+
+    /// Sends `sql` with `parameters` without waiting for the answer (pipeline mode).
+    private func sendPrepared(_ sql: String, _ parameters: [SQLValue]) throws {
+        let prepared = try preparedStatement(sql, parameters)
+        let sent = Self.withParameters(parameters) { values, lengths, formats in
+            PQsendQueryPrepared(connection, prepared.name, Int32(parameters.count), values, lengths, formats, 0)
+        }
+        guard sent == 1 else {
+            throw PostgresError(sqlState: "08006", message: "cannot send to \(location): \(Self.text(PQerrorMessage(connection)))", sql: sql)
+        }
+    }
+
+    /// The prepared statement for `sql`, checked against the number of parameters given.
+    private func preparedStatement(_ sql: String, _ parameters: [SQLValue]) throws -> Prepared {
         let prepared = try statement(sql, parameters)
         guard parameters.count == prepared.count else {
             throw PostgresError(sqlState: "08P01", message: "\(parameters.count) parameters given for a statement that takes \(prepared.count)", sql: sql)
         }
-        var buffers: [[UInt8]] = []
-        buffers.reserveCapacity(parameters.count)
-        var formats = [Int32](repeating: 0, count: parameters.count)
+        return prepared
+    }
+
+    /// Calls `body` with libpq's parameter arrays: every value as text (NUL-terminated) in one
+    /// buffer, byte strings as binary, NULLs as null pointers.
+    private static func withParameters<R>(_ parameters: [SQLValue],
+                                          _ body: (UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R) -> R {
+        var bytes: [UInt8] = []
+        var offsets = [Int](repeating: -1, count: parameters.count)  // -1: NULL
         var lengths = [Int32](repeating: 0, count: parameters.count)
-        var isNull = [Bool](repeating: false, count: parameters.count)
+        var formats = [Int32](repeating: 0, count: parameters.count)
         for (i, p) in parameters.enumerated() {
             switch p {
-            case .null: isNull[i] = true; buffers.append([])
-            case .integer(let v): buffers.append(Array("\(v)".utf8) + [0])
-            case .real(let v): buffers.append(Array(Self.floatText(v).utf8) + [0])
-            case .text(let v): buffers.append(Array(v.utf8) + [0])
-            case .blob(let v): buffers.append(v.isEmpty ? [0] : v); formats[i] = 1; lengths[i] = Int32(v.count)
+            case .null: continue
+            case .integer(let v): offsets[i] = bytes.count; bytes += "\(v)".utf8
+            case .real(let v): offsets[i] = bytes.count; bytes += floatText(v).utf8
+            case .text(let v): offsets[i] = bytes.count; bytes += v.utf8
+            case .blob(let v): offsets[i] = bytes.count; bytes += v; formats[i] = 1; lengths[i] = Int32(v.count)
+            }
+            if formats[i] == 0 { bytes.append(0) }
+        }
+        if bytes.isEmpty { bytes.append(0) }  // a base address for empty byte strings
+        return bytes.withUnsafeBufferPointer { buffer in
+            let base = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
+            let values: [UnsafePointer<CChar>?] = offsets.map { $0 < 0 ? nil : base + $0 }
+            return values.withUnsafeBufferPointer { v in
+                lengths.withUnsafeBufferPointer { l in formats.withUnsafeBufferPointer { f in body(v.baseAddress, l.baseAddress, f.baseAddress) } }
             }
         }
-        let result: OpaquePointer? = buffers.withUnsafeBufferPointers { pointers in
-            var values: [UnsafePointer<CChar>?] = pointers.enumerated().map { i, p in
-                isNull[i] ? nil : p.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }
-            }
-            if send {
-                return PQsendQueryPrepared(connection, prepared.name, Int32(parameters.count), &values, &lengths, &formats, 0) == 1 ? nil : OpaquePointer(bitPattern: 1)
-            }
-            return PQexecPrepared(connection, prepared.name, Int32(parameters.count), &values, &lengths, &formats, 0)
-        }
-        if send {
-            guard result == nil else {
-                throw PostgresError(sqlState: "08006", message: "cannot send to \(location): \(Self.text(PQerrorMessage(connection)))", sql: sql)
-            }
-            return nil
-        }
-        return (try check(result, sql: sql), prepared)
     }
 
     static func floatText(_ v: Double) -> String {
@@ -328,7 +349,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             if PQpipelineStatus(connection) == PQ_PIPELINE_OFF, PQenterPipelineMode(connection) != 1 {
                 throw PostgresError(sqlState: "08006", message: "cannot enter pipeline mode: \(Self.text(PQerrorMessage(connection)))", sql: sql)
             }
-            _ = try execPrepared(sql, parameters, send: true)
+            try sendPrepared(sql, parameters)
             pipelined += 1
         }
     }
@@ -336,7 +357,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     @discardableResult
     public func execute(_ sql: String, _ parameters: [SQLValue] = []) throws -> Int {
         try withLock {
-            let (result, _) = try execPrepared(sql, parameters)!
+            let (result, _) = try execPrepared(sql, parameters)
             defer { PQclear(result) }
             return Int(String(cString: PQcmdTuples(result))) ?? 0
         }
@@ -344,7 +365,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
 
     public func query(_ sql: String, _ parameters: [SQLValue] = []) throws -> [Row] {
         try withLock { try againIfConnectionLost {
-            let (result, prepared) = try execPrepared(sql, parameters)!
+            let (result, prepared) = try execPrepared(sql, parameters)
             defer { PQclear(result) }
             let (rows, columns) = rows(result, columns: prepared.columns)
             if prepared.columns == nil, let columns, statements[sql] != nil {
@@ -472,15 +493,4 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
 
     /// PostgreSQL checks its pages itself (and `amcheck` on demand); nothing to report here.
     public func integrityProblems() throws -> [String] { [] }
-}
-
-extension Array where Element == [UInt8] {
-    /// Calls `body` with a stable pointer to each element's bytes.
-    fileprivate func withUnsafeBufferPointers<R>(_ body: ([UnsafeBufferPointer<UInt8>]) -> R) -> R {
-        func step(_ i: Int, _ acc: [UnsafeBufferPointer<UInt8>]) -> R {
-            if i == count { return body(acc) }
-            return self[i].withUnsafeBufferPointer { step(i + 1, acc + [$0]) }
-        }
-        return step(0, [])
-    }
 }
